@@ -1,0 +1,185 @@
+"""Ops and custom Functions: how a forward/backward pair enters the graph.
+
+`Op` is the base of every built-in op. Its forward runs on raw arrays through
+the backend's array module (`ctx.xp`); its backward runs on Tensors, written in
+differentiable ops, so gradients of gradients come for free. Each subclass
+registers itself once by name in `OPS`; `method=` also installs it as a Tensor
+method (a str, or a tuple of names), `function=False` keeps it out of the
+`tensora.<name>` namespace.
+
+`Function` is the user-facing variant (torch.autograd.Function): its forward
+takes and returns Tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as _NP
+
+from .. import dtypes as dt
+from ..backend import get_backend
+from ..device import CPU
+from ..errors import DeviceError
+from ..tensor import Tensor
+from .grad_mode import STATE, no_grad
+from .graph import Context, Node, grad_accumulator, pack_saved
+
+OPS: dict[str, type["Op"]] = {}
+
+
+def _edge(t: Any) -> tuple:
+    if isinstance(t, Tensor) and t._requires_grad:
+        return (t.grad_fn, t._output_nr) if t.grad_fn is not None else (grad_accumulator(t), 0)
+    return (None, 0)
+
+
+def _meta(t: Any) -> tuple:
+    return (t._data.shape, t.dtype) if isinstance(t, Tensor) else (None, None)
+
+
+class Op:
+    """Base of built-in ops: subclass, set the name, write forward(ctx, *arrays) and backward(ctx, *grads)."""
+
+    name: str = ""
+    view: bool = False       # the output may share storage with the first input
+    promote: bool = False    # cast floating/int inputs to their result_type first
+
+    def __init_subclass__(cls, name: str | None = None, method: str | tuple | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is None:
+            return
+        if name in OPS:
+            raise ValueError(f"op {name!r} registered twice ({OPS[name].__qualname__} and {cls.__qualname__})")
+        cls.name = name
+        OPS[name] = cls
+        for m in (method,) if isinstance(method, str) else (method or ()):
+            setattr(Tensor, m, _method(cls))
+
+
+    # Subclasses define:
+    #   forward(ctx, *arrays, **params) -> array | tuple of arrays
+    #   backward(ctx, *grads: Tensor) -> Tensor | None | tuple, one per positional input
+
+    @classmethod
+    def apply(cls, *inputs: Any, **params: Any) -> Any:
+        """Run forward on the inputs' arrays, record a node if any input needs a gradient."""
+        device = None
+        requires = False
+        for x in inputs:
+            if isinstance(x, Tensor):
+                if device is None:
+                    device = x.device
+                elif x.device != device:
+                    raise DeviceError(f"{cls.name}: expected all tensors on the same device, "
+                                      f"found {device} and {x.device}")
+                requires = requires or x._requires_grad
+        device = device or CPU
+        xp = get_backend(device).xp if device is not CPU else _NP
+        if cls.promote:
+            arrays = _promoted(inputs)
+        else:
+            arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+        record = requires and STATE.enabled
+        ctx = Context(xp, tuple(isinstance(x, Tensor) and x._requires_grad for x in inputs) if record else ())
+        out = cls.forward(ctx, *arrays, **params)
+        multi = isinstance(out, tuple)
+        outs = out if multi else (out,)
+        base = inputs[0] if cls.view and isinstance(inputs[0], Tensor) else None
+        tensors = tuple(_wrap(a, device, base, xp) for a in outs)
+        if record:
+            node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
+            for i, t in enumerate(tensors):
+                if t.dtype.is_floating_point and id(t._data) not in ctx.non_differentiable:
+                    t._requires_grad = True
+                    t.grad_fn = node
+                    t._output_nr = i
+            pack_saved(ctx, node, inputs, tensors)
+        return tensors if multi else tensors[0]
+
+
+def _wrap(array: Any, device: Any, base: Tensor | None, xp: Any) -> Tensor:
+    if base is not None and xp.may_share_memory(array, base._data):
+        return Tensor(array, device=device, _base=base._base if base._base is not None else base)
+    if not hasattr(array, "dtype") or not hasattr(array, "shape"):
+        array = xp.asarray(array)
+    return Tensor(array, device=device)
+
+
+def _promoted(inputs: tuple) -> list:
+    """Inputs cast to their common result_type (tensors) or made arrays of it (Python scalars)."""
+    target = dt.result_type(*inputs)
+    npd = target.np_dtype
+    out = []
+    for x in inputs:
+        if isinstance(x, Tensor):
+            a = x._data
+            out.append(a if a.dtype == npd else a.astype(npd))
+        else:
+            out.append(npd.type(x))
+    return out
+
+
+def _method(op: type[Op]) -> Any:
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return op.apply(self, *args, **kwargs)
+    method.__name__ = op.name
+    method.__doc__ = op.__doc__
+    return method
+
+
+class Function:
+    """A user-defined op with forward(ctx, *args) and backward(ctx, *grads), on Tensors.
+
+    >>> class Square(Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x * x
+    ...     @staticmethod
+    ...     def backward(ctx, g):
+    ...         (x,) = ctx.saved_tensors
+    ...         return 2 * x * g
+    """
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        tensors_in = [a for a in args if isinstance(a, Tensor)]
+        record = STATE.enabled and any(t._requires_grad for t in tensors_in)
+        ctx = Context(None, tuple(isinstance(a, Tensor) and a._requires_grad for a in args))
+        with no_grad():
+            out = cls.forward(ctx, *args, **kwargs)
+        multi = isinstance(out, tuple)
+        outs = tuple(_fresh_output(o, args) for o in (out if multi else (out,)))
+        if record:
+            node = Node(_UserBackward(cls), ctx, tuple(_edge(a) for a in args), len(outs),
+                        tuple(_meta(a) for a in args))
+            for i, t in enumerate(outs):
+                if isinstance(t, Tensor) and t.dtype.is_floating_point and id(t) not in ctx.non_differentiable:
+                    t._requires_grad = True
+                    t.grad_fn = node
+                    t._output_nr = i
+            # Saved tensors are matched to inputs/outputs by their arrays.
+            ctx._raw = tuple(s._data if isinstance(s, Tensor) else s for s in ctx._raw)
+            pack_saved(ctx, node, args, tuple(o for o in outs if isinstance(o, Tensor)))
+        return outs if multi else outs[0]
+
+
+def _fresh_output(o: Any, args: tuple) -> Any:
+    # An input returned unchanged becomes a new tensor object sharing storage, so
+    # giving it this node's history does not rewrite the caller's input.
+    if isinstance(o, Tensor) and any(o is a for a in args):
+        return Tensor(o._data, device=o.device, _base=o._base if o._base is not None else o)
+    return o
+
+
+class _UserBackward:
+    """Adapts a Function subclass to the Node interface (name + backward)."""
+
+    def __init__(self, fn: type[Function]) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+
+    def backward(self, ctx: Context, *grads: Tensor) -> Any:
+        return self.fn.backward(ctx, *grads)

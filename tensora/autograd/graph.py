@@ -1,0 +1,243 @@
+"""The recorded graph: nodes, saved tensors, gradient accumulators and hooks.
+
+A Node is one recorded op. It holds the op's backward rule, the context its
+forward filled (saved tensors and attributes), and one edge per input pointing
+at the node that produced that input (or the leaf's AccumulateGrad).
+
+Saved tensors are checked against the storage's version counter when unpacked,
+so an in-place write to something backward needs is an error, not a wrong
+gradient. A saved *output* is kept as its array plus (node, index), not as the
+Tensor, so that node -> output -> node is never a reference cycle.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+from ..errors import AutogradError, fmt_shape
+from ..tensor import Tensor
+
+_INPUT, _OUTPUT, _CONST, _VALUE = range(4)
+
+
+class Context:
+    """What an op's forward passes to its backward: saved values plus free attributes."""
+
+    def __init__(self, xp: Any, needs_input_grad: tuple[bool, ...] = ()) -> None:
+        self.xp = xp
+        self.needs_input_grad = needs_input_grad
+        self._raw: tuple = ()
+        self._packed: list | None = None
+        self.non_differentiable: set[int] = set()
+
+    def save(self, *items: Any) -> None:
+        """Keep arrays (or other values) for backward; inputs and outputs come back as Tensors."""
+        self._raw = items
+
+    save_for_backward = save
+
+    def mark_non_differentiable(self, *outputs: Any) -> None:
+        self.non_differentiable.update(id(o) for o in outputs)
+
+    @property
+    def saved(self) -> tuple:
+        if self._packed is None:
+            raise AutogradError("trying to backward through the graph a second time (or directly access "
+                                "saved tensors after they have already been freed); specify "
+                                "retain_graph=True on the first backward call if you need to")
+        return tuple(_unpack(p) for p in self._packed)
+
+    saved_tensors = saved
+
+
+def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> None:
+    """Turn what forward saved (arrays) into references to input/output tensors or constants."""
+    in_ids = {id(t._data): t for t in inputs if isinstance(t, Tensor)}
+    in_ids.update({id(t): t for t in inputs if isinstance(t, Tensor)})
+    out_ids = {id(t._data): (i, t) for i, t in enumerate(outputs)}
+    out_ids.update({id(t): (i, t) for i, t in enumerate(outputs)})
+    packed = []
+    for item in ctx._raw:
+        key = id(item)
+        if key in out_ids:
+            i, t = out_ids[key]
+            packed.append((_OUTPUT, (t._data, t.device, node, i, t._vc, t._base),
+                           t._vc.value))
+        elif key in in_ids:
+            t = in_ids[key]
+            packed.append((_INPUT, t, t._vc.value))
+        elif hasattr(item, "shape") and hasattr(item, "dtype") and not isinstance(item, Tensor):
+            packed.append((_CONST, item, None))
+        else:
+            packed.append((_VALUE, item, None))
+    ctx._raw = ()
+    ctx._packed = packed
+
+
+def _unpack(p: tuple) -> Any:
+    kind, payload, version = p
+    if kind == _VALUE:
+        return payload
+    if kind == _CONST:
+        return Tensor(payload)
+    if kind == _INPUT:
+        t = payload
+        vc = t._vc
+    else:
+        data, device, node, index, vc, base = payload
+        t = Tensor(data, device=device, _base=base)
+        t._vc = vc
+        t._requires_grad = True
+        t.grad_fn = node
+        t._output_nr = index
+    if vc.value != version:
+        raise AutogradError(f"one of the tensors needed for gradient computation has been modified by an "
+                            f"in-place operation: tensor of shape {fmt_shape(t.shape)} is at version "
+                            f"{vc.value}; expected version {version} instead")
+    return t
+
+
+class Node:
+    """One recorded op: backward rule, context, edges to the nodes of its inputs."""
+
+    __slots__ = ("op", "ctx", "next_edges", "n_outputs", "input_meta", "pre_hooks", "__weakref__")
+
+    def __init__(self, op: Any, ctx: Context, next_edges: tuple, n_outputs: int, input_meta: tuple) -> None:
+        self.op = op
+        self.ctx = ctx
+        self.next_edges = next_edges
+        self.n_outputs = n_outputs
+        self.input_meta = input_meta  # (shape, dtype) of each input, to check and cast gradients
+        self.pre_hooks: dict[int, list[Callable]] | None = None
+
+    def name(self) -> str:
+        return f"{self.op.__name__}Backward"
+
+    @property
+    def next_functions(self) -> tuple:
+        return self.next_edges
+
+    def apply(self, grads: list, retain_graph: bool) -> tuple:
+        out = self.op.backward(self.ctx, *grads)
+        if not isinstance(out, tuple):
+            out = (out,)
+        if not retain_graph:
+            self.ctx._packed = None
+        if len(out) < len(self.next_edges):
+            raise AutogradError(f"{self.name()} returned {len(out)} gradients for "
+                                f"{len(self.next_edges)} inputs")
+        result = []
+        for g, (edge, meta) in zip(out, zip(self.next_edges, self.input_meta)):
+            if g is None or edge[0] is None:
+                result.append(None)
+                continue
+            if not isinstance(g, Tensor):
+                g = Tensor(g) if hasattr(g, "shape") else None
+                if g is None:
+                    raise AutogradError(f"{self.name()} returned a non-tensor gradient")
+            shape, dtype = meta
+            if g._data.shape != shape:
+                raise AutogradError(f"{self.name()} returned a gradient of shape {fmt_shape(g.shape)} "
+                                    f"for an input of shape {fmt_shape(shape)}")
+            if g.dtype is not dtype:
+                g = g.to(dtype)
+            result.append(g)
+        return tuple(result)
+
+    def register_prehook(self, index: int, hook: Callable) -> "RemovableHandle":
+        if self.pre_hooks is None:
+            self.pre_hooks = {}
+        hooks = self.pre_hooks.setdefault(index, [])
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def __repr__(self) -> str:
+        return f"<{self.name()}>"
+
+
+class AccumulateGrad:
+    """The sink for a leaf tensor: adds incoming gradients into leaf.grad.
+
+    The leaf owns its accumulator; the accumulator refers back weakly, so a
+    leaf and its accumulator never form a reference cycle.
+    """
+
+    __slots__ = ("_variable", "pre_hooks", "__weakref__")
+    next_edges = ()
+    n_outputs = 1
+
+    def __init__(self, variable: Tensor) -> None:
+        self._variable = weakref.ref(variable)
+        self.pre_hooks: dict[int, list[Callable]] | None = None
+
+    @property
+    def variable(self) -> Tensor | None:
+        return self._variable()
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    register_prehook = Node.register_prehook
+
+    def accumulate(self, grad: Tensor, create_graph: bool) -> None:
+        var = self._variable()
+        if var is None:
+            return
+        if grad.dtype is not var.dtype:
+            grad = grad.to(var.dtype)
+        if not create_graph:
+            # A fresh, writable, contiguous copy: optimizers update .grad in place, and an
+            # incoming gradient may be a broadcast view or shared with another leaf.
+            grad = Tensor(grad._data.copy(), device=grad.device) if var.grad is None else grad.detach()
+        if var.grad is None:
+            var.grad = grad
+        elif create_graph:
+            var.grad = var.grad + grad
+        else:
+            var.grad._data += grad._data
+            var.grad._bump_version()
+
+    def __repr__(self) -> str:
+        return "<AccumulateGrad>"
+
+
+def grad_accumulator(t: Tensor) -> AccumulateGrad:
+    if t._accumulator is None:
+        t._accumulator = AccumulateGrad(t)
+    return t._accumulator
+
+
+class RemovableHandle:
+    """Returned by register_hook; .remove() takes the hook off again."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_tensor_hook(t: Tensor, hook: Callable) -> RemovableHandle:
+    if not t.requires_grad:
+        raise AutogradError("cannot register a hook on a tensor that doesn't require gradient")
+    if t.grad_fn is not None:
+        return t.grad_fn.register_prehook(t._output_nr, hook)
+    return grad_accumulator(t).register_prehook(0, hook)
+
+
+def retain_grad(t: Tensor) -> None:
+    if t.grad_fn is None:
+        return  # leaves keep their grad anyway
+    if t._retains_grad:
+        return
+    ref = weakref.ref(t)
+
+    def _store(grad: Tensor) -> None:
+        owner = ref()
+        if owner is not None:
+            owner.grad = grad.detach() if owner.grad is None else owner.grad + grad.detach()
+
+    t.grad_fn.register_prehook(t._output_nr, _store)
+    t._retains_grad = True

@@ -1,0 +1,43 @@
+"""The public-API table: every op function registers here once.
+
+`@register()` puts a function into `FUNCTIONS` (exported as `tensora.<name>`)
+and, unless `method=False`, installs it as a Tensor method too. Backward rules
+live in the `Op` classes (tensora/autograd/function.py, table `OPS`); this table
+holds the user-facing signatures that parse arguments and call them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..tensor import Tensor
+
+FUNCTIONS: dict[str, Callable] = {}
+
+
+def register(name: str | None = None, *, method: bool | str | tuple = True,
+             function: bool = True) -> Callable[[Callable], Callable]:
+    """Decorator: export `fn` as tensora.<name> and (optionally) as Tensor.<method>."""
+
+    def deco(fn: Callable) -> Callable:
+        key = name or fn.__name__
+        if function:
+            if key in FUNCTIONS:
+                raise ValueError(f"function {key!r} registered twice")
+            FUNCTIONS[key] = fn
+        names = (key,) if method is True else (method,) if isinstance(method, str) else (method or ())
+        for m in names:
+            setattr(Tensor, m, fn)
+        return fn
+
+    return deco
+
+
+def shape_arg(args: tuple[Any, ...]) -> tuple[int, ...]:
+    """Accept f(2, 3), f((2, 3)), f([2, 3]) and f(Size) alike."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    try:
+        return tuple(int(a) for a in args)
+    except TypeError as exc:
+        raise TypeError(f"shape must be ints, got {args!r}") from exc
