@@ -3,9 +3,8 @@
 `Op` is the base of every built-in op. Its forward runs on raw arrays through
 the backend's array module (`ctx.xp`); its backward runs on Tensors, written in
 differentiable ops, so gradients of gradients come for free. Each subclass
-registers itself once by name in `OPS`; `method=` also installs it as a Tensor
-method (a str, or a tuple of names), `function=False` keeps it out of the
-`tensora.<name>` namespace.
+registers itself once by name in `OPS`; its public function and Tensor method
+are declared with `tensora.ops.registry.register` / `export`.
 
 `Function` is the user-facing variant (torch.autograd.Function): its forward
 takes and returns Tensors.
@@ -45,8 +44,7 @@ class Op:
     view: bool = False       # the output may share storage with the first input
     promote: bool = False    # cast floating/int inputs to their result_type first
 
-    def __init_subclass__(cls, name: str | None = None, method: str | tuple | None = None,
-                          **kwargs: Any) -> None:
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if name is None:
             return
@@ -54,8 +52,6 @@ class Op:
             raise ValueError(f"op {name!r} registered twice ({OPS[name].__qualname__} and {cls.__qualname__})")
         cls.name = name
         OPS[name] = cls
-        for m in (method,) if isinstance(method, str) else (method or ()):
-            setattr(Tensor, m, _method(cls))
 
 
     # Subclasses define:
@@ -119,14 +115,6 @@ def _promoted(inputs: tuple) -> list:
         else:
             out.append(npd.type(x))
     return out
-
-
-def _method(op: type[Op]) -> Any:
-    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return op.apply(self, *args, **kwargs)
-    method.__name__ = op.name
-    method.__doc__ = op.__doc__
-    return method
 
 
 class Function:

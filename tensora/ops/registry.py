@@ -41,3 +41,16 @@ def shape_arg(args: tuple[Any, ...]) -> tuple[int, ...]:
         return tuple(int(a) for a in args)
     except TypeError as exc:
         raise TypeError(f"shape must be ints, got {args!r}") from exc
+
+
+def export(op: Any, name: str | None = None, *, method: bool | str | tuple = True,
+           function: bool = True) -> Callable:
+    """Register `op.apply` under `name` (default: the op's name) as a function and/or method."""
+
+    def fn(input: Any, *args: Any, **kwargs: Any) -> Any:
+        return op.apply(input, *args, **kwargs)
+
+    fn.__name__ = name or op.name
+    fn.__qualname__ = fn.__name__
+    fn.__doc__ = op.__doc__
+    return register(fn.__name__, method=method, function=function)(fn)

@@ -15,7 +15,7 @@ from ..autograd.function import Op
 from ..dtypes import DType, get_dtype
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..tensor import Tensor
-from .registry import register, shape_arg
+from .registry import export, register, shape_arg
 
 
 def _infer_shape(shape: tuple[int, ...], numel: int, in_shape: tuple) -> tuple[int, ...]:
@@ -107,13 +107,14 @@ class Transpose(Op, name="transpose"):
 
     @staticmethod
     def backward(ctx, g):
-        return Transpose.apply(g, *ctx.dims)
+        return Transpose.apply(g, d0=ctx.dims[0], d1=ctx.dims[1])
 
 
 @register(method=("transpose", "swapaxes", "swapdims"))
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
-    return Transpose.apply(x, *_dims(x, dim0, dim1)) if x.ndim else Transpose.apply(x, 0, 0)
+    d0, d1 = _dims(x, dim0, dim1) if x.ndim else (0, 0)
+    return Transpose.apply(x, d0=d0, d1=d1)
 
 
 @register()
@@ -163,7 +164,7 @@ def _T(x: Tensor) -> Tensor:
 def _mT(x: Tensor) -> Tensor:
     if x.ndim < 2:
         raise ShapeError(f"mT needs at least 2 dims, got shape {fmt_shape(x.shape)}")
-    return Transpose.apply(x, x.ndim - 2, x.ndim - 1)
+    return Transpose.apply(x, d0=x.ndim - 2, d1=x.ndim - 1)
 
 
 Tensor.T = property(_T, doc="All dims reversed (a view).")
@@ -346,7 +347,7 @@ class Contiguous(Op, name="contiguous"):
         return g
 
 
-class Clone(Op, name="clone", method="clone"):
+class Clone(Op, name="clone"):
     """A copy with its own storage; gradients pass straight through."""
 
     @staticmethod
@@ -357,3 +358,6 @@ class Clone(Op, name="clone", method="clone"):
     def backward(ctx, g):
         return g
 
+
+
+clone = export(Clone)
