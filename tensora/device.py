@@ -17,8 +17,24 @@ class device:  # noqa: N801 - spelled like torch.device, which users type
     """A device type plus an optional index: device("cuda:1") == device("cuda", 1)."""
 
     __slots__ = ("type", "index")
+    _interned: dict = {}
 
-    def __init__(self, spec: Any, index: int | None = None) -> None:
+    def __new__(cls, spec: Any, index: int | None = None) -> "device":
+        # Devices are interned so the hot path can compare them with `is`.
+        if isinstance(spec, device) and index is None:
+            return spec
+        key = (spec, index)
+        cached = cls._interned.get(key) if isinstance(spec, str) else None
+        if cached is not None:
+            return cached
+        self = object.__new__(cls)
+        self._parse(spec, index)
+        canonical = cls._interned.setdefault((str(self), None), self)
+        if isinstance(spec, str):
+            cls._interned[key] = canonical
+        return canonical
+
+    def _parse(self, spec: Any, index: int | None) -> None:
         if isinstance(spec, device):
             dtype_, idx = spec.type, spec.index
         elif isinstance(spec, str):

@@ -122,6 +122,8 @@ class Tensor:
     def _dim(self, d: int, ndim: int | None = None) -> int:
         """Normalise a possibly negative dim, naming the range when it is out of it."""
         n = self._data.ndim if ndim is None else ndim
+        if type(d) is int and -n <= d < n:  # the common case, without the checks below
+            return d % n
         lo, hi = (-1, 0) if n == 0 else (-n, n - 1)
         if not isinstance(d, (int, np.integer)) or not lo <= d <= hi:
             raise IndexError(f"dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})")
@@ -320,6 +322,23 @@ class Tensor:
         raise TypeError("tensora tensors are not pickled; save them with tensora.save (safetensors)")
 
 
+_new = object.__new__
+
+
+def make_tensor(data: Any, device: Device, base: Tensor | None = None) -> Tensor:
+    """Fast internal constructor used by every op: wrap `data` (no copy, no checks)."""
+    t = _new(Tensor)
+    t._data = data
+    t.dtype = dt._BY_NUMPY.get(data.dtype) or dt.get_dtype(data.dtype)
+    t.device = device
+    t.grad = t.grad_fn = t._accumulator = None
+    t._output_nr = 0
+    t._requires_grad = t._retains_grad = False
+    t._base = base
+    t._vc = base._vc if base is not None else VersionCounter()
+    return t
+
+
 def _address(arr: Any) -> int:
     if isinstance(arr, np.ndarray):
         return arr.__array_interface__["data"][0]
@@ -340,7 +359,11 @@ def format_tensor(t: Tensor) -> str:
     if t.dtype in (dt.bfloat16, *dt.FLOAT8):
         arr = arr.astype(np.float32)
     prefix = "tensor("
-    with np.printoptions(precision=4, threshold=1000, edgeitems=3, linewidth=80, suppress=False):
+    # Like PyTorch: integral floats print as "1.", others with 4 fixed decimals.
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    fixed = arr.dtype.kind == "f" and finite.size and not np.all(finite == np.round(finite))
+    with np.printoptions(precision=4, threshold=1000, edgeitems=3, linewidth=80, suppress=True,
+                         floatmode="fixed" if fixed else "maxprec"):
         body = np.array2string(arr, separator=", ", prefix=prefix)
     suffix = []
     if arr.size == 0 and arr.ndim != 1:

@@ -20,7 +20,7 @@ from .. import dtypes as dt
 from ..backend import get_backend
 from ..device import CPU
 from ..errors import DeviceError
-from ..tensor import Tensor
+from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
 from .graph import Context, Node, grad_accumulator, pack_saved
 
@@ -63,48 +63,72 @@ class Op:
         """Run forward on the inputs' arrays, record a node if any input needs a gradient."""
         device = None
         requires = False
+        first = None
         for x in inputs:
             if isinstance(x, Tensor):
-                if device is None:
-                    device = x.device
-                elif x.device != device:
+                if first is None:
+                    first, device = x, x.device
+                elif x.device is not device and x.device != device:
                     raise DeviceError(f"{cls.name}: expected all tensors on the same device, "
                                       f"found {device} and {x.device}")
-                requires = requires or x._requires_grad
-        device = device or CPU
-        xp = get_backend(device).xp if device is not CPU else _NP
+                if x._requires_grad:
+                    requires = True
+        if device is None or device is CPU:
+            device, xp = CPU, _NP
+        else:
+            xp = get_backend(device).xp
         if cls.promote:
-            arrays = _promoted(inputs)
+            arrays = _promoted(inputs, first)
         else:
             arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
         record = requires and STATE.enabled
         ctx = Context(xp, tuple(isinstance(x, Tensor) and x._requires_grad for x in inputs) if record else ())
         out = cls.forward(ctx, *arrays, **params)
-        multi = isinstance(out, tuple)
-        outs = out if multi else (out,)
-        base = inputs[0] if cls.view and isinstance(inputs[0], Tensor) else None
-        tensors = tuple(_wrap(a, device, base, xp) for a in outs)
+        if isinstance(out, tuple):
+            base = first if cls.view else None
+            tensors = tuple(_wrap(a, device, base, xp) for a in out)
+        else:
+            tensors = (_wrap(out, device, first if cls.view else None, xp),)
         if record:
             node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
+            nondiff = ctx.non_differentiable
             for i, t in enumerate(tensors):
-                if t.dtype.is_floating_point and id(t._data) not in ctx.non_differentiable:
+                if t.dtype.category == dt.FLOATING and id(t._data) not in nondiff:
                     t._requires_grad = True
                     t.grad_fn = node
                     t._output_nr = i
             pack_saved(ctx, node, inputs, tensors)
-        return tensors if multi else tensors[0]
+        return tensors if isinstance(out, tuple) else tensors[0]
 
 
 def _wrap(array: Any, device: Any, base: Tensor | None, xp: Any) -> Tensor:
-    if base is not None and xp.may_share_memory(array, base._data):
-        return Tensor(array, device=device, _base=base._base if base._base is not None else base)
-    if not hasattr(array, "dtype") or not hasattr(array, "shape"):
-        array = xp.asarray(array)
-    return Tensor(array, device=device)
+    """A Tensor around a forward result; a view of `base` when the array shares its memory."""
+    if type(array) is not xp.ndarray:
+        array = xp.asarray(array)  # NumPy returns scalars, not 0-d arrays, from full reductions
+    if base is not None:
+        owner = array.base
+        if owner is not None and (owner is base._data or owner is base._data.base):
+            return make_tensor(array, device, base._base if base._base is not None else base)
+    return make_tensor(array, device)
 
 
-def _promoted(inputs: tuple) -> list:
-    """Inputs cast to their common result_type (tensors) or made arrays of it (Python scalars)."""
+def _promoted(inputs: tuple, first: Tensor | None) -> list:
+    """Inputs cast to their common result_type (tensors) or made scalars of it (Python numbers)."""
+    # Fast paths: tensors of one dtype, or one tensor with a number of no higher category.
+    if first is not None:
+        d = first.dtype
+        fast = True
+        for x in inputs:
+            if isinstance(x, Tensor):
+                if x.dtype is not d:
+                    fast = False
+                    break
+            elif _scalar_category(x) > d.category:
+                fast = False
+                break
+        if fast:
+            npd = d.np_dtype
+            return [x._data if isinstance(x, Tensor) else npd.type(x) for x in inputs]
     target = dt.result_type(*inputs)
     npd = target.np_dtype
     out = []
@@ -115,6 +139,14 @@ def _promoted(inputs: tuple) -> list:
         else:
             out.append(npd.type(x))
     return out
+
+
+def _scalar_category(x: Any) -> int:
+    if isinstance(x, (bool, _NP.bool_)):
+        return dt.BOOL
+    if isinstance(x, (int, _NP.integer)):
+        return dt.INTEGRAL
+    return dt.FLOATING
 
 
 class Function:

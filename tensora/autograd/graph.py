@@ -24,12 +24,14 @@ _INPUT, _OUTPUT, _CONST, _VALUE = range(4)
 class Context:
     """What an op's forward passes to its backward: saved values plus free attributes."""
 
+    # Class-level defaults keep construction to two attribute writes on the hot path.
+    _raw: tuple = ()
+    _packed: list | None = None
+    non_differentiable: frozenset | set = frozenset()
+
     def __init__(self, xp: Any, needs_input_grad: tuple[bool, ...] = ()) -> None:
         self.xp = xp
         self.needs_input_grad = needs_input_grad
-        self._raw: tuple = ()
-        self._packed: list | None = None
-        self.non_differentiable: set[int] = set()
 
     def save(self, *items: Any) -> None:
         """Keep arrays (or other values) for backward; inputs and outputs come back as Tensors."""
@@ -38,7 +40,7 @@ class Context:
     save_for_backward = save
 
     def mark_non_differentiable(self, *outputs: Any) -> None:
-        self.non_differentiable.update(id(o) for o in outputs)
+        self.non_differentiable = set(self.non_differentiable) | {id(o) for o in outputs}
 
     @property
     def saved(self) -> tuple:

@@ -1,0 +1,105 @@
+"""The `tensora` command: demo, info (later: quantize, generate, chat, serve, memory, bench).
+
+Each subcommand is one function registered in COMMANDS with its argparse setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = (fn, setup, help)
+        return fn
+    return deco
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 60 - len(title)))
+
+
+@command("demo", "a tour: tensors, zero-copy views, dtypes and autograd")
+def demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import tensora
+
+    ok, why = tensora.native_available()
+    print(f"tensora {tensora.__version__}  native extension: {'on' if ok else 'off'} ({why})")
+
+    _section("Tensors and zero-copy views")
+    x = tensora.arange(12, dtype=tensora.float32).reshape(3, 4)
+    print("x =", x)
+    v = x.T[1:3]
+    print("v = x.T[1:3] ->", tuple(v.shape), "strides", v.stride(), "offset", v.storage_offset(),
+          "contiguous:", v.is_contiguous())
+    v[0, 0] = -1.0
+    print("after v[0, 0] = -1, x[0, 1] =", x[0, 1].item(), "(the write went through the view)")
+
+    _section("dtypes and promotion (PyTorch rules)")
+    i8 = tensora.ones(2, dtype=tensora.int8)
+    print("int8 + 2.5        ->", (i8 + 2.5).dtype)
+    print("float16 + bfloat16 ->", (tensora.ones(1, dtype=tensora.float16) + tensora.ones(1, dtype=tensora.bfloat16)).dtype)
+    w = tensora.tensor([1.0, 1.00390625, 3.14159265])
+    print("float32 -> bfloat16 (round to nearest even):", w.bfloat16())
+
+    _section("Autograd")
+    a = tensora.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    y = (a * a * a).sum()
+    (g,) = tensora.autograd.grad(y, a, create_graph=True)
+    g.sum().backward()
+    print("y = sum(a^3);  dy/da =", g.detach(), " d2y/da2 =", a.grad)
+
+    _section("Seeded randomness")
+    tensora.manual_seed(0)
+    r1 = tensora.randn(3)
+    tensora.manual_seed(0)
+    print("manual_seed(0) twice gives the same draws:", np.array_equal(r1.numpy(), tensora.randn(3).numpy()))
+
+    _section("Speed: a 512x512 float32 matmul")
+    m = tensora.randn(512, 512)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        m @ m
+    print(f"{(time.perf_counter() - t0) / 10 * 1e3:.2f} ms per matmul")
+    return 0
+
+
+@command("info", "versions, native extension and devices")
+def info(args: argparse.Namespace) -> int:
+    import ml_dtypes
+    import numpy as np
+
+    import tensora
+    from tensora.backend import BACKENDS
+
+    ok, why = tensora.native_available()
+    print(f"tensora   {tensora.__version__}")
+    print(f"python    {sys.version.split()[0]}")
+    print(f"numpy     {np.__version__}   ml_dtypes {ml_dtypes.__version__}")
+    print(f"native    {'yes' if ok else 'no'}: {why}")
+    for name, backend in BACKENDS.items():
+        avail, reason = backend.availability()
+        print(f"{name:<9} {'available' if avail else 'unavailable'}: {reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tensora", description="Tensora command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (fn, setup, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        setup(p)
+        p.set_defaults(_fn=fn)
+    args = parser.parse_args(argv)
+    return args._fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
