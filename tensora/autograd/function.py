@@ -19,7 +19,7 @@ import numpy as _NP
 from .. import dtypes as dt
 from ..backend import get_backend
 from ..device import CPU
-from ..errors import DeviceError
+from ..errors import DeviceError, ShapeError, TensoraError, fmt_shape
 from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
 from .graph import Context, Node, grad_accumulator, pack_saved
@@ -83,7 +83,14 @@ class Op:
             arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
         record = requires and STATE.enabled
         ctx = Context(xp, tuple(isinstance(x, Tensor) and x._requires_grad for x in inputs) if record else ())
-        out = cls.forward(ctx, *arrays, **params)
+        try:
+            out = cls.forward(ctx, *arrays, **params)
+        except ValueError as exc:
+            if isinstance(exc, TensoraError):
+                raise
+            # NumPy's own shape complaints (broadcasting, matmul): re-raise naming the op and shapes.
+            shapes = ", ".join(fmt_shape(x.shape) for x in inputs if isinstance(x, Tensor))
+            raise ShapeError(f"{cls.name}: {exc} (input shapes {shapes})") from None
         if isinstance(out, tuple):
             base = first if cls.view else None
             tensors = tuple(_wrap(a, device, base, xp) for a in out)
