@@ -322,14 +322,14 @@ def _narrow_args(n=8):
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda x, o: (x.astype(np.float64), o), TypeError, "src: expected dtype float32, got float64"),
+        (lambda x, o: (x.astype(np.float64), o), TypeError, "src: expected dtype float32, got"),
         (lambda x, o: (x, o.astype(np.int16)), TypeError, "out: expected dtype uint16, got int16"),
         (lambda x, o: (x, o.view(np.float16)), TypeError, "out: expected dtype uint16"),
         (lambda x, o: (x[::2], o[:4]), ValueError, "src: expected a C-contiguous array"),
         (lambda x, o: (x[::-1], o), ValueError, "src: expected a C-contiguous array"),
         (lambda x, o: (x.reshape(2, 4).T, o), ValueError, "src: expected a C-contiguous"),
         (lambda x, o: (x[:4], o[::2]), ValueError, "out: expected a C-contiguous array"),
-        (lambda x, o: (x, o[:7]), ValueError, "out: expected 8 elements to match the input, got 7"),
+        (lambda x, o: (x, o[:7]), ValueError, "out: expected 8 elements to match the input"),
         (lambda x, o: (x[:7], o), ValueError, "out: expected 7 elements"),
     ],
 )

@@ -1,0 +1,50 @@
+#include "simd.h"
+
+#include <atomic>
+
+namespace tensora {
+
+namespace {
+
+Simd detect() {
+#if TENSORA_HAVE_AVX2_VARIANT
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        return Simd::avx2;
+#endif
+    return Simd::baseline;
+}
+
+std::atomic<int> &active() {
+    static std::atomic<int> level{static_cast<int>(best_simd())};
+    return level;
+}
+
+}  // namespace
+
+Simd best_simd() {
+    static const Simd best = detect();
+    return best;
+}
+
+Simd active_simd() { return static_cast<Simd>(active().load(std::memory_order_relaxed)); }
+
+bool set_simd(const std::string &name) {
+    Simd want;
+    if (name == "auto")
+        want = best_simd();
+    else if (name == "baseline")
+        want = Simd::baseline;
+    else if (name == "avx2")
+        want = Simd::avx2;
+    else
+        return false;
+    if (static_cast<int>(want) > static_cast<int>(best_simd()))
+        return false;
+    active().store(static_cast<int>(want), std::memory_order_relaxed);
+    return true;
+}
+
+const char *simd_name(Simd s) { return s == Simd::avx2 ? "avx2" : "baseline"; }
+
+}  // namespace tensora
