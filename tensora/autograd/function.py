@@ -61,23 +61,23 @@ class Op:
     @classmethod
     def apply(cls, *inputs: Any, **params: Any) -> Any:
         """Run forward on the inputs' arrays, record a node if any input needs a gradient."""
-        device = None
-        requires = False
         first = None
+        requires = False
+        same_dtype = True
         for x in inputs:
             if isinstance(x, Tensor):
                 if first is None:
-                    first, device = x, x.device
-                elif x.device is not device and x.device != device:
-                    raise DeviceError(f"{cls.name}: expected all tensors on the same device, "
-                                      f"found {device} and {x.device}")
+                    first = x
+                else:
+                    if x.device is not first.device:
+                        _check_same_device(cls, first, x)
+                    if x.dtype is not first.dtype:
+                        same_dtype = False
                 if x._requires_grad:
                     requires = True
-        if device is None or device is CPU:
-            device, xp = CPU, _NP
-        else:
-            xp = get_backend(device).xp
-        if cls.promote:
+        device = CPU if first is None else first.device
+        xp = _NP if device is CPU else get_backend(device).xp
+        if cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[1], Tensor)):
             arrays = _promoted(inputs, first)
         else:
             arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
@@ -91,11 +91,11 @@ class Op:
             # NumPy's own shape complaints (broadcasting, matmul): re-raise naming the op and shapes.
             shapes = ", ".join(fmt_shape(x.shape) for x in inputs if isinstance(x, Tensor))
             raise ShapeError(f"{cls.name}: {exc} (input shapes {shapes})") from None
-        if isinstance(out, tuple):
-            base = first if cls.view else None
+        base = first if cls.view else None
+        if type(out) is tuple:
             tensors = tuple(_wrap(a, device, base, xp) for a in out)
         else:
-            tensors = (_wrap(out, device, first if cls.view else None, xp),)
+            tensors = (_wrap(out, device, base, xp),)
         if record:
             node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
             nondiff = ctx.non_differentiable
@@ -105,7 +105,13 @@ class Op:
                     t.grad_fn = node
                     t._output_nr = i
             pack_saved(ctx, node, inputs, tensors)
-        return tensors if isinstance(out, tuple) else tensors[0]
+        return tensors if type(out) is tuple else tensors[0]
+
+
+def _check_same_device(op: type, a: Tensor, b: Tensor) -> None:
+    if a.device != b.device:
+        raise DeviceError(f"{op.name}: expected all tensors on the same device, found {a.device} "
+                          f"(shape {fmt_shape(a.shape)}) and {b.device} (shape {fmt_shape(b.shape)})")
 
 
 def _wrap(array: Any, device: Any, base: Tensor | None, xp: Any) -> Tensor:

@@ -16,7 +16,7 @@ import weakref
 from typing import Any, Callable
 
 from ..errors import AutogradError, fmt_shape
-from ..tensor import Tensor
+from ..tensor import Tensor, make_tensor
 
 _INPUT, _OUTPUT, _CONST, _VALUE = range(4)
 
@@ -55,26 +55,23 @@ class Context:
 
 def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> None:
     """Turn what forward saved (arrays) into references to input/output tensors or constants."""
-    in_ids = {id(t._data): t for t in inputs if isinstance(t, Tensor)}
-    in_ids.update({id(t): t for t in inputs if isinstance(t, Tensor)})
-    out_ids = {id(t._data): (i, t) for i, t in enumerate(outputs)}
-    out_ids.update({id(t): (i, t) for i, t in enumerate(outputs)})
     packed = []
     for item in ctx._raw:
-        key = id(item)
-        if key in out_ids:
-            i, t = out_ids[key]
-            packed.append((_OUTPUT, (t._data, t.device, node, i, t._vc, t._base),
-                           t._vc.value))
-        elif key in in_ids:
-            t = in_ids[key]
-            packed.append((_INPUT, t, t._vc.value))
-        elif hasattr(item, "shape") and hasattr(item, "dtype") and not isinstance(item, Tensor):
-            packed.append((_CONST, item, None))
-        else:
-            packed.append((_VALUE, item, None))
+        packed.append(_pack_one(item, node, inputs, outputs))
     ctx._raw = ()
     ctx._packed = packed
+
+
+def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
+    for i, t in enumerate(outputs):
+        if item is t._data or item is t:
+            return (_OUTPUT, (t._data, t.device, node, i, t._vc, t._base), t._vc.value)
+    for t in inputs:
+        if isinstance(t, Tensor) and (item is t._data or item is t):
+            return (_INPUT, t, t._vc.value)
+    if hasattr(item, "shape") and hasattr(item, "dtype"):
+        return (_CONST, (item, outputs[0].device), None)
+    return (_VALUE, item, None)
 
 
 def _unpack(p: tuple) -> Any:
@@ -82,7 +79,7 @@ def _unpack(p: tuple) -> Any:
     if kind == _VALUE:
         return payload
     if kind == _CONST:
-        return Tensor(payload)
+        return make_tensor(*payload)
     if kind == _INPUT:
         t = payload
         vc = t._vc
