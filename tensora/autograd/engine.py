@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor
 from .grad_mode import STATE, enable_grad, no_grad
-from .graph import AccumulateGrad, grad_accumulator
+from .graph import AccumulateGrad, check_view_current, grad_accumulator
 
 
 def _as_list(x: Any) -> list:
@@ -46,7 +46,11 @@ def _root_grads(outputs: list[Tensor], grads: list) -> list[Tensor]:
 
 
 def _edge(t: Tensor) -> tuple:
-    return (t.grad_fn, t._output_nr) if t.grad_fn is not None else (grad_accumulator(t), 0)
+    if t.grad_fn is None:
+        return (grad_accumulator(t), 0)
+    if t._base is not None:
+        check_view_current(t)
+    return (t.grad_fn, t._output_nr)
 
 
 def _execute(roots: list[tuple], retain_graph: bool, create_graph: bool,
@@ -87,7 +91,7 @@ def _execute(roots: list[tuple], retain_graph: bool, create_graph: bool,
                         if grads[idx] is not None:
                             new = hook(grads[idx])
                             if new is not None:
-                                grads[idx] = new
+                                grads[idx] = _checked_hook_result(hook, new, grads[idx])
             if targets is not None:
                 for idx, g in enumerate(grads):
                     slot = targets.get((id(node), idx))
@@ -109,6 +113,16 @@ def _execute(roots: list[tuple], retain_graph: bool, create_graph: bool,
                 if deps[id(nxt)] == 0:
                     ready.append(nxt)
     return captured
+
+
+def _checked_hook_result(hook: Any, new: Any, old: Tensor) -> Tensor:
+    """A hook may replace a gradient, but not with one of another shape (torch refuses too)."""
+    if not isinstance(new, Tensor):
+        raise AutogradError(f"hook {getattr(hook, '__name__', hook)!r} returned {type(new).__name__}, not a Tensor")
+    if new._data.shape != old._data.shape:
+        raise AutogradError(f"hook {getattr(hook, '__name__', hook)!r} changed the gradient's shape from "
+                            f"{fmt_shape(old.shape)} to {fmt_shape(new.shape)}")
+    return new
 
 
 def _nodes_leading_to(target_ids: set, starts: list) -> set:

@@ -22,14 +22,18 @@ from ..device import CPU
 from ..errors import DeviceError, ShapeError, TensoraError, fmt_shape
 from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
-from .graph import Context, Node, grad_accumulator, pack_saved
+from .graph import Context, Node, check_view_current, grad_accumulator, pack_saved
 
 OPS: dict[str, type["Op"]] = {}
 
 
 def _edge(t: Any) -> tuple:
     if isinstance(t, Tensor) and t._requires_grad:
-        return (t.grad_fn, t._output_nr) if t.grad_fn is not None else (grad_accumulator(t), 0)
+        if t.grad_fn is None:
+            return (grad_accumulator(t), 0)
+        if t._base is not None:
+            check_view_current(t)
+        return (t.grad_fn, t._output_nr)
     return (None, 0)
 
 
@@ -99,6 +103,9 @@ class Op:
         if record:
             node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
             nondiff = ctx.non_differentiable
+            if base is not None:
+                root = base._base if base._base is not None else base
+                ctx.base_fn = root.grad_fn  # what the view's history assumes its base came from
             for i, t in enumerate(tensors):
                 if t.dtype.category == dt.FLOATING and id(t._data) not in nondiff:
                     t._requires_grad = True
@@ -193,6 +200,7 @@ class Function:
                     t._requires_grad = True
                     t.grad_fn = node
                     t._output_nr = i
+            ctx.output_meta = tuple((t.shape, t.dtype, t.device) if isinstance(t, Tensor) else None for t in outs)
             # Saved tensors are matched to inputs/outputs by their arrays.
             ctx._raw = tuple(s._data if isinstance(s, Tensor) else s for s in ctx._raw)
             pack_saved(ctx, node, args, tuple(o for o in outs if isinstance(o, Tensor)))
@@ -215,4 +223,9 @@ class _UserBackward:
         self.__name__ = fn.__name__
 
     def backward(self, ctx: Context, *grads: Tensor) -> Any:
+        if ctx.materialize_grads and any(g is None for g in grads):
+            # Like torch: an output that got no gradient (unused, or non-differentiable) gets zeros.
+            from ..creation import zeros
+            grads = tuple(zeros(m[0], dtype=m[1], device=m[2]) if g is None and m is not None else g
+                          for g, m in zip(grads, ctx.output_meta))
         return self.fn.backward(ctx, *grads)

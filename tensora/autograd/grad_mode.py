@@ -34,6 +34,11 @@ class _GradMode:
     _enabled: bool = True
     _inference: bool | None = None
 
+    def __new__(cls, *args: Any) -> Any:
+        if len(args) == 1 and callable(args[0]):
+            return cls()(args[0])  # used bare, @no_grad without parentheses, as torch >= 2.1 allows
+        return super().__new__(cls)
+
     def __enter__(self) -> None:
         self._prev = (STATE.enabled, STATE.inference)
         STATE.enabled = self._enabled

@@ -98,7 +98,7 @@ def gradcheck(fn: Callable, inputs: Any, *, eps: float = 1e-6, atol: float = 1e-
 def _fresh(x: Any) -> Any:
     if not isinstance(x, Tensor):
         return x
-    t = Tensor(np.ascontiguousarray(x._data).copy(), device=x.device)
+    t = Tensor(x._data.copy(order="C"), device=x.device)  # (ascontiguousarray would make 0-d arrays 1-d)
     t.requires_grad = x.requires_grad
     return t
 

@@ -6,8 +6,9 @@ at the node that produced that input (or the leaf's AccumulateGrad).
 
 Saved tensors are checked against the storage's version counter when unpacked,
 so an in-place write to something backward needs is an error, not a wrong
-gradient. A saved *output* is kept as its array plus (node, index), not as the
-Tensor, so that node -> output -> node is never a reference cycle.
+gradient. A saved *output* is kept as its array plus (weak ref to the node,
+index), not as the Tensor, so that node -> ctx -> output -> node is never a
+reference cycle (which only the cycle collector could free).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Context:
     _raw: tuple = ()
     _packed: list | None = None
     non_differentiable: frozenset | set = frozenset()
+    materialize_grads: bool = True
+    base_fn: Any = False  # view ops: the base's grad_fn when the view was taken (False: not a view op)
 
     def __init__(self, xp: Any, needs_input_grad: tuple[bool, ...] = ()) -> None:
         self.xp = xp
@@ -38,6 +41,10 @@ class Context:
         self._raw = items
 
     save_for_backward = save
+
+    def set_materialize_grads(self, value: bool) -> None:
+        """Custom Functions: pass None (not zeros) to backward for outputs that got no gradient."""
+        self.materialize_grads = bool(value)
 
     def mark_non_differentiable(self, *outputs: Any) -> None:
         self.non_differentiable = set(self.non_differentiable) | {id(o) for o in outputs}
@@ -65,7 +72,7 @@ def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> Non
 def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
     for i, t in enumerate(outputs):
         if item is t._data or item is t:
-            return (_OUTPUT, (t._data, t.device, node, i, t._vc, t._base), t._vc.value)
+            return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, t._vc, t._base), t._vc.value)
     for t in inputs:
         if isinstance(t, Tensor) and (item is t._data or item is t):
             return (_INPUT, t, t._vc.value)
@@ -84,7 +91,10 @@ def _unpack(p: tuple) -> Any:
         t = payload
         vc = t._vc
     else:
-        data, device, node, index, vc, base = payload
+        data, device, node_ref, index, vc, base = payload
+        node = node_ref()
+        if node is None:  # only reachable through a ctx kept alive past its node
+            raise AutogradError("saved output is no longer available: its graph has been freed")
         t = Tensor(data, device=device, _base=base)
         t._vc = vc
         t._requires_grad = True
@@ -123,9 +133,9 @@ class Node:
             out = (out,)
         if not retain_graph:
             self.ctx._packed = None
-        if len(out) < len(self.next_edges):
-            raise AutogradError(f"{self.name()} returned {len(out)} gradients for "
-                                f"{len(self.next_edges)} inputs")
+        n_in = len(self.next_edges)
+        if len(out) < n_in or any(g is not None for g in out[n_in:]):
+            raise AutogradError(f"{self.name()} returned {len(out)} gradients for {n_in} inputs")
         result = []
         for g, (edge, meta) in zip(out, zip(self.next_edges, self.input_meta)):
             if g is None or edge[0] is None:
@@ -148,7 +158,10 @@ class Node:
         if self.pre_hooks is None:
             self.pre_hooks = {}
         hooks = self.pre_hooks.setdefault(index, [])
-        hooks.append(hook)
+        if hooks and getattr(hooks[-1], "retains_grad", False):
+            hooks.insert(len(hooks) - 1, hook)  # retain_grad stores the grad after all other hooks, as torch
+        else:
+            hooks.append(hook)
         return RemovableHandle(hooks, hook)
 
     def __repr__(self) -> str:
@@ -201,6 +214,20 @@ class AccumulateGrad:
         return "<AccumulateGrad>"
 
 
+def check_view_current(t: Tensor) -> None:
+    """Refuse a view whose base got a new history (an in-place write) after the view was taken.
+
+    The view's recorded node still points at the base's old history, so its gradient
+    would silently be wrong (torch regenerates the view's grad_fn instead).
+    """
+    fn = t.grad_fn
+    expected = fn.ctx.base_fn if isinstance(fn, Node) else False
+    if expected is not False and t._base.grad_fn is not expected:
+        raise AutogradError(f"a view of shape {fmt_shape(t.shape)} was taken before its base (shape "
+                            f"{fmt_shape(t._base.shape)}) was modified by an in-place operation; its gradient "
+                            "would be stale: take the view again after the in-place write")
+
+
 def grad_accumulator(t: Tensor) -> AccumulateGrad:
     if t._accumulator is None:
         t._accumulator = AccumulateGrad(t)
@@ -238,5 +265,6 @@ def retain_grad(t: Tensor) -> None:
         if owner is not None:
             owner.grad = grad.detach() if owner.grad is None else owner.grad + grad.detach()
 
+    _store.retains_grad = True
     t.grad_fn.register_prehook(t._output_nr, _store)
     t._retains_grad = True

@@ -45,10 +45,10 @@ def update_inplace(x: Tensor, compute: Callable[[Tensor], Tensor], others: tuple
             x._data[...] = y._data if y.dtype is x.dtype else y._data.astype(x.dtype.np_dtype)
         x._bump_version()
         return x
-    base = x._base
-    if base is not None and (base._requires_grad or x._requires_grad):
-        raise AutogradError(f"in-place write into a view (shape {fmt_shape(x.shape)}) of a tensor that is "
-                            "part of an autograd graph is not supported; use out-of-place ops or clone() first")
+    if x._base is not None:
+        # The base would not see the new history (its gradient would silently miss the write).
+        raise AutogradError(f"in-place write into a view (shape {fmt_shape(x.shape)}) that records a gradient "
+                            "is not supported; use out-of-place ops, or write into the base tensor itself")
     y = compute(_snapshot(x))
     if y.dtype is not x.dtype:
         y = y.to(x.dtype)
