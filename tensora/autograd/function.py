@@ -81,7 +81,13 @@ class Op:
                     requires = True
         device = CPU if first is None else first.device
         xp = _NP if device is CPU else get_backend(device).xp
-        if cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[1], Tensor)):
+        if cls.promote and not same_dtype and requires and STATE.enabled:
+            # Cast through the differentiable Cast op, so saved inputs keep their path to the originals.
+            target = dt.result_type(*inputs)
+            inputs = tuple(x.to(target) if isinstance(x, Tensor) and x.dtype is not target else x for x in inputs)
+            first = next(x for x in inputs if isinstance(x, Tensor))
+            arrays = _promoted(inputs, first)
+        elif cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[1], Tensor)):
             arrays = _promoted(inputs, first)
         else:
             arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]

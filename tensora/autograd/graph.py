@@ -72,7 +72,8 @@ def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> Non
 def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
     for i, t in enumerate(outputs):
         if item is t._data or item is t:
-            return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, t._vc, t._base), t._vc.value)
+            return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, t._vc, t._base, t._requires_grad),
+                    t._vc.value)
     for t in inputs:
         if isinstance(t, Tensor) and (item is t._data or item is t):
             return (_INPUT, t, t._vc.value)
@@ -91,15 +92,16 @@ def _unpack(p: tuple) -> Any:
         t = payload
         vc = t._vc
     else:
-        data, device, node_ref, index, vc, base = payload
+        data, device, node_ref, index, vc, base, differentiable = payload
         node = node_ref()
         if node is None:  # only reachable through a ctx kept alive past its node
             raise AutogradError("saved output is no longer available: its graph has been freed")
         t = Tensor(data, device=device, _base=base)
         t._vc = vc
-        t._requires_grad = True
-        t.grad_fn = node
-        t._output_nr = index
+        if differentiable:  # integer outputs (indices) and marked ones stay off the graph
+            t._requires_grad = True
+            t.grad_fn = node
+            t._output_nr = index
     if vc.value != version:
         raise AutogradError(f"one of the tensors needed for gradient computation has been modified by an "
                             f"in-place operation: tensor of shape {fmt_shape(t.shape)} is at version "

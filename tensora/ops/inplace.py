@@ -74,7 +74,11 @@ class IndexPut(Op, name="index_put"):
         gv = None
         if ctx.needs_input_grad[1]:
             from .shape import sum_to
-            gv = sum_to(g[ctx.key], ctx.v_shape)
+            gk = g[ctx.key]
+            lead = len(ctx.v_shape) - gk.ndim
+            if lead > 0:  # v may carry extra leading 1s that NumPy's assignment drops
+                gk = gk.reshape((1,) * lead + tuple(gk.shape))
+            gv = sum_to(gk, ctx.v_shape)
         return gx, gv
 
 
