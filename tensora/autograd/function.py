@@ -87,7 +87,8 @@ class Op:
             inputs = tuple(x.to(target) if isinstance(x, Tensor) and x.dtype is not target else x for x in inputs)
             first = next(x for x in inputs if isinstance(x, Tensor))
             arrays = _promoted(inputs, first)
-        elif cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[1], Tensor)):
+        elif cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[0], Tensor)
+                                  and isinstance(inputs[1], Tensor)):
             arrays = _promoted(inputs, first)
         else:
             arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
@@ -101,11 +102,12 @@ class Op:
             # NumPy's own shape complaints (broadcasting, matmul): re-raise naming the op and shapes.
             shapes = ", ".join(fmt_shape(x.shape) for x in inputs if isinstance(x, Tensor))
             raise ShapeError(f"{cls.name}: {exc} (input shapes {shapes})") from None
+        multi = type(out) is tuple
+        outs = out if multi else (out,)
+        if any(type(a) is not xp.ndarray for a in outs):
+            outs = _as_arrays(ctx, outs, xp)
         base = first if cls.view else None
-        if type(out) is tuple:
-            tensors = tuple(_wrap(a, device, base, xp) for a in out)
-        else:
-            tensors = (_wrap(out, device, base, xp),)
+        tensors = tuple(_wrap(a, device, base, xp) for a in outs)
         if record:
             node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
             nondiff = ctx.non_differentiable
@@ -118,7 +120,19 @@ class Op:
                     t.grad_fn = node
                     t._output_nr = i
             pack_saved(ctx, node, inputs, tensors)
-        return tensors if type(out) is tuple else tensors[0]
+        return tensors if multi else tensors[0]
+
+
+def _as_arrays(ctx: Context, outs: tuple, xp: Any) -> tuple:
+    """Outputs as arrays (NumPy returns scalars from full reductions), keeping what forward
+    saved or marked pointing at the arrays that the output tensors will hold."""
+    fixed = tuple(a if type(a) is xp.ndarray else xp.asarray(a) for a in outs)
+    swap = {id(o): f for o, f in zip(outs, fixed) if o is not f}
+    if ctx._raw:
+        ctx._raw = tuple(swap.get(id(r), r) for r in ctx._raw)
+    if ctx.non_differentiable:
+        ctx.non_differentiable = {id(swap[i]) if i in swap else i for i in ctx.non_differentiable}
+    return fixed
 
 
 def _check_same_device(op: type, a: Tensor, b: Tensor) -> None:
@@ -129,8 +143,6 @@ def _check_same_device(op: type, a: Tensor, b: Tensor) -> None:
 
 def _wrap(array: Any, device: Any, base: Tensor | None, xp: Any) -> Tensor:
     """A Tensor around a forward result; a view of `base` when the array shares its memory."""
-    if type(array) is not xp.ndarray:
-        array = xp.asarray(array)  # NumPy returns scalars, not 0-d arrays, from full reductions
     if base is not None:
         owner = array.base
         if owner is not None and (owner is base._data or owner is base._data.base):
