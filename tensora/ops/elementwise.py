@@ -1,26 +1,87 @@
-"""Elementwise ops: arithmetic, math functions, activations, comparisons.
+"""Elementwise arithmetic: + - * / ** // %, exp/log/sqrt, where, comparisons.
 
 Binary ops broadcast and promote like PyTorch (`Op.promote`), and their
 backward sums the gradient back to each input's shape with `sum_to`. Each
 backward is written in tensor ops, so gradients of gradients work.
+
+The helpers `float_in`/`float_out` and `exact_in` fix how every elementwise
+family computes in low precision: float16/bfloat16 run in float32 and are
+cast back once (NumPy's half and ml_dtypes' bfloat16 loops are slow, and a
+chain of half-precision steps loses accuracy, so PyTorch's CPU kernels do the
+same), and integer inputs of a transcendental op become the default float
+dtype (torch.exp(int tensor) is float32). Math functions live in
+pointwise.py, activations in activation.py, bool/bit ops in logical.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import dtypes as dt
 from ..autograd.function import Op
+from ..errors import DTypeError
 from ..tensor import Tensor
+from .conversion import cast_array
 from .inplace import update_inplace
 from .registry import export, register
 from .shape import sum_to
 
+_LOW = {d.np_dtype: d for d in (dt.float16, dt.bfloat16, *dt.FLOAT8)}
+_FULL = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def _shape(a: Any) -> tuple:
-    return np.shape(a)
+    return getattr(a, "shape", ())  # arrays, NumPy scalars and Python numbers
+
+
+def float_in(x: Any) -> tuple[Any, dt.DType | None]:
+    """(x as the float32/float64 array the math runs in, the dtype to cast the result back to)."""
+    d = x.dtype
+    if d in _FULL:
+        return x, None
+    low = _LOW.get(d)
+    if low is not None:
+        return cast_array(x, dt.float32), low
+    return x.astype(dt.get_default_dtype().np_dtype), None  # bool and integers -> default float
+
+
+def exact_in(x: Any) -> tuple[Any, dt.DType | None]:
+    """Like float_in for value-preserving ops (abs, relu, clamp): integers stay integers."""
+    low = _LOW.get(getattr(x, "dtype", None))  # Python scalars pass through
+    return (x, None) if low is None else (cast_array(x, dt.float32), low)
+
+
+def exact_pair(a: Any, b: Any) -> tuple[Any, Any, dt.DType | None]:
+    """exact_in for the two (promoted) operands of a binary op; either may be a Python scalar."""
+    x, low = exact_in(a)
+    y, low_b = exact_in(b)
+    return x, y, low or low_b
+
+
+def float_out(y: Any, low: dt.DType | None) -> Any:
+    """y cast back to `low` (when set), always an array: NumPy returns scalars for 0-d inputs, and a
+    forward that saves its output must save the very array the output tensor wraps."""
+    if isinstance(y, np.generic):
+        y = np.asarray(y)
+    return y if low is None else cast_array(y, low)
+
+
+def unary(fn: Callable, x: Any) -> Any:
+    """fn(x) computed through float_in/float_out."""
+    a, low = float_in(x)
+    return float_out(fn(a), low)
+
+
+def _integral(a: Any, b: Any) -> bool:
+    """Whether a binary op on a and b (arrays or scalars) computes in integers (or bool)."""
+    return np.result_type(getattr(a, "dtype", a), getattr(b, "dtype", b)).kind in "iub"
+
+
+def zero_grad(g: Tensor, shape: tuple, xp: Any) -> Tensor:
+    """A zero gradient of `shape` (the derivative of a piecewise-constant op)."""
+    return Tensor(xp.zeros(shape, g._data.dtype), device=g.device)
 
 
 # -- arithmetic ---------------------------------------------------------------------
@@ -30,7 +91,8 @@ class Add(Op, name="add"):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape(a), _shape(b))
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.shapes = (_shape(a), _shape(b))
         return a + b
 
     @staticmethod
@@ -45,7 +107,8 @@ class Sub(Op, name="sub"):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape(a), _shape(b))
+        if ctx.needs_input_grad:
+            ctx.shapes = (_shape(a), _shape(b))
         return a - b
 
     @staticmethod
@@ -90,6 +153,8 @@ class Div(Op, name="div"):
 class Neg(Op, name="neg"):
     @staticmethod
     def forward(ctx, a):
+        if a.dtype == np.bool_:
+            raise DTypeError("neg: negation of a bool tensor is not supported; use ~ or logical_not()")
         return -a
 
     @staticmethod
@@ -102,7 +167,10 @@ class Pow(Op, name="pow"):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = a ** b
+        if _integral(a, b) and ctx.xp.any(b < 0):
+            raise DTypeError("pow: integers to negative integer powers are not allowed; use a float base")
+        x, y, low = exact_pair(a, b)
+        out = float_out(x ** y, low)
         ctx.save(a, b, out)
         return out
 
@@ -127,7 +195,7 @@ def ones_scalar(like: Tensor) -> Tensor:
 class Exp(Op, name="exp"):
     @staticmethod
     def forward(ctx, x):
-        y = ctx.xp.exp(x)
+        y = unary(ctx.xp.exp, x)
         ctx.save(y)  # backward needs exp(x); saving y avoids recomputing it
         return y
 
@@ -141,7 +209,7 @@ class Log(Op, name="log"):
     @staticmethod
     def forward(ctx, x):
         ctx.save(x)
-        return ctx.xp.log(x)
+        return unary(ctx.xp.log, x)
 
     @staticmethod
     def backward(ctx, g):
@@ -152,7 +220,7 @@ class Log(Op, name="log"):
 class Sqrt(Op, name="sqrt"):
     @staticmethod
     def forward(ctx, x):
-        y = ctx.xp.sqrt(x)
+        y = unary(ctx.xp.sqrt, x)
         ctx.save(y)
         return y
 
@@ -161,6 +229,72 @@ class Sqrt(Op, name="sqrt"):
         (y,) = ctx.saved
         return g / (2 * y)
 
+
+# -- rounded division and remainders ------------------------------------------------
+
+def _check_int_divisor(b: Any, xp: Any, name: str) -> None:
+    # NumPy quietly returns 0 for an integer division by zero; PyTorch raises.
+    if xp.any(b == 0):
+        raise ZeroDivisionError(f"{name}: integer division by zero")
+
+
+class RoundDiv(Op, name="round_div"):
+    """a / b rounded toward -inf ("floor", Python's //) or toward 0 ("trunc"); zero gradient."""
+
+    promote = True
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        xp = ctx.xp
+        ctx.shapes = (_shape(a), _shape(b))
+        if _integral(a, b):
+            _check_int_divisor(b, xp, "div")
+            if mode == "floor":
+                return a // b
+            q = xp.abs(a) // xp.abs(b)
+            return xp.where((a < 0) != (b < 0), -q, q).astype(np.result_type(a, b))
+        x, y, low = exact_pair(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # floor_divide, not floor(a / b): it rounds like Python and PyTorch (1 // 0.1 == 9).
+            q = xp.floor_divide(x, y) if mode == "floor" else xp.trunc(x / y)
+        return float_out(q, low)
+
+    @staticmethod
+    def backward(ctx, g):
+        need = ctx.needs_input_grad
+        return tuple(zero_grad(g, s, ctx.xp) if n else None for s, n in zip(ctx.shapes, need))
+
+
+class Remainder(Op, name="remainder"):
+    """a - b * floor(a / b) (sign of b, Python's %) or, with trunc=True, C's fmod (sign of a)."""
+
+    promote = True
+
+    @staticmethod
+    def forward(ctx, a, b, trunc):
+        xp = ctx.xp
+        ctx.trunc = trunc
+        ctx.save(a, b)
+        if _integral(a, b):
+            _check_int_divisor(b, xp, "fmod" if trunc else "remainder")
+        x, y, low = exact_pair(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float_out(xp.fmod(x, y) if trunc else xp.remainder(x, y), low)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved
+        need = ctx.needs_input_grad
+        ga = sum_to(g, a.shape) if need[0] else None
+        gb = None
+        if need[1]:
+            q = div(a.detach(), b.detach() if isinstance(b, Tensor) else b,
+                    rounding_mode="trunc" if ctx.trunc else "floor")
+            gb = sum_to(-g * q, b.shape)
+        return ga, gb
+
+
+# -- where ----------------------------------------------------------------------------
 
 class Where(Op, name="where_"):
     """cond ? a : b with a and b promoted together (cond carries no gradient)."""
@@ -223,7 +357,7 @@ def _true_div_inputs(a: Any, b: Any) -> tuple:
 
 @register(method=("div", "divide", "true_divide"))
 def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-    """input / other; rounding_mode "trunc" or "floor" rounds the quotient (no gradient then)."""
+    """input / other; rounding_mode "trunc" or "floor" rounds the quotient (zero gradient then)."""
     if rounding_mode is None:
         return Div.apply(*_true_div_inputs(input, other))
     if rounding_mode not in ("trunc", "floor"):
@@ -231,23 +365,22 @@ def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
     return RoundDiv.apply(input, other, mode=rounding_mode)
 
 
-class RoundDiv(Op, name="round_div"):
-    promote = True
+@register()
+def floor_divide(input: Any, other: Any) -> Tensor:
+    """input // other, rounded toward -inf like Python and torch.floor_divide (zero gradient)."""
+    return RoundDiv.apply(input, other, mode="floor")
 
-    @staticmethod
-    def forward(ctx, a, b, mode):
-        xp = ctx.xp
-        if np.asarray(a).dtype.kind in "iub":
-            if mode == "floor":
-                return a // b
-            q = xp.abs(a) // xp.abs(b)
-            return xp.where((a < 0) != (b < 0), -q, q).astype(np.result_type(a, b))
-        q = a / b
-        return (xp.floor(q) if mode == "floor" else xp.trunc(q)).astype(q.dtype)
 
-    @staticmethod
-    def backward(ctx, g):
-        return g * 0, None
+@register()
+def remainder(input: Any, other: Any) -> Tensor:
+    """Python's %: the result has the sign of `other` (torch.remainder). d/d(other) = -floor(input/other)."""
+    return Remainder.apply(input, other, trunc=False)
+
+
+@register()
+def fmod(input: Any, other: Any) -> Tensor:
+    """C's fmod: the result has the sign of `input` (torch.fmod). d/d(other) = -trunc(input/other)."""
+    return Remainder.apply(input, other, trunc=True)
 
 
 @register()
@@ -271,21 +404,37 @@ Tensor.__truediv__ = div
 Tensor.__rtruediv__ = _rev(div)
 Tensor.__pow__ = pow
 Tensor.__rpow__ = _rev(pow)
+Tensor.__floordiv__ = floor_divide
+Tensor.__rfloordiv__ = _rev(floor_divide)
+Tensor.__mod__ = remainder
+Tensor.__rmod__ = _rev(remainder)
 
 
-def _inplace(fn: Any) -> Any:
-    def method(self: Tensor, other: Any, **kw: Any) -> Tensor:
-        return update_inplace(self, lambda s: fn(s, other, **kw), (other,))
-    method.__name__ = fn.__name__ + "_"
+def inplace_method(fn: Callable, name: str) -> Callable:
+    """x.<name>(*args): x = fn(x, *args) written into x (see update_inplace).
+
+    Like PyTorch, a result of a higher dtype category than x (a float result for
+    an integer x) is refused rather than truncated.
+    """
+
+    def method(self: Tensor, *args: Any, **kw: Any) -> Tensor:
+        def compute(s: Tensor) -> Tensor:
+            y = fn(s, *args, **kw)
+            if not dt.can_cast(y.dtype, self.dtype):
+                raise DTypeError(f"{name}: result type {y.dtype.name} can't be cast to the desired output "
+                                 f"type {self.dtype.name}")
+            return y
+        return update_inplace(self, compute, args + tuple(kw.values()))
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"In-place version of {fn.__name__}()."
     return method
 
 
-for _name, _fn in [("add", add), ("sub", sub), ("mul", mul), ("div", div), ("pow", pow)]:
-    setattr(Tensor, _name + "_", _inplace(_fn))
-Tensor.__iadd__ = Tensor.add_
-Tensor.__isub__ = Tensor.sub_
-Tensor.__imul__ = Tensor.mul_
-Tensor.__itruediv__ = Tensor.div_
+def add_inplace_methods(*fns: Callable) -> None:
+    """Install x.<name>_() for each function, as PyTorch has them."""
+    for fn in fns:
+        setattr(Tensor, fn.__name__ + "_", inplace_method(fn, fn.__name__ + "_"))
 
 
 # -- comparisons (no gradient) -------------------------------------------------------
@@ -329,3 +478,16 @@ neg = export(Neg, method=("neg", "negative", "__neg__"))
 exp = export(Exp)
 log = export(Log)
 sqrt = export(Sqrt)
+
+add_inplace_methods(add, sub, mul, div, pow, floor_divide, remainder, fmod, neg, exp, log, sqrt)
+Tensor.subtract_ = Tensor.sub_
+Tensor.multiply_ = Tensor.mul_
+Tensor.divide_ = Tensor.div_
+Tensor.negative_ = Tensor.neg_
+Tensor.__iadd__ = Tensor.add_
+Tensor.__isub__ = Tensor.sub_
+Tensor.__imul__ = Tensor.mul_
+Tensor.__itruediv__ = Tensor.div_
+Tensor.__ifloordiv__ = Tensor.floor_divide_
+Tensor.__imod__ = Tensor.remainder_
+Tensor.__ipow__ = Tensor.pow_

@@ -1,0 +1,477 @@
+"""Pointwise math: abs, log1p/expm1, rsqrt, sin/cos, erf, rounding, sign, clamp, maximum/minimum, lerp.
+
+Transcendental ops return floats (integer inputs become the default float
+dtype); value-preserving ops (abs, sign, clamp, rounding, maximum) keep
+integer dtypes, as in PyTorch. float16/bfloat16 compute in float32 (see
+elementwise.float_in). Rounding and sign have zero gradient. Every backward
+is written in tensor ops, so second derivatives work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..autograd.function import Op
+from ..errors import DTypeError
+from ..tensor import Tensor
+from .elementwise import add_inplace_methods, exact_in, exact_pair, exp, float_out, pow, unary, where, zero_grad
+from .registry import export, register
+from .shape import sum_to
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+# erf(x) = x * A(x^2 / 2 - 1) for |x| < 2, and 1 - exp(-x^2) / |x| * C(9 / x^2 - 1.25) (with x's sign)
+# for 2 <= |x| <= 6; beyond 6 the latter rounds to +-1, as erf does (erfc(6) < 2^-54). The polynomial
+# arguments lie in [-1, 1]. A and C are Chebyshev interpolants of erf(x)/x over x^2 in [0, 4] and of
+# erfc(x) x e^(x^2) over 1/x^2 in [1/36, 1/4], computed with mpmath at 50 digits, truncated where the
+# dropped terms fall below float64 rounding of erf, and written as monomials. Measured against
+# math.erf on a dense grid: <= 3 ulp in float64 (tests/ops/test_pointwise.py checks it).
+_ERF_A = (0.674933236039655, -0.2611118609312454, 0.11947913860985163, -0.04866277744915503,
+          0.017128344571823155, -0.005234875836158878, 0.0014050914235852877, -0.00033514353352396425,
+          7.180100878173158e-05, -1.3946273745435833e-05, 2.475801058128637e-06, -4.0450946099912016e-07,
+          6.119735980430362e-08, -8.617701483059107e-09, 1.1331607171428763e-09, -1.4013463829861674e-10,
+          1.7218973582855107e-11, -1.8923035835006617e-12)
+_ERF_C = (0.5312118330102643, -0.022532890108168935, 0.0024337203390376178, -0.0003826826216576031,
+          7.50622264160869e-05, -1.7114527628624906e-05, 4.36059108951043e-06, -1.211171050223377e-06,
+          3.60034904129873e-07, -1.1338296691401723e-07, 3.8770711325514425e-08, -1.3612281303752899e-08,
+          3.4277538756237503e-09, -1.1126698123851451e-09, 1.3119361946660337e-09, -5.546841789836303e-10)
+
+
+def _horner(s: Any, coefs: tuple) -> Any:
+    y = coefs[-1] * s
+    for c in coefs[-2:0:-1]:
+        y += c
+        y *= s
+    y += coefs[0]
+    return y
+
+
+def erf_array(xp: Any, a: Any) -> Any:
+    """erf of a float32/float64 array (NumPy has none; scipy would be a heavy dependency for one function).
+
+    The polynomial for |x| < 2 runs over the whole array (branch-free, no gather); only the tail
+    |x| >= 2, a few percent of typical activations, is gathered, recomputed and put back.
+    """
+    flat = a.reshape(-1)
+    ax = xp.abs(flat)
+    c = xp.minimum(ax, 2)  # keeps the unused polynomial values finite; nan stays nan
+    out = flat * _horner(c * c * 0.5 - 1, _ERF_A)
+    far = xp.flatnonzero(ax >= 2)
+    if far.size:
+        x = xp.minimum(ax.take(far), 6)
+        w = 1 / (x * x)
+        tail = 1 - xp.exp(-x * x) * x * w * _horner(9 * w - 1.25, _ERF_C)
+        out.put(far, xp.copysign(tail, flat.take(far)))
+    return out.reshape(a.shape)
+
+
+# -- unary math -------------------------------------------------------------------------
+
+class Abs(Op, name="abs"):
+    """|x|; integers stay integers; the gradient at 0 is 0 (sign(x)), as PyTorch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        if x.dtype == np.bool_:
+            raise DTypeError("abs: bool tensors are not supported")
+        ctx.save(x)
+        a, low = exact_in(x)
+        return float_out(ctx.xp.abs(a), low)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return g * sign(x)  # 0 at x == 0, as PyTorch
+
+
+class Log1p(Op, name="log1p"):
+    """log(1 + x), accurate for small x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return unary(ctx.xp.log1p, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return g / (x + 1)
+
+
+class Expm1(Op, name="expm1"):
+    """exp(x) - 1, accurate for small x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        with np.errstate(over="ignore"):
+            y = unary(ctx.xp.expm1, x)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return g * (y + 1)
+
+
+class Rsqrt(Op, name="rsqrt"):
+    """1 / sqrt(x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = ctx.xp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = unary(lambda a: 1 / xp.sqrt(a), x)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return g * y * y * y * -0.5
+
+
+class Reciprocal(Op, name="reciprocal"):
+    """1 / x (integers give the default float dtype)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        with np.errstate(divide="ignore"):
+            y = unary(lambda a: 1 / a, x)
+        ctx.save(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return -g * y * y
+
+
+class Sin(Op, name="sin"):
+    """Sine, in radians."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x)
+        return unary(ctx.xp.sin, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return g * cos(x)
+
+
+class Cos(Op, name="cos"):
+    """Cosine, in radians."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x)
+        return unary(ctx.xp.cos, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return -g * sin(x)
+
+
+class Erf(Op, name="erf"):
+    """The error function, 2/sqrt(pi) * integral of exp(-t^2) from 0 to x (see erf_array)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x)
+        return unary(lambda a: erf_array(ctx.xp, a), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return g * exp(-(x * x)) * _TWO_OVER_SQRT_PI
+
+
+# -- sign and rounding (zero gradient) ------------------------------------------------------
+
+class Sign(Op, name="sign"):
+    """-1, 0 or 1; 0 for nan and for -0.0, as PyTorch's (0 < x) - (x < 0)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        if x.dtype == np.bool_:
+            return x.copy()
+        a, low = exact_in(x)
+        y = (a > 0).astype(a.dtype)
+        y -= a < 0
+        return float_out(y, low)
+
+    @staticmethod
+    def backward(ctx, g):
+        return zero_grad(g, ctx.shape, ctx.xp)
+
+
+class Round(Op, name="round"):
+    """floor / ceil / trunc / round half to even (with `decimals`); integers pass through unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, mode, decimals=0):
+        ctx.shape = x.shape
+        if x.dtype == np.bool_:
+            raise DTypeError(f"{mode}: bool tensors are not supported")
+        if x.dtype.kind in "iu":
+            if decimals:
+                raise DTypeError(f"round: decimals={decimals} needs a floating tensor, got {x.dtype}")
+            return x.copy()
+        a, low = exact_in(x)
+        xp = ctx.xp
+        if mode == "round":
+            # x * 10^d, round half to even, / 10^d: PyTorch's formula, and NumPy's.
+            y = xp.round(a, decimals)
+        else:
+            y = getattr(xp, mode)(a)
+        return float_out(y, low)
+
+    @staticmethod
+    def backward(ctx, g):
+        return zero_grad(g, ctx.shape, ctx.xp)
+
+
+class Frac(Op, name="frac"):
+    """x - trunc(x), with the sign of x; floating tensors only, as in PyTorch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        if x.dtype.kind in "biu":
+            raise DTypeError(f"frac: needs a floating tensor, got {dt.get_dtype(x.dtype).name}")
+        a, low = exact_in(x)
+        with np.errstate(invalid="ignore"):  # inf - inf: frac(+-inf) is nan
+            return float_out(a - ctx.xp.trunc(a), low)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+# -- clamp, maximum, minimum, lerp -----------------------------------------------------
+
+class Clamp(Op, name="clamp"):
+    """min(max(x, lo), hi); lo or hi may be None, a scalar or a tensor (broadcast).
+
+    Gradients as PyTorch's clamp_backward: x gets it where lo <= x <= hi (also at
+    the bounds), lo where x < lo, hi where x > hi; where hi < lo the result is hi
+    and only hi gets it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        xp = ctx.xp
+        ctx.save(x, lo, hi)
+        y, low = exact_in(x)
+        if lo is not None:
+            y = xp.maximum(y, exact_in(lo)[0])
+        if hi is not None:
+            y = xp.minimum(y, exact_in(hi)[0])
+        return float_out(y, low)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lo, hi = ctx.saved
+        need = ctx.needs_input_grad
+        zero = 0
+        gx = glo = ghi = None
+        if need[0]:
+            keep = x >= lo if lo is not None else None
+            if hi is not None:
+                keep = x <= hi if keep is None else keep & (x <= hi)
+            gx = sum_to(where(keep, g, zero), x.shape)
+        inverted = (hi < lo) if lo is not None and hi is not None else None
+        if need[1]:
+            low_side = x < lo if inverted is None else (x < lo) & ~inverted
+            glo = sum_to(where(low_side, g, zero), lo.shape)
+        if need[2]:
+            high_side = x > hi if inverted is None else (x > hi) | inverted
+            ghi = sum_to(where(high_side, g, zero), hi.shape)
+        return gx, glo, ghi
+
+
+def _bound(v: Any, target: dt.DType) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, Tensor):
+        return v if v.dtype is target else v.to(target)
+    return float(v) if target.is_floating_point else int(v)
+
+
+@register(method=("clamp", "clip"))
+def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
+    """Limit input to [min, max]; bounds are scalars or tensors (broadcast), either may be None.
+
+    >>> tensora.tensor([-2.0, 0.5, 3.0]).clamp(0, 1)
+    tensor([0.0000, 0.5000, 1.0000])
+    """
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    target = dt.result_type(*(v for v in (input, min, max) if v is not None))
+    x = input if input.dtype is target else input.to(target)
+    return Clamp.apply(x, _bound(min, target), _bound(max, target))
+
+
+register("clip", method=False)(clamp)
+
+
+@register()
+def clamp_min(input: Tensor, min: Any) -> Tensor:  # noqa: A002
+    """max(input, min) with clamp's gradient rule."""
+    return clamp(input, min=min)
+
+
+@register()
+def clamp_max(input: Tensor, max: Any) -> Tensor:  # noqa: A002
+    """min(input, max) with clamp's gradient rule."""
+    return clamp(input, max=max)
+
+
+def _extremum(ctx: Any, a: Any, b: Any, largest: bool) -> Any:
+    ctx.save(a, b)
+    x, y, low = exact_pair(a, b)
+    return float_out(ctx.xp.maximum(x, y) if largest else ctx.xp.minimum(x, y), low)
+
+
+def _extremum_grads(ctx: Any, g: Tensor, largest: bool) -> tuple:
+    """Each input gets g where it wins, g/2 on ties, 0 where it loses (PyTorch's rule)."""
+    a, b = ctx.saved
+    need = ctx.needs_input_grad
+    half = g * 0.5
+
+    def share(mine: Tensor, other: Any) -> Tensor:
+        loses = mine < other if largest else mine > other
+        return where(loses, 0, where(mine == other, half, g))
+
+    ga = sum_to(share(a, b), a.shape) if need[0] else None
+    gb = sum_to(share(b, a), b.shape) if need[1] else None
+    return ga, gb
+
+
+class Maximum(Op, name="maximum"):
+    promote = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return _extremum(ctx, a, b, True)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _extremum_grads(ctx, g, True)
+
+
+class Minimum(Op, name="minimum"):
+    promote = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return _extremum(ctx, a, b, False)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _extremum_grads(ctx, g, False)
+
+
+@register()
+def maximum(input: Tensor, other: Any) -> Tensor:
+    """Elementwise max (nan if either is nan), broadcast and promoted."""
+    return Maximum.apply(input, other)
+
+
+@register()
+def minimum(input: Tensor, other: Any) -> Tensor:
+    """Elementwise min (nan if either is nan), broadcast and promoted."""
+    return Minimum.apply(input, other)
+
+
+class Lerp(Op, name="lerp"):
+    """start + weight * (end - start), with PyTorch's formula: from `end` when |weight| >= 0.5."""
+
+    promote = True
+
+    @staticmethod
+    def forward(ctx, start, end, weight):
+        xp = ctx.xp
+        s, e, low = exact_pair(start, end)
+        w = exact_in(weight)[0]
+        d = e - s
+        if not isinstance(weight, xp.ndarray):  # a number
+            ctx.save(start, end, None)
+            ctx.weight = float(weight)
+            y = s + w * d if -0.5 < ctx.weight < 0.5 else e - d * (1 - w)
+        else:
+            ctx.save(start, end, weight)
+            y = xp.where(xp.abs(w) < 0.5, s + w * d, e - d * (1 - w))
+        return float_out(y, low)
+
+    @staticmethod
+    def backward(ctx, g):
+        start, end, weight = ctx.saved
+        w = ctx.weight if weight is None else weight
+        need = ctx.needs_input_grad
+        gs = sum_to(g * (1 - w), start.shape) if need[0] else None
+        ge = sum_to(g * w, end.shape) if need[1] else None
+        gw = sum_to(g * (end - start), weight.shape) if need[2] else None
+        return gs, ge, gw
+
+
+@register()
+def lerp(input: Tensor, end: Any, weight: Any) -> Tensor:
+    """input + weight * (end - input); weight a scalar or a tensor (broadcast)."""
+    return Lerp.apply(input, end, weight)
+
+
+# -- public names ------------------------------------------------------------------------
+
+abs = export(Abs, method=("abs", "absolute", "__abs__"))  # noqa: A001 - torch.abs
+register("absolute", method=False)(abs)
+log1p = export(Log1p)
+expm1 = export(Expm1)
+rsqrt = export(Rsqrt)
+reciprocal = export(Reciprocal)
+sin = export(Sin)
+cos = export(Cos)
+erf = export(Erf)
+sign = export(Sign)
+frac = export(Frac)
+
+
+def _rounding(mode: str, doc: str) -> Any:
+    def fn(input: Tensor) -> Tensor:
+        return Round.apply(input, mode=mode)
+    fn.__name__ = fn.__qualname__ = mode
+    fn.__doc__ = doc
+    return register(mode)(fn)
+
+
+floor = _rounding("floor", "Largest integer <= x (integers unchanged); zero gradient.")
+ceil = _rounding("ceil", "Smallest integer >= x (integers unchanged); zero gradient.")
+trunc = _rounding("trunc", "x rounded toward zero (integers unchanged); zero gradient.")
+register("fix")(trunc)
+
+
+@register()
+def round(input: Tensor, decimals: int = 0) -> Tensor:  # noqa: A001 - torch.round
+    """Round half to even, to `decimals` places (negative: to tens, hundreds...); zero gradient."""
+    return Round.apply(input, mode="round", decimals=int(decimals))
+
+
+@register()
+def square(input: Tensor) -> Tensor:
+    """input * input (bool squares to int64, as in PyTorch)."""
+    return pow(input, 2)
+
+
+add_inplace_methods(abs, log1p, expm1, rsqrt, reciprocal, sin, cos, erf, sign, frac, floor, ceil, trunc, round,
+                    square, clamp, clamp_min, clamp_max, lerp)
+Tensor.absolute_ = Tensor.abs_
+Tensor.clip_ = Tensor.clamp_
+Tensor.fix_ = Tensor.trunc_
