@@ -1,0 +1,183 @@
+"""softmax, log_softmax and logsumexp: the max-shifted exponential reductions.
+
+Each forward subtracts the max along `dim` before exponentiating (so large
+inputs do not overflow) and works in place on one buffer: max, subtract, exp,
+sum, divide, the same passes a hand-written NumPy softmax makes. float16 and
+bfloat16 inputs are computed in float32 and cast back, as PyTorch does.
+
+The backward of softmax and log_softmax is one op each (`SoftmaxBackward`,
+`LogSoftmaxBackward`): a single fused pass instead of four recorded ops. Their
+own backwards are written in tensor ops, so second derivatives work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..autograd.function import Op
+from ..errors import DTypeError, fmt_shape
+from ..tensor import Tensor
+from .elementwise import exp
+from .reduce import acc_dtype, count, keepdim_shape, out_shape, reduce_dims
+from .registry import register
+
+
+def _axis(x: Any, dim: int) -> int | None:
+    return dim if x.ndim else None  # a 0-d input "reduces" over no axis
+
+
+class Softmax(Op, name="softmax"):
+    @staticmethod
+    def forward(ctx, x, dim, dtype):
+        xp, axis = ctx.xp, _axis(x, dim)
+        ctx.dim = dim
+        if x.size == 0:
+            out = x.astype(dtype)
+        else:
+            y = xp.empty(x.shape, acc_dtype(dtype))  # the one buffer (also keeps 0-d inputs arrays)
+            with np.errstate(invalid="ignore"):  # rows of -inf give nan quietly, as in PyTorch
+                xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+            xp.exp(y, out=y)
+            y /= y.sum(axis=axis, keepdims=True)
+            out = y.astype(dtype, copy=False)
+        ctx.save(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return SoftmaxBackward.apply(y, g, dim=ctx.dim)
+
+
+class SoftmaxBackward(Op, name="softmax_backward"):
+    """dx = y * (g - sum(g * y, dim)) for y = softmax(x)."""
+
+    @staticmethod
+    def forward(ctx, y, g, dim):
+        xp, axis = ctx.xp, _axis(y, dim)
+        ctx.dim = dim
+        ctx.save(y, g)
+        t = xp.multiply(g, y, out=xp.empty(y.shape, acc_dtype(y.dtype)))
+        xp.subtract(g, t.sum(axis=axis, keepdims=True), out=t)
+        t *= y
+        return t.astype(y.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, gg):
+        y, g = ctx.saved
+        dim = ctx.dim
+        need = ctx.needs_input_grad
+        gy = gg * (g - (g * y).sum(dim, keepdim=True)) - g * (gg * y).sum(dim, keepdim=True) if need[0] else None
+        return gy, (SoftmaxBackward.apply(y, gg, dim=dim) if need[1] else None)
+
+
+class LogSoftmax(Op, name="log_softmax"):
+    @staticmethod
+    def forward(ctx, x, dim, dtype):
+        xp, axis = ctx.xp, _axis(x, dim)
+        ctx.dim = dim
+        if x.size == 0:
+            out = x.astype(dtype)
+        else:
+            y = xp.empty(x.shape, acc_dtype(dtype))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+                y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
+            out = y.astype(dtype, copy=False)
+        ctx.save(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved
+        return LogSoftmaxBackward.apply(y, g, dim=ctx.dim)
+
+
+class LogSoftmaxBackward(Op, name="log_softmax_backward"):
+    """dx = g - exp(y) * sum(g, dim) for y = log_softmax(x)."""
+
+    @staticmethod
+    def forward(ctx, y, g, dim):
+        xp, axis = ctx.xp, _axis(y, dim)
+        acc = acc_dtype(y.dtype)
+        ctx.dim = dim
+        ctx.save(y, g)
+        t = xp.exp(y, out=xp.empty(y.shape, acc))
+        t *= g.sum(axis=axis, keepdims=True, dtype=acc)
+        xp.subtract(g, t, out=t)
+        return t.astype(y.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, gg):
+        y, g = ctx.saved
+        dim = ctx.dim
+        need = ctx.needs_input_grad
+        p = exp(y)
+        gy = -gg * p * g.sum(dim, keepdim=True) if need[0] else None
+        gg_ = gg - (gg * p).sum(dim, keepdim=True) if need[1] else None
+        return gy, gg_
+
+
+def _softmax_dtype(x: Tensor, dtype: Any, name: str) -> Any:
+    if dtype is not None:
+        return dt.get_dtype(dtype).np_dtype
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"{name}(): expected a floating point input or dtype=, got {x.dtype.name} "
+                         f"(shape {fmt_shape(x.shape)})")
+    return x.dtype.np_dtype
+
+
+@register()
+def softmax(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
+    """exp(x) / sum(exp(x)) along `dim`, computed stably; `dtype` casts the input first.
+
+    >>> tensora.tensor([0.0, 0.0]).softmax(0).tolist()
+    [0.5, 0.5]
+    """
+    return Softmax.apply(x, dim=x._dim(dim), dtype=_softmax_dtype(x, dtype, "softmax"))
+
+
+@register()
+def log_softmax(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
+    """x - logsumexp(x, dim): log of softmax without its underflow to log(0)."""
+    return LogSoftmax.apply(x, dim=x._dim(dim), dtype=_softmax_dtype(x, dtype, "log_softmax"))
+
+
+class LogSumExp(Op, name="logsumexp"):
+    @staticmethod
+    def forward(ctx, x, dims, keepdim):
+        xp = ctx.xp
+        ctx.dims = dims
+        if count(x.shape, dims) == 0:
+            out = xp.full(out_shape(x.shape, dims, keepdim), -np.inf, x.dtype)
+        else:
+            top = xp.amax(x, axis=dims, keepdims=True)
+            top = xp.where(xp.isfinite(top), top, 0)  # all -inf (or an inf) must not give inf - inf
+            e = xp.subtract(x, top, out=xp.empty(x.shape, acc_dtype(x.dtype)))
+            xp.exp(e, out=e)
+            with np.errstate(divide="ignore"):
+                out = xp.log(e.sum(axis=dims, keepdims=keepdim))
+            out = (out + top.reshape(out.shape)).astype(x.dtype, copy=False)
+        ctx.save(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved
+        kshape = keepdim_shape(x.shape, ctx.dims)
+        return g.reshape(kshape) * exp(x - out.reshape(kshape))
+
+
+@register()
+def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(x), dim)) without overflow; int inputs give the default float dtype.
+
+    >>> round(tensora.tensor([1000.0, 1000.0]).logsumexp(0).item(), 3)
+    1000.693
+    """
+    if not x.dtype.is_floating_point:
+        x = x.to(dt.get_default_dtype())
+    return LogSumExp.apply(x, dims=reduce_dims(x, dim), keepdim=keepdim)
