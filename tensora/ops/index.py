@@ -2,8 +2,9 @@
 
 Ints, slices (positive steps, as in PyTorch), None and Ellipsis give views;
 integer tensors/lists and boolean masks give copies (NumPy's advanced indexing,
-which PyTorch follows). The backward scatters the gradient into zeros, with
-repeated indices summed.
+which PyTorch follows; uint8 tensors are masks, as in PyTorch). The backward
+scatters the gradient into zeros: a plain write when no element can be picked
+twice, `add.at` (repeats summed) otherwise.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def normalize_key(key: Any, xp: Any = np) -> tuple:
         if isinstance(k, Tensor):
             if k.dtype.is_floating_point:
                 raise DTypeError(f"tensors used as indices must be long, int, byte or bool, got {k.dtype.name}")
-            k = k._data
+            # uint8 index tensors are masks in PyTorch (NumPy would read them as positions).
+            k = k._data.astype(bool) if k.dtype.name == "uint8" else k._data
         elif isinstance(k, list):
-            k = np.asarray(k)
+            k = np.asarray(k) if k else np.zeros(0, dtype=np.int64)  # [] would be float64
             if k.dtype.kind not in "biu":
                 raise DTypeError(f"index lists must hold ints or bools, got {k.dtype}")
         elif isinstance(k, slice) and k.step is not None and k.step <= 0:
@@ -39,8 +41,10 @@ def normalize_key(key: Any, xp: Any = np) -> tuple:
     return tuple(out)
 
 
-def is_basic(key: tuple) -> bool:
-    return all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in key)
+def hits_once(key: tuple) -> bool:
+    """True when no element can be selected twice: basic parts plus at most one boolean mask."""
+    advanced = [k for k in key if not (k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)))]
+    return not advanced or (len(advanced) == 1 and getattr(advanced[0], "dtype", None) == np.bool_)
 
 
 class GetItem(Op, name="getitem"):
@@ -50,7 +54,10 @@ class GetItem(Op, name="getitem"):
     def forward(ctx, x, key):
         ctx.shape, ctx.key = x.shape, key
         try:
-            return x[key]
+            out = x[key]
+            if not isinstance(out, ctx.xp.ndarray) and not any(k is Ellipsis for k in key):
+                out = x[key + (Ellipsis,)]  # a 0-d view, not a detached NumPy scalar (x[0] of 1-D x)
+            return out
         except IndexError as exc:
             raise IndexError(f"{exc} (indexing a tensor of shape {fmt_shape(x.shape)})") from None
 
@@ -66,8 +73,8 @@ class IndexScatter(Op, name="index_scatter"):
     def forward(ctx, g, shape, key):
         ctx.key = key
         out = ctx.xp.zeros(shape, dtype=g.dtype)
-        if is_basic(key):
-            out[key] = g
+        if hits_once(key):
+            out[key] = g  # a plain write; add.at is only needed where indices repeat
         else:
             ctx.xp.add.at(out, key, g)
         return out
