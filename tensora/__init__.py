@@ -23,6 +23,8 @@ from .errors import AutogradError, DeviceError, DTypeError, ShapeError, TensoraE
 from .ops.registry import FUNCTIONS as _FUNCTIONS
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .tensor import Size, Tensor, is_tensor
+from . import io  # noqa: E402 - model files (safetensors, GGUF, checkpoints)
+from .io import load, load_checkpoint, save, save_checkpoint
 
 half, float, double = float16, float32, float64  # noqa: A001 - torch's aliases
 long, int, short = int64, int32, int16  # noqa: A001
@@ -41,5 +43,5 @@ __all__ = (["Tensor", "Size", "device", "Generator", "manual_seed", "seed", "ini
             "get_rng_state", "set_rng_state", "no_grad", "enable_grad", "set_grad_enabled",
             "inference_mode", "is_grad_enabled", "is_inference_mode_enabled", "native_available",
             "promote_types", "result_type", "can_cast", "get_default_dtype", "set_default_dtype",
-            "is_tensor", "TensoraError", "ShapeError", "DTypeError", "DeviceError", "AutogradError"]
+            "is_tensor", "save", "load", "save_checkpoint", "load_checkpoint", "TensoraError", "ShapeError", "DTypeError", "DeviceError", "AutogradError"]
            + list(_creation_all) + list(_FUNCTIONS) + list(dtypes.DTYPES))

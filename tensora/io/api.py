@@ -1,0 +1,94 @@
+"""The front door: `save` and `load` pick the format from the path and the file's first bytes.
+
+`load` accepts a ``.safetensors`` file, a sharded checkpoint's
+``*.safetensors.index.json``, a folder holding either (as a Hugging Face model
+folder does), or a ``.gguf`` file (dense tensors). A PyTorch pickle
+(``.bin``/``.pt``) is refused with the command that converts it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..tensor import Tensor
+from . import pickle_guard
+from .errors import FormatError
+from .gguf_read import MAGIC as GGUF_MAGIC
+from .gguf_read import load_gguf
+from .safetensors_file import load_file, read_safetensors_header, save_file
+from .sharded import INDEX_SUFFIX, load_sharded, read_index, save_sharded
+
+SNIFF_BYTES = 16
+
+
+def save(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None = None, *,
+         max_shard_size: int | str | None = None) -> Path:
+    """Save a state dict (name -> Tensor) or a module (anything with state_dict()) as safetensors.
+
+    Written atomically. With `max_shard_size` (bytes, or "5GB"), a state dict
+    larger than that is split into Hugging Face style shards plus an index.
+    Returns the path to pass to `load` (the file, or the index).
+
+    >>> sd = {"w": tensora.ones(2, 3), "b": tensora.zeros(3)}
+    >>> tensora.io.save(sd, "/tmp/m.safetensors", metadata={"step": "10"})  # doctest: +SKIP
+    """
+    state = obj.state_dict() if hasattr(obj, "state_dict") and not isinstance(obj, Mapping) else obj
+    if not isinstance(state, Mapping):
+        raise TypeError(f"save() takes a state dict or an object with state_dict(), got {type(obj).__name__}")
+    if max_shard_size is not None:
+        return save_sharded(state, path, max_shard_size, metadata)
+    return save_file(state, path, metadata)
+
+
+def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> dict[str, Tensor]:
+    """Tensors by name from a safetensors file, sharded index, model folder or GGUF file.
+
+    mmap=True (default) is lazy: tensors are views of the mapped file, read
+    from disk only when touched. Feed the result to Module.load_state_dict.
+    """
+    p = resolve(path)
+    if p.name.endswith(INDEX_SUFFIX):
+        return load_sharded(p, device=device, mmap=mmap)
+    head = _head(p)
+    if head.startswith(GGUF_MAGIC):
+        tensors = load_gguf(p).dense_tensors()
+        return {n: t.to(device) for n, t in tensors.items()} if device is not None else tensors
+    pickle_guard.refuse(p, head)
+    return load_file(p, device=device, mmap=mmap)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (or of a sharded checkpoint's index)."""
+    p = resolve(path)
+    if p.name.endswith(INDEX_SUFFIX):
+        return {k: str(v) for k, v in read_index(p)[1].items()}
+    return dict(read_safetensors_header(p).metadata)
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The file to read for `path`: itself, or in a folder model.safetensors / its index."""
+    p = Path(path)
+    if not p.is_dir():
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        return p
+    for name in ("model.safetensors", "model" + INDEX_SUFFIX):  # transformers' order of preference
+        if (p / name).is_file():
+            return p / name
+    indexes = sorted(p.glob("*" + INDEX_SUFFIX))
+    singles = sorted(p.glob("*.safetensors"))
+    found = indexes or singles
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FormatError(p, "folder holds no .safetensors file or *.safetensors.index.json")
+    raise FormatError(p, f"folder holds several checkpoints ({', '.join(f.name for f in found[:4])}); "
+                         "pass the one to load")
+
+
+def _head(p: Path) -> bytes:
+    with open(p, "rb") as f:
+        return f.read(SNIFF_BYTES)

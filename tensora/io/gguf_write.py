@@ -1,0 +1,154 @@
+"""Writing GGUF files with gguf-py's `GGUFWriter`, atomically.
+
+Dense tensors are written in their own ggml type (F32, F16, BF16, F64, I8..I64);
+`GGUFBlockTensor`s read from another GGUF file are copied through as their raw
+blocks, unchanged. Metadata types follow gguf-py's conventions for plain
+Python values (int -> INT32, or INT64 when it does not fit; float -> FLOAT32;
+bool, str, lists -> ARRAY), NumPy scalars and arrays keep their exact type, and
+`metadata_types` (as `GGUFFile.metadata_types` reports them) overrides either,
+so a file read with `load_gguf` writes back with the same types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from .atomic import atomic_path
+from .gguf_read import DENSE_TYPES, GGUFBlockTensor
+from .gguf_values import SCALARS
+from .safetensors_file import host_array
+
+DEFAULT_ARCH = "tensora"  # general.architecture when the caller names none
+_TYPE_BY_NAME = {name: code for code, (name, _, _) in SCALARS.items()} | {"STRING": 8, "ARRAY": 9}
+_INT_RANGES = {name: (int(np.iinfo(np_dtype[1:]).min), int(np.iinfo(np_dtype[1:]).max))
+               for name, _, np_dtype in SCALARS.values() if name not in ("FLOAT32", "FLOAT64", "BOOL")}
+_GGML_OF = {dtype: name for name, dtype in DENSE_TYPES.items()}
+
+
+def save_gguf(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None,
+              *, metadata_types: Mapping[str, str] | None = None, arch: str | None = None) -> Path:
+    """Write `tensors` (name -> Tensor, ndarray or GGUFBlockTensor) and `metadata` to a GGUF file.
+
+    `arch` (or metadata["general.architecture"]) fills general.architecture,
+    which llama.cpp requires; it defaults to "tensora".
+
+    >>> tensora.io.save_gguf("/tmp/w.gguf", {"w": tensora.ones(2, 3)}, {"answer": 42})  # doctest: +SKIP
+    """
+    from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
+
+    meta = dict(metadata or {})
+    types = dict(metadata_types or {})
+    from_meta = meta.pop("general.architecture", None)  # GGUFWriter writes it from `arch`
+    arch = arch or from_meta or DEFAULT_ARCH
+    types.pop("general.architecture", None)
+    entries = [(key, *_typed(key, value, types.get(key))) for key, value in meta.items()]
+    arrays = [(name, *_tensor_bytes(name, value)) for name, value in tensors.items()]
+    with atomic_path(path) as tmp:
+        writer = GGUFWriter(tmp, arch)
+        try:
+            for key, value, vtype, sub_type in entries:
+                writer.add_key_value(key, value, GGUFValueType(_TYPE_BY_NAME[vtype]),
+                                     None if sub_type is None else GGUFValueType(_TYPE_BY_NAME[sub_type]))
+            for name, arr, ggml_type in arrays:
+                writer.add_tensor(name, arr, raw_dtype=GGMLQuantizationType[ggml_type])
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+    return Path(path)
+
+
+def _tensor_bytes(name: str, value: Any) -> tuple[np.ndarray, str]:
+    if isinstance(value, GGUFBlockTensor):
+        data = value.data  # a view of the source file: tofile() streams it without a full copy
+        return (data if data.flags.c_contiguous else data.copy()), value.ggml_type
+    arr = host_array(name, value)
+    ggml_type = _GGML_OF.get(dt._BY_NUMPY.get(arr.dtype))
+    if ggml_type is None:
+        raise TypeError(f"tensor {name!r} has dtype {arr.dtype}, which GGUF cannot store densely; supported: "
+                        f"{', '.join(d.name for d in _GGML_OF)}")
+    return arr, ggml_type
+
+
+def _typed(key: str, value: Any, vtype: str | None) -> tuple[Any, str, str | None]:
+    """(value as GGUFWriter packs it, GGUF type name, array element type name) for one metadata entry."""
+    if not isinstance(key, str):
+        raise TypeError(f"GGUF metadata keys must be str, got {key!r}")
+    if vtype is None:
+        vtype = _infer(key, value)
+    if vtype.startswith("ARRAY"):
+        sub = vtype[6:-1] if vtype.startswith("ARRAY[") else None
+        items = _plain(value)
+        if not items:
+            raise ValueError(f"metadata {key!r}: gguf-py's writer cannot write an empty array")
+        if sub not in (None, "ARRAY"):
+            for item in items:
+                _check_scalar(key, item, sub)
+        return items, "ARRAY", (None if sub == "ARRAY" else sub)
+    if vtype not in _TYPE_BY_NAME:
+        raise ValueError(f"metadata {key!r}: unknown GGUF type {vtype!r}; known: {', '.join(_TYPE_BY_NAME)}")
+    _check_scalar(key, value, vtype)
+    return (value.item() if isinstance(value, np.generic) else value), vtype, None
+
+
+def _plain(value: Any) -> list:
+    # GGUFWriter packs Python sequences only; nested arrays' inner types follow its own inference.
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return [_plain(v) if isinstance(v, (np.ndarray, list, tuple)) else v for v in value]
+
+
+def _check_scalar(key: str, value: Any, vtype: str) -> None:
+    """Refuse a value that GGUFWriter's struct.pack would reject or silently wrap."""
+    if vtype in _INT_RANGES:
+        lo, hi = _INT_RANGES[vtype]
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi
+    elif vtype in ("FLOAT32", "FLOAT64"):
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    elif vtype == "BOOL":
+        ok = isinstance(value, (bool, np.bool_))
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f"metadata {key!r}: {value!r} is not a valid GGUF {vtype}")
+
+
+def _infer(key: str, value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise ValueError(f"metadata {key!r}: arrays must be 1-D, got shape {value.shape}")
+        return f"ARRAY[{_scalar_type(key, value.dtype)}]"
+    if isinstance(value, np.generic):
+        return _scalar_type(key, value.dtype)
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        for name in ("INT32", "INT64", "UINT64"):  # the first that holds it, INT32 as gguf-py picks
+            if _INT_RANGES[name][0] <= value <= _INT_RANGES[name][1]:
+                return name
+        raise ValueError(f"metadata {key!r}: {value} does not fit in 64 bits")
+    if isinstance(value, float):
+        return "FLOAT32"
+    if isinstance(value, str):
+        return "STRING"
+    if isinstance(value, (list, tuple)) and value:
+        first = _infer(key, value[0])
+        return f"ARRAY[{'ARRAY' if first.startswith('ARRAY') else first}]"
+    raise TypeError(f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF "
+                    "(use bool, int, float, str, NumPy scalars or non-empty lists / 1-D arrays)")
+
+
+def _scalar_type(key: str, np_dtype: np.dtype) -> str:
+    for name, _, code in SCALARS.values():
+        if name != "BOOL" and np.dtype(code) == np_dtype:
+            return name
+    if np_dtype == np.bool_:
+        return "BOOL"
+    raise TypeError(f"metadata {key!r}: NumPy dtype {np_dtype} has no GGUF value type")

@@ -1,0 +1,167 @@
+"""Hugging Face style sharded checkpoints: ``model.safetensors.index.json`` plus shards.
+
+The index is ``{"metadata": {"total_size": <bytes>}, "weight_map": {name: shard}}``
+with shards named ``model-00001-of-00003.safetensors`` beside it, as
+transformers' ``save_pretrained`` writes them. Shards are filled greedily in
+state-dict order up to `max_shard_size` (a tensor larger than that gets a shard
+of its own), as ``huggingface_hub.split_torch_state_dict_into_shards`` does.
+
+Every file is written atomically, shards first and the index last, so the index
+is the commit point. The index and each shard carry the same random
+``tensora.save_id``: if a crash lands between renaming the shards, the old index
+now points at some new shards, and loading reports that mismatch instead of
+silently mixing two saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..tensor import Tensor
+from .atomic import atomic_write_bytes
+from .errors import FormatError
+from .safetensors_file import check_metadata, host_array, load_file, read_safetensors_header, save_file
+
+INDEX_SUFFIX = ".safetensors.index.json"
+SAVE_ID_KEY = "tensora.save_id"
+MAX_INDEX_BYTES = 100 * 1024 * 1024
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in `size`: an int, or a string like "5GB" or "500MiB" (transformers' convention)."""
+    value = 0
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    elif isinstance(size, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", size)
+        if m and m.group(2).upper() in _UNITS:
+            value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value <= 0:
+        raise ValueError(f"max_shard_size must be a positive int or a size like '5GB', got {size!r}")
+    return value
+
+
+def index_path_for(path: str | os.PathLike) -> Path:
+    """model.safetensors -> model.safetensors.index.json (beside it)."""
+    p = Path(path)
+    stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.name
+    return p.with_name(stem + INDEX_SUFFIX)
+
+
+def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_size: int | str,
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Save `tensors` as one file at `path` if they fit in one shard, else as shards plus an index.
+
+    Returns the path to hand to `load`: `path` itself, or the index beside it.
+    """
+    limit = parse_size(max_shard_size)
+    meta = check_metadata(metadata) or {}
+    sizes = {name: _nbytes(name, value) for name, value in tensors.items()}
+    shards: list[list[str]] = [[]]
+    filled = 0
+    for name, nbytes in sizes.items():
+        if shards[-1] and filled + nbytes > limit:
+            shards.append([])
+            filled = 0
+        shards[-1].append(name)
+        filled += nbytes
+    if len(shards) == 1:
+        return save_file(tensors, path, meta or None)
+    target = Path(path)
+    stem = target.name[: -len(".safetensors")] if target.name.endswith(".safetensors") else target.name
+    save_id = secrets.token_hex(8)
+    weight_map = {}
+    for i, names in enumerate(shards, 1):
+        shard_name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: tensors[n] for n in names}, target.with_name(shard_name), {**meta, SAVE_ID_KEY: save_id})
+        weight_map.update(dict.fromkeys(names, shard_name))
+    index = {"metadata": {**meta, "total_size": sum(sizes.values()), SAVE_ID_KEY: save_id},
+             "weight_map": weight_map}
+    index_path = index_path_for(target)
+    atomic_write_bytes(index_path, json.dumps(index, indent=2).encode("utf-8") + b"\n")
+    return index_path
+
+
+def _nbytes(name: str, value: Any) -> int:
+    if isinstance(value, Tensor):
+        return value.nbytes
+    return host_array(name, value).nbytes  # an ndarray (or a TypeError naming the bad value)
+
+
+def read_index(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, Any]]:
+    """(weight_map, metadata) of an index file, validated; shard names are plain file names."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_INDEX_BYTES + 1)
+    except IsADirectoryError:
+        raise FormatError(path, "is a directory, not an index file") from None
+    if len(raw) > MAX_INDEX_BYTES:
+        raise FormatError(path, f"index file is larger than {MAX_INDEX_BYTES} bytes")
+    try:
+        index = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"index is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise FormatError(path, "index JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise FormatError(path, f"index is not valid JSON: {exc}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise FormatError(path, "index must be a JSON object with a 'weight_map' object")
+    meta = index.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise FormatError(path, "index 'metadata' must be an object")
+    weight_map = index["weight_map"]
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not _plain_file_name(shard):
+            raise FormatError(path, f"tensor {name!r} maps to {shard!r}; shard entries must be plain file "
+                                    "names in the index's own folder")
+    return weight_map, meta
+
+
+def _plain_file_name(name: str) -> bool:
+    # Refuse "../x", "/etc/x", "a/b", "C:\\x": an index must not reach outside its folder.
+    return bool(name) and name not in (".", "..") and not re.search(r"[/\\\x00]|^[A-Za-z]:", name)
+
+
+def load_sharded(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> dict[str, Tensor]:
+    """All tensors of the checkpoint whose index is at `path`, in weight_map order."""
+    weight_map, meta = read_index(path)
+    folder = Path(path).parent
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
+    loaded: dict[str, Tensor] = {}
+    for shard, names in by_shard.items():
+        shard_path = folder / shard
+        if not shard_path.is_file():
+            raise FormatError(path, f"shard {shard!r} listed in weight_map does not exist")
+        _check_save_id(path, shard_path, meta)
+        tensors = load_file(shard_path, device=device, mmap=mmap)
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise FormatError(path, f"shard {shard!r} lacks {len(missing)} tensor(s) the index maps to it, "
+                                    f"e.g. {missing[0]!r}")
+        extra = set(tensors) - set(names)
+        if extra:
+            raise FormatError(path, f"shard {shard!r} holds {len(extra)} tensor(s) the index does not map to "
+                                    f"it, e.g. {sorted(extra)[0]!r}")
+        loaded.update(tensors)
+    return {name: loaded[name] for name in weight_map}
+
+
+def _check_save_id(index_path: Any, shard_path: Path, meta: dict) -> None:
+    expected = meta.get(SAVE_ID_KEY)
+    if expected is None:  # an index written by other tools: nothing to check
+        return
+    got = read_safetensors_header(shard_path).metadata.get(SAVE_ID_KEY)
+    if got != expected:
+        raise FormatError(index_path, f"shard {shard_path.name!r} was written by a different save than this "
+                                      "index (an interrupted sharded save?); re-save the checkpoint")
