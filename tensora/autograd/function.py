@@ -102,12 +102,21 @@ class Op:
             # NumPy's own shape complaints (broadcasting, matmul): re-raise naming the op and shapes.
             shapes = ", ".join(fmt_shape(x.shape) for x in inputs if isinstance(x, Tensor))
             raise ShapeError(f"{cls.name}: {exc} (input shapes {shapes})") from None
-        multi = type(out) is tuple
-        outs = out if multi else (out,)
-        if any(type(a) is not xp.ndarray for a in outs):
-            outs = _as_arrays(ctx, outs, xp)
         base = first if cls.view else None
-        tensors = tuple(_wrap(a, device, base, xp) for a in outs)
+        multi = type(out) is tuple
+        if multi:
+            if any(type(a) is not xp.ndarray for a in out):
+                out = _as_arrays(ctx, out, xp)
+            tensors = tuple(_wrap(a, device, base, xp) for a in out)
+        else:
+            if type(out) is not xp.ndarray:
+                out = _as_arrays(ctx, (out,), xp)[0]
+            if base is None:
+                tensors = (make_tensor(out, device),)
+                if not record:
+                    return tensors[0]
+            else:
+                tensors = (_wrap(out, device, base, xp),)
         if record:
             node = Node(cls, ctx, tuple(_edge(x) for x in inputs), len(tensors), tuple(_meta(x) for x in inputs))
             nondiff = ctx.non_differentiable

@@ -38,8 +38,7 @@ class Softmax(Op, name="softmax"):
             out = x.astype(dtype)
         else:
             y = xp.empty(x.shape, acc_dtype(dtype))  # the one buffer (also keeps 0-d inputs arrays)
-            with np.errstate(invalid="ignore"):  # rows of -inf give nan quietly, as in PyTorch
-                xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+            xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)  # rows of -inf give nan, as in PyTorch
             xp.exp(y, out=y)
             y /= y.sum(axis=axis, keepdims=True)
             out = y.astype(dtype, copy=False)
@@ -83,9 +82,8 @@ class LogSoftmax(Op, name="log_softmax"):
             out = x.astype(dtype)
         else:
             y = xp.empty(x.shape, acc_dtype(dtype))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
-                y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
+            xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+            y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
             out = y.astype(dtype, copy=False)
         ctx.save(out)
         return out
@@ -158,8 +156,7 @@ class LogSumExp(Op, name="logsumexp"):
             top = xp.where(xp.isfinite(top), top, 0)  # all -inf (or an inf) must not give inf - inf
             e = xp.subtract(x, top, out=xp.empty(x.shape, acc_dtype(x.dtype)))
             xp.exp(e, out=e)
-            with np.errstate(divide="ignore"):
-                out = xp.log(e.sum(axis=dims, keepdims=keepdim))
+            out = xp.log(e.sum(axis=dims, keepdims=keepdim))
             out = (out + top.reshape(out.shape)).astype(x.dtype, copy=False)
         ctx.save(x, out)
         return out
