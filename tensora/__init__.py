@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from . import dtypes, ops  # noqa: F401 - ops registers Tensor methods
+from . import utils  # noqa: F401 - tensora.utils.checkpoint(fn, *args)
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
                        set_grad_enabled)
 from .backend import native as _native

@@ -143,7 +143,8 @@ def _nodes_leading_to(target_ids: set, starts: list) -> set:
                     break
             else:
                 stack.pop()
-                if id(node) in target_ids or any(n is not None and id(n) in needed for n, _ in node.next_edges):
+                # A target itself only needs its incoming gradient, not its own backward.
+                if any(n is not None and (id(n) in needed or id(n) in target_ids) for n, _ in node.next_edges):
                     needed.add(id(node))
     return needed
 

@@ -1,0 +1,209 @@
+"""Blocked (flash-attention style) attention on arrays, and its counter-based dropout mask.
+
+`blocked_attention_forward` computes softmax(q k^T * scale + mask) v one (query
+block x key block) tile at a time with an online softmax (Milakov & Gimelshein
+2018; Dao et al., FlashAttention-2, 2023): it keeps only a running row max, a
+running row sum and the output accumulator, so no L x S array ever exists.
+`blocked_attention_backward` recomputes each tile's probabilities from the saved
+row logsumexp and accumulates dq, dk, dv (and the mask's gradient) tile by tile.
+
+Shapes: q (..., L, E), k (..., S, E), v (..., S, Ev); batch dims broadcast (a size-1
+head dim of k/v serves every query head, which is how grouped-query attention is
+run without copying k/v). `mask` is None, a bool array (True = take part) or a float
+array added to the scores, broadcastable to (..., L, S). `causal` keeps key j for
+query i iff j <= i (torch's tril(L, S), top-left aligned). Rows with no key left
+give zeros (torch's safe softmax), and zero gradients.
+
+Dropout uses a counter-based mask: element (b, i, j) of the (batch, L, S) weights
+is kept iff a SplitMix64 hash of (seed, flat index) is above p * 2**64, so any tile
+can be regenerated on its own, in forward or backward, in any tiling, and the naive
+path that materialises all L x S weights draws exactly the same mask (as
+FlashAttention regenerates its Philox stream from (seed, offset)).
+
+Kernels take and return arrays (NumPy here, CuPy through `xp`); they know nothing
+of Tensor or autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BLOCK_Q = 256   # query rows per tile
+BLOCK_K = 512   # keys per tile: a float32 tile of 8 heads is 8 * 256 * 512 * 4 B = 4 MiB
+
+# SplitMix64 constants (Steele, Lea & Flood 2014; the finaliser of java.util.SplittableRandom).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def dropout_keep(seed: int, p: float, batch: tuple, rows: tuple[int, int], cols: tuple[int, int],
+                 L: int, S: int, xp: Any = np) -> Any:
+    """Bool keep-mask of the weights tile [rows) x [cols) of a (batch, L, S) array; P(keep) = 1 - p."""
+    nb = int(np.prod(batch, dtype=np.int64))
+    b = xp.arange(nb, dtype=np.uint64).reshape(tuple(batch) + (1, 1))
+    i = xp.arange(rows[0], rows[1], dtype=np.uint64).reshape(-1, 1)
+    j = xp.arange(cols[0], cols[1], dtype=np.uint64)
+    z = (b * np.uint64(L) + i) * np.uint64(S) + j   # flat index into (batch, L, S)
+    z *= _GOLDEN
+    z += np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z >= np.uint64(min(int(p * 2.0 ** 64), 2 ** 64 - 1))
+
+
+def dropout_scale(seed: int, p: float, batch: tuple, rows: tuple[int, int], cols: tuple[int, int],
+                  L: int, S: int, dtype: Any, xp: Any = np) -> Any:
+    """keep / (1 - p) as `dtype`: what the softmax weights of the tile are multiplied by."""
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    return dropout_keep(seed, p, batch, rows, cols, L, S, xp).astype(dtype) * dtype.type(scale)
+
+
+def batch_shape(q: Any, k: Any, v: Any, mask: Any) -> tuple:
+    """The broadcast batch shape of the output (every dim but the last two)."""
+    shapes = [q.shape[:-2], k.shape[:-2], v.shape[:-2]]
+    if mask is not None:
+        shapes.append(mask.shape[:-2])
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+def _full_ndim(a: Any, ndim: int) -> Any:
+    """`a` with leading size-1 dims so it has `ndim` dims (a view)."""
+    return a.reshape((1,) * (ndim - a.ndim) + a.shape) if a.ndim < ndim else a
+
+
+def _tile(mask: Any, rows: slice, cols: slice) -> Any:
+    """The mask's part of a tile; a size-1 (broadcast) row or column dim is kept whole."""
+    return mask[..., rows if mask.shape[-2] != 1 else slice(None), cols if mask.shape[-1] != 1 else slice(None)]
+
+
+def _masked_scores(s: Any, mask: Any, causal: bool, i0: int, i1: int, j0: int, j1: int, xp: Any) -> Any:
+    """Apply the user mask and the causal mask to the (full-batch) score tile s, in place."""
+    if mask is not None:
+        m = _tile(mask, slice(i0, i1), slice(j0, j1))
+        if m.dtype == np.bool_:
+            xp.copyto(s, s.dtype.type(-np.inf), where=~m)
+        else:
+            s += m
+    if causal and j1 - 1 > i0:  # the tile crosses the diagonal
+        above = xp.arange(j0, j1)[None, :] > xp.arange(i0, i1)[:, None]
+        xp.copyto(s, s.dtype.type(-np.inf), where=above)
+    return s
+
+
+def sum_to_shape(x: Any, shape: tuple) -> Any:
+    """x summed over the dims it was broadcast along, to `shape` (same ndim or fewer)."""
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and x.shape[lead + d] != 1)
+    out = x.sum(axis=axes, keepdims=True) if axes else x
+    return out.reshape(shape)
+
+
+def blocked_attention_forward(q: Any, k: Any, v: Any, mask: Any, scale: float, causal: bool,
+                              dropout_p: float = 0.0, seed: int = 0, block_q: int = BLOCK_Q,
+                              block_k: int = BLOCK_K, xp: Any = np) -> tuple[Any, Any]:
+    """(out (batch, L, Ev), logsumexp of the scaled, masked scores (batch, L)) without an L x S array."""
+    batch = batch_shape(q, k, v, mask)
+    nd = len(batch) + 2
+    q, k, v = (_full_ndim(a, nd) for a in (q, k, v))
+    mask = None if mask is None else _full_ndim(mask, nd)
+    L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
+    dtype = q.dtype
+    qs = xp.broadcast_to(q, batch + q.shape[-2:]) * dtype.type(scale)  # full batch, so tiles add masks in place
+    kt = xp.swapaxes(k, -1, -2)
+    out = xp.empty(batch + (L, Ev), dtype=dtype)
+    lse = xp.empty(batch + (L,), dtype=dtype)
+    neg_inf = dtype.type(-np.inf)
+    for i0 in range(0, L, block_q):
+        i1 = min(i0 + block_q, L)
+        m = xp.full(batch + (i1 - i0,), neg_inf, dtype=dtype)      # running row max
+        l = xp.zeros(batch + (i1 - i0,), dtype=dtype)              # running row sum of exp
+        acc = xp.zeros(batch + (i1 - i0, Ev), dtype=dtype)         # running sum of exp * v
+        for j0 in range(0, S, block_k):
+            if causal and j0 > i1 - 1:
+                break  # this tile and every later one lie above the diagonal
+            j1 = min(j0 + block_k, S)
+            s = _masked_scores(qs[..., i0:i1, :] @ kt[..., j0:j1], mask, causal, i0, i1, j0, j1, xp)
+            m_new = xp.maximum(m, s.max(axis=-1))
+            m_safe = xp.where(m_new == neg_inf, dtype.type(0), m_new)  # a row with no key yet
+            s -= m_safe[..., None]
+            p = xp.exp(s, out=s)
+            alpha = xp.exp(m - m_safe)
+            l *= alpha
+            l += p.sum(axis=-1)
+            if dropout_p:  # the normaliser above counts every weight; dropout acts after softmax
+                p *= dropout_scale(seed, dropout_p, batch, (i0, i1), (j0, j1), L, S, dtype, xp)
+            acc *= alpha[..., None]
+            acc += p @ v[..., j0:j1, :]
+            m = m_new
+        empty = l == 0  # every key masked: output 0 (torch's safe softmax), logsumexp -inf
+        l_safe = xp.where(empty, dtype.type(1), l)
+        out[..., i0:i1, :] = acc / l_safe[..., None]
+        lse[..., i0:i1] = xp.where(empty, neg_inf, xp.where(m == neg_inf, dtype.type(0), m) + xp.log(l_safe))
+    return out, lse
+
+
+def blocked_attention_backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, dout: Any,
+                               scale: float, causal: bool, dropout_p: float = 0.0, seed: int = 0,
+                               need: tuple = (True, True, True, False), block_q: int = BLOCK_Q,
+                               block_k: int = BLOCK_K, xp: Any = np) -> tuple:
+    """(dq, dk, dv, dmask) shaped like q, k, v, mask (None where `need` is False), tile by tile.
+
+    With P = softmax(scores) and W = P * dropout the weights, dV = W^T dO, dW = dO V^T,
+    dP = dW * dropout, dScores = P * (dP - D) with D = rowsum(dO * O) (= rowsum(dP * P)),
+    dq = dScores k * scale, dk = dScores^T q * scale, dmask = dScores.
+    """
+    batch = batch_shape(q, k, v, mask)
+    nd = len(batch) + 2
+    shapes = (q.shape, k.shape, v.shape, None if mask is None else mask.shape)
+    q, k, v = (_full_ndim(a, nd) for a in (q, k, v))
+    mask = None if mask is None else _full_ndim(mask, nd)
+    L, S = q.shape[-2], k.shape[-2]
+    dtype = q.dtype
+    qs = xp.broadcast_to(q, batch + q.shape[-2:]) * dtype.type(scale)
+    kt, vt = xp.swapaxes(k, -1, -2), xp.swapaxes(v, -1, -2)
+    d_rows = (dout * out).sum(axis=-1)
+    lse_safe = xp.where(lse == dtype.type(-np.inf), dtype.type(np.inf), lse)  # empty rows: P = 0
+    want_q, want_k, want_v, want_m = need
+    want_m = want_m and mask is not None and mask.dtype != np.bool_
+    dq = xp.zeros(batch + q.shape[-2:], dtype=dtype) if want_q else None
+    dk = xp.zeros(k.shape, dtype=dtype) if want_k else None
+    dv = xp.zeros(v.shape, dtype=dtype) if want_v else None
+    dmask = xp.zeros(mask.shape, dtype=dtype) if want_m else None
+    for j0 in range(0, S, block_k):
+        j1 = min(j0 + block_k, S)
+        for i0 in range(0, L, block_q):
+            i1 = min(i0 + block_q, L)
+            if causal and j0 > i1 - 1:
+                continue
+            s = _masked_scores(qs[..., i0:i1, :] @ kt[..., j0:j1], mask, causal, i0, i1, j0, j1, xp)
+            s -= lse_safe[..., i0:i1, None]
+            p = xp.exp(s, out=s)
+            drop = dropout_scale(seed, dropout_p, batch, (i0, i1), (j0, j1), L, S, dtype, xp) if dropout_p else None
+            do = dout[..., i0:i1, :]
+            if want_v:
+                w = p if drop is None else p * drop
+                dv[..., j0:j1, :] += sum_to_shape(xp.swapaxes(w, -1, -2) @ do, dv.shape[:-2] + (j1 - j0, dv.shape[-1]))
+            ds = do @ vt[..., j0:j1]  # dW, turned into dScores in place
+            if drop is not None:
+                ds *= drop
+            ds -= d_rows[..., i0:i1, None]
+            ds *= p
+            if want_q:
+                dq[..., i0:i1, :] += ds @ k[..., j0:j1, :]
+            if want_k:
+                dk[..., j0:j1, :] += sum_to_shape(xp.swapaxes(ds, -1, -2) @ qs[..., i0:i1, :],
+                                                  dk.shape[:-2] + (j1 - j0, dk.shape[-1]))
+            if want_m:
+                target = _tile(dmask, slice(i0, i1), slice(j0, j1))
+                target += sum_to_shape(ds, target.shape)
+    if want_q:
+        dq *= dtype.type(scale)
+        dq = sum_to_shape(dq, shapes[0])
+    return (dq, None if dk is None else dk.reshape(shapes[1]), None if dv is None else dv.reshape(shapes[2]),
+            None if dmask is None else dmask.reshape(shapes[3]))
