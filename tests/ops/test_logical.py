@@ -93,3 +93,12 @@ def test_classification(name):
     assert ints.shape == (1, 2) and ints.tolist() == [[name == "isfinite"] * 2]
     assert getattr(tensora.tensor([True]), name)().tolist() == [name == "isfinite"]
     assert getattr(tensora.ones(0, 2), name)().shape == (0, 2)
+
+
+def test_bitwise_functions_equal_operators_and_numpy():
+    a, b = tensora.tensor([0b1100, 0b1010, -1]), tensora.tensor([0b1010, 0b0110, 5])
+    na, nb = a.numpy(), b.numpy()
+    np.testing.assert_array_equal(tensora.bitwise_and(a, b).numpy(), na & nb)
+    np.testing.assert_array_equal(tensora.bitwise_or(a, b).numpy(), na | nb)
+    np.testing.assert_array_equal(tensora.bitwise_not(a).numpy(), ~na)
+    np.testing.assert_array_equal(tensora.bitwise_and(a, b).numpy(), (a & b).numpy())
