@@ -25,7 +25,7 @@ from ..errors import DTypeError
 from ..tensor import Tensor
 from .conversion import cast_array
 from .inplace import update_inplace
-from .registry import export, register
+from .registry import binary_operator, export, register
 from .shape import sum_to
 
 _LOW = {d.np_dtype: d for d in (dt.float16, dt.bfloat16, *dt.FLOAT8)}
@@ -388,26 +388,9 @@ def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001 - torch.pow
     return Pow.apply(input, exponent)
 
 
-def _rev(fn: Any) -> Any:
-    def reflected(self: Tensor, other: Any) -> Tensor:
-        return fn(other, self)
-    return reflected
-
-
-Tensor.__add__ = add
-Tensor.__radd__ = _rev(add)
-Tensor.__sub__ = sub
-Tensor.__rsub__ = _rev(sub)
-Tensor.__mul__ = mul
-Tensor.__rmul__ = _rev(mul)
-Tensor.__truediv__ = div
-Tensor.__rtruediv__ = _rev(div)
-Tensor.__pow__ = pow
-Tensor.__rpow__ = _rev(pow)
-Tensor.__floordiv__ = floor_divide
-Tensor.__rfloordiv__ = _rev(floor_divide)
-Tensor.__mod__ = remainder
-Tensor.__rmod__ = _rev(remainder)
+for _dunder, _fn in [("add", add), ("sub", sub), ("mul", mul), ("truediv", div), ("pow", pow),
+                     ("floordiv", floor_divide), ("mod", remainder)]:
+    binary_operator(_dunder, _fn)
 
 
 def inplace_method(fn: Callable, name: str) -> Callable:

@@ -27,7 +27,7 @@ from ..autograd.function import Op
 from ..errors import ShapeError, fmt_shape
 from ..tensor import Tensor
 from .conversion import cast_array
-from .registry import register
+from .registry import binary_operator, register
 from .shape import sum_to
 
 # Floating types narrower than float32: BLAS has no kernels for them.
@@ -113,8 +113,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-Tensor.__matmul__ = matmul
-Tensor.__rmatmul__ = lambda self, other: matmul(other, self)
+binary_operator("matmul", matmul)
 
 
 @register()

@@ -15,7 +15,7 @@ from ..autograd.function import Op
 from ..errors import DTypeError
 from ..tensor import Tensor
 from .elementwise import add_inplace_methods, inplace_method
-from .registry import register
+from .registry import binary_operator, register
 
 
 def _truth(a: Any, xp: Any) -> Any:
@@ -117,18 +117,8 @@ def bitwise_not(input: Tensor) -> Tensor:
     return BitwiseNot.apply(input)
 
 
-def _rev(fn: Any) -> Any:
-    def reflected(self: Tensor, other: Any) -> Tensor:
-        return fn(other, self)
-    return reflected
-
-
-Tensor.__and__ = bitwise_and
-Tensor.__rand__ = _rev(bitwise_and)
-Tensor.__or__ = bitwise_or
-Tensor.__ror__ = _rev(bitwise_or)
-Tensor.__xor__ = bitwise_xor
-Tensor.__rxor__ = _rev(bitwise_xor)
+for _dunder, _fn in [("and", bitwise_and), ("or", bitwise_or), ("xor", bitwise_xor)]:
+    binary_operator(_dunder, _fn)
 Tensor.__invert__ = bitwise_not
 
 

@@ -54,3 +54,14 @@ def export(op: Any, name: str | None = None, *, method: bool | str | tuple = Tru
     fn.__qualname__ = fn.__name__
     fn.__doc__ = op.__doc__
     return register(fn.__name__, method=method, function=function)(fn)
+
+
+def binary_operator(dunder: str, fn: Callable) -> None:
+    """Install fn as Tensor.__<dunder>__ and its reflected form Tensor.__r<dunder>__ (other <op> self)."""
+
+    def reflected(self: Tensor, other: Any) -> Any:
+        return fn(other, self)
+
+    reflected.__name__ = f"__r{dunder}__"
+    setattr(Tensor, f"__{dunder}__", fn)
+    setattr(Tensor, f"__r{dunder}__", reflected)
