@@ -29,6 +29,14 @@ def _axis(x: Any, dim: int) -> int | None:
     return dim if x.ndim else None  # a 0-d input "reduces" over no axis
 
 
+def _shifted(xp: Any, x: Any, axis: int | None, dtype: Any) -> Any:
+    """x - max(x, axis) in a fresh accumulation-dtype buffer, the one buffer softmax-style ops
+    work in (also keeps 0-d inputs arrays). Rows of -inf give nan, as in PyTorch."""
+    y = xp.empty(x.shape, acc_dtype(dtype))
+    xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+    return y
+
+
 class Softmax(Op, name="softmax"):
     @staticmethod
     def forward(ctx, x, dim, dtype):
@@ -37,8 +45,7 @@ class Softmax(Op, name="softmax"):
         if x.size == 0:
             out = x.astype(dtype)
         else:
-            y = xp.empty(x.shape, acc_dtype(dtype))  # the one buffer (also keeps 0-d inputs arrays)
-            xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)  # rows of -inf give nan, as in PyTorch
+            y = _shifted(xp, x, axis, dtype)
             xp.exp(y, out=y)
             y /= y.sum(axis=axis, keepdims=True)
             out = y.astype(dtype, copy=False)
@@ -81,8 +88,7 @@ class LogSoftmax(Op, name="log_softmax"):
         if x.size == 0:
             out = x.astype(dtype)
         else:
-            y = xp.empty(x.shape, acc_dtype(dtype))
-            xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+            y = _shifted(xp, x, axis, dtype)
             y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
             out = y.astype(dtype, copy=False)
         ctx.save(out)
