@@ -26,7 +26,7 @@ from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, s
 from .tensor import Size, Tensor, is_tensor
 from . import io  # noqa: E402 - model files (safetensors, GGUF, checkpoints)
 from .io import load, load_checkpoint, save, save_checkpoint
-from . import nn, optim  # noqa: E402 - modules and layers; optimizers, LR schedulers, grad clipping
+from . import data, nn, optim  # noqa: E402 - data loading; modules and layers; optimizers, schedulers
 
 half, float, double = float16, float32, float64  # noqa: A001 - torch's aliases
 long, int, short = int64, int32, int16  # noqa: A001
