@@ -27,6 +27,7 @@ from .tensor import Size, Tensor, is_tensor
 from . import io  # noqa: E402 - model files (safetensors, GGUF, checkpoints)
 from .io import load, load_checkpoint, save, save_checkpoint
 from . import data, nn, optim  # noqa: E402 - data loading; modules and layers; optimizers, schedulers
+from .amp import GradScaler, autocast  # noqa: E402 - mixed precision
 
 half, float, double = float16, float32, float64  # noqa: A001 - torch's aliases
 long, int, short = int64, int32, int16  # noqa: A001
@@ -45,5 +46,5 @@ __all__ = (["Tensor", "Size", "device", "Generator", "manual_seed", "seed", "ini
             "get_rng_state", "set_rng_state", "no_grad", "enable_grad", "set_grad_enabled",
             "inference_mode", "is_grad_enabled", "is_inference_mode_enabled", "native_available",
             "promote_types", "result_type", "can_cast", "get_default_dtype", "set_default_dtype",
-            "is_tensor", "save", "load", "save_checkpoint", "load_checkpoint", "TensoraError", "ShapeError", "DTypeError", "DeviceError", "AutogradError"]
+            "is_tensor", "autocast", "GradScaler", "save", "load", "save_checkpoint", "load_checkpoint", "TensoraError", "ShapeError", "DTypeError", "DeviceError", "AutogradError"]
            + list(_creation_all) + list(_FUNCTIONS) + list(dtypes.DTYPES))

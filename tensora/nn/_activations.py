@@ -20,6 +20,7 @@ from ..ops.activation import elu, sigmoid, tanh
 from ..ops.elementwise import exp, float_in, float_out, inplace_method, where
 from ..ops.softmax import softmax as _softmax
 from ..tensor import Tensor
+from ..amp import autocast_op
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -217,6 +218,7 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
     return a * sigmoid(b)
 
 
+@autocast_op("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """x where x > 0, else weight * x; weight has 1 element or one per channel (dim 1)."""
     if weight.numel() != 1:

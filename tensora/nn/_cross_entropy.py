@@ -29,6 +29,7 @@ from ..ops.softmax import log_softmax, softmax
 from ..tensor import Tensor, make_tensor
 from ._fastsum import esum
 from ._reduction import legacy_reduction, reduce_loss
+from ..amp import autocast_op
 
 
 class _Targets(NamedTuple):
@@ -222,6 +223,7 @@ def _class_inputs(input: Tensor, target: Tensor, weight: Tensor | None, ignore_i
     return input, target, single
 
 
+@autocast_op("cross_entropy")
 def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
                   ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
@@ -266,6 +268,7 @@ def _cross_entropy_probs(input: Tensor, target: Tensor, weight: Tensor | None, r
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("nll_loss")
 def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
              ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class indices (N, *) under log-probabilities (N, C, *).

@@ -21,6 +21,7 @@ from ..ops.elementwise import float_in, float_out, where
 from ..tensor import Tensor
 from ._activations import logsigmoid
 from ._reduction import legacy_reduction, reduce_loss
+from ..amp import autocast_op
 
 _BCE_GRAD_EPS = 1e-12  # PyTorch's EPSILON in binary_cross_entropy_backward
 
@@ -47,6 +48,7 @@ def _weighted(loss: Tensor, weight: Tensor | None, reduction: str, name: str) ->
     return loss.sum() / weight.sum() if reduction == "mean" else reduce_loss(loss, reduction)
 
 
+@autocast_op("mse_loss")
 def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
              reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
     """(input - target)^2, reduced.
@@ -60,6 +62,7 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, re
     return _weighted(d * d, weight, reduction, "mse_loss")
 
 
+@autocast_op("l1_loss")
 def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
             reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
     """|input - target|, reduced; the gradient at equality is 0."""
@@ -68,6 +71,7 @@ def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, red
     return _weighted((input - target).abs(), weight, reduction, "l1_loss")
 
 
+@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
                    reduction: str = "mean", beta: float = 1.0) -> Tensor:
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (l1_loss when beta = 0)."""
@@ -82,6 +86,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = No
     return reduce_loss(where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta), reduction)
 
 
+@autocast_op("huber_loss")
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
                weight: Tensor | None = None) -> Tensor:
     """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta); a per-element weight scales it
@@ -145,6 +150,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
                                      size_average: bool | None = None, reduce: bool | None = None,
                                      reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
@@ -165,6 +171,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("kl_div")
 def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
            reduction: str = "mean", log_target: bool = False) -> Tensor:
     """KL(target || p) pointwise, for log-probabilities `input`: target (log target - input).
@@ -190,6 +197,7 @@ def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None, redu
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("cosine_embedding_loss")
 def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0,
                           size_average: bool | None = None, reduce: bool | None = None,
                           reduction: str = "mean") -> Tensor:

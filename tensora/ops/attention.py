@@ -53,6 +53,7 @@ from ..random import resolve
 from ..tensor import Tensor, make_tensor
 from .elementwise import where
 from .registry import register
+from ..amp import autocast_op
 
 BACKENDS = ("auto", "math", "efficient")
 EFFICIENT_MIN_SCORES = 1 << 18  # 1 MiB of float32 scores: from here "auto" stops materialising them
@@ -231,6 +232,7 @@ def _output_batch(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, enable_g
 
 
 @register(method=False)
+@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, *, scale: float | None = None,
                                  enable_gqa: bool = False, backend: str | None = None) -> Tensor:
