@@ -16,6 +16,8 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable
 
+import numpy
+
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor, make_tensor
 
@@ -23,22 +25,27 @@ _INPUT, _OUTPUT, _CONST, _VALUE = range(4)
 
 
 class Context:
-    """What an op's forward passes to its backward: saved values plus free attributes."""
+    """What an op's forward passes to its backward: saved values plus free attributes.
 
-    # Class-level defaults keep construction to two attribute writes on the hot path.
-    _raw: tuple = ()
-    _packed: list | None = None
+    Built as a bare `Context()`: every field has a class-level default, so an op that records
+    nothing on the CPU pays for no attribute write; Op.apply sets `xp` for other devices and
+    `needs_input_grad` when it records.
+    """
+
+    xp: Any = numpy  # the array module forward computes with (CuPy for CUDA tensors)
+    needs_input_grad: tuple[bool, ...] = ()  # per input; empty when nothing is recorded
+    _raw: tuple = ()        # what forward saved, until pack_saved turns it into _packed
+    _packed: list | tuple | None = ()  # None once backward has freed it
     non_differentiable: frozenset | set = frozenset()
     materialize_grads: bool = True
     base_fn: Any = False  # view ops: the base's grad_fn when the view was taken (False: not a view op)
 
-    def __init__(self, xp: Any, needs_input_grad: tuple[bool, ...] = ()) -> None:
-        self.xp = xp
-        self.needs_input_grad = needs_input_grad
-
     def save(self, *items: Any) -> None:
-        """Keep arrays (or other values) for backward; inputs and outputs come back as Tensors."""
-        self._raw = items
+        """Keep arrays (or other values) for backward; inputs and outputs come back as Tensors.
+
+        A no-op when nothing records (needs_input_grad is empty): no backward will ask."""
+        if self.needs_input_grad:
+            self._raw = items
 
     save_for_backward = save
 
@@ -72,11 +79,11 @@ def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> Non
 def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
     for i, t in enumerate(outputs):
         if item is t._data or item is t:
-            return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, t._vc, t._base, t._requires_grad),
-                    t._vc.value)
+            vc = t._vc  # shared with the tensor unpacking makes, so later in-place writes show
+            return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, vc, t._base, t._requires_grad), vc.value)
     for t in inputs:
         if isinstance(t, Tensor) and (item is t._data or item is t):
-            return (_INPUT, t, t._vc.value)
+            return (_INPUT, t, t._version)
     if hasattr(item, "shape") and hasattr(item, "dtype"):
         return (_CONST, (item, outputs[0].device), None)
     return (_VALUE, item, None)
@@ -136,10 +143,10 @@ class Node:
         if not retain_graph:
             self.ctx._packed = None
         n_in = len(self.next_edges)
-        if len(out) < n_in or any(g is not None for g in out[n_in:]):
+        if len(out) != n_in and (len(out) < n_in or any(g is not None for g in out[n_in:])):
             raise AutogradError(f"{self.name()} returned {len(out)} gradients for {n_in} inputs")
         result = []
-        for g, (edge, meta) in zip(out, zip(self.next_edges, self.input_meta)):
+        for g, edge, meta in zip(out, self.next_edges, self.input_meta):
             if g is None or edge[0] is None:
                 result.append(None)
                 continue

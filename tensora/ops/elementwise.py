@@ -29,7 +29,8 @@ from .registry import binary_operator, export, register
 from .shape import sum_to
 
 _LOW = {d.np_dtype: d for d in (dt.float16, dt.bfloat16, *dt.FLOAT8)}
-_FULL = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FULL = (_F32, _F64)
 
 
 def _shape(a: Any) -> tuple:
@@ -39,7 +40,7 @@ def _shape(a: Any) -> tuple:
 def float_in(x: Any) -> tuple[Any, dt.DType | None]:
     """(x as the float32/float64 array the math runs in, the dtype to cast the result back to)."""
     d = x.dtype
-    if d in _FULL:
+    if d is _F32 or d is _F64 or d in _FULL:  # identity first: NumPy's builtin dtypes are singletons
         return x, None
     low = _LOW.get(d)
     if low is not None:
@@ -70,6 +71,9 @@ def float_out(y: Any, low: dt.DType | None) -> Any:
 
 def unary(fn: Callable, x: Any) -> Any:
     """fn(x) computed through float_in/float_out."""
+    d = x.dtype
+    if (d is _F32 or d is _F64) and x.ndim:
+        return fn(x)  # the common case, where float_in/float_out change nothing
     a, low = float_in(x)
     return float_out(fn(a), low)
 
@@ -347,7 +351,10 @@ def mul(input: Any, other: Any) -> Tensor:
 
 
 def _true_div_inputs(a: Any, b: Any) -> tuple:
-    # Integer / integer divides as floats (true division), as in PyTorch.
+    # Integer / integer divides as floats (true division), as in PyTorch. A floating tensor
+    # makes the result floating whatever the other operand is: no need to ask result_type.
+    if isinstance(a, Tensor) and a.dtype.category == dt.FLOATING:
+        return a, b
     if dt.result_type(a, b).category != dt.FLOATING:
         f = dt.get_default_dtype()
         a = a.to(f) if isinstance(a, Tensor) else float(a)

@@ -20,6 +20,9 @@ from ..tensor import Tensor
 
 def normalize_key(key: Any, xp: Any = np) -> tuple:
     """Turn a user index into a tuple NumPy understands, rejecting what PyTorch rejects."""
+    cls = key.__class__
+    if cls is int or (cls is slice and key.step is None):
+        return (key,)  # x[i], x[a:b]: nothing to check or convert
     if not isinstance(key, tuple):
         key = (key,)
     out = []
@@ -52,11 +55,14 @@ class GetItem(Op, name="getitem"):
 
     @staticmethod
     def forward(ctx, x, key):
-        ctx.shape, ctx.key = x.shape, key
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.shape, ctx.key = x.shape, key
         try:
             out = x[key]
-            if not isinstance(out, ctx.xp.ndarray) and not any(k is Ellipsis for k in key):
-                out = x[key + (Ellipsis,)]  # a 0-d view, not a detached NumPy scalar (x[0] of 1-D x)
+            if out.__class__ is not ctx.xp.ndarray:
+                # A 0-d view, not a detached NumPy scalar (x[0] of 1-D x). NumPy returns 0-d arrays
+                # for keys holding an Ellipsis, so this key has none.
+                out = x[key + (Ellipsis,)]
             return out
         except IndexError as exc:
             raise IndexError(f"{exc} (indexing a tensor of shape {fmt_shape(x.shape)})") from None

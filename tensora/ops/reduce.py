@@ -27,10 +27,16 @@ from .pointwise import maximum, minimum, sign
 from .registry import register
 
 
+_ALL_DIMS = tuple(tuple(range(n)) for n in range(65))  # NumPy arrays have at most 64 dims
+
+
 def reduce_dims(x: Tensor, dim: Any) -> tuple[int, ...]:
     """Normalised, sorted dims to reduce over (all of them for None or an empty tuple)."""
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
-        return tuple(range(x.ndim))
+        return _ALL_DIMS[x._data.ndim]
+    if dim.__class__ is int:
+        d = x._dim(dim)  # checks the range even for a 0-d x
+        return (d,) if x._data.ndim else ()
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     out = sorted({x._dim(d) for d in dims})
     return tuple(out) if x.ndim else ()
@@ -80,12 +86,24 @@ def _need_nonempty(x: Any, dims: tuple, name: str) -> None:
 
 # -- sum, mean -----------------------------------------------------------------------
 
+def full_reduction(x: Any, dims: tuple, keepdim: bool) -> bool:
+    """Whether a reduction over `dims` leaves a 0-d result: NumPy would return a scalar for it."""
+    ndim = x.ndim
+    return (not keepdim and len(dims) == ndim) or not ndim
+
+
 class Sum(Op, name="sum"):
     @staticmethod
     def forward(ctx, x, dims, keepdim, dtype):
-        ctx.in_shape, ctx.dims = x.shape, dims
-        out = x.sum(axis=dims, keepdims=keepdim, dtype=acc_dtype(dtype))
-        return out.astype(dtype, copy=False)
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.in_shape, ctx.dims = x.shape, dims
+        if dtype in _LOW_PRECISION:
+            return x.sum(axis=dims, keepdims=keepdim, dtype=np.float32).astype(dtype)
+        if full_reduction(x, dims, keepdim):
+            # axis=None is NumPy's quickest full reduction; out= makes the result a 0-d array
+            # (not a NumPy scalar that would need converting back).
+            return x.sum(axis=None, dtype=dtype, out=ctx.xp.empty((), dtype))
+        return x.sum(axis=dims, keepdims=keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -95,11 +113,21 @@ class Sum(Op, name="sum"):
 class Mean(Op, name="mean"):
     @staticmethod
     def forward(ctx, x, dims, keepdim, dtype):
+        xp = ctx.xp
         n = count(x.shape, dims)
-        ctx.in_shape, ctx.dims, ctx.n = x.shape, dims, n
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.in_shape, ctx.dims, ctx.n = x.shape, dims, n
         if n == 0:  # NumPy would warn; PyTorch gives nan quietly
-            return ctx.xp.full(out_shape(x.shape, dims, keepdim), np.nan, dtype)
-        return x.mean(axis=dims, keepdims=keepdim, dtype=acc_dtype(dtype)).astype(dtype, copy=False)
+            return xp.full(out_shape(x.shape, dims, keepdim), np.nan, dtype)
+        # What x.mean() computes (numpy/_core/_methods.py, _mean: a sum in `acc`, then a division
+        # by the intp count written back over it), without its ~3 us of Python on small inputs.
+        acc = acc_dtype(dtype)
+        if full_reduction(x, dims, keepdim):
+            total = x.sum(axis=None, dtype=acc, out=xp.empty((), acc))
+        else:
+            total = x.sum(axis=dims, keepdims=keepdim, dtype=acc)
+        xp.true_divide(total, np.intp(n), out=total, casting="unsafe")
+        return total.astype(dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):

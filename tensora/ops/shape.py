@@ -44,7 +44,19 @@ class Reshape(Op, name="reshape"):
 
     @staticmethod
     def forward(ctx, x, shape, require_view=False):
-        ctx.in_shape = x.shape
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.in_shape = x.shape
+        # Fast path: NumPy resolves a -1 and checks the count as PyTorch does, except that it also
+        # reads other negatives as "infer" and that PyTorch refuses -1 for empty inputs.
+        if x.size and (not shape or min(shape) >= -1):
+            try:
+                out = x.reshape(shape)
+            except ValueError:
+                pass  # _infer_shape below raises with PyTorch's message
+            else:
+                owner = out.base
+                if not require_view or owner is x or (owner is not None and owner is x.base):
+                    return out
         shape = _infer_shape(shape, x.size, x.shape)
         try:
             return ctx.xp.reshape(x, shape, copy=False)
@@ -94,6 +106,8 @@ class ViewDType(Op, name="view_dtype"):
 
 
 def _dims(x: Tensor, *ds: int) -> tuple[int, ...]:
+    if len(ds) == 2:
+        return x._dim(ds[0]), x._dim(ds[1])
     return tuple(x._dim(d) for d in ds)
 
 
@@ -102,8 +116,9 @@ class Transpose(Op, name="transpose"):
 
     @staticmethod
     def forward(ctx, x, d0, d1):
-        ctx.dims = (d0, d1)
-        return ctx.xp.swapaxes(x, d0, d1)
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.dims = (d0, d1)
+        return x.swapaxes(d0, d1)  # the method: xp.swapaxes is a Python wrapper around it
 
     @staticmethod
     def backward(ctx, g):
@@ -113,16 +128,17 @@ class Transpose(Op, name="transpose"):
 @register(method=("transpose", "swapaxes", "swapdims"))
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     """Swap two dims (a view)."""
-    d0, d1 = _dims(x, dim0, dim1) if x.ndim else (0, 0)
+    d0, d1 = _dims(x, dim0, dim1) if x._data.ndim else (0, 0)
     return Transpose.apply(x, d0=d0, d1=d1)
 
 
 @register()
 def t(x: Tensor) -> Tensor:
     """Transpose a tensor of at most 2 dims."""
-    if x.ndim > 2:
+    ndim = x._data.ndim
+    if ndim > 2:
         raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got shape {fmt_shape(x.shape)}")
-    return transpose(x, 0, -1) if x.ndim == 2 else x.view(x.shape)
+    return Transpose.apply(x, d0=0, d1=1) if ndim == 2 else x.view(x.shape)
 
 
 class Permute(Op, name="permute"):
@@ -130,8 +146,9 @@ class Permute(Op, name="permute"):
 
     @staticmethod
     def forward(ctx, x, dims):
-        ctx.dims = dims
-        return ctx.xp.transpose(x, dims)
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.dims = dims
+        return x.transpose(dims)  # the method: xp.transpose is a Python wrapper around it
 
     @staticmethod
     def backward(ctx, g):
@@ -189,7 +206,8 @@ class SumTo(Op, name="sum_to"):
 
 def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """x summed down to `shape` (which x broadcasts from); x itself when the shapes match."""
-    return x if tuple(x.shape) == tuple(shape) else SumTo.apply(x, shape=tuple(shape))
+    shape = tuple(shape)
+    return x if x._data.shape == shape else SumTo.apply(x, shape=shape)
 
 
 class Expand(Op, name="expand"):
@@ -209,13 +227,14 @@ class Expand(Op, name="expand"):
 def expand(x: Tensor, *sizes: Any) -> Tensor:
     """Broadcast singleton dims to `sizes` without copying (-1 keeps a dim)."""
     sizes = shape_arg(sizes)
-    if len(sizes) < x.ndim:
+    in_shape = x._data.shape
+    if len(sizes) < len(in_shape):
         raise ShapeError(f"expand: the number of sizes ({len(sizes)}) must be >= the number of dims "
                          f"of shape {fmt_shape(x.shape)}")
-    lead = len(sizes) - x.ndim
+    lead = len(sizes) - len(in_shape)
     shape = []
     for i, s in enumerate(sizes):
-        cur = x.shape[i - lead] if i >= lead else None
+        cur = in_shape[i - lead] if i >= lead else None
         if s == -1:
             if cur is None:
                 raise ShapeError(f"expand: -1 not allowed for the new leading dim {i}")
@@ -248,34 +267,36 @@ def broadcast_shapes(*shapes: tuple) -> tuple[int, ...]:
 @register()
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
     """Insert a size-1 dim at `dim` (a view)."""
-    d = x._dim(dim, x.ndim + 1)
-    return Reshape.apply(x, shape=tuple(x.shape[:d]) + (1,) + tuple(x.shape[d:]))
+    shape = x._data.shape  # a plain tuple: slicing x.shape would build Size objects
+    d = x._dim(dim, len(shape) + 1)
+    return Reshape.apply(x, shape=shape[:d] + (1,) + shape[d:])
 
 
 @register()
 def squeeze(x: Tensor, dim: Any = None) -> Tensor:
     """Drop size-1 dims (all, or those in `dim`); other dims are left alone, as in PyTorch."""
+    shape = x._data.shape
     if dim is None:
-        drop = {i for i, s in enumerate(x.shape) if s == 1}
+        drop = {i for i, s in enumerate(shape) if s == 1}
     else:
         dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-        drop = {x._dim(d) for d in dims if x.shape[x._dim(d)] == 1} if x.ndim else set()
-    return Reshape.apply(x, shape=tuple(s for i, s in enumerate(x.shape) if i not in drop))
+        drop = {x._dim(d) for d in dims if shape[x._dim(d)] == 1} if shape else set()
+    return Reshape.apply(x, shape=tuple(s for i, s in enumerate(shape) if i not in drop))
 
 
 @register()
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims start_dim..end_dim into one (a view when possible)."""
-    if x.ndim == 0:
+    shape = x._data.shape
+    if not shape:
         return Reshape.apply(x, shape=(1,))
     s, e = x._dim(start_dim), x._dim(end_dim)
     if s > e:
         raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    shape = x.shape
     merged = 1
     for v in shape[s:e + 1]:
         merged *= v
-    return Reshape.apply(x, shape=tuple(shape[:s]) + (merged,) + tuple(shape[e + 1:]))
+    return Reshape.apply(x, shape=shape[:s] + (merged,) + shape[e + 1:])
 
 
 @register()

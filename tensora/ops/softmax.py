@@ -32,8 +32,12 @@ def _axis(x: Any, dim: int) -> int | None:
 def _shifted(xp: Any, x: Any, axis: int | None, dtype: Any) -> Any:
     """x - max(x, axis) in a fresh accumulation-dtype buffer, the one buffer softmax-style ops
     work in (also keeps 0-d inputs arrays). Rows of -inf give nan, as in PyTorch."""
-    y = xp.empty(x.shape, acc_dtype(dtype))
-    xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+    top = x.max(axis=axis, keepdims=True)
+    acc = acc_dtype(dtype)
+    if x.dtype is acc and x.ndim:
+        return x - top  # the buffer subtract allocates is already the right one
+    y = xp.empty(x.shape, acc)
+    xp.subtract(x, top, out=y)
     return y
 
 
@@ -41,14 +45,15 @@ class Softmax(Op, name="softmax"):
     @staticmethod
     def forward(ctx, x, dim, dtype):
         xp, axis = ctx.xp, _axis(x, dim)
-        ctx.dim = dim
+        if ctx.needs_input_grad:  # empty unless recording: keep the no-grad path lean
+            ctx.dim = dim
         if x.size == 0:
             out = x.astype(dtype)
         else:
             y = _shifted(xp, x, axis, dtype)
             xp.exp(y, out=y)
             y /= y.sum(axis=axis, keepdims=True)
-            out = y.astype(dtype, copy=False)
+            out = y if y.dtype is dtype else y.astype(dtype)
         ctx.save(out)
         return out
 
@@ -128,7 +133,7 @@ class LogSoftmaxBackward(Op, name="log_softmax_backward"):
 def _softmax_dtype(x: Tensor, dtype: Any, name: str) -> Any:
     if dtype is not None:
         return dt.get_dtype(dtype).np_dtype
-    if not x.dtype.is_floating_point:
+    if x.dtype.category != dt.FLOATING:
         raise DTypeError(f"{name}(): expected a floating point input or dtype=, got {x.dtype.name} "
                          f"(shape {fmt_shape(x.shape)})")
     return x.dtype.np_dtype

@@ -12,7 +12,7 @@ import pytest
 
 import tensora
 from tensora import AutogradError
-from tensora.autograd import Function, grad, gradcheck, gradgradcheck
+from tensora.autograd import Context, Function, Op, grad, gradcheck, gradgradcheck
 
 
 def leaf(values, dtype=None):
@@ -310,3 +310,78 @@ def test_saving_an_output_makes_no_reference_cycle():
     finally:
         if enabled:
             gc.enable()
+
+
+# -- Op.apply: the lean path (1-2 CPU inputs) against the general one ---------------------------
+
+class _Probe(Op):
+    """Unregistered (no name): records what forward was given, returns a + b (or a)."""
+
+    @staticmethod
+    def forward(ctx, a, b=None, scale=1):
+        ctx.seen = (ctx.needs_input_grad, type(b).__name__)
+        ctx.save(a)
+        return a * scale if b is None else a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        need = ctx.needs_input_grad
+        return (g, g if len(need) > 1 and need[1] else None)[:len(need)]
+
+
+@pytest.mark.parametrize("a_grad,b_grad", [(True, False), (False, True), (True, True)])
+def test_lean_path_needs_input_grad_for_two_tensors(a_grad, b_grad):
+    a = tensora.tensor([1.0, 2.0], requires_grad=a_grad)
+    b = tensora.tensor([3.0, 4.0], requires_grad=b_grad)
+    y = _Probe.apply(a, b)
+    assert y.grad_fn.ctx.seen == ((a_grad, b_grad), "ndarray")
+    y.sum().backward()
+    for t, wanted in ((a, a_grad), (b, b_grad)):
+        assert (t.grad is not None) == wanted
+
+
+def test_lean_path_with_a_number_and_without_recording():
+    x = leaf([1.0, 2.0])
+    assert _Probe.apply(x, 2.0).grad_fn.ctx.seen == ((True, False), "float")  # passed as it is
+
+    class Promoted(_Probe):
+        promote = True  # a Python number becomes a NumPy scalar of the tensor's dtype
+
+    assert Promoted.apply(x, 2.0).grad_fn.ctx.seen == ((True, False), "float32")
+    assert Promoted.apply(tensora.tensor([1, 2]), 0.5).dtype is tensora.float32  # a higher category
+    with tensora.no_grad():
+        z = _Probe.apply(x, scale=3)
+    assert z.grad_fn is None and not z.requires_grad and z.tolist() == [3.0, 6.0]
+    # Without recording, save() keeps nothing: no array outlives the call through a context.
+    ctx = Context()
+    ctx.save(np.ones(2))
+    assert ctx._raw == ()
+
+
+def test_lean_path_matches_the_general_path():
+    # Reference: the general path (_apply), which the lean path must agree with exactly.
+    from tensora.autograd.function import _apply
+    from tensora.ops.elementwise import Add, Mul
+    from tensora.ops.index import GetItem
+    from tensora.ops.reduce import Sum
+    from tensora.ops.shape import Reshape
+
+    x = tensora.tensor([[1.0, -2.0], [3.5, 4.0]])
+    g = leaf([[0.5, 1.5], [2.5, -1.0]])
+    cases = [(Add, (x, g), {}), (Mul, (x, 2), {}), (Mul, (g, True), {}), (Reshape, (g,), {"shape": (4,)}),
+             (GetItem, (x,), {"key": (0,)}), (Sum, (g,), {"dims": (0, 1), "keepdim": False,
+                                                        "dtype": np.dtype(np.float32)})]
+    for op, inputs, params in cases:
+        lean, general = op.apply(*inputs, **params), _apply(op, inputs, params)
+        assert type(lean._data) is np.ndarray and lean.shape == general.shape
+        assert lean.dtype is general.dtype and lean.tolist() == general.tolist()
+        assert lean.requires_grad == general.requires_grad
+        assert (lean._base is None) == (general._base is None), op.name
+        if lean.requires_grad:
+            assert lean.grad_fn.next_edges == general.grad_fn.next_edges
+            assert lean.grad_fn.input_meta == general.grad_fn.input_meta
+
+
+def test_lean_path_names_the_op_on_numpy_shape_errors():
+    with pytest.raises(tensora.ShapeError, match=r"add: .*input shapes \[2\], \[3\]"):
+        tensora.ones(2) + tensora.ones(3)

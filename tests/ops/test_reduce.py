@@ -45,6 +45,26 @@ def test_sum_mean_zero_dim_and_non_contiguous(name):
     check_op(lambda x: getattr(x.T[1:, ::2], name)(1), lambda a: getattr(np, name)(a.T[1:, ::2], axis=1), [(4, 6)])
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5)])
+def test_sum_mean_bit_exact_with_numpy_in_the_same_dtype(shape, dtype):
+    # Reference: NumPy's own sum/mean with PyTorch's accumulation dtype (float32 for 16-bit floats).
+    # The forwards call x.sum(axis=None, out=...) and divide by the count themselves instead of
+    # x.mean(): the bits must not change, and full reductions must give 0-d arrays, not scalars.
+    npd = getattr(tensora, dtype).np_dtype
+    acc = np.float32 if npd.itemsize < 4 else npd
+    a = (np.random.default_rng(3).standard_normal(shape) * 100).astype(npd)
+    x = tensora.from_numpy(np.asarray(a))
+    for dim in [None, 0, -1] if a.ndim else [None, 0]:
+        for keepdim in (False, True):
+            axis = None if dim is None or not a.ndim else dim
+            for name in ("sum", "mean"):
+                want = np.asarray(getattr(a, name)(axis=axis, keepdims=keepdim, dtype=acc)).astype(npd)
+                got = getattr(x, name)(dim, keepdim=keepdim).numpy()
+                assert type(got) is np.ndarray and got.dtype == npd and got.shape == want.shape
+                assert got.tobytes() == want.tobytes(), (name, dim, keepdim)
+
+
 def test_sum_mean_of_empty():
     z = tensora.zeros(0, 3)
     assert z.sum().item() == 0 and z.sum(0).tolist() == [0.0, 0.0, 0.0] and z.sum(1).shape == (0,)

@@ -51,6 +51,22 @@ def test_reshape_errors(shape, msg):
         tensora.ones(2, 3, 4).reshape(shape)
 
 
+def test_reshape_of_empty_and_of_borrowed_memory():
+    # NumPy would accept these shapes; PyTorch (and so tensora) refuses -1 next to a 0 and any
+    # negative size but -1, whatever the input size.
+    assert tensora.zeros(0).reshape(-1).shape == (0,)
+    with pytest.raises(ShapeError, match=r"shape \[0, -1\] is invalid for input of size 0"):
+        tensora.zeros(0).reshape(0, -1)
+    with pytest.raises(ShapeError, match="invalid shape dimension"):
+        tensora.zeros(0).reshape(-2, 0)
+    # A tensor over memory NumPy does not own (frombuffer): view() still knows it got a view.
+    x = tensora.from_numpy(np.frombuffer(bytearray(64), dtype=np.float32))
+    v = x.view(4, 4)
+    assert _shares(v, x) and v._base is x
+    with pytest.raises(ShapeError, match="not compatible"):
+        x.view(4, 4).T.view(16)
+
+
 def test_view_as_dtype():
     x = tensora.tensor([1.0], dtype=tensora.float32)
     assert x.view(tensora.int32).item() == np.float32(1.0).view(np.int32)
