@@ -17,6 +17,7 @@
 #include "cast.h"
 #include "check.h"
 #include "parallel.h"
+#include "quant/bind.h"
 #include "simd.h"
 
 namespace nb = nanobind;
@@ -84,6 +85,9 @@ NB_MODULE(_C, m) {
                "src"_a.noconvert(), "out"_a.noconvert(), nb::kw_only(), "threads"_a = 0,
                "Widen bfloat16 bits (uint16 `src`) to float32 `out` exactly (same\n"
                "element count, C-contiguous). Releases the GIL.");
+
+    for (auto &name : tensora::quant::bind(m))
+        kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },
           "Names of the kernels this build provides.");

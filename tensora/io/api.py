@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..tensor import Tensor
-from . import pickle_guard
-from .errors import FormatError
+from . import pickle_guard, quantized
+from .errors import FormatError, UnsupportedError
 from .gguf_read import MAGIC as GGUF_MAGIC
-from .gguf_read import load_gguf
+from .gguf_read import GGUFBlockTensor, load_gguf
 from .safetensors_file import load_file, read_safetensors_header, save_file
 from .sharded import INDEX_SUFFIX, load_sharded, read_index, save_sharded
 
@@ -38,26 +38,50 @@ def save(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None =
     state = obj.state_dict() if hasattr(obj, "state_dict") and not isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping):
         raise TypeError(f"save() takes a state dict or an object with state_dict(), got {type(obj).__name__}")
+    if quantized.has_quantized(state):
+        state, metadata = quantized.flatten(state, metadata)
     if max_shard_size is not None:
         return save_sharded(state, path, max_shard_size, metadata)
     return save_file(state, path, metadata)
 
 
-def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> dict[str, Tensor]:
+def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> dict[str, Any]:
     """Tensors by name from a safetensors file, sharded index, model folder or GGUF file.
 
     mmap=True (default) is lazy: tensors are views of the mapped file, read
-    from disk only when touched. Feed the result to Module.load_state_dict.
+    from disk only when touched. Quantized tensors (saved by tensora, or GGUF
+    block types) come back as QuantizedTensors over the mapped bytes. Feed the
+    result to Module.load_state_dict.
     """
     p = resolve(path)
     if p.name.endswith(INDEX_SUFFIX):
-        return load_sharded(p, device=device, mmap=mmap)
-    head = _head(p)
-    if head.startswith(GGUF_MAGIC):
-        tensors = load_gguf(p).dense_tensors()
-        return {n: t.to(device) for n, t in tensors.items()} if device is not None else tensors
-    pickle_guard.refuse(p, head)
-    return load_file(p, device=device, mmap=mmap)
+        tensors = load_sharded(p, device=device, mmap=mmap)
+    else:
+        head = _head(p)
+        if head.startswith(GGUF_MAGIC):
+            return _load_gguf(p, device)
+        pickle_guard.refuse(p, head)
+        tensors = load_file(p, device=device, mmap=mmap)
+    metadata = read_metadata(p)
+    if quantized.has_quantized_metadata(metadata):
+        return quantized.unflatten(p, tensors, metadata)
+    return tensors
+
+
+def _load_gguf(p: Path, device: Any) -> dict[str, Any]:
+    """Dense GGUF tensors as Tensors, block-quantized ones wrapped (not copied) as QuantizedTensors."""
+    from ..quant import QuantFormatError, from_gguf
+
+    out: dict[str, Any] = {}
+    for name, t in load_gguf(p).tensors.items():
+        if isinstance(t, GGUFBlockTensor):
+            try:
+                out[name] = from_gguf(t)
+            except QuantFormatError as exc:
+                raise UnsupportedError(p, f"tensor {name!r}: {exc}") from None
+        else:
+            out[name] = t.to(device) if device is not None else t
+    return out
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -23,6 +23,7 @@ from ..tensor import Tensor
 from .conversion import cast_array
 from .index import GetItem
 from .inplace import update_inplace
+from .overrides import call_override, override_for
 from .registry import register
 from .shape import PadZeros, broadcast_shapes, sum_to
 
@@ -397,6 +398,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
     >>> tensora.embedding(tensora.tensor([[0, 2]]), tensora.eye(3)).shape
     tensora.Size([1, 2, 3])
     """
+    if (owner := override_for(weight)) is not None:
+        return call_override(owner, embedding, (input, weight, padding_idx), {})
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D (num_embeddings, dim), got shape {fmt_shape(weight.shape)}")
     rows = weight.shape[0]

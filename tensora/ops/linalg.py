@@ -27,6 +27,7 @@ from ..autograd.function import Op
 from ..errors import ShapeError, fmt_shape
 from ..tensor import Tensor
 from .conversion import cast_array
+from .overrides import call_override, override_for
 from .registry import binary_operator, register
 from .shape import sum_to
 
@@ -96,6 +97,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     >>> (tensora.ones(2, 3) @ tensora.ones(3)).tolist()
     [3.0, 3.0]
     """
+    if (owner := override_for(a, b)) is not None:
+        return call_override(owner, matmul, (a, b), {})
     _check_tensors("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes "
@@ -194,6 +197,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     >>> tensora.linear(tensora.ones(4, 3), tensora.ones(2, 3), tensora.zeros(2)).shape
     tensora.Size([4, 2])
     """
+    if (owner := override_for(input, weight, bias)) is not None:
+        return call_override(owner, linear, (input, weight, bias), {})
     _check_tensors("linear", input, weight)
     if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
         raise ShapeError(f"linear: input of shape {fmt_shape(input.shape)} and weight of shape "

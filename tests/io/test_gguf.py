@@ -117,8 +117,11 @@ def test_reads_gguf_writer_files_with_block_quantized_tensors(tmp_path, rng):
     assert f.tensors["q4k"].shape == (2, 256) and f.tensors["q4k"].ggml_type == "Q4_K"
     np.testing.assert_array_equal(f.tensors["dense"].numpy(), w)
     assert f.metadata["tokenizer.ggml.tokens"][299] == "t299"
-    with pytest.raises(tio.UnsupportedError, match=r"block-quantized \(Q4_K, Q8_0"):
-        tio.load(path)  # no silent dequantization: tensora.load returns dense tensors only
+    loaded = tio.load(path)  # block types come back quantized, wrapping the mapped bytes (no dequantization)
+    assert loaded["q8"].format.name == "q8_0" and tuple(loaded["q8"].shape) == (4, 64)
+    assert np.shares_memory(loaded["q8"].packed()["blocks"], block.data) or \
+        loaded["q8"].packed()["blocks"].tobytes() == q8.tobytes()
+    assert loaded["q4k"].format.name == "q4_k"
 
 
 def test_block_tensors_copy_through_save_gguf_unchanged(tmp_path, rng):

@@ -1,0 +1,134 @@
+"""Quantized matmul (tensora/kernels/quant_matmul.py) against float32 NumPy and PyTorch.
+
+For a Linear weight W of N x K (default 11008 x 4096, Llama-7B's MLP up-projection)
+times each format's batch-1 product (GEMV, ``x @ W.T`` with x 1 x K) and batch-32
+product (GEMM), through the kernel entry point as a QuantizedTensor calls it (native
+body when the extension is loaded), next to ``x @ W.T`` with the dense float32 W in
+NumPy and in torch (when importable) in the same run. Reports milliseconds, the ratio
+``NumPy float32 time / this time`` (> 1: faster than dense float32) and the rate at
+which the weight bytes are read (GB/s), beside the machine's copy bandwidth (bytes
+read + written per second by ``np.copyto`` of 256 MiB) and NumPy's dense GEMV rate.
+
+The packed weight is one eighth of the rows quantized and repeated 8 times (quantizing
+45M values takes minutes for the K-quants' scale searches; the kernels' speed does not
+depend on the values).
+
+    .venv/bin/python benchmarks/quant_matmul.py [--quick] [--formats q4_0,nf4] [--shape 11008 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import per_call_us, table  # noqa: E402
+
+from tensora.backend import native  # noqa: E402
+from tensora.kernels import quant_matmul as qm  # noqa: E402
+from tensora.quant.formats import FORMATS, get_format  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # optional reference
+    torch = None
+
+# Options benchmarked per format: the defaults, plus the common variants.
+CASES = [
+    ("q4_0", {}), ("q4_1", {}), ("q5_0", {}), ("q5_1", {}), ("q8_0", {}),
+    ("q2_k", {}), ("q3_k", {}), ("q4_k", {}), ("q5_k", {}), ("q6_k", {}),
+    ("iq4_nl", {}), ("mxfp4", {}), ("nvfp4", {}),
+    ("int8", {}), ("int4", {}), ("int4", {"group_size": 32, "symmetric": False}),
+    ("nf4", {}), ("nf4", {"double_quant": True}), ("fp4", {}),
+    ("fp8_e4m3", {}), ("fp8_e5m2", {}),
+]
+REPEAT = 8
+
+
+def copy_bandwidth() -> float:
+    """GB/s of np.copyto over 256 MiB (read + write bytes)."""
+    a = np.ones(1 << 26, np.float32)
+    b = np.empty_like(a)
+    us = per_call_us(lambda: np.copyto(b, a), min_time=0.3)
+    return 2 * a.nbytes / us / 1e3
+
+
+def tiled_parts(fmt, w_slice: np.ndarray) -> dict[str, np.ndarray]:
+    """Parts of ``w_slice`` repeated REPEAT times along the rows (see the module doc)."""
+    parts = fmt.quantize(w_slice)
+    out = {}
+    for key, p in parts.items():
+        if key in ("absmax_offset", "global_scale", "outlier_cols") or (key == "scale" and p.shape == (1,)):
+            out[key] = p  # per-tensor values are shared by the copies
+        else:
+            out[key] = np.ascontiguousarray(np.concatenate([p] * REPEAT, axis=0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter timing budget")
+    parser.add_argument("--formats", default="", help="comma-separated format names (default: all)")
+    parser.add_argument("--shape", type=int, nargs=2, default=(11008, 4096), metavar=("N", "K"))
+    args = parser.parse_args()
+    budget = 0.1 if args.quick else 0.3
+    n, k = args.shape
+    if n % REPEAT:
+        parser.error(f"N must be a multiple of {REPEAT}")
+    wanted = set(filter(None, args.formats.split(",")))
+    cases = [(f, o) for f, o in CASES if f in FORMATS and (not wanted or f in wanted)]
+
+    lib = native.load()
+    print(f"native: {native.status()[1]}; simd: {lib.simd() if lib else '-'}; "
+          f"threads: {lib.auto_threads() if lib else '-'}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+          f"torch {torch.__version__ if torch else '-'}")
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s; W {n} x {k}; fused up to "
+          f"{qm.FUSED_MAX_ROWS} rows, then native tiles + BLAS")
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    x1 = rng.standard_normal((1, k), dtype=np.float32)
+    x32 = rng.standard_normal((32, k), dtype=np.float32)
+    base = {m: per_call_us(lambda x=x: x @ w.T, min_time=budget) / 1e3 for m, x in ((1, x1), (32, x32))}
+    rows = [("numpy float32", w.nbytes / 2**20, base[1], 1.0, w.nbytes / base[1] / 1e6, base[32], 1.0)]
+    if torch:
+        tw, t1, t32 = torch.from_numpy(w), torch.from_numpy(x1), torch.from_numpy(x32)
+        lin = torch.nn.functional.linear
+        tt = {m: per_call_us(lambda x=x: lin(x, tw), min_time=budget) / 1e3 for m, x in ((1, t1), (32, t32))}
+        rows.append(("torch float32", w.nbytes / 2**20, tt[1], base[1] / tt[1], w.nbytes / tt[1] / 1e6,
+                     tt[32], base[32] / tt[32]))
+
+    w_slice = w[: n // REPEAT]
+    for name, options in cases:
+        fmt = get_format(name, **options)
+        t0 = time.perf_counter()
+        parts = tiled_parts(fmt, w_slice)
+        setup = time.perf_counter() - t0
+        nbytes = sum(p.nbytes for p in parts.values())
+        opts = fmt.options()
+
+        def decode(a, b, fmt=fmt, parts=parts):
+            return fmt.dequantize_rows(parts, (n, k), a, b)
+
+        def run(x, fmt=fmt, parts=parts, opts=opts):
+            return qm.quant_linear(x, fmt.name, opts, parts, (n, k), decode)
+
+        t1 = per_call_us(lambda: run(x1), min_time=budget) / 1e3
+        t32 = per_call_us(lambda: run(x32), min_time=budget) / 1e3
+        label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
+        rows.append((label, nbytes / 2**20, t1, base[1] / t1, nbytes / t1 / 1e6, t32, base[32] / t32))
+        print(f"  {label}: quantized in {setup:.1f} s", file=sys.stderr)
+
+    print()
+    print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "M=32 ms", "x fp32")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+// AVX2 building blocks of the fused kernels (included by fused_avx2.cpp only, on
+// compilers and targets where TENSORA_HAVE_AVX2_VARIANT holds). Every function is
+// compiled for AVX2 + FMA + F16C whatever the baseline ISA; the caller checks the CPU.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#define FUSED_TARGET __attribute__((target("avx2,fma,f16c")))
+
+namespace tensora::quant::fused {
+
+// Values per chunk: one activation scale, one int32 dot product per weight row.
+constexpr std::size_t kChunk = 32;
+
+// Where the 32 activations of a chunk sit, to match the order a format decodes its
+// two vectors of 16 int16 weights in.
+enum class Layout {
+    natural,   // 0..15 | 16..31 (GGUF low/high nibbles, bytes)
+    even_odd,  // even elements | odd elements (low nibble = element 2i)
+    pairs,     // evens 0..14, odds 1..15 | evens 16..30, odds 17..31 (byte unpacks)
+};
+
+inline int layout_index(Layout layout, int p) {
+    switch (layout) {
+        case Layout::natural: return p;
+        case Layout::even_odd: return p < 16 ? 2 * p : 2 * (p - 16) + 1;
+        case Layout::pairs: return (p & 16) + 2 * (p & 7) + ((p >> 3) & 1);
+    }
+    return p;
+}
+
+// A chunk's 32 weights as two int16 vectors, in its layout's order.
+struct Pair {
+    __m256i a, b;
+};
+
+FUSED_TARGET inline float f16(const std::uint8_t *p) {
+    std::uint16_t h;
+    std::memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+// Eight fp16 values at p, p + stride, ... as floats.
+FUSED_TARGET inline __m256 f16x8(const std::uint8_t *p, std::size_t stride) {
+    std::uint16_t h[8];
+    for (int j = 0; j < 8; ++j)
+        std::memcpy(&h[j], p + j * stride, 2);
+    return _mm256_cvtph_ps(_mm_setr_epi16(short(h[0]), short(h[1]), short(h[2]), short(h[3]),
+                                          short(h[4]), short(h[5]), short(h[6]), short(h[7])));
+}
+
+// Eight bytes as floats.
+FUSED_TARGET inline __m256 u8x8(const std::uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
+}
+
+FUSED_TARGET inline __m256i widen_u8(const std::uint8_t *p) {
+    return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+FUSED_TARGET inline __m256i widen_i8(const std::uint8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+FUSED_TARGET inline __m256i mad2(__m256i a, __m256i b, __m256i x0, __m256i x1) {
+    return _mm256_add_epi32(_mm256_madd_epi16(a, x0), _mm256_madd_epi16(b, x1));
+}
+
+FUSED_TARGET inline __m256i low4(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi16(0x0f)); }
+
+// 16 bits of `bits` as int16 lanes holding 16 (set) or 0: Q5's fifth bit.
+FUSED_TARGET inline __m256i bit16_lanes(std::uint32_t bits) {
+    const __m256i mask = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                           4096, 8192, 16384, -32768);
+    __m256i set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(short(bits)), mask), mask);
+    return _mm256_and_si256(set, _mm256_set1_epi16(16));
+}
+
+// 32 4-bit codes (16 low nibbles, then the 16 high ones) through a signed byte table.
+FUSED_TARGET inline Pair lut_i8(const std::uint8_t *p, __m128i table) {
+    __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    return {_mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(q, m4))),
+            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), m4)))};
+}
+
+FUSED_TARGET inline __m256i shift16(__m256i v, int left) {
+    return left >= 0 ? _mm256_sll_epi16(v, _mm_cvtsi32_si128(left))
+                     : _mm256_srl_epi16(v, _mm_cvtsi32_si128(-left));
+}
+
+// Unpacks and adds, not vphaddd: that is 2-3 shuffle uops on common cores (one per
+// 2 cycles on Zen 3), and this reduction is a fifth of the kernel.
+FUSED_TARGET inline __m256i pair_sums(__m256i a, __m256i b) {  // a0+a2 b0+b2 a1+a3 b1+b3 | ...
+    return _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+}
+
+FUSED_TARGET inline __m256i quad_sums(__m256i ab, __m256i cd) {  // a b c d sums of lanes 0-3 | 4-7
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+}
+
+// In place: v[j][i] <- v[i][j] for an 8x8 float matrix held as 8 rows.
+FUSED_TARGET inline void transpose8(__m256 v[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+}  // namespace tensora::quant::fused

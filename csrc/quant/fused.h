@@ -1,0 +1,29 @@
+// The fused AVX2 matrix-vector kernels (fused_avx2.cpp), used by gemv() when the CPU
+// has AVX2, FMA and F16C and the layout allows it (fused_supported).
+//
+// Integer formats: each activation row is rounded to 15-bit integers per 32 values
+// (d = amax / 16383, as llama.cpp's q8 activations but with 2**7 times finer steps),
+// weights are decoded to exact int16 values in registers, and vpmaddwd accumulates
+// exact int32 dot products per 32-value chunk, 8 weight rows at a time; one float
+// multiply-add per chunk and row applies the scales. The only rounding besides float32
+// accumulation is that of the activation: |x - x~| <= amax_chunk / 32766. NF4 is the
+// exception whose code book is not integer: it is held in multiples of 2**-12
+// (|error| <= absmax / 8192 per weight). FP8 keeps float activations and decodes
+// each byte to float through the F16C converter (no activation rounding at all).
+#pragma once
+
+#include <cstddef>
+
+#include "quant.h"
+
+namespace tensora::quant {
+
+// Whether gemv_fused handles this view (format, shape and CPU features).
+bool fused_supported(const QuantView &w);
+
+// Same contract as gemv(); requires fused_supported(w). Sets *ok = false, leaving y
+// unwritten, when x holds inf or NaN (the float path then gives IEEE results).
+void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y,
+                std::size_t threads, bool *ok);
+
+}  // namespace tensora::quant

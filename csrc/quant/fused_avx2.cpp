@@ -1,0 +1,405 @@
+// Fused AVX2 matrix-vector products over packed weights (see fused.h for the numerics).
+//
+// Work is split into groups of 8 weight rows. For a group, each chunk's float scales
+// (and minimums) are gathered into small tables transposed to [chunk][row] (L1-sized,
+// reused by every activation row); then for each activation row and each 32-value
+// chunk c, the format's kernel (fused_kernels.h) decodes the chunk of each of the 8
+// rows to int16 in registers, vpmaddwd multiplies it with the 15-bit activations
+// (exact int32 sums), a reduction of unpacks and adds turns the 8 vectors into the
+// 8 rows' chunk sums, and one vector FMA applies the scales. A group's bytes are read
+// from memory once: while the first activation row works on them, the next group is
+// prefetched, and later activation rows (two per pass) find them in L1.
+#include "fused.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "codecs.h"
+#include "parallel.h"
+#include "simd.h"
+
+#if TENSORA_HAVE_AVX2_VARIANT
+#include "avx2_util.h"
+#include "fused_kernels.h"
+
+namespace tensora::quant {
+
+namespace fused {
+namespace {
+
+constexpr float kActMax = 16383.0f;  // 15-bit activations keep every int32 chunk sum exact
+
+// One activation row, quantized per chunk: q = round(x / d) in layout order,
+// d = amax / 16383, s = sum of q, s16 = sums of q over positions 0..15 and 16..31.
+struct Act {
+    const std::int16_t *q;
+    const float *d;
+    const std::int32_t *s, *s16;
+};
+
+FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, std::int16_t *q,
+                               float *d, std::int32_t *s, std::int32_t *s16) {
+    int perm[kChunk];
+    for (int p = 0; p < int(kChunk); ++p)
+        perm[p] = layout_index(layout, p);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(__builtin_inff());
+    for (std::size_t c = 0; c < cols / kChunk; ++c) {
+        const float *xc = x + c * kChunk;
+        __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int j = 0; j < 4; ++j) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xc + 8 * j), abs_mask);
+            m = _mm256_max_ps(m, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // inf or NaN
+        }
+        if (!_mm256_testz_ps(bad, bad))
+            return false;  // the caller takes the float path, which propagates them
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = _mm_cvtss_f32(h);
+        std::int16_t *qc = q + c * kChunk;
+        if (amax == 0.0f) {
+            std::memset(qc, 0, kChunk * sizeof(std::int16_t));
+            d[c] = 0.0f;
+            s[c] = s16[2 * c] = s16[2 * c + 1] = 0;
+            continue;
+        }
+        const __m256 inv = _mm256_set1_ps(kActMax / amax);
+        alignas(32) std::int32_t t[kChunk];
+        for (int j = 0; j < 4; ++j)  // round to nearest even
+            _mm256_store_si256(reinterpret_cast<__m256i *>(t + 8 * j),
+                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
+        std::int32_t lo = 0, hi = 0;
+        for (int p = 0; p < int(kChunk); ++p) {
+            std::int32_t v = std::clamp(t[perm[p]], -16383, 16383);
+            qc[p] = std::int16_t(v);
+            (p < 16 ? lo : hi) += v;
+        }
+        d[c] = amax / kActMax;
+        s[c] = lo + hi;
+        s16[2 * c] = lo;
+        s16[2 * c + 1] = hi;
+    }
+    return true;
+}
+
+// Scratch of one thread: per-chunk tables of the current group of 8 rows, [chunk][row]
+// (sub-scales [row][half chunk]).
+struct Tables {
+    std::vector<float> sc, mn, mn2;
+    std::vector<std::int16_t> isc;
+    Tables(std::size_t nc, bool sub) : sc(nc * 8), mn(nc * 8), mn2(nc * 8), isc(sub ? 8 * 2 * nc : 0) {}
+};
+
+// Fills the tables for chunks c0 .. c0 + 7 of the 8 rows (vector fills, transposed),
+// or the last nc - c0 < 8 chunks one by one.
+template <class K>
+FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
+                             const std::size_t *rr, std::size_t c0, std::size_t nc, Tables &t) {
+    if (c0 + 8 > nc) {
+        for (std::size_t c = c0; c < nc; ++c)
+            for (int i = 0; i < 8; ++i)
+                kern.fill(w, rows[i], rr[i], c, &t.sc[c * 8 + i], &t.mn[c * 8 + i], &t.mn2[c * 8 + i],
+                          K::kSub ? &t.isc[i * 2 * nc + 2 * c] : nullptr);
+        return;
+    }
+    __m256 s[8], m[8], m2[8];
+    for (int i = 0; i < 8; ++i) {
+        Scales8 v = kern.fill8(w, rows[i], rr[i], c0, K::kSub ? &t.isc[i * 2 * nc + 2 * c0] : nullptr);
+        s[i] = v.sc;
+        m[i] = v.mn;
+        m2[i] = v.mn2;
+    }
+    transpose8(s);
+    for (int j = 0; j < 8; ++j)
+        _mm256_storeu_ps(&t.sc[(c0 + j) * 8], s[j]);
+    if (K::kMin) {
+        transpose8(m);
+        for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(&t.mn[(c0 + j) * 8], m[j]);
+    }
+    if (K::kMin == 2 || K::kSplit) {
+        transpose8(m2);
+        for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(&t.mn2[(c0 + j) * 8], m2[j]);
+    }
+}
+
+// Chunk c's share for 8 rows from their int32 sums over madd lanes 0-3 (lo) and 4-7
+// (hi): the scaled sums go to *acc, the minimums' terms to *acc_min (two chains).
+template <class K>
+FUSED_TARGET inline void apply_scales(const K &kern, __m256 *acc, __m256 *acc_min, __m256i lo, __m256i hi,
+                                      const Act &a, std::size_t c, const Tables &t) {
+    const __m256 xd = _mm256_set1_ps(a.d[c]);
+    if (K::kSplit) {
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), *acc);
+        *acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd), *acc_min);
+        return;
+    }
+    __m256i total = _mm256_add_epi32(lo, hi);
+    if (kern.offset)
+        total = _mm256_sub_epi32(total, _mm256_set1_epi32(kern.offset * a.s[c]));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), *acc);
+    if (K::kMin == 1)
+        *acc_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.d[c] * float(a.s[c])), *acc_min);
+    if (K::kMin == 2) {
+        __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.d[c] * float(a.s16[2 * c])));
+        *acc_min = _mm256_add_ps(*acc_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
+                                                           _mm256_set1_ps(a.d[c] * float(a.s16[2 * c + 1])), lo_term));
+    }
+}
+
+// One pass over the chunks of a group for kM (1 or 2) activation rows: each chunk of
+// each weight row is decoded once and multiplied with every activation row. The first
+// pass also fills the tables, a block of 8 chunks ahead of their use (so the scalar
+// work overlaps the vector work), and prefetches the next group.
+template <class K, int kM>
+FUSED_TARGET void group_pass(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
+                             const std::size_t *rr, const Act *acts, Tables &t, bool first,
+                             const char *next, std::size_t next_step, __m256 *out) {
+    const std::size_t nc = w.cols / kChunk;
+    __m256 acc[kM], acc_min[kM];
+    for (int m = 0; m < kM; ++m)
+        acc[m] = acc_min[m] = _mm256_setzero_ps();
+    if (first)
+        fill_block(kern, w, rows, rr, 0, nc, t);
+    for (std::size_t c = 0; c < nc; ++c) {
+        if (first && (c & 7) == 0 && c + 8 < nc)
+            fill_block(kern, w, rows, rr, c + 8, nc, t);
+        if (first && next)  // the next group's bytes (contiguous), a 1/nc slice per chunk
+            for (std::size_t off = c * next_step & ~std::size_t(63); off < (c + 1) * next_step; off += 64)
+                _mm_prefetch(next + off, _MM_HINT_T0);
+        __m256i x[kM][2], quads[kM][2];
+        for (int m = 0; m < kM; ++m) {
+            const auto *xq = reinterpret_cast<const __m256i *>(acts[m].q + c * kChunk);
+            x[m][0] = _mm256_load_si256(xq);
+            x[m][1] = _mm256_load_si256(xq + 1);
+        }
+        for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7: few enough registers for kM = 2
+            __m256i v[kM][4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+                const int row = 4 * h + i;
+                Pair p = kern.decode(rows[row], c, K::kSub ? &t.isc[row * 2 * nc] : nullptr);
+                for (int m = 0; m < kM; ++m)
+                    v[m][i] = mad2(p.a, p.b, x[m][0], x[m][1]);
+            }
+            for (int m = 0; m < kM; ++m)
+                quads[m][h] = quad_sums(pair_sums(v[m][0], v[m][1]), pair_sums(v[m][2], v[m][3]));
+        }
+        for (int m = 0; m < kM; ++m) {
+            __m256i lo = _mm256_permute2x128_si256(quads[m][0], quads[m][1], 0x20);
+            __m256i hi = _mm256_permute2x128_si256(quads[m][0], quads[m][1], 0x31);
+            apply_scales(kern, &acc[m], &acc_min[m], lo, hi, acts[m], c, t);
+        }
+    }
+    for (int m = 0; m < kM; ++m)
+        out[m] = _mm256_add_ps(acc[m], acc_min[m]);
+}
+
+template <class K>
+FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts, std::size_t n_x,
+                             float *y, std::size_t g0, std::size_t g1) {
+    const std::size_t nc = w.cols / kChunk;
+    Tables tables(nc, K::kSub);
+    const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
+    const std::size_t side_bytes = kern.side_bytes(w);
+    for (std::size_t g = g0; g < g1; ++g) {
+        const std::size_t r0 = g * 8, nr = std::min<std::size_t>(8, w.rows - r0);
+        const std::uint8_t *rows[8];
+        std::size_t rr[8];
+        for (int i = 0; i < 8; ++i) {
+            rr[i] = r0 + std::min<std::size_t>(i, nr - 1);  // tail: repeat the last row
+            rows[i] = kern.row(w, rr[i]);
+        }
+        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
+        const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
+        const std::size_t next_step = (next_rows * stride + nc - 1) / nc;
+        // Scales kept beside the codes (int4, nf4, nvfp4, ...): fetch the next group's
+        // while this one computes (its codes are prefetched chunk by chunk below).
+        if (g + 1 < g1)
+            for (std::size_t i = 0; i < 8; ++i)
+                for (std::size_t off = 0; off < side_bytes; off += 64)
+                    _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, std::min(w.rows - 1, r0 + 8 + i))) + off,
+                                 _MM_HINT_T0);
+        for (std::size_t m = 0; m < n_x; m += 2) {
+            alignas(32) float out[2][8];
+            __m256 acc[2];
+            const char *pf = m == 0 ? next : nullptr;
+            if (m + 1 < n_x)
+                group_pass<K, 2>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, acc);
+            else
+                group_pass<K, 1>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, acc);
+            for (std::size_t j = 0; j < 2 && m + j < n_x; ++j) {
+                _mm256_store_ps(out[j], acc[j]);
+                for (std::size_t i = 0; i < nr; ++i)
+                    y[(m + j) * w.rows + r0 + i] = out[j][i];
+            }
+        }
+    }
+}
+
+template <class K>
+bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
+    const std::size_t cols = w.cols, nc = cols / kChunk;
+    // 32-byte aligned activation rows: cols is a multiple of 32 int16s (64 bytes).
+    std::vector<std::int16_t> q(n_x * cols + 16);
+    auto *q0 = reinterpret_cast<std::int16_t *>((reinterpret_cast<std::uintptr_t>(q.data()) + 31) & ~std::uintptr_t(31));
+    std::vector<float> d(n_x * nc);
+    std::vector<std::int32_t> s(n_x * nc), s16(n_x * 2 * nc);
+    std::vector<Act> acts(n_x);
+    for (std::size_t m = 0; m < n_x; ++m) {
+        if (!quantize_act(x + m * cols, cols, K::kLayout, q0 + m * cols, &d[m * nc], &s[m * nc], &s16[m * 2 * nc]))
+            return false;
+        acts[m] = Act{q0 + m * cols, &d[m * nc], &s[m * nc], &s16[m * 2 * nc]};
+    }
+    const std::size_t groups = (w.rows + 7) / 8;
+    const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / cols);
+    parallel_for(groups, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
+        run_groups(kern, w, acts.data(), n_x, y, lo, hi);
+    });
+    return true;
+}
+
+// -- FP8: float activations, bytes to floats through F16C --------------------------------
+
+template <bool kE4M3>
+FUSED_TARGET inline __m256 fp8x8(const std::uint8_t *p) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
+    __m128i h;
+    if (kE4M3) {  // sign-extended byte << 7 puts the sign at bit 15; clear bit 14
+        h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(b), 7), _mm_set1_epi16(short(0xbfff)));
+    } else {      // e5m2 is the upper byte of a half
+        h = _mm_slli_epi16(_mm_cvtepu8_epi16(b), 8);
+    }
+    return _mm256_cvtph_ps(h);
+}
+
+template <bool kE4M3>
+FUSED_TARGET void run_fp8_rows(const QuantView &w, const float *x, std::size_t n_x, float *y,
+                               std::size_t r0, std::size_t r1) {
+    const float *scale = static_cast<const float *>(w.scale);
+    const __m256i nan_code = _mm256_set1_epi8(0x7f);
+    for (std::size_t r = r0; r < r1; ++r) {
+        const std::uint8_t *q = w.codes + r * w.row_bytes;
+        // e4m3 bytes x1111111 are NaN, which the half trick would read as 480: a row
+        // holding one gives NaN, as the reference product does.
+        bool has_nan = false;
+        if (kE4M3) {
+            __m256i any = _mm256_setzero_si256();
+            for (std::size_t k = 0; k < w.cols; k += 32) {
+                __m256i v = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + k)), nan_code);
+                any = _mm256_or_si256(any, _mm256_cmpeq_epi8(v, nan_code));
+            }
+            has_nan = !_mm256_testz_si256(any, any);
+        }
+        // e4m3 through halves is 2**-8 of the value: fold the 2**8 into the scale.
+        float s = scale[w.per_channel ? r : 0] * (kE4M3 ? 256.0f : 1.0f);
+        for (std::size_t m = 0; m < n_x; ++m) {
+            const float *xm = x + m * w.cols;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (std::size_t k = 0; k < w.cols; k += 32) {
+                a0 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k), _mm256_loadu_ps(xm + k), a0);
+                a1 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 8), _mm256_loadu_ps(xm + k + 8), a1);
+                a2 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 16), _mm256_loadu_ps(xm + k + 16), a2);
+                a3 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 24), _mm256_loadu_ps(xm + k + 24), a3);
+            }
+            __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            y[m * w.rows + r] = has_nan ? bits_to_float(0x7fc00000u) : _mm_cvtss_f32(h) * s;
+        }
+    }
+}
+
+bool cpu_ok() {
+    static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    }();
+    return ok;
+}
+
+// Adds the LLM.int8 outlier columns' products (their qweight columns are zero).
+void add_outliers(const QuantView &w, const float *x, std::size_t n_x, float *y) {
+    for (std::size_t m = 0; m < n_x; ++m)
+        for (std::size_t r = 0; r < w.rows; ++r) {
+            const std::uint16_t *o = w.outliers + r * w.n_outliers;
+            float s = 0.0f;
+            for (std::size_t c = 0; c < w.n_outliers; ++c)
+                s += half_to_float(o[c]) * x[m * w.cols + w.outlier_cols[c]];
+            y[m * w.rows + r] += s;
+        }
+}
+
+}  // namespace
+}  // namespace fused
+
+bool fused_supported(const QuantView &w) {
+    if (!fused::cpu_ok() || w.cols % fused::kChunk != 0 || w.rows == 0 || w.cols == 0)
+        return false;
+    return true;  // every format has a kernel for K % 32 == 0 (bnb blocks are multiples of 32)
+}
+
+void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads,
+                bool *ok) {
+    *ok = true;
+    if (w.format == Format::fp8_e4m3 || w.format == Format::fp8_e5m2) {
+        const bool e4 = w.format == Format::fp8_e4m3;
+        const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / w.cols);
+        parallel_for(w.rows, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
+            if (e4)
+                fused::run_fp8_rows<true>(w, x, n_x, y, lo, hi);
+            else
+                fused::run_fp8_rows<false>(w, x, n_x, y, lo, hi);
+        });
+        return;
+    }
+    using namespace fused;
+    auto go = [&](auto kern) {
+        kern.row_bytes = w.row_bytes;
+        *ok = run(kern, w, x, n_x, y, threads);
+    };
+    switch (w.format) {
+        case Format::q4_0: go(KQ4_0{}); break;
+        case Format::q4_1: go(KQ4_1{}); break;
+        case Format::q5_0: go(KQ5_0{}); break;
+        case Format::q5_1: go(KQ5_1{}); break;
+        case Format::q8_0: go(KQ8_0{}); break;
+        case Format::q2_k: go(KQ2_K{}); break;
+        case Format::q3_k: go(KQ3_K{}); break;
+        case Format::q4_k: go(KQ45_K<false>{}); break;
+        case Format::q5_k: go(KQ45_K<true>{}); break;
+        case Format::q6_k: go(KQ6_K{}); break;
+        case Format::iq4_nl: go(KLut4<false>{}); break;
+        case Format::mxfp4: go(KLut4<true>{}); break;
+        case Format::int8: go(KInt8{}); break;
+        case Format::int4:
+            if (w.symmetric)
+                go(KInt4<true>(w));
+            else
+                go(KInt4<false>(w));
+            break;
+        case Format::nf4: go(KBnb<true>(w)); break;
+        case Format::fp4: go(KBnb<false>(w)); break;
+        case Format::nvfp4: go(KNvfp4{}); break;
+        default: *ok = false; return;
+    }
+    if (*ok && w.format == Format::int8 && w.n_outliers)
+        fused::add_outliers(w, x, n_x, y);
+}
+
+}  // namespace tensora::quant
+
+#else  // no AVX2 variant on this compiler / architecture
+
+namespace tensora::quant {
+bool fused_supported(const QuantView &) { return false; }
+void gemv_fused(const QuantView &, const float *, std::size_t, float *, std::size_t, bool *ok) { *ok = false; }
+}  // namespace tensora::quant
+
+#endif

@@ -1,0 +1,428 @@
+// The per-format halves of the fused kernel (included by fused_avx2.cpp only).
+//
+// A kernel says how chunk c (32 values) of a weight row decodes to exact int16
+// values in registers (decode), and what float scale (and minimum) turns the chunk's
+// integer dot product into its share of the result (fill: one chunk; fill8: eight
+// chunks at once, vectorised where it pays). Compile-time traits tell the driver
+// what to do with the sums: kLayout (order of the 32 activations), kMin (0: none,
+// 1: a minimum per chunk, 2: one per half chunk), kSplit (a scale per 16 values),
+// kSub (int16 sub-scales per 16 multiplied into the weights), offset (subtracted
+// from every code, via the activation sums).
+#pragma once
+
+#include "avx2_util.h"
+#include "codecs.h"
+
+namespace tensora::quant::fused {
+
+// Scales of 8 consecutive chunks of one row.
+struct Scales8 {
+    __m256 sc, mn, mn2;
+};
+
+#define FILL_ARGS [[maybe_unused]] const QuantView &w, [[maybe_unused]] const std::uint8_t *b,          \
+                  [[maybe_unused]] std::size_t r, [[maybe_unused]] std::size_t c, float *sc,             \
+                  [[maybe_unused]] float *mn, [[maybe_unused]] float *mn2, [[maybe_unused]] std::int16_t *isc
+#define FILL8_ARGS [[maybe_unused]] const QuantView &w, [[maybe_unused]] const std::uint8_t *b,         \
+                   [[maybe_unused]] std::size_t r, std::size_t c0, [[maybe_unused]] std::int16_t *isc
+#define DECODE_ARGS const std::uint8_t *b, std::size_t c, [[maybe_unused]] const std::int16_t *isc
+
+template <class D>
+struct KernelBase {
+    static constexpr Layout kLayout = Layout::natural;
+    static constexpr int kMin = 0;
+    static constexpr bool kSplit = false, kSub = false;
+    int offset = 0;
+    std::size_t row_bytes = 0;
+    const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * row_bytes; }
+    // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
+    const void *side(const QuantView &w, std::size_t) const { return w.codes; }
+    std::size_t side_bytes(const QuantView &) const { return 0; }
+    // Eight scalar fills (formats whose scales do not vectorise well).
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        float s[8], m[8] = {}, m2[8] = {};
+        for (std::size_t j = 0; j < 8; ++j)
+            static_cast<const D *>(this)->fill(w, b, r, c0 + j, &s[j], &m[j], &m2[j], isc ? isc + 2 * j : nullptr);
+        return {_mm256_setr_ps(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
+                _mm256_setr_ps(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]),
+                _mm256_setr_ps(m2[0], m2[1], m2[2], m2[3], m2[4], m2[5], m2[6], m2[7])};
+    }
+};
+
+// GGUF legacy types: an fp16 scale (and minimum) at the start of each 32-value block.
+template <std::size_t kSize, std::size_t kQs, int kOffset, bool kWithMin, bool kFifth>
+struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOffset, kWithMin, kFifth>> {
+    static constexpr int kMin = kWithMin ? 1 : 0;
+    KLegacy() { this->offset = kOffset; }
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        *sc = f16(b + kSize * c);
+        if (kWithMin)
+            *mn = f16(b + kSize * c + 2);
+    }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *p = b + kSize * c0;
+        return {f16x8(p, kSize), kWithMin ? f16x8(p + 2, kSize) : _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *p = b + kSize * c;
+        __m256i v = widen_u8(p + kQs);
+        __m256i lo = low4(v), hi = _mm256_srli_epi16(v, 4);
+        if (kFifth) {  // a little-endian word of fifth bits just before the nibbles
+            std::uint32_t qh;
+            std::memcpy(&qh, p + kQs - 4, 4);
+            lo = _mm256_or_si256(lo, bit16_lanes(qh));
+            hi = _mm256_or_si256(hi, bit16_lanes(qh >> 16));
+        }
+        return {lo, hi};
+    }
+};
+using KQ4_0 = KLegacy<2 + 16, 2, 8, false, false>;
+using KQ4_1 = KLegacy<2 + 2 + 16, 4, 0, true, false>;
+using KQ5_0 = KLegacy<2 + 4 + 16, 6, 16, false, true>;
+using KQ5_1 = KLegacy<2 + 2 + 4 + 16, 8, 0, true, true>;
+
+struct KQ8_0 : KernelBase<KQ8_0> {
+    FUSED_TARGET void fill(FILL_ARGS) const { *sc = f16(b + 34 * c); }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        return {f16x8(b + 34 * c0, 34), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *p = b + 34 * c + 2;
+        return {widen_i8(p), widen_i8(p + 16)};
+    }
+};
+
+// 2**(e - 128) for 8 E8M0 bytes (ggml_e8m0_to_fp32_half, subnormal for e < 2).
+FUSED_TARGET inline __m256 e8m0_half8(__m256i e) {
+    __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    __m256i tiny = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    __m256i is_tiny = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, is_tiny));
+}
+
+template <bool kMx>
+struct KLut4 : KernelBase<KLut4<kMx>> {  // IQ4_NL (fp16 scale) and MXFP4 (E8M0 scale)
+    static constexpr std::size_t kSize = kMx ? 17 : 18, kQs = kMx ? 1 : 2;
+    FUSED_TARGET void fill(FILL_ARGS) const { *sc = kMx ? e8m0_half(b[kSize * c]) : f16(b + kSize * c); }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *p = b + kSize * c0;
+        if (!kMx)
+            return {f16x8(p, kSize), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        __m256i e = _mm256_setr_epi32(p[0], p[kSize], p[2 * kSize], p[3 * kSize], p[4 * kSize],
+                                      p[5 * kSize], p[6 * kSize], p[7 * kSize]);
+        return {e8m0_half8(e), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i *>(kMx ? kE2M1x2 : kIQ4NL));
+        return lut_i8(b + kSize * c + kQs, table);
+    }
+};
+
+// Q4_K / Q5_K: chunk c is sub-block c % 8 of super-block c / 8; scale d * sc, min dmin * m.
+template <bool kFifth>
+struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
+    static constexpr int kMin = 1;
+    static constexpr std::size_t kSize = kFifth ? 176 : 144, kQs = kFifth ? 48 : 16;
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        const std::uint8_t *sb = b + kSize * (c / 8);
+        std::uint8_t s, m;
+        scale_min_k4(int(c % 8), sb + 4, &s, &m);
+        *sc = f16(sb) * float(s);
+        *mn = -(f16(sb + 2) * float(m));
+    }
+    // A whole super-block: the 6-bit scales and mins unpacked as llama.cpp does with
+    // 32-bit words (bytes 0-7 of `u` the scales, 8-15 the mins).
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *sb = b + kSize * (c0 / 8);
+        std::uint32_t u[4];
+        std::memcpy(u, sb + 4, 12);
+        const std::uint32_t low6 = 0x3f3f3f3f, low4b = 0x0f0f0f0f, low2 = 0x03030303;
+        u[3] = ((u[2] >> 4) & low4b) | (((u[1] >> 6) & low2) << 4);
+        const std::uint32_t mins_lo = u[1] & low6;
+        u[1] = (u[2] & low4b) | (((u[0] >> 6) & low2) << 4);
+        u[2] = mins_lo;
+        u[0] &= low6;
+        const auto *bytes = reinterpret_cast<const std::uint8_t *>(u);
+        return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
+                _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *sb = b + kSize * (c / 8);
+        int j = int(c % 8);
+        const std::uint8_t *q = sb + kQs + 32 * (j / 2);
+        __m256i v0 = widen_u8(q), v1 = widen_u8(q + 16);
+        if (j & 1) {
+            v0 = _mm256_srli_epi16(v0, 4);
+            v1 = _mm256_srli_epi16(v1, 4);
+        } else {
+            v0 = low4(v0);
+            v1 = low4(v1);
+        }
+        if (kFifth) {  // bit j of qh[l] is the fifth bit of element l
+            const __m256i bit = _mm256_set1_epi16(short(1 << j));
+            v0 = _mm256_or_si256(v0, shift16(_mm256_and_si256(widen_u8(sb + 16), bit), 4 - j));
+            v1 = _mm256_or_si256(v1, shift16(_mm256_and_si256(widen_u8(sb + 32), bit), 4 - j));
+        }
+        return {v0, v1};
+    }
+};
+
+// Q6_K: chunk t8 = c % 8 of a super-block: 128-half h = t8 / 4, t = t8 % 4 takes the
+// low (t < 2) or high nibble of ql[32 (t & 1) + l] and bits 2t of qh[l]; int8
+// sub-scales per 16 values are multiplied into the int16 weights (|w| <= 32 * 128).
+struct KQ6_K : KernelBase<KQ6_K> {
+    static constexpr bool kSub = true;
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        const std::uint8_t *sb = b + 210 * (c / 8);
+        *sc = f16(sb + 208);
+        isc[0] = std::int8_t(sb[192 + 2 * (c % 8)]);
+        isc[1] = std::int8_t(sb[193 + 2 * (c % 8)]);
+    }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *sb = b + 210 * (c0 / 8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc), widen_i8(sb + 192));
+        return {_mm256_set1_ps(f16(sb + 208)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *sb = b + 210 * (c / 8);
+        int t8 = int(c % 8), h = t8 / 4, t = t8 % 4;
+        const std::uint8_t *ql = sb + 64 * h + 32 * (t & 1), *qh = sb + 128 + 32 * h;
+        __m256i v0 = widen_u8(ql), v1 = widen_u8(ql + 16);
+        if (t >> 1) {
+            v0 = _mm256_srli_epi16(v0, 4);
+            v1 = _mm256_srli_epi16(v1, 4);
+        } else {
+            v0 = low4(v0);
+            v1 = low4(v1);
+        }
+        const __m256i m2 = _mm256_set1_epi16(0x30), k32 = _mm256_set1_epi16(32);
+        v0 = _mm256_or_si256(v0, _mm256_and_si256(shift16(widen_u8(qh), 4 - 2 * t), m2));
+        v1 = _mm256_or_si256(v1, _mm256_and_si256(shift16(widen_u8(qh + 16), 4 - 2 * t), m2));
+        v0 = _mm256_mullo_epi16(_mm256_sub_epi16(v0, k32), _mm256_set1_epi16(isc[2 * c]));
+        v1 = _mm256_mullo_epi16(_mm256_sub_epi16(v1, k32), _mm256_set1_epi16(isc[2 * c + 1]));
+        return {v0, v1};
+    }
+};
+
+// Q3_K: 2-bit codes (bits 2j of q[l], j = t8 % 4) minus 4 where the hmask bit
+// 4h + j is clear; 6-bit signed sub-scales per 16.
+struct KQ3_K : KernelBase<KQ3_K> {
+    static constexpr bool kSub = true;
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        const std::uint8_t *sb = b + 110 * (c / 8);
+        *sc = f16(sb + 108);
+        for (int h = 0; h < 2; ++h)
+            isc[h] = q3k_scale(sb + 96, int(2 * (c % 8)) + h);
+    }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *sb = b + 110 * (c0 / 8);
+        for (int k = 0; k < 16; ++k)
+            isc[k] = q3k_scale(sb + 96, k);
+        return {_mm256_set1_ps(f16(sb + 108)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *sb = b + 110 * (c / 8);
+        int t8 = int(c % 8), j = t8 % 4;
+        const std::uint8_t *q = sb + 32 + 32 * (t8 / 4);
+        const __m256i three = _mm256_set1_epi16(3), four = _mm256_set1_epi16(4);
+        const __m256i bit = _mm256_set1_epi16(short(1 << t8));  // hmask bit 4h + j == t8
+        __m256i v[2];
+        for (int k = 0; k < 2; ++k) {
+            __m256i code = _mm256_and_si256(shift16(widen_u8(q + 16 * k), -2 * j), three);
+            __m256i clear = _mm256_cmpeq_epi16(_mm256_and_si256(widen_u8(sb + 16 * k), bit), _mm256_setzero_si256());
+            code = _mm256_sub_epi16(code, _mm256_and_si256(clear, four));
+            v[k] = _mm256_mullo_epi16(code, _mm256_set1_epi16(isc[2 * c + k]));
+        }
+        return {v[0], v[1]};
+    }
+};
+
+// Q2_K: 2-bit codes times 4-bit sub-scales; the 4-bit mins per 16 go to mn / mn2.
+struct KQ2_K : KernelBase<KQ2_K> {
+    static constexpr int kMin = 2;
+    static constexpr bool kSub = true;
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        const std::uint8_t *sb = b + 84 * (c / 8);
+        float dmin = f16(sb + 82);
+        std::uint8_t s0 = sb[2 * (c % 8)], s1 = sb[2 * (c % 8) + 1];
+        *sc = f16(sb + 80);
+        *mn = -(dmin * float(s0 >> 4));
+        *mn2 = -(dmin * float(s1 >> 4));
+        isc[0] = s0 & 0x0f;
+        isc[1] = s1 & 0x0f;
+    }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::uint8_t *sb = b + 84 * (c0 / 8);
+        __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb));
+        const __m128i m4 = _mm_set1_epi8(0x0f);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc), _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)));
+        // High nibbles, even bytes (first half of each chunk) then odd ones.
+        __m128i mins = _mm_shuffle_epi8(_mm_and_si128(_mm_srli_epi16(s, 4), m4),
+                                        _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+        const __m256 neg_dmin = _mm256_set1_ps(-f16(sb + 82));
+        return {_mm256_set1_ps(f16(sb + 80)),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)), neg_dmin),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8))), neg_dmin)};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const std::uint8_t *q = b + 84 * (c / 8) + 16 + 32 * ((c % 8) / 4);
+        int j = int(c % 4);
+        const __m256i three = _mm256_set1_epi16(3);
+        __m256i v0 = _mm256_and_si256(shift16(widen_u8(q), -2 * j), three);
+        __m256i v1 = _mm256_and_si256(shift16(widen_u8(q + 16), -2 * j), three);
+        return {_mm256_mullo_epi16(v0, _mm256_set1_epi16(isc[2 * c])),
+                _mm256_mullo_epi16(v1, _mm256_set1_epi16(isc[2 * c + 1]))};
+    }
+};
+
+struct KInt8 : KernelBase<KInt8> {
+    const void *side(const QuantView &w, std::size_t r) const { return static_cast<const float *>(w.scale) + r; }
+    std::size_t side_bytes(const QuantView &) const { return 4; }
+    FUSED_TARGET void fill(FILL_ARGS) const { *sc = static_cast<const float *>(w.scale)[r]; }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        (void)c0;
+        return {_mm256_set1_ps(static_cast<const float *>(w.scale)[r]), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const { return {widen_i8(b + 32 * c), widen_i8(b + 32 * c + 16)}; }
+};
+
+// log2 of a power of two.
+inline int log2_exact(std::size_t v) {
+    int s = 0;
+    while ((std::size_t(1) << s) < v)
+        ++s;
+    return s;
+}
+
+// int4: element 2i in the low nibble; fp16 scale per group; codes - 8 (symmetric) or
+// - zero (asymmetric, applied as the minimum -zero * scale).
+template <bool kSym>
+struct KInt4 : KernelBase<KInt4<kSym>> {
+    static constexpr Layout kLayout = Layout::even_odd;
+    static constexpr int kMin = kSym ? 0 : 1;
+    int shift = 0;  // chunk -> group index
+    const void *side(const QuantView &w, std::size_t r) const {
+        return static_cast<const std::uint16_t *>(w.scale) + r * (w.cols / w.group);
+    }
+    std::size_t side_bytes(const QuantView &w) const { return 2 * (w.cols / w.group); }
+    explicit KInt4(const QuantView &w) {
+        this->offset = kSym ? 8 : 0;
+        shift = log2_exact(w.group / kChunk);
+    }
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        std::size_t g = r * (w.cols / w.group) + (c >> shift);
+        float s = _cvtsh_ss(static_cast<const std::uint16_t *>(w.scale)[g]);
+        *sc = s;
+        if (!kSym)
+            *mn = -(float(w.zero[g]) * s);
+    }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        // Vectors built from registers: 8 narrow stores read back by one wide load
+        // would stall on store forwarding.
+        const std::size_t g0 = r * (w.cols / w.group);
+        const auto *h = static_cast<const std::uint16_t *>(w.scale) + g0;
+        const std::size_t g[8] = {c0 >> shift, (c0 + 1) >> shift, (c0 + 2) >> shift, (c0 + 3) >> shift,
+                                  (c0 + 4) >> shift, (c0 + 5) >> shift, (c0 + 6) >> shift, (c0 + 7) >> shift};
+        __m256 s = _mm256_cvtph_ps(_mm_setr_epi16(short(h[g[0]]), short(h[g[1]]), short(h[g[2]]), short(h[g[3]]),
+                                                  short(h[g[4]]), short(h[g[5]]), short(h[g[6]]), short(h[g[7]])));
+        if (kSym)
+            return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
+        const std::uint8_t *z = w.zero + g0;
+        __m256 zf = _mm256_cvtepi32_ps(_mm256_setr_epi32(z[g[0]], z[g[1]], z[g[2]], z[g[3]], z[g[4]], z[g[5]],
+                                                         z[g[6]], z[g[7]]));
+        return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        __m256i v = widen_u8(b + 16 * c);
+        return {low4(v), _mm256_srli_epi16(v, 4)};
+    }
+};
+
+// NF4 / FP4 (bitsandbytes): element 2i in the high nibble, flattened rows. The code
+// book as int16 (NF4 times 4096, rounded; FP4 times 192, exact) through two byte
+// tables; the scale table holds absmax / 4096 (or / 192).
+template <bool kNf4>
+struct KBnb : KernelBase<KBnb<kNf4>> {
+    static constexpr Layout kLayout = Layout::pairs;
+    static constexpr float kUnit = kNf4 ? 4096.0f : 192.0f;
+    alignas(16) std::uint8_t lo_bytes[16], hi_bytes[16];
+    int shift = 0;  // element -> block index
+    explicit KBnb(const QuantView &w) {
+        shift = log2_exact(w.group);
+        for (int k = 0; k < 16; ++k) {
+            float v = (kNf4 ? kNF4[k] : kFP4[k]) * kUnit;
+            auto q = std::uint16_t(std::int16_t(v < 0 ? v - 0.5f : v + 0.5f));
+            lo_bytes[k] = std::uint8_t(q & 0xff);
+            hi_bytes[k] = std::uint8_t(q >> 8);
+        }
+    }
+    const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * (w.cols / 2); }
+    const void *side(const QuantView &w, std::size_t r) const {
+        return static_cast<const std::uint8_t *>(w.scale) + ((r * w.cols) >> shift) * (w.double_quant ? 1 : 4);
+    }
+    std::size_t side_bytes(const QuantView &w) const { return (w.cols >> shift) * (w.double_quant ? 1 : 4) + 4; }
+    FUSED_TARGET void fill(FILL_ARGS) const { *sc = bnb_absmax(w, (r * w.cols + c * kChunk) >> shift) / kUnit; }
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const std::size_t e0 = r * w.cols + c0 * kChunk;
+        float a[8];  // each chunk lies in one block (blocks hold >= 32 values)
+        for (std::size_t j = 0; j < 8; ++j)
+            a[j] = bnb_absmax(w, (e0 + j * kChunk) >> shift);
+        // From registers, not a stored array (store forwarding would stall the load).
+        __m256 v = _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        return {_mm256_mul_ps(v, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 16 * c));
+        const __m128i m4 = _mm_set1_epi8(0x0f);
+        __m256i codes = _mm256_set_m128i(_mm_and_si128(q, m4), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+        const __m256i tlo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(lo_bytes)));
+        const __m256i thi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(hi_bytes)));
+        __m256i lo = _mm256_shuffle_epi8(tlo, codes), hi = _mm256_shuffle_epi8(thi, codes);
+        return {_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)};
+    }
+};
+
+// NVFP4: element 2i in the low nibble, e4m3 scale per 16 (two per chunk: madd lanes
+// 0-3 hold the first 16 values, 4-7 the second), times the global scale.
+struct KNvfp4 : KernelBase<KNvfp4> {
+    static constexpr Layout kLayout = Layout::even_odd;
+    static constexpr bool kSplit = true;
+    const void *side(const QuantView &w, std::size_t r) const {
+        return static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16);
+    }
+    std::size_t side_bytes(const QuantView &w) const { return w.cols / 16; }
+    FUSED_TARGET void fill(FILL_ARGS) const {
+        const std::uint8_t *s = static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16) + 2 * c;
+        *sc = e4m3_to_float(s[0]) * w.global_scale * 0.5f;
+        *mn2 = e4m3_to_float(s[1]) * w.global_scale * 0.5f;
+    }
+    // 16 e4m3 block scales: even bytes for the first half of each chunk, odd for the
+    // second; e4m3 -> half bits (sign-extended byte << 7, bit 14 cleared) -> float
+    // is 2**-8 of the value, and the NaN bytes x1111111 are made NaN explicitly.
+    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        const auto *p = static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16) + 2 * c0;
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        bytes = _mm_shuffle_epi8(bytes, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+        __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7), _mm256_set1_epi16(short(0xbfff)));
+        __m256i nan = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_cvtepu8_epi16(bytes), _mm256_set1_epi16(0x7f)),
+                                         _mm256_set1_epi16(0x7f));
+        h = _mm256_or_si256(h, _mm256_and_si256(nan, _mm256_set1_epi16(0x7e00)));
+        const __m256 k = _mm256_set1_ps(w.global_scale * 0.5f * 256.0f);
+        return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), k), _mm256_setzero_ps(),
+                _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), k)};
+    }
+    FUSED_TARGET Pair decode(DECODE_ARGS) const {
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kE2M1x2)));
+        __m256i v = widen_u8(b + 16 * c);
+        // Table lookups on int16 lanes: the value lands in the low byte (the high byte
+        // looks up code 0, which is 0); shifting up and back sign-extends it.
+        __m256i lo = _mm256_shuffle_epi8(table, low4(v)), hi = _mm256_shuffle_epi8(table, _mm256_srli_epi16(v, 4));
+        return {_mm256_srai_epi16(_mm256_slli_epi16(lo, 8), 8), _mm256_srai_epi16(_mm256_slli_epi16(hi, 8), 8)};
+    }
+};
+
+#undef FILL_ARGS
+#undef FILL8_ARGS
+#undef DECODE_ARGS
+
+}  // namespace tensora::quant::fused

@@ -1,0 +1,223 @@
+"""Matrix products with a quantized weight that never build the dense weight.
+
+``W`` is an (N, K) matrix in one of tensora's packed formats (tensora/quant/formats/):
+``fmt`` names the format, ``options`` are its constructor options, ``parts`` its packed
+arrays and ``decode_rows(start, stop)`` its NumPy decoder (kernels may not import the
+formats, so the caller passes it). Three kernels, each a NumPy reference body plus a
+native body from ``tensora._C``:
+
+- ``quant_linear(x, ...)``: ``x @ W.T`` for x (M, K) float32, result (M, N);
+- ``quant_linear_grad_input(g, ...)``: ``g @ W`` for g (M, N), result (M, K) (the
+  backward to the input, as QLoRA trains adapters next to a frozen weight);
+- ``quant_dequantize_rows(fmt, ..., start, stop, ...)``: rows ``start:stop`` of W.
+
+The reference bodies decode W a tile of rows at a time (``TILE_BYTES`` of float32) and
+multiply each tile with ``np.matmul`` into its slice of the result, so their extra
+memory is bounded whatever N is. The native bodies run, for up to ``FUSED_MAX_ROWS``
+activation rows, the fused kernel (csrc/quant/fused_avx2.cpp: each block is decoded in
+registers and multiplied there, 8 weight rows at a time, on every core); for more rows
+they decode tiles natively into one reused buffer and hand each tile to BLAS, where a
+GEMM's arithmetic, not the weight bytes, is the cost.
+
+Tolerances (native against reference; ``tests/kernels/test_quant_matmul.py`` checks them):
+
+- ``quant_dequantize_rows``: bit for bit.
+- Float paths (FP8's fused kernel, ``quant_linear_grad_input``, every product on a CPU
+  without AVX2/FMA/F16C): the same products summed in another order, so
+  ``|native - ref| <= 1e-5 * (|x| @ |W|.T) + 1e-30``; float32 rounding is ~6e-8 per
+  operation, and 1e-5 leaves room for K ~ 10**5 terms.
+- The fused integer kernel (every other format, K a multiple of 32, AVX2): x is
+  rounded to 15-bit integers per 32 values (step ``amax/16383``, llama.cpp's Q8
+  activations with 128x finer steps), so that the weight decodes to exact int16 and
+  ``vpmaddwd`` sums exactly. The result is the exact product with a perturbed x:
+  ``|native - ref| <= (|W| @ a.T) / 32766 + 1e-5 * (|x| @ |W|.T)`` where ``a`` is
+  each value's chunk amax; relative to the output's scale that is ~3e-5. NF4's code
+  book is irrational, so its kernel holds it in multiples of 2**-12, which adds
+  ``(|x| @ absmax_per_value.T) / 8192``. Quantizing the weight itself costs 10-1000x
+  more than either.
+
+Measured on the 2-core AVX2 machine of benchmarks/quant_matmul.py (W 11008x4096):
+batch-1 products run 5-8x faster than NumPy's float32 GEMV for 4-bit formats and 3-4x
+for 8-bit ones; at batch 32 the tile path reaches ~0.9x NumPy's float32 GEMM.
+
+    >>> import numpy as np
+    >>> from tensora.quant.formats import get_format
+    >>> fmt = get_format("q8_0")
+    >>> w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    >>> parts = fmt.quantize(w)
+    >>> decode = lambda a, b: fmt.dequantize_rows(parts, w.shape, a, b)
+    >>> x = np.ones((2, 256), np.float32)
+    >>> y = quant_linear(x, "q8_0", {}, parts, w.shape, decode)
+    >>> bool(np.allclose(y, x @ decode(0, 64).T, rtol=1e-3, atol=1e-3))
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..backend import native
+from .registry import kernel
+
+Decoder = Callable[[int, int], np.ndarray]
+
+#: Float32 bytes of one decoded tile of W (reference and native tile paths).
+TILE_BYTES = 4 << 20
+#: Activation rows up to which the fused kernel beats native tiles + BLAS (measured with
+#: benchmarks/quant_matmul.py: at M = 8 the fused 4-bit kernel still wins ~2x, at 32
+#: BLAS is ahead by ~1.3x; the float path of gemv_t crosses over near 4).
+FUSED_MAX_ROWS = 64
+GRAD_FUSED_MAX_ROWS = 4
+
+
+def _matrix(a: np.ndarray, cols: int, what: str) -> np.ndarray:
+    """``a`` as a C-contiguous float32 (M, cols) matrix; TypeError for other dtypes."""
+    a = np.asarray(a)
+    if a.dtype != np.float32:
+        raise TypeError(f"{what}: expected a float32 array, got {a.dtype}")
+    if a.ndim != 2 or a.shape[1] != cols:
+        raise ValueError(f"{what}: expected shape (M, {cols}), got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _tile_rows(cols: int) -> int:
+    return max(1, TILE_BYTES // (4 * max(cols, 1)))
+
+
+def _shape(shape: tuple[int, int]) -> tuple[int, int]:
+    rows, cols = (int(s) for s in shape)
+    if rows < 0 or cols < 0:
+        raise ValueError(f"bad matrix shape {shape}")
+    return rows, cols
+
+
+# -- reference bodies --------------------------------------------------------------------
+
+
+@kernel("quant_linear")
+def quant_linear(x: np.ndarray, fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray],
+                 shape: tuple[int, int], decode_rows: Decoder) -> np.ndarray:
+    """``x @ W.T``: x float32 (M, K), W (N, K) quantized; returns float32 (M, N)."""
+    rows, cols = _shape(shape)
+    x = _matrix(x, cols, "quant_linear")
+    out_t = np.empty((rows, x.shape[0]), np.float32)  # W x.T, tile rows are contiguous
+    step = _tile_rows(cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        np.matmul(decode_rows(r0, r1), x.T, out=out_t[r0:r1])
+    return np.ascontiguousarray(out_t.T)
+
+
+@kernel("quant_linear_grad_input")
+def quant_linear_grad_input(g: np.ndarray, fmt: str, options: Mapping[str, Any],
+                            parts: Mapping[str, np.ndarray], shape: tuple[int, int],
+                            decode_rows: Decoder) -> np.ndarray:
+    """``g @ W``: g float32 (M, N), W (N, K) quantized; returns float32 (M, K)."""
+    rows, cols = _shape(shape)
+    g = _matrix(g, rows, "quant_linear_grad_input")
+    out = np.zeros((g.shape[0], cols), np.float32)
+    tmp = np.empty_like(out)
+    step = _tile_rows(cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        np.matmul(g[:, r0:r1], decode_rows(r0, r1), out=tmp)
+        out += tmp
+    return out
+
+
+@kernel("quant_dequantize_rows")
+def quant_dequantize_rows(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray],
+                          shape: tuple[int, int], start: int, stop: int, decode_rows: Decoder) -> np.ndarray:
+    """Rows ``start:stop`` of W as float32 (stop - start, K) (slice semantics)."""
+    return decode_rows(start, stop)
+
+
+def formats_with_native() -> set[str]:
+    """Names of the formats the loaded extension accelerates (empty without it)."""
+    lib = native.load()
+    if lib is None or "quant_linear" not in lib.kernels():
+        return set()
+    return set(lib.quant_formats())
+
+
+# -- native bodies -----------------------------------------------------------------------
+
+
+def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray]) -> dict | None:
+    """Keyword arguments of the ``tensora._C`` calls, or None when the extension lacks ``fmt``."""
+    if fmt not in formats_with_native():
+        return None
+    group = options.get("group_size") if fmt == "int4" else options.get("block_size") if fmt in ("nf4", "fp4") else 0
+    return {"parts": dict(parts), "group": int(group or 0)}
+
+
+def _decode_into(lib: ModuleType, fmt: str, args: dict, rows: int, cols: int, r0: int, r1: int,
+                 buf: np.ndarray) -> np.ndarray:
+    # One thread: BLAS's workers still spin between the tile products, and decoding on
+    # every core against them is several times slower than decoding on this one.
+    tile = buf[: r1 - r0]
+    lib.quant_dequantize_rows(fmt, args["parts"], rows, cols, r0, r1, tile, group=args["group"], threads=1)
+    return tile
+
+
+@quant_linear.native_body
+def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapping[str, Any],
+                         parts: Mapping[str, np.ndarray], shape: tuple[int, int], decode_rows: Decoder) -> np.ndarray:
+    args = _native_args(fmt, options, parts)
+    if args is None:
+        return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
+    rows, cols = _shape(shape)
+    x = _matrix(x, cols, "quant_linear")
+    if x.shape[0] <= FUSED_MAX_ROWS:
+        out = np.empty((x.shape[0], rows), np.float32)
+        lib.quant_linear(fmt, args["parts"], rows, cols, x, out, group=args["group"])
+        return out
+    out_t = np.empty((rows, x.shape[0]), np.float32)
+    step = _tile_rows(cols)
+    buf = np.empty((min(step, rows), cols), np.float32)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        np.matmul(_decode_into(lib, fmt, args, rows, cols, r0, r1, buf), x.T, out=out_t[r0:r1])
+    return np.ascontiguousarray(out_t.T)
+
+
+@quant_linear_grad_input.native_body
+def _quant_linear_grad_input_native(lib: ModuleType, g: np.ndarray, fmt: str, options: Mapping[str, Any],
+                                    parts: Mapping[str, np.ndarray], shape: tuple[int, int],
+                                    decode_rows: Decoder) -> np.ndarray:
+    args = _native_args(fmt, options, parts)
+    if args is None:
+        return quant_linear_grad_input.reference(g, fmt, options, parts, shape, decode_rows)
+    rows, cols = _shape(shape)
+    g = _matrix(g, rows, "quant_linear_grad_input")
+    out = np.zeros((g.shape[0], cols), np.float32)
+    if g.shape[0] <= GRAD_FUSED_MAX_ROWS:
+        lib.quant_linear_grad_input(fmt, args["parts"], rows, cols, g, out, group=args["group"])
+        return out
+    tmp = np.empty_like(out)
+    step = _tile_rows(cols)
+    buf = np.empty((min(step, rows), cols), np.float32)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        np.matmul(g[:, r0:r1], _decode_into(lib, fmt, args, rows, cols, r0, r1, buf), out=tmp)
+        out += tmp
+    return out
+
+
+@quant_dequantize_rows.native_body
+def _quant_dequantize_rows_native(lib: ModuleType, fmt: str, options: Mapping[str, Any],
+                                  parts: Mapping[str, np.ndarray], shape: tuple[int, int], start: int, stop: int,
+                                  decode_rows: Decoder) -> np.ndarray:
+    args = _native_args(fmt, options, parts)
+    if args is None:
+        return decode_rows(start, stop)
+    rows, cols = _shape(shape)
+    start, stop, _ = slice(start, stop).indices(rows)
+    stop = max(start, stop)
+    out = np.empty((stop - start, cols), np.float32)
+    lib.quant_dequantize_rows(fmt, args["parts"], rows, cols, start, stop, out, group=args["group"])
+    return out

@@ -1,0 +1,146 @@
+"""Model-level quantization: `quantize(module, format)` and `memory_report(module)`.
+
+`quantize` walks the module tree and swaps each nn.Linear (and, unless skipped,
+nn.Embedding) for its quantized counterpart *in place*, one layer at a time: each
+dense weight is dropped as soon as its packed copy exists, so peak memory is the
+model plus one layer, not two models. Layers whose shape the format cannot hold
+(a row length that is not a multiple of the block size) stay dense and are listed
+in the result, never silently changed.
+
+    >>> import tensora
+    >>> from tensora import nn
+    >>> from tensora.quant import quantize, memory_report
+    >>> model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    >>> result = quantize(model, "q4_0", skip=["2"])
+    >>> result.quantized, result.skipped
+    (['0'], ['2'])
+    >>> memory_report(model).multiplier > 3
+    True
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ShapeError
+from ..nn import Embedding, Linear, Module
+from ..tensor import Tensor
+from .formats import QuantFormat, get_format
+from .layers import QuantizedEmbedding, QuantizedLinear
+from .tensor import QuantizedTensor
+
+Skip = Iterable[str] | Callable[[str, Module], bool] | None
+
+
+@dataclass
+class QuantizeResult:
+    """Which layers (dotted names) were quantized, skipped on request, or left dense because they do not fit."""
+
+    quantized: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unfit: dict[str, str] = field(default_factory=dict)  # name -> why the format cannot hold it
+
+
+def _format_with_group(format: str | QuantFormat, group_size: int | None, options: dict[str, Any]) -> QuantFormat:
+    """``get_format`` with ``group_size`` mapped to the option the format calls its block size."""
+    if group_size is None:
+        return get_format(format, **options)
+    if isinstance(format, QuantFormat):
+        raise ValueError("group_size goes with a format name, not a format instance")
+    cls = type(get_format(format))
+    params = inspect.signature(cls.__init__).parameters
+    key = next((k for k in ("group_size", "block_size") if k in params), None)
+    if key is None:
+        raise ValueError(f"format {format!r} has a fixed block size; it takes no group_size")
+    return get_format(format, **{key: group_size}, **options)
+
+
+def _should_skip(skip: Skip, name: str, module: Module) -> bool:
+    if skip is None:
+        return False
+    if callable(skip):
+        return bool(skip(name, module))
+    return any(name == s or name.startswith(s + ".") for s in skip)
+
+
+def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group_size: int | None = None,
+             *, embeddings: bool = True, **options: Any) -> QuantizeResult:
+    """Replace Linear (and Embedding, if ``embeddings``) layers of ``module`` in place.
+
+    ``skip``: dotted names (a name skips its whole subtree) or a predicate
+    ``(name, module) -> bool``; ``group_size`` sets the format's block/group size;
+    other ``options`` go to the format (e.g. ``double_quant=True`` for nf4).
+    """
+    fmt = _format_with_group(format, group_size, options)
+    result = QuantizeResult()
+    _quantize_children(module, "", fmt, skip, embeddings, result)
+    return result
+
+
+def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip, embeddings: bool,
+                       result: QuantizeResult) -> None:
+    """Depth-first over ``parent``'s children, holding no reference to a replaced layer afterwards."""
+    for child_name, child in list(parent._modules.items()):
+        if child is None:
+            continue
+        name = prefix + child_name
+        if _should_skip(skip, name, child):
+            if isinstance(child, (Linear, Embedding)):
+                result.skipped.append(name)
+            continue
+        if isinstance(child, Linear) or (embeddings and isinstance(child, Embedding)):
+            try:
+                fmt.check_shape(tuple(child.weight.shape))
+            except ShapeError as exc:
+                result.unfit[name] = str(exc)
+                continue
+            layer_cls = QuantizedLinear if isinstance(child, Linear) else QuantizedEmbedding
+            setattr(parent, child_name, layer_cls.from_float(child, fmt))
+            result.quantized.append(name)
+        else:
+            _quantize_children(child, name + ".", fmt, skip, embeddings, result)
+
+@dataclass
+class MemoryReport:
+    """Bytes of a module's weights dense (at their dtype) and as held; ``multiplier`` = dense / held."""
+
+    dense_bytes: int
+    held_bytes: int
+    by_format: dict[str, tuple[int, int]]  # format (or dtype) -> (dense bytes, held bytes)
+
+    @property
+    def multiplier(self) -> float:
+        return self.dense_bytes / self.held_bytes if self.held_bytes else 1.0
+
+    def __str__(self) -> str:
+        lines = [f"{'storage':<14}{'dense MiB':>12}{'held MiB':>12}{'ratio':>8}"]
+        for key, (dense, held) in sorted(self.by_format.items()):
+            lines.append(f"{key:<14}{dense / 2**20:>12.2f}{held / 2**20:>12.2f}{dense / max(held, 1):>8.2f}")
+        lines.append(f"{'total':<14}{self.dense_bytes / 2**20:>12.2f}{self.held_bytes / 2**20:>12.2f}"
+                     f"{self.multiplier:>8.2f}")
+        return "\n".join(lines)
+
+
+def memory_report(module: Module) -> MemoryReport:
+    """What ``module``'s parameters, buffers and quantized weights take, dense vs held."""
+    by_format: dict[str, list[int]] = {}
+    seen: set[int] = set()
+    for value in module.state_dict(keep_vars=True).values():
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, QuantizedTensor):
+            key, dense, held = value.format.name, value.dense_nbytes, value.nbytes
+        elif isinstance(value, Tensor):
+            key, dense, held = str(value.dtype).removeprefix("tensora."), value.nbytes, value.nbytes
+        else:
+            continue
+        entry = by_format.setdefault(key, [0, 0])
+        entry[0] += dense
+        entry[1] += held
+    dense_total = sum(d for d, _ in by_format.values())
+    held_total = sum(h for _, h in by_format.values())
+    return MemoryReport(dense_total, held_total, {k: (d, h) for k, (d, h) in by_format.items()})
