@@ -89,21 +89,20 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
           f"torch {torch.__version__ if torch else '-'}")
     bandwidth = copy_bandwidth()
-    print(f"copy bandwidth: {bandwidth:.1f} GB/s; W {n} x {k}; fused up to "
-          f"{qm.FUSED_MAX_ROWS} rows, then native tiles + BLAS")
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s; W {n} x {k}")
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((n, k), dtype=np.float32)
     x1 = rng.standard_normal((1, k), dtype=np.float32)
     x32 = rng.standard_normal((32, k), dtype=np.float32)
     base = {m: per_call_us(lambda x=x: x @ w.T, min_time=budget) / 1e3 for m, x in ((1, x1), (32, x32))}
-    rows = [("numpy float32", w.nbytes / 2**20, base[1], 1.0, w.nbytes / base[1] / 1e6, base[32], 1.0)]
+    rows = [("numpy float32", w.nbytes / 2**20, base[1], 1.0, w.nbytes / base[1] / 1e6, base[32], 1.0, "BLAS")]
     if torch:
         tw, t1, t32 = torch.from_numpy(w), torch.from_numpy(x1), torch.from_numpy(x32)
         lin = torch.nn.functional.linear
         tt = {m: per_call_us(lambda x=x: lin(x, tw), min_time=budget) / 1e3 for m, x in ((1, t1), (32, t32))}
         rows.append(("torch float32", w.nbytes / 2**20, tt[1], base[1] / tt[1], w.nbytes / tt[1] / 1e6,
-                     tt[32], base[32] / tt[32]))
+                     tt[32], base[32] / tt[32], "BLAS"))
 
     w_slice = w[: n // REPEAT]
     for name, options in cases:
@@ -123,11 +122,13 @@ def main() -> None:
         t1 = per_call_us(lambda: run(x1), min_time=budget) / 1e3
         t32 = per_call_us(lambda: run(x32), min_time=budget) / 1e3
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
-        rows.append((label, nbytes / 2**20, t1, base[1] / t1, nbytes / t1 / 1e6, t32, base[32] / t32))
+        fused = 32 <= min(qm.FUSED_MAX_ROWS, qm.HEAVY_DECODE.get(name, qm.FUSED_MAX_ROWS))
+        path = "-" if lib is None else "fused" if fused else "tiles+BLAS"
+        rows.append((label, nbytes / 2**20, t1, base[1] / t1, nbytes / t1 / 1e6, t32, base[32] / t32, path))
         print(f"  {label}: quantized in {setup:.1f} s", file=sys.stderr)
 
     print()
-    print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "M=32 ms", "x fp32")))
+    print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "M=32 ms", "x fp32", "M=32 path")))
 
 
 if __name__ == "__main__":

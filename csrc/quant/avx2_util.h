@@ -21,14 +21,14 @@ constexpr std::size_t kChunk = 32;
 enum class Layout {
     natural,   // 0..15 | 16..31 (GGUF low/high nibbles, bytes)
     even_odd,  // even elements | odd elements (low nibble = element 2i)
-    pairs,     // evens 0..14, odds 1..15 | evens 16..30, odds 17..31 (byte unpacks)
+    odd_even_pairs,  // odds 1..15, evens 0..14 | odds 17..31, evens 16..30 (byte unpacks)
 };
 
 inline int layout_index(Layout layout, int p) {
     switch (layout) {
         case Layout::natural: return p;
         case Layout::even_odd: return p < 16 ? 2 * p : 2 * (p - 16) + 1;
-        case Layout::pairs: return (p & 16) + 2 * (p & 7) + ((p >> 3) & 1);
+        case Layout::odd_even_pairs: return (p & 16) + 2 * (p & 7) + (((p >> 3) & 1) ^ 1);
     }
     return p;
 }
@@ -86,11 +86,6 @@ FUSED_TARGET inline Pair lut_i8(const std::uint8_t *p, __m128i table) {
     const __m128i m4 = _mm_set1_epi8(0x0f);
     return {_mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(q, m4))),
             _mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), m4)))};
-}
-
-FUSED_TARGET inline __m256i shift16(__m256i v, int left) {
-    return left >= 0 ? _mm256_sll_epi16(v, _mm_cvtsi32_si128(left))
-                     : _mm256_srl_epi16(v, _mm_cvtsi32_si128(-left));
 }
 
 // Unpacks and adds, not vphaddd: that is 2-3 shuffle uops on common cores (one per

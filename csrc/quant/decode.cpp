@@ -158,6 +158,12 @@ TENSORA_TARGET_AVX2 void axpy_avx2(float a, const float *x, float *y, std::size_
 
 bool use_avx2() { return active_simd() == Simd::avx2; }
 
+// Row r of W: the AVX2 decoder where there is one, else the portable one.
+void decode_row(const QuantView &w, std::size_t r, float *y) {
+    if (!decode_row_fast(w, r, y))
+        (use_avx2() ? decode_row_avx2 : decode_row_baseline)(w, r, y);
+}
+
 // Rows per thread chunk: about 2**16 values, enough to pay for a thread start.
 std::size_t row_grain(const QuantView &w) {
     return std::max<std::size_t>(1, (std::size_t(1) << 16) / std::max<std::size_t>(w.cols, 1));
@@ -225,10 +231,9 @@ const float *dynamic_map() {
 
 void decode_rows(const QuantView &w, std::size_t r0, std::size_t r1, float *out,
                  std::size_t threads) {
-    RowFn fn = use_avx2() ? decode_row_avx2 : decode_row_baseline;
     parallel_for(r1 - r0, threads, row_grain(w), 1, [&](std::size_t lo, std::size_t hi) {
         for (std::size_t r = lo; r < hi; ++r)
-            fn(w, r0 + r, out + r * w.cols);
+            decode_row(w, r0 + r, out + r * w.cols);
     });
 }
 
@@ -241,12 +246,11 @@ void gemv(const QuantView &w, const float *x, std::size_t n_x, float *y, std::si
         if (ok)
             return;
     }
-    RowFn row = use_avx2() ? decode_row_avx2 : decode_row_baseline;
     DotFn dot = use_avx2() ? dot_avx2 : dot_baseline;
     parallel_for(w.rows, threads, row_grain(w), 1, [&](std::size_t lo, std::size_t hi) {
         std::vector<float> buf(w.cols);
         for (std::size_t r = lo; r < hi; ++r) {
-            row(w, r, buf.data());
+            decode_row(w, r, buf.data());
             for (std::size_t m = 0; m < n_x; ++m)
                 y[m * w.rows + r] = dot(buf.data(), x + m * w.cols, w.cols);
         }
@@ -254,12 +258,12 @@ void gemv(const QuantView &w, const float *x, std::size_t n_x, float *y, std::si
 }
 
 void gemv_t(const QuantView &w, const float *g, std::size_t n_g, float *y, std::size_t threads) {
-    RowFn row = use_avx2() ? decode_row_avx2 : decode_row_baseline;
     AxpyFn axpy = use_avx2() ? axpy_avx2 : axpy_baseline;
     const std::size_t out = n_g * w.cols;
     if (threads == 0)
         threads = std::min(auto_threads(), std::max<std::size_t>(w.rows / row_grain(w), 1));
-    threads = std::max<std::size_t>(1, std::min(threads, w.rows));
+    // Each thread beyond the first sums into its own n_g x cols buffer: bound them.
+    threads = std::clamp<std::size_t>(threads, 1, std::min<std::size_t>(w.rows, 64));
     // Part t sums rows [t * per, (t + 1) * per) into its own buffer (part 0 into y).
     std::vector<float> partial((threads - 1) * out, 0.0f);
     std::fill(y, y + out, 0.0f);
@@ -269,7 +273,7 @@ void gemv_t(const QuantView &w, const float *g, std::size_t n_g, float *y, std::
         for (std::size_t t = lo; t < hi; ++t) {
             float *acc = t == 0 ? y : partial.data() + (t - 1) * out;
             for (std::size_t r = t * per; r < std::min(w.rows, (t + 1) * per); ++r) {
-                row(w, r, buf.data());
+                decode_row(w, r, buf.data());
                 for (std::size_t m = 0; m < n_g; ++m)
                     axpy(g[m * w.rows + r], buf.data(), acc + m * w.cols, w.cols);
             }

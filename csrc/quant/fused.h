@@ -26,4 +26,11 @@ bool fused_supported(const QuantView &w);
 void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y,
                 std::size_t threads, bool *ok);
 
+// gemv_fused's FP8 kernel (fp8_avx2.cpp), for K a multiple of 32.
+void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);
+
+// W[r] into y with AVX2 where it pays (decode_avx2.cpp); false when this format,
+// shape or CPU is left to the portable decoders.
+bool decode_row_fast(const QuantView &w, std::size_t r, float *y);
+
 }  // namespace tensora::quant

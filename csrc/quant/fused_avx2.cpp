@@ -8,7 +8,8 @@
 // (exact int32 sums), a reduction of unpacks and adds turns the 8 vectors into the
 // 8 rows' chunk sums, and one vector FMA applies the scales. A group's bytes are read
 // from memory once: while the first activation row works on them, the next group is
-// prefetched, and later activation rows (two per pass) find them in L1.
+// prefetched, and later activation rows (two per pass) find them in L1. FP8 has its
+// own float kernel (fp8_avx2.cpp).
 #include "fused.h"
 
 #include <algorithm>
@@ -31,15 +32,18 @@ namespace {
 constexpr float kActMax = 16383.0f;  // 15-bit activations keep every int32 chunk sum exact
 
 // One activation row, quantized per chunk: q = round(x / d) in layout order,
-// d = amax / 16383, s = sum of q, s16 = sums of q over positions 0..15 and 16..31.
+// d = amax / 16383; and the sums the scale step needs per chunk: so = offset * sum(q)
+// (codes stored with an offset), ds = d * sum(q) (minimums), ds16 = d * the sums of q
+// over positions 0..15 and 16..31 (minimums per half chunk).
 struct Act {
     const std::int16_t *q;
     const float *d;
-    const std::int32_t *s, *s16;
+    const std::int32_t *so;
+    const float *ds, *ds16;
 };
 
-FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, std::int16_t *q,
-                               float *d, std::int32_t *s, std::int32_t *s16) {
+FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, int offset, std::int16_t *q,
+                               float *d, std::int32_t *so, float *ds, float *ds16) {
     int perm[kChunk];
     for (int p = 0; p < int(kChunk); ++p)
         perm[p] = layout_index(layout, p);
@@ -60,10 +64,12 @@ FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, 
         h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
         const float amax = _mm_cvtss_f32(h);
         std::int16_t *qc = q + c * kChunk;
+        if (amax > 0.0f && amax < 0x1p-90f)
+            return false;  // 16383 / amax would overflow: tiny inputs take the float path
         if (amax == 0.0f) {
             std::memset(qc, 0, kChunk * sizeof(std::int16_t));
-            d[c] = 0.0f;
-            s[c] = s16[2 * c] = s16[2 * c + 1] = 0;
+            d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
+            so[c] = 0;
             continue;
         }
         const __m256 inv = _mm256_set1_ps(kActMax / amax);
@@ -78,9 +84,10 @@ FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, 
             (p < 16 ? lo : hi) += v;
         }
         d[c] = amax / kActMax;
-        s[c] = lo + hi;
-        s16[2 * c] = lo;
-        s16[2 * c + 1] = hi;
+        so[c] = offset * (lo + hi);
+        ds[c] = d[c] * float(lo + hi);
+        ds16[2 * c] = d[c] * float(lo);
+        ds16[2 * c + 1] = d[c] * float(hi);
     }
     return true;
 }
@@ -130,7 +137,7 @@ FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8
 // Chunk c's share for 8 rows from their int32 sums over madd lanes 0-3 (lo) and 4-7
 // (hi): the scaled sums go to *acc, the minimums' terms to *acc_min (two chains).
 template <class K>
-FUSED_TARGET inline void apply_scales(const K &kern, __m256 *acc, __m256 *acc_min, __m256i lo, __m256i hi,
+FUSED_TARGET inline void apply_scales([[maybe_unused]] const K &kern, __m256 *acc, __m256 *acc_min, __m256i lo, __m256i hi,
                                       const Act &a, std::size_t c, const Tables &t) {
     const __m256 xd = _mm256_set1_ps(a.d[c]);
     if (K::kSplit) {
@@ -139,15 +146,15 @@ FUSED_TARGET inline void apply_scales(const K &kern, __m256 *acc, __m256 *acc_mi
         return;
     }
     __m256i total = _mm256_add_epi32(lo, hi);
-    if (kern.offset)
-        total = _mm256_sub_epi32(total, _mm256_set1_epi32(kern.offset * a.s[c]));
+    if (K::kOffset)
+        total = _mm256_sub_epi32(total, _mm256_set1_epi32(a.so[c]));
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), *acc);
     if (K::kMin == 1)
-        *acc_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.d[c] * float(a.s[c])), *acc_min);
+        *acc_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[c]), *acc_min);
     if (K::kMin == 2) {
-        __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.d[c] * float(a.s16[2 * c])));
+        __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * c]));
         *acc_min = _mm256_add_ps(*acc_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
-                                                           _mm256_set1_ps(a.d[c] * float(a.s16[2 * c + 1])), lo_term));
+                                                           _mm256_set1_ps(a.ds16[2 * c + 1]), lo_term));
     }
 }
 
@@ -158,7 +165,7 @@ FUSED_TARGET inline void apply_scales(const K &kern, __m256 *acc, __m256 *acc_mi
 template <class K, int kM>
 FUSED_TARGET void group_pass(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
                              const std::size_t *rr, const Act *acts, Tables &t, bool first,
-                             const char *next, std::size_t next_step, __m256 *out) {
+                             const char *next, std::size_t next_step, std::size_t next_bytes, __m256 *out) {
     const std::size_t nc = w.cols / kChunk;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
@@ -169,8 +176,8 @@ FUSED_TARGET void group_pass(const K &kern, const QuantView &w, const std::uint8
         if (first && (c & 7) == 0 && c + 8 < nc)
             fill_block(kern, w, rows, rr, c + 8, nc, t);
         if (first && next)  // the next group's bytes (contiguous), a 1/nc slice per chunk
-            for (std::size_t off = c * next_step & ~std::size_t(63); off < (c + 1) * next_step; off += 64)
-                _mm_prefetch(next + off, _MM_HINT_T0);
+            for (int j = 0; j < K::kLines; ++j)
+                _mm_prefetch(next + std::min(c * next_step + 64 * j, next_bytes - 1), _MM_HINT_T0);
         __m256i x[kM][2], quads[kM][2];
         for (int m = 0; m < kM; ++m) {
             const auto *xq = reinterpret_cast<const __m256i *>(acts[m].q + c * kChunk);
@@ -216,7 +223,7 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts,
         }
         const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
         const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
-        const std::size_t next_step = (next_rows * stride + nc - 1) / nc;
+        const std::size_t next_bytes = next_rows * stride, next_step = (next_bytes + nc - 1) / nc;
         // Scales kept beside the codes (int4, nf4, nvfp4, ...): fetch the next group's
         // while this one computes (its codes are prefetched chunk by chunk below).
         if (g + 1 < g1)
@@ -229,9 +236,9 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts,
             __m256 acc[2];
             const char *pf = m == 0 ? next : nullptr;
             if (m + 1 < n_x)
-                group_pass<K, 2>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, acc);
+                group_pass<K, 2>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, next_bytes, acc);
             else
-                group_pass<K, 1>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, acc);
+                group_pass<K, 1>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, next_bytes, acc);
             for (std::size_t j = 0; j < 2 && m + j < n_x; ++j) {
                 _mm256_store_ps(out[j], acc[j]);
                 for (std::size_t i = 0; i < nr; ++i)
@@ -247,13 +254,14 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     // 32-byte aligned activation rows: cols is a multiple of 32 int16s (64 bytes).
     std::vector<std::int16_t> q(n_x * cols + 16);
     auto *q0 = reinterpret_cast<std::int16_t *>((reinterpret_cast<std::uintptr_t>(q.data()) + 31) & ~std::uintptr_t(31));
-    std::vector<float> d(n_x * nc);
-    std::vector<std::int32_t> s(n_x * nc), s16(n_x * 2 * nc);
+    std::vector<float> d(n_x * nc), ds(n_x * nc), ds16(n_x * 2 * nc);
+    std::vector<std::int32_t> so(n_x * nc);
     std::vector<Act> acts(n_x);
     for (std::size_t m = 0; m < n_x; ++m) {
-        if (!quantize_act(x + m * cols, cols, K::kLayout, q0 + m * cols, &d[m * nc], &s[m * nc], &s16[m * 2 * nc]))
+        if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, q0 + m * cols, &d[m * nc], &so[m * nc],
+                          &ds[m * nc], &ds16[m * 2 * nc]))
             return false;
-        acts[m] = Act{q0 + m * cols, &d[m * nc], &s[m * nc], &s16[m * 2 * nc]};
+        acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &ds[m * nc], &ds16[m * 2 * nc]};
     }
     const std::size_t groups = (w.rows + 7) / 8;
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / cols);
@@ -261,58 +269,6 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
         run_groups(kern, w, acts.data(), n_x, y, lo, hi);
     });
     return true;
-}
-
-// -- FP8: float activations, bytes to floats through F16C --------------------------------
-
-template <bool kE4M3>
-FUSED_TARGET inline __m256 fp8x8(const std::uint8_t *p) {
-    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
-    __m128i h;
-    if (kE4M3) {  // sign-extended byte << 7 puts the sign at bit 15; clear bit 14
-        h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(b), 7), _mm_set1_epi16(short(0xbfff)));
-    } else {      // e5m2 is the upper byte of a half
-        h = _mm_slli_epi16(_mm_cvtepu8_epi16(b), 8);
-    }
-    return _mm256_cvtph_ps(h);
-}
-
-template <bool kE4M3>
-FUSED_TARGET void run_fp8_rows(const QuantView &w, const float *x, std::size_t n_x, float *y,
-                               std::size_t r0, std::size_t r1) {
-    const float *scale = static_cast<const float *>(w.scale);
-    const __m256i nan_code = _mm256_set1_epi8(0x7f);
-    for (std::size_t r = r0; r < r1; ++r) {
-        const std::uint8_t *q = w.codes + r * w.row_bytes;
-        // e4m3 bytes x1111111 are NaN, which the half trick would read as 480: a row
-        // holding one gives NaN, as the reference product does.
-        bool has_nan = false;
-        if (kE4M3) {
-            __m256i any = _mm256_setzero_si256();
-            for (std::size_t k = 0; k < w.cols; k += 32) {
-                __m256i v = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + k)), nan_code);
-                any = _mm256_or_si256(any, _mm256_cmpeq_epi8(v, nan_code));
-            }
-            has_nan = !_mm256_testz_si256(any, any);
-        }
-        // e4m3 through halves is 2**-8 of the value: fold the 2**8 into the scale.
-        float s = scale[w.per_channel ? r : 0] * (kE4M3 ? 256.0f : 1.0f);
-        for (std::size_t m = 0; m < n_x; ++m) {
-            const float *xm = x + m * w.cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (std::size_t k = 0; k < w.cols; k += 32) {
-                a0 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k), _mm256_loadu_ps(xm + k), a0);
-                a1 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 8), _mm256_loadu_ps(xm + k + 8), a1);
-                a2 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 16), _mm256_loadu_ps(xm + k + 16), a2);
-                a3 = _mm256_fmadd_ps(fp8x8<kE4M3>(q + k + 24), _mm256_loadu_ps(xm + k + 24), a3);
-            }
-            __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-            y[m * w.rows + r] = has_nan ? bits_to_float(0x7fc00000u) : _mm_cvtss_f32(h) * s;
-        }
-    }
 }
 
 bool cpu_ok() {
@@ -349,14 +305,7 @@ void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y, s
                 bool *ok) {
     *ok = true;
     if (w.format == Format::fp8_e4m3 || w.format == Format::fp8_e5m2) {
-        const bool e4 = w.format == Format::fp8_e4m3;
-        const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / w.cols);
-        parallel_for(w.rows, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
-            if (e4)
-                fused::run_fp8_rows<true>(w, x, n_x, y, lo, hi);
-            else
-                fused::run_fp8_rows<false>(w, x, n_x, y, lo, hi);
-        });
+        gemv_fp8(w, x, n_x, y, threads);
         return;
     }
     using namespace fused;

@@ -6,8 +6,9 @@
 // chunks at once, vectorised where it pays). Compile-time traits tell the driver
 // what to do with the sums: kLayout (order of the 32 activations), kMin (0: none,
 // 1: a minimum per chunk, 2: one per half chunk), kSplit (a scale per 16 values),
-// kSub (int16 sub-scales per 16 multiplied into the weights), offset (subtracted
-// from every code, via the activation sums).
+// kSub (int16 sub-scales per 16 multiplied into the weights), kOffset (subtracted
+// from every code, via the activation sums), kLines (cache lines of codes per chunk
+// of 8 rows, for prefetching).
 #pragma once
 
 #include "avx2_util.h"
@@ -32,7 +33,8 @@ struct KernelBase {
     static constexpr Layout kLayout = Layout::natural;
     static constexpr int kMin = 0;
     static constexpr bool kSplit = false, kSub = false;
-    int offset = 0;
+    static constexpr int kOffset = 0;
+    static constexpr int kLines = 3;
     std::size_t row_bytes = 0;
     const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * row_bytes; }
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
@@ -50,10 +52,11 @@ struct KernelBase {
 };
 
 // GGUF legacy types: an fp16 scale (and minimum) at the start of each 32-value block.
-template <std::size_t kSize, std::size_t kQs, int kOffset, bool kWithMin, bool kFifth>
-struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOffset, kWithMin, kFifth>> {
+template <std::size_t kSize, std::size_t kQs, int kOff, bool kWithMin, bool kFifth>
+struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOff, kWithMin, kFifth>> {
     static constexpr int kMin = kWithMin ? 1 : 0;
-    KLegacy() { this->offset = kOffset; }
+    static constexpr int kOffset = kOff;
+    static constexpr int kLines = int(8 * kSize + 63) / 64;
     FUSED_TARGET void fill(FILL_ARGS) const {
         *sc = f16(b + kSize * c);
         if (kWithMin)
@@ -82,6 +85,7 @@ using KQ5_0 = KLegacy<2 + 4 + 16, 6, 16, false, true>;
 using KQ5_1 = KLegacy<2 + 2 + 4 + 16, 8, 0, true, true>;
 
 struct KQ8_0 : KernelBase<KQ8_0> {
+    static constexpr int kLines = (8 * 34 + 63) / 64;
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = f16(b + 34 * c); }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         return {f16x8(b + 34 * c0, 34), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -146,22 +150,18 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
         return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
                 _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
     }
+    // Branch-free in the row: every offset and shift count depends on c only, so the
+    // compiler computes them once for the 8 rows of a chunk.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const std::uint8_t *sb = b + kSize * (c / 8);
-        int j = int(c % 8);
-        const std::uint8_t *q = sb + kQs + 32 * (j / 2);
-        __m256i v0 = widen_u8(q), v1 = widen_u8(q + 16);
-        if (j & 1) {
-            v0 = _mm256_srli_epi16(v0, 4);
-            v1 = _mm256_srli_epi16(v1, 4);
-        } else {
-            v0 = low4(v0);
-            v1 = low4(v1);
-        }
+        const std::size_t sb = kSize * (c / 8), j = c % 8, q = sb + kQs + 32 * (j / 2);
+        const __m128i nibble = _mm_cvtsi32_si128(int(4 * (j & 1)));
+        __m256i v0 = low4(_mm256_srl_epi16(widen_u8(b + q), nibble));
+        __m256i v1 = low4(_mm256_srl_epi16(widen_u8(b + q + 16), nibble));
         if (kFifth) {  // bit j of qh[l] is the fifth bit of element l
-            const __m256i bit = _mm256_set1_epi16(short(1 << j));
-            v0 = _mm256_or_si256(v0, shift16(_mm256_and_si256(widen_u8(sb + 16), bit), 4 - j));
-            v1 = _mm256_or_si256(v1, shift16(_mm256_and_si256(widen_u8(sb + 32), bit), 4 - j));
+            const __m128i bit = _mm_cvtsi32_si128(int(j));
+            const __m256i one = _mm256_set1_epi16(1);
+            v0 = _mm256_or_si256(v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(widen_u8(b + sb + 16), bit), one), 4));
+            v1 = _mm256_or_si256(v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(widen_u8(b + sb + 32), bit), one), 4));
         }
         return {v0, v1};
     }
@@ -172,6 +172,7 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
 // sub-scales per 16 values are multiplied into the int16 weights (|w| <= 32 * 128).
 struct KQ6_K : KernelBase<KQ6_K> {
     static constexpr bool kSub = true;
+    static constexpr int kLines = 4;
     FUSED_TARGET void fill(FILL_ARGS) const {
         const std::uint8_t *sb = b + 210 * (c / 8);
         *sc = f16(sb + 208);
@@ -184,23 +185,18 @@ struct KQ6_K : KernelBase<KQ6_K> {
         return {_mm256_set1_ps(f16(sb + 208)), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const std::uint8_t *sb = b + 210 * (c / 8);
-        int t8 = int(c % 8), h = t8 / 4, t = t8 % 4;
-        const std::uint8_t *ql = sb + 64 * h + 32 * (t & 1), *qh = sb + 128 + 32 * h;
-        __m256i v0 = widen_u8(ql), v1 = widen_u8(ql + 16);
-        if (t >> 1) {
-            v0 = _mm256_srli_epi16(v0, 4);
-            v1 = _mm256_srli_epi16(v1, 4);
-        } else {
-            v0 = low4(v0);
-            v1 = low4(v1);
+        const std::size_t sb = 210 * (c / 8), t8 = c % 8, h = t8 / 4, t = t8 % 4;
+        const std::size_t ql = sb + 64 * h + 32 * (t & 1), qh = sb + 128 + 32 * h;
+        const __m128i nibble = _mm_cvtsi32_si128(int(4 * (t >> 1))), pair = _mm_cvtsi32_si128(int(2 * t));
+        const __m256i m2 = _mm256_set1_epi16(3), k32 = _mm256_set1_epi16(32);
+        __m256i v[2];
+        for (int k = 0; k < 2; ++k) {
+            __m256i lo = low4(_mm256_srl_epi16(widen_u8(b + ql + 16 * k), nibble));
+            __m256i hi = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + qh + 16 * k), pair), m2);
+            __m256i code = _mm256_sub_epi16(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), k32);
+            v[k] = _mm256_mullo_epi16(code, _mm256_set1_epi16(isc[2 * c + k]));
         }
-        const __m256i m2 = _mm256_set1_epi16(0x30), k32 = _mm256_set1_epi16(32);
-        v0 = _mm256_or_si256(v0, _mm256_and_si256(shift16(widen_u8(qh), 4 - 2 * t), m2));
-        v1 = _mm256_or_si256(v1, _mm256_and_si256(shift16(widen_u8(qh + 16), 4 - 2 * t), m2));
-        v0 = _mm256_mullo_epi16(_mm256_sub_epi16(v0, k32), _mm256_set1_epi16(isc[2 * c]));
-        v1 = _mm256_mullo_epi16(_mm256_sub_epi16(v1, k32), _mm256_set1_epi16(isc[2 * c + 1]));
-        return {v0, v1};
+        return {v[0], v[1]};
     }
 };
 
@@ -221,15 +217,14 @@ struct KQ3_K : KernelBase<KQ3_K> {
         return {_mm256_set1_ps(f16(sb + 108)), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const std::uint8_t *sb = b + 110 * (c / 8);
-        int t8 = int(c % 8), j = t8 % 4;
-        const std::uint8_t *q = sb + 32 + 32 * (t8 / 4);
+        const std::size_t sb = 110 * (c / 8), t8 = c % 8, q = sb + 32 + 32 * (t8 / 4);
+        const __m128i pair = _mm_cvtsi32_si128(int(2 * (t8 % 4)));
         const __m256i three = _mm256_set1_epi16(3), four = _mm256_set1_epi16(4);
         const __m256i bit = _mm256_set1_epi16(short(1 << t8));  // hmask bit 4h + j == t8
         __m256i v[2];
         for (int k = 0; k < 2; ++k) {
-            __m256i code = _mm256_and_si256(shift16(widen_u8(q + 16 * k), -2 * j), three);
-            __m256i clear = _mm256_cmpeq_epi16(_mm256_and_si256(widen_u8(sb + 16 * k), bit), _mm256_setzero_si256());
+            __m256i code = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + q + 16 * k), pair), three);
+            __m256i clear = _mm256_cmpeq_epi16(_mm256_and_si256(widen_u8(b + sb + 16 * k), bit), _mm256_setzero_si256());
             code = _mm256_sub_epi16(code, _mm256_and_si256(clear, four));
             v[k] = _mm256_mullo_epi16(code, _mm256_set1_epi16(isc[2 * c + k]));
         }
@@ -265,17 +260,18 @@ struct KQ2_K : KernelBase<KQ2_K> {
                 _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8))), neg_dmin)};
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const std::uint8_t *q = b + 84 * (c / 8) + 16 + 32 * ((c % 8) / 4);
-        int j = int(c % 4);
+        const std::size_t q = 84 * (c / 8) + 16 + 32 * ((c % 8) / 4);
+        const __m128i pair = _mm_cvtsi32_si128(int(2 * (c % 4)));
         const __m256i three = _mm256_set1_epi16(3);
-        __m256i v0 = _mm256_and_si256(shift16(widen_u8(q), -2 * j), three);
-        __m256i v1 = _mm256_and_si256(shift16(widen_u8(q + 16), -2 * j), three);
+        __m256i v0 = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + q), pair), three);
+        __m256i v1 = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + q + 16), pair), three);
         return {_mm256_mullo_epi16(v0, _mm256_set1_epi16(isc[2 * c])),
                 _mm256_mullo_epi16(v1, _mm256_set1_epi16(isc[2 * c + 1]))};
     }
 };
 
 struct KInt8 : KernelBase<KInt8> {
+    static constexpr int kLines = 4;
     const void *side(const QuantView &w, std::size_t r) const { return static_cast<const float *>(w.scale) + r; }
     std::size_t side_bytes(const QuantView &) const { return 4; }
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = static_cast<const float *>(w.scale)[r]; }
@@ -300,15 +296,14 @@ template <bool kSym>
 struct KInt4 : KernelBase<KInt4<kSym>> {
     static constexpr Layout kLayout = Layout::even_odd;
     static constexpr int kMin = kSym ? 0 : 1;
+    static constexpr int kOffset = kSym ? 8 : 0;
+    static constexpr int kLines = 2;
     int shift = 0;  // chunk -> group index
     const void *side(const QuantView &w, std::size_t r) const {
         return static_cast<const std::uint16_t *>(w.scale) + r * (w.cols / w.group);
     }
     std::size_t side_bytes(const QuantView &w) const { return 2 * (w.cols / w.group); }
-    explicit KInt4(const QuantView &w) {
-        this->offset = kSym ? 8 : 0;
-        shift = log2_exact(w.group / kChunk);
-    }
+    explicit KInt4(const QuantView &w) : shift(log2_exact(w.group / kChunk)) {}
     FUSED_TARGET void fill(FILL_ARGS) const {
         std::size_t g = r * (w.cols / w.group) + (c >> shift);
         float s = _cvtsh_ss(static_cast<const std::uint16_t *>(w.scale)[g]);
@@ -343,7 +338,8 @@ struct KInt4 : KernelBase<KInt4<kSym>> {
 // tables; the scale table holds absmax / 4096 (or / 192).
 template <bool kNf4>
 struct KBnb : KernelBase<KBnb<kNf4>> {
-    static constexpr Layout kLayout = Layout::pairs;
+    static constexpr Layout kLayout = Layout::odd_even_pairs;
+    static constexpr int kLines = 2;
     static constexpr float kUnit = kNf4 ? 4096.0f : 192.0f;
     alignas(16) std::uint8_t lo_bytes[16], hi_bytes[16];
     int shift = 0;  // element -> block index
@@ -372,9 +368,11 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
         return {_mm256_mul_ps(v, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 16 * c));
-        const __m128i m4 = _mm_set1_epi8(0x0f);
-        __m256i codes = _mm256_set_m128i(_mm_and_si128(q, m4), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+        // The 16 bytes in both halves, the upper half shifted by 4: low nibbles (odd
+        // elements) below, high nibbles (even elements) above, no cross-lane shuffle.
+        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 16 * c)));
+        __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                                         _mm256_set1_epi8(0x0f));
         const __m256i tlo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(lo_bytes)));
         const __m256i thi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(hi_bytes)));
         __m256i lo = _mm256_shuffle_epi8(tlo, codes), hi = _mm256_shuffle_epi8(thi, codes);
@@ -387,6 +385,7 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
 struct KNvfp4 : KernelBase<KNvfp4> {
     static constexpr Layout kLayout = Layout::even_odd;
     static constexpr bool kSplit = true;
+    static constexpr int kLines = 2;
     const void *side(const QuantView &w, std::size_t r) const {
         return static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16);
     }

@@ -13,32 +13,33 @@ native body from ``tensora._C``:
 
 The reference bodies decode W a tile of rows at a time (``TILE_BYTES`` of float32) and
 multiply each tile with ``np.matmul`` into its slice of the result, so their extra
-memory is bounded whatever N is. The native bodies run, for up to ``FUSED_MAX_ROWS``
-activation rows, the fused kernel (csrc/quant/fused_avx2.cpp: each block is decoded in
-registers and multiplied there, 8 weight rows at a time, on every core); for more rows
-they decode tiles natively into one reused buffer and hand each tile to BLAS, where a
-GEMM's arithmetic, not the weight bytes, is the cost.
+memory is bounded whatever N is. The native bodies run, for few activation rows
+(``FUSED_MAX_ROWS``, lower for formats with a heavier decode: ``HEAVY_DECODE``), the
+fused kernel (csrc/quant/fused_avx2.cpp: each 32-value chunk of 8 weight rows is
+decoded in registers and multiplied there, two activation rows per pass, on every
+core); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
+arithmetic rather than the weight bytes is the cost. The backward does the same with
+a float path (decode a row, one axpy per activation row) up to
+``GRAD_FUSED_MAX_ROWS``. Every format has native bodies; a format the loaded
+extension lacks (a stale build) runs the reference.
 
-Tolerances (native against reference; ``tests/kernels/test_quant_matmul.py`` checks them):
+Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks them):
 
-- ``quant_dequantize_rows``: bit for bit.
-- Float paths (FP8's fused kernel, ``quant_linear_grad_input``, every product on a CPU
-  without AVX2/FMA/F16C): the same products summed in another order, so
-  ``|native - ref| <= 1e-5 * (|x| @ |W|.T) + 1e-30``; float32 rounding is ~6e-8 per
-  operation, and 1e-5 leaves room for K ~ 10**5 terms.
-- The fused integer kernel (every other format, K a multiple of 32, AVX2): x is
-  rounded to 15-bit integers per 32 values (step ``amax/16383``, llama.cpp's Q8
-  activations with 128x finer steps), so that the weight decodes to exact int16 and
-  ``vpmaddwd`` sums exactly. The result is the exact product with a perturbed x:
-  ``|native - ref| <= (|W| @ a.T) / 32766 + 1e-5 * (|x| @ |W|.T)`` where ``a`` is
-  each value's chunk amax; relative to the output's scale that is ~3e-5. NF4's code
-  book is irrational, so its kernel holds it in multiples of 2**-12, which adds
-  ``(|x| @ absmax_per_value.T) / 8192``. Quantizing the weight itself costs 10-1000x
-  more than either.
-
-Measured on the 2-core AVX2 machine of benchmarks/quant_matmul.py (W 11008x4096):
-batch-1 products run 5-8x faster than NumPy's float32 GEMV for 4-bit formats and 3-4x
-for 8-bit ones; at batch 32 the tile path reaches ~0.9x NumPy's float32 GEMM.
+- ``quant_dequantize_rows``: bit for bit (same float32 operations in the same order).
+- Float paths (the tile paths, ``quant_linear_grad_input``, FP8's fused kernel, rows
+  whose length is not a multiple of 32, any CPU without AVX2/FMA/F16C): the same
+  products summed in another order, ``|native - ref| <= 1e-5 * (|x| @ |W|.T)``
+  (float32 rounding is ~6e-8 per operation; 1e-5 leaves room for K ~ 10**5 terms).
+- The fused integer kernel (all other formats): x is rounded to 15-bit integers per 32
+  values (step ``amax / 16383``: llama.cpp's Q8 activations with 128x finer steps), so
+  that weights decode to exact int16 and ``vpmaddwd`` sums exactly; the result is the
+  exact product with that perturbed x, ``|native - ref| <= (|W| @ a.T) / 32766 +
+  1e-5 * (|x| @ |W|.T)`` with ``a`` each value's 32-chunk amax (about 3e-5 of the
+  output's scale, a hundredth of a 4-bit format's own error). NF4's code book is
+  irrational and is held in multiples of 2**-12, which adds
+  ``(|x| @ absmax_per_value.T) / 8192``. Inputs holding inf or NaN take the float
+  path, so they propagate as in the reference.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format
@@ -67,11 +68,19 @@ Decoder = Callable[[int, int], np.ndarray]
 
 #: Float32 bytes of one decoded tile of W (reference and native tile paths).
 TILE_BYTES = 4 << 20
-#: Activation rows up to which the fused kernel beats native tiles + BLAS (measured with
-#: benchmarks/quant_matmul.py: at M = 8 the fused 4-bit kernel still wins ~2x, at 32
-#: BLAS is ahead by ~1.3x; the float path of gemv_t crosses over near 4).
+#: Activation rows up to which the fused kernel beats native tiles + BLAS, measured on
+#: W 11008 x 4096 (benchmarks/quant_matmul.py, 2 cores): the fused kernel's cost grows
+#: linearly with the rows (about 0.6 ms per row at 4 bits), BLAS's less than linearly,
+#: and tiles also pay a decode. Formats with a light decode (one mask or table lookup
+#: per value) cross over near 64 rows; those with sub-scales, fifth/sixth bits or two
+#: tables per value near 16-32; FP8's fused kernel keeps float activations (an FMA
+#: per weight, as BLAS) and only wins while decoding dominates.
 FUSED_MAX_ROWS = 64
-GRAD_FUSED_MAX_ROWS = 4
+HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32,
+                "fp8_e4m3": 16, "fp8_e5m2": 16}
+#: Rows up to which the backward's native float path (decode a row, one axpy per
+#: activation row) beats tiles + BLAS.
+GRAD_FUSED_MAX_ROWS = 8
 
 
 def _matrix(a: np.ndarray, cols: int, what: str) -> np.ndarray:
@@ -136,12 +145,19 @@ def quant_dequantize_rows(fmt: str, options: Mapping[str, Any], parts: Mapping[s
     return decode_rows(start, stop)
 
 
-def formats_with_native() -> set[str]:
+_native_formats: dict[int, frozenset[str]] = {}
+
+
+def formats_with_native() -> frozenset[str]:
     """Names of the formats the loaded extension accelerates (empty without it)."""
     lib = native.load()
-    if lib is None or "quant_linear" not in lib.kernels():
-        return set()
-    return set(lib.quant_formats())
+    if lib is None:
+        return frozenset()
+    key = id(lib)
+    if key not in _native_formats:
+        has = "quant_linear" in lib.kernels()
+        _native_formats[key] = frozenset(lib.quant_formats()) if has else frozenset()
+    return _native_formats[key]
 
 
 # -- native bodies -----------------------------------------------------------------------
@@ -172,7 +188,7 @@ def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapp
         return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    if x.shape[0] <= FUSED_MAX_ROWS:
+    if x.shape[0] <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
         out = np.empty((x.shape[0], rows), np.float32)
         lib.quant_linear(fmt, args["parts"], rows, cols, x, out, group=args["group"])
         return out

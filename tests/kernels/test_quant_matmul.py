@@ -264,6 +264,15 @@ def test_native_propagates_inf_and_nan(lib):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
+def test_native_handles_tiny_activations(lib):
+    """Chunks of subnormal activations cannot be scaled to 15 bits: the float path runs."""
+    fmt, parts, w, decode = make("q8_0", {})
+    x = np.random.default_rng(8).standard_normal((1, COLS)).astype(np.float32) * np.float32(1e-39)
+    got = qm.quant_linear.run_native(x, "q8_0", {}, parts, (ROWS, COLS), decode)
+    assert_within(got, x @ w.T, linear_bound(x, w, "q8_0", {}, parts))
+    assert np.all(got != 0)
+
+
 def test_dynamic_map_matches_bitsandbytes(lib):
     pytest.importorskip("torch")
     bnb = pytest.importorskip("bitsandbytes.functional")
