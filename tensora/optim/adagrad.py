@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, step_state,
-                        zeros_state)
+from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, opmath,
+                        step_state, zeros_state)
 
 
 class Adagrad(Optimizer):
@@ -54,12 +54,13 @@ class Adagrad(Optimizer):
     def apply_single(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         step = bump_step(state)
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        (neg_clr,) = opmath(p._data, -clr)
         for w, g, s, s1, s2 in chunks(array_module(p), p._data, grad._data, state["sum"]._data):
             g = effective_grad(w, g, s1, s2, group["weight_decay"], group["maximize"])
-            np.multiply(g, g, out=s2)
+            np.multiply(g, g, out=s2, dtype=s2.dtype)
             s += s2
             np.sqrt(s, out=s2)
             s2 += group["eps"]
-            np.multiply(g, -clr, out=s1)  # torch's addcdiv: p + (value * g) / std
+            np.multiply(g, neg_clr, out=s1)  # torch's addcdiv: p + (value * g) / std
             s1 /= s2
             w += s1

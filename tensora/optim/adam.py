@@ -18,7 +18,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, lerp_,
-                        step_state, zeros_state)
+                        opmath, step_state, zeros_state)
 
 
 class Adam(Optimizer):
@@ -57,14 +57,15 @@ class Adam(Optimizer):
         step_size = lr / (1 - beta1 ** step)
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
         vmax = state["max_exp_avg_sq"]._data if group["amsgrad"] else None
+        decay, beta2, value, neg_step = opmath(p._data, 1 - lr * wd, beta2, 1 - beta2, -step_size)
         for w, g, m, v, vm, s1, s2 in chunks(array_module(p), p._data, grad._data, state["exp_avg"]._data,
                                              state["exp_avg_sq"]._data, vmax):
             if decoupled and wd != 0:
-                w *= 1 - lr * wd
+                w *= decay
             g = effective_grad(w, g, s1, s2, 0 if decoupled else wd, group["maximize"])
             lerp_(m, g, 1 - beta1, s2)
             v *= beta2
-            np.multiply(g, 1 - beta2, out=s2)  # torch's addcmul: v + (value * g) * g
+            np.multiply(g, value, out=s2)  # torch's addcmul: v + (value * g) * g
             s2 *= g
             v += s2
             if vm is not None:
@@ -72,7 +73,7 @@ class Adam(Optimizer):
             np.sqrt(v if vm is None else vm, out=s2)
             s2 /= bias_correction2_sqrt
             s2 += eps
-            np.multiply(m, -step_size, out=s1)  # torch's addcdiv: p + (value * m) / denom
+            np.multiply(m, neg_step, out=s1)  # torch's addcdiv: p + (value * m) / denom
             s1 /= s2
             w += s1
 

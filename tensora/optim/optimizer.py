@@ -92,9 +92,21 @@ def chunks(xp: Any, *arrays: Any, scratch: int = 2) -> Iterator[tuple]:
         yield (*(None if f is None else f[start:stop] for f in flat), *(b[:stop - start] for b in bufs))
 
 
+def opmath(array: Any, *values: float) -> tuple:
+    """Scalars as torch's kernels read them for `array`: float32 for 16-bit floats, else unchanged.
+
+    torch computes `bf16 * 0.999` in float32 ("opmath") and rounds once. NumPy
+    treats a Python float as a weak scalar, which ml_dtypes >= 0.7 rounds to
+    bfloat16 first (0.999 -> 1.0), so 16-bit state needs a float32 scalar.
+    """
+    if array.dtype.itemsize >= 4:
+        return values
+    return tuple(np.float32(v) for v in values)
+
+
 def lerp_(start: Any, end: Any, weight: float, tmp: Any) -> None:
     """start <- start + weight * (end - start), with torch.lerp's two forms (exact at weight 0 and 1)."""
-    np.subtract(end, start, out=tmp)
+    np.subtract(end, start, out=tmp, dtype=tmp.dtype)  # in the scratch's float32 for 16-bit
     if abs(weight) < 0.5:
         tmp *= weight
         start += tmp
@@ -109,7 +121,7 @@ def effective_grad(p: Any, g: Any, s1: Any, s2: Any, weight_decay: float, maximi
         np.negative(g, out=s1)
         g = s1
     if weight_decay != 0:
-        np.multiply(p, weight_decay, out=s2)
+        np.multiply(p, *opmath(p, weight_decay), out=s2)
         np.add(g, s2, out=s1)
         g = s1
     return g

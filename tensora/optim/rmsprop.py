@@ -16,7 +16,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, lerp_,
-                        step_state, zeros_state)
+                        opmath, step_state, zeros_state)
 
 
 class RMSprop(Optimizer):
@@ -55,11 +55,12 @@ class RMSprop(Optimizer):
         bump_step(state)
         buf = state["momentum_buffer"]._data if momentum > 0 else None
         grad_avg = state["grad_avg"]._data if group["centered"] else None
+        alpha, value, momentum, neg_lr = opmath(p._data, alpha, 1 - alpha, momentum, -lr)
         for w, g, v, b, a, s1, s2 in chunks(array_module(p), p._data, grad._data, state["square_avg"]._data,
                                             buf, grad_avg):
             g = effective_grad(w, g, s1, s2, group["weight_decay"], group["maximize"])
             v *= alpha
-            np.multiply(g, 1 - alpha, out=s2)  # torch's addcmul: v + (value * g) * g
+            np.multiply(g, value, out=s2)  # torch's addcmul: v + (value * g) * g
             s2 *= g
             v += s2
             if a is not None:
@@ -75,9 +76,9 @@ class RMSprop(Optimizer):
                 b *= momentum
                 np.divide(g, s2, out=s2)
                 b += s2
-                np.multiply(b, -lr, out=s2)
+                np.multiply(b, neg_lr, out=s2)
                 w += s2
             else:
-                np.multiply(g, -lr, out=s1)  # torch's addcdiv: p + (value * g) / d
+                np.multiply(g, neg_lr, out=s1)  # torch's addcdiv: p + (value * g) / d
                 s1 /= s2
                 w += s1

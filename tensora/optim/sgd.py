@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import Optimizer, ParamsT, array_module, check_range, chunks, effective_grad
+from .optimizer import Optimizer, ParamsT, array_module, check_range, chunks, effective_grad, opmath
 
 
 class SGD(Optimizer):
@@ -55,6 +55,7 @@ class SGD(Optimizer):
             if buf is None:
                 buf = state["momentum_buffer"] = Tensor(xp.empty(p.shape, dtype=p._data.dtype), device=p.device)
                 first = True
+        momentum, value, neg_lr = opmath(p._data, momentum, 1 - dampening, -lr)
         for w, g, b, s1, s2 in chunks(xp, p._data, grad._data, None if buf is None else buf._data):
             g = effective_grad(w, g, s1, s2, group["weight_decay"], group["maximize"])
             if b is not None:
@@ -65,7 +66,7 @@ class SGD(Optimizer):
                     b += g
                 else:
                     b *= momentum
-                    np.multiply(g, 1 - dampening, out=s2)
+                    np.multiply(g, value, out=s2)
                     b += s2
                 if group["nesterov"]:
                     np.multiply(b, momentum, out=s2)
@@ -73,5 +74,5 @@ class SGD(Optimizer):
                     g = s1
                 else:
                     g = b
-            np.multiply(g, -lr, out=s2)
+            np.multiply(g, neg_lr, out=s2)
             w += s2
