@@ -13,6 +13,7 @@ as a method from that registry (see tensora/autograd/function.py, `Op`).
 from __future__ import annotations
 
 import builtins
+import copy
 from typing import Any, Iterator
 
 import numpy as np
@@ -335,9 +336,79 @@ class Tensor:
     def __reduce__(self):
         raise TypeError("tensora tensors are not pickled; save them with tensora.save (safetensors)")
 
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        """copy.deepcopy: a leaf with its own copy of the values, the same requires_grad and a deep copy
+        of .grad, as torch's Tensor.__deepcopy__. Tensors (views) copied together that shared storage
+        share the copied storage (on the CPU); `memo` maps each original to its copy.
+
+        >>> import copy, tensora
+        >>> x = tensora.ones(2, requires_grad=True)
+        >>> y = copy.deepcopy(x)
+        >>> y.requires_grad, y.is_leaf, y.data_ptr() != x.data_ptr()
+        (True, True, True)
+        """
+        if self.grad_fn is not None:
+            raise AutogradError("Only Tensors created explicitly by the user (graph leaves) support the deepcopy "
+                                "protocol; detach() a result first")
+        copied = memo.get(id(self))
+        if copied is not None:
+            return copied
+        new = _copy_storage(self, memo)
+        if type(self) is not Tensor:  # a subclass: same class, its attributes deep-copied
+            sub = _new(type(self))
+            for slot in _SLOTS:
+                setattr(sub, slot, getattr(new, slot))
+            if hasattr(self, "__dict__"):
+                sub.__dict__.update(copy.deepcopy(self.__dict__, memo))
+            new = sub
+        new._requires_grad = self._requires_grad
+        memo[id(self)] = new
+        if self.grad is not None:
+            new.grad = copy.deepcopy(self.grad, memo)
+        return new
+
 
 _new = object.__new__
 _BY_NUMPY = dt._BY_NUMPY
+_SLOTS = tuple(s for s in Tensor.__slots__ if s != "__weakref__")
+
+
+def _copy_storage(t: Tensor, memo: dict) -> Tensor:
+    """A new tensor over a copy of t's storage (its base's array), made once per storage per deepcopy.
+
+    A CPU view keeps its offset and strides into the copied storage, as torch's deepcopy
+    copies the whole storage; a view that cannot be mapped (a reinterpreted dtype, a
+    non-contiguous storage array, another device) gets an array of its own."""
+    root = t._base if t._base is not None else t
+    src = root._data
+    holder = memo.get(id(src))  # keyed by the storage array: ids are unique among live objects...
+    if holder is None:
+        holder = make_tensor(src.copy(), root.device)
+        holder._vc = VersionCounter()  # shared by every tensor made over this storage
+        memo[id(src)] = holder
+        memo.setdefault(id(memo), []).append(src)  # ...and this keeps it alive (copy._keep_alive)
+    if t._data is src:
+        arr = holder._data
+    else:
+        arr = _view_into(t._data, src, holder._data)
+        if arr is None:
+            return make_tensor(t._data.copy(), t.device)
+    if t._base is None:
+        new = make_tensor(arr, t.device)
+        new._vc = holder._vc
+        return new
+    return make_tensor(arr, t.device, holder)
+
+
+def _view_into(view: Any, src: Any, new_src: Any) -> Any:
+    """`view` (an array into `src`) rebuilt with the same offset and strides into `new_src`, or None."""
+    if not (isinstance(view, np.ndarray) and src.flags.c_contiguous and view.dtype == src.dtype):
+        return None
+    offset, rem = divmod(_address(view) - _address(src), src.itemsize)
+    if rem or not 0 <= offset < builtins.max(src.size, 1):
+        return None
+    flat = new_src.reshape(-1)[offset:]
+    return np.lib.stride_tricks.as_strided(flat, view.shape, view.strides, writeable=view.flags.writeable)
 
 
 def make_tensor(data: Any, device: Device, base: Tensor | None = None) -> Tensor:

@@ -170,3 +170,55 @@ def test_tensors_are_not_pickled():
     import pickle
     with pytest.raises(TypeError, match="not pickled"):
         pickle.dumps(tensora.zeros(2))
+
+
+# -- copy.deepcopy (torch's Tensor.__deepcopy__: a leaf, requires_grad kept, .grad copied, memo respected) ----
+
+def test_deepcopy_is_a_leaf_with_its_own_values_requires_grad_and_grad():
+    import copy
+    x = tensora.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    (x * x).sum().backward()
+    y = copy.deepcopy(x)
+    assert type(y) is tensora.Tensor and y.is_leaf and y.requires_grad and y.data_ptr() != x.data_ptr()
+    np.testing.assert_array_equal(y.detach().numpy(), x.detach().numpy())
+    assert y.grad is not x.grad and y.grad.data_ptr() != x.grad.data_ptr()
+    np.testing.assert_array_equal(y.grad.numpy(), [2.0, -4.0, 6.0])
+    with tensora.no_grad():
+        y.add_(1.0)
+        y.grad.zero_()
+    assert x.tolist() == [1.0, -2.0, 3.0] and x.grad.tolist() == [2.0, -4.0, 6.0]
+    (y * 2).sum().backward()  # the copy is a leaf of its own graph
+    assert y.grad.tolist() == [2.0, 2.0, 2.0] and x.grad.tolist() == [2.0, -4.0, 6.0]
+    z = copy.deepcopy(tensora.tensor([1, 2], dtype=tensora.int8))
+    assert z.dtype is tensora.int8 and not z.requires_grad and z.tolist() == [1, 2]
+
+
+def test_deepcopy_respects_memo_and_refuses_non_leaves():
+    import copy
+    x = tensora.ones(2, requires_grad=True)
+    x.grad = tensora.zeros(2)
+    a, b, g = copy.deepcopy([x, x, x.grad])
+    assert a is b and g is a.grad  # one copy per original, wherever it appears
+    memo = {}
+    assert copy.deepcopy(x, memo) is copy.deepcopy(x, memo)
+    with pytest.raises(RuntimeError, match="graph leaves"):  # as torch: results with history are refused
+        copy.deepcopy(x * 2)
+    assert copy.deepcopy((x * 2).detach()).is_leaf
+
+
+def test_deepcopy_keeps_views_of_one_storage_together():
+    # torch copies a view's whole storage once per deepcopy, so copies of a base and its views alias
+    # like the originals; writes through one copy are seen by the others and by no original.
+    import copy
+    b = tensora.arange(12.0).reshape(3, 4)
+    v, t, e = b[1:, ::2], b.T, b[0].expand(2, 4)
+    nb, nv, nt, ne = copy.deepcopy([b, v, t, e])
+    for orig, new in zip((b, v, t, e), (nb, nv, nt, ne)):
+        assert new.tolist() == orig.tolist() and new.stride() == orig.stride()
+        assert new.storage_offset() == orig.storage_offset()
+    with tensora.no_grad():
+        nb.mul_(-1)
+    assert nv.tolist() == [[-4.0, -6.0], [-8.0, -10.0]] and nt[1, 0].item() == -1.0 and ne[1, 3].item() == -3.0
+    assert nv._version == nb._version == 1 and b._version == 0 and b[1, 0].item() == 4.0
+    alone = copy.deepcopy(v)  # a view copied by itself is still the same values, strides and offset
+    assert alone.tolist() == v.tolist() and alone.storage_offset() == v.storage_offset()

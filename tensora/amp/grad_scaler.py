@@ -88,8 +88,11 @@ class GradScaler:
         if self._scale is None:
             self._scale = np.float32(self._init_scale)
             self._growth_tracker = self._init_growth_tracker
+        # A 0-d float32 tensor, as torch's scale: a 0-d 16-bit loss becomes float32, a dimensioned one keeps
+        # its dtype (torch's result_type rules), and a 16-bit product is taken in float32 and rounded once
+        # (mul's opmath_scalar), so 2**16 never becomes float16's inf.
         scale = Tensor(np.array(self._scale, dtype=np.float32))
-        return _map_tensors(outputs, lambda t: _scaled(t, scale if t.device is scale.device else scale.to(t.device)))
+        return _map_tensors(outputs, lambda t: t * (scale if t.device is scale.device else scale.to(t.device)))
 
     def unscale_(self, optimizer: Any) -> None:
         """Divide optimizer's gradients by the scale in place and record whether any is inf or nan.
@@ -238,16 +241,6 @@ class GradScaler:
         if self._scale is None:
             raise RuntimeError(f"Attempted {funcname} but _scale is None. This may indicate your script "
                                "did not use scaler.scale(loss or outputs) earlier in the iteration.")
-
-
-def _scaled(t: Tensor, scale: Tensor) -> Tensor:
-    """t * scale as torch computes it: `scale` is a 0-d float32 tensor, so a 0-d 16-bit loss
-    becomes float32 and a dimensioned one keeps its dtype (torch's result_type rules), and a
-    16-bit product is taken in float32 and rounded once (torch's "opmath"). tensora's mul would
-    round the scale to float16 first, and 2**16 is inf in float16."""
-    if t.ndim and t.dtype.is_floating_point and t.dtype.itemsize < 4:
-        return (t.float() * scale).to(t.dtype)
-    return t * scale
 
 
 def _map_tensors(value: Any, fn: Any) -> Any:

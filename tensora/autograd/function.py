@@ -17,9 +17,11 @@ from typing import Any
 import numpy as _NP
 
 from .. import dtypes as dt
+from ..amp.autocast_mode import ACTIVE, autocast_inputs
 from ..backend import get_backend
 from ..device import CPU
 from ..errors import DeviceError, ShapeError, TensoraError, fmt_shape
+from ..kernels.cast import float32_to_bfloat16
 from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
 from .graph import Context, Node, check_view_current, grad_accumulator, pack_saved
@@ -53,6 +55,11 @@ class Op:
     name: str = ""
     view: bool = False       # the output may share storage with the first input
     promote: bool = False    # cast floating/int inputs to their result_type first
+    # With `promote`: a float16/bfloat16 result's scalar operand (a Python number, or a 0-d tensor of
+    # another dtype as second operand) reaches forward as float32, not rounded to 16 bits, and apply
+    # rounds forward's (float32) result once to the 16-bit dtype: torch's CPU mul and div keep such a
+    # "CPU scalar" in float32 (their opmath type). Such an op must not save its output.
+    opmath_scalar: bool = False
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -71,11 +78,14 @@ class Op:
     @classmethod
     def apply(cls, *inputs: Any, **params: Any) -> Any:
         """Run forward on the inputs' arrays, record a node if any input needs a gradient."""
+        if ACTIVE.regions:  # some thread is inside autocast: cast as tensora.amp.POLICY says
+            inputs = autocast_inputs(cls, inputs)
         # The lean path, most calls on small tensors: one or two CPU tensors of one dtype, or a
         # tensor and a number. It skips the general path's device and promotion bookkeeping;
         # what it runs (forward, error wrapping, output wrapping, recording) is the same.
         lean = False
         needs = ()  # needs_input_grad, left empty unless this call records
+        low = None  # the 16-bit dtype to round forward's result to (opmath_scalar ops only)
         n = len(inputs)
         if n == 1:
             x = inputs[0]
@@ -104,7 +114,11 @@ class Op:
                         category = _SCALAR_CATEGORY.get(y.__class__)
                         if category is not None and category <= x.dtype.category:
                             lean = True
-                            a1 = x.dtype.np_dtype.type(y)
+                            if cls.opmath_scalar and x.dtype in _HALF:
+                                a1 = _F32(y)
+                                low = x.dtype
+                            else:
+                                a1 = x.dtype.np_dtype.type(y)
                     if x._requires_grad and STATE.enabled:
                         needs = _GRAD_1_OF_2
         if not lean:
@@ -120,6 +134,8 @@ class Op:
                 out = cls.forward(ctx, a0, a1, **params) if params else cls.forward(ctx, a0, a1)
         except ValueError as exc:
             raise _shape_error(cls, exc, inputs) from None
+        if low is not None:
+            out = _rounded(out, low)
         base = inputs[0] if cls.view else None
         if needs:
             return _record(cls, ctx, inputs, out, CPU, base, _NP)
@@ -133,6 +149,8 @@ _GRAD_1 = (True,)
 _GRAD_1_OF_2 = (True, False)
 _SCALAR_CATEGORY = {bool: dt.BOOL, int: dt.INTEGRAL, float: dt.FLOATING}
 _FLOATING = dt.FLOATING
+_HALF = frozenset((dt.float16, dt.bfloat16))
+_F32 = _NP.float32
 
 
 def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
@@ -140,6 +158,7 @@ def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
     first = None
     requires = False
     same_dtype = True
+    only_tensors = True
     for x in inputs:
         if isinstance(x, Tensor):
             if first is None:
@@ -151,20 +170,29 @@ def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
                     same_dtype = False
             if x._requires_grad:
                 requires = True
+        else:
+            only_tensors = False
     device = CPU if first is None else first.device
     xp = _NP if device is CPU else get_backend(device).xp
     record = requires and STATE.enabled
     if cls.promote and not same_dtype and record:
         # Cast through the differentiable Cast op, so saved inputs keep their path to the originals.
         target = dt.result_type(*inputs)
-        inputs = tuple(x.to(target) if isinstance(x, Tensor) and x.dtype is not target else x for x in inputs)
+        keep = _opmath_operand(inputs, target) if cls.opmath_scalar else None
+        cast = []
+        for x in inputs:
+            if isinstance(x, Tensor):
+                want = dt.float32 if x is keep else target
+                if x.dtype is not want:
+                    x = x.to(want)
+            cast.append(x)
+        inputs = tuple(cast)
         first = next(x for x in inputs if isinstance(x, Tensor))
-        arrays = _promoted(inputs, first)
-    elif cls.promote and not (same_dtype and len(inputs) == 2 and isinstance(inputs[0], Tensor)
-                              and isinstance(inputs[1], Tensor)):
-        arrays = _promoted(inputs, first)
+        arrays, low = _promoted(inputs, first, cls.opmath_scalar)
+    elif cls.promote and not (same_dtype and only_tensors):  # tensors of one dtype: nothing to promote
+        arrays, low = _promoted(inputs, first, cls.opmath_scalar)
     else:
-        arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+        arrays, low = [x._data if isinstance(x, Tensor) else x for x in inputs], None
     ctx = Context()
     if xp is not _NP:
         ctx.xp = xp
@@ -174,6 +202,8 @@ def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
         out = cls.forward(ctx, *arrays, **params)
     except ValueError as exc:
         raise _shape_error(cls, exc, inputs) from None
+    if low is not None:
+        out = _rounded(out, low)
     base = first if cls.view else None
     if record:
         return _record(cls, ctx, inputs, out, device, base, xp)
@@ -269,8 +299,12 @@ def _wrap(array: Any, device: Any, base: Tensor | None) -> Tensor:
     return make_tensor(array, device)
 
 
-def _promoted(inputs: tuple, first: Tensor | None) -> list:
-    """Inputs cast to their common result_type (tensors) or made scalars of it (Python numbers)."""
+def _promoted(inputs: tuple, first: Tensor | None, opmath: bool = False) -> tuple[list, dt.DType | None]:
+    """(inputs cast to their common result_type (tensors) or made scalars of it (Python numbers),
+    the 16-bit dtype forward's result must be rounded to, or None).
+
+    opmath (Op.opmath_scalar): for a float16/bfloat16 result, numbers become float32 scalars and
+    a 0-d second operand of another dtype a float32 array (see _opmath_operand)."""
     # Fast paths: tensors of one dtype, or one tensor with a number of no higher category.
     if first is not None:
         d = first.dtype
@@ -284,18 +318,49 @@ def _promoted(inputs: tuple, first: Tensor | None) -> list:
                 fast = False
                 break
         if fast:
-            npd = d.np_dtype
-            return [x._data if isinstance(x, Tensor) else npd.type(x) for x in inputs]
+            half = opmath and d in _HALF
+            scalar = _F32 if half else d.np_dtype.type
+            low = None
+            out = []
+            for x in inputs:
+                if isinstance(x, Tensor):
+                    out.append(x._data)
+                else:
+                    out.append(scalar(x))
+                    low = d if half else None
+            return out, low
     target = dt.result_type(*inputs)
     npd = target.np_dtype
+    keep = _opmath_operand(inputs, target) if opmath else None
+    half = opmath and target in _HALF
+    low = target if keep is not None else None
     out = []
     for x in inputs:
         if isinstance(x, Tensor):
             a = x._data
-            out.append(a if a.dtype == npd else a.astype(npd))
+            want = _NP.dtype(_F32) if x is keep else npd
+            out.append(a if a.dtype == want else a.astype(want))
         else:
-            out.append(npd.type(x))
-    return out
+            out.append(_F32(x) if half else npd.type(x))
+            low = target if half else None
+    return out, low
+
+
+def _rounded(out: Any, low: dt.DType) -> Any:
+    """A float32 forward result rounded once to float16/bfloat16 (see Op.opmath_scalar)."""
+    if low is dt.bfloat16 and out.__class__ is _ndarray:
+        return float32_to_bfloat16(out)  # the fast (native) rounding, nearest-even as ml_dtypes
+    return out.astype(low.np_dtype)
+
+
+def _opmath_operand(inputs: tuple, target: dt.DType) -> Tensor | None:
+    """The second operand when it is a 0-d tensor of another dtype and the result is float16/bfloat16:
+    torch's mul/div kernels read such a scalar in float32 (iter.original_scalar_value<opmath_t>(2))."""
+    if target in _HALF and len(inputs) == 2:
+        y = inputs[1]
+        if isinstance(y, Tensor) and y._data.ndim == 0 and y.dtype is not target:
+            return y
+    return None
 
 
 def _scalar_category(x: Any) -> int:

@@ -17,6 +17,7 @@ Arrays are laid out (N, C, *spatial). The functions take the array module
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -64,16 +65,22 @@ def acc_dtype(dtype: Any) -> Any:
     return np.dtype(np.float32)  # float16, and ml_dtypes' bfloat16 / float8 (NumPy kind "V")
 
 
+def _span_slices(win: Window) -> tuple[list[slice], list[slice]]:
+    """(slices of the input, slices of the span-sized array) of the input positions some window reads."""
+    src, dst = [], []
+    for size, lo, length in zip(win.in_size, win.pad, win.span):
+        stop = max(min(size, length - lo), 0)  # input positions some window reads: [0, stop)
+        src.append(slice(0, stop))
+        dst.append(slice(lo, lo + stop))
+    return src, dst
+
+
 def pad_to_span(xp: Any, x: Any, win: Window, fill: Any = 0) -> Any:
     """x (..., *in) as (..., *span): `pad` fill values in front, the tail padded or cut to fit."""
     nd = len(win.in_size)
     lead = x.shape[:x.ndim - nd]
     span = win.span
-    src, dst = [], []
-    for size, lo, length in zip(win.in_size, win.pad, span):
-        stop = min(size, length - lo)  # input positions some window reads: [0, stop)
-        src.append(slice(0, max(stop, 0)))
-        dst.append(slice(lo, lo + max(stop, 0)))
+    src, dst = _span_slices(win)
     if all(lo == 0 for lo in win.pad) and all(s.stop == length for s, length in zip(src, span)):
         return x[(Ellipsis, *src)]  # no padding needed: a view
     out = xp.full(lead + span, fill, dtype=x.dtype)
@@ -125,47 +132,169 @@ def crop_from_span(xp: Any, buf: Any, win: Window) -> Any:
 
 
 # -- convolution --------------------------------------------------------------------
+#
+# Columns cover a grid of output positions. For stride 1 and a narrow output (small feature maps)
+# the grid is the flattened zero-padded input plane, (out_0, span_1, ..., width): each tap then
+# reads one contiguous run of the plane, where the output grid reads runs of out_last (8 elements
+# on an 8x8 map; NumPy copies in runs that short cost more than the GEMM after them). In the last
+# dim, rows share their zero gap (one row's right padding is the next row's left padding), so
+# width = in + max(left, right padding). Grid positions past out_i (i >= 1) are computed and
+# dropped: 12% more GEMM columns on an 8x8 map, 25% on 4x4, none in 1-D. Wider outputs (whose
+# runs are long enough) and other strides use the output grid and a strided view.
+#
+# Columns on the padded-plane grid are laid out (G, rows, N * L), the batch inside: the weight
+# gradient and the col2im products are then one GEMM over the whole batch (on small maps a batch
+# of per-sample GEMMs and their sum cost up to twice as much). Other columns are (N, G, rows, L):
+# on large maps a (G, rows, N * L) product would need a transposing copy of the output.
+
+KEEP_COLS_BYTES = 64 << 20  # ops/conv.py keeps a forward's columns for the weight gradient up to this
+FLAT_MAX_WIDTH = 16  # measured: at 32 wide, cropping the extra positions costs more than it saves
+
+
+def _flat(win: Window) -> bool:
+    """Whether the columns use the padded-plane grid and the batch-inside layout (see above)."""
+    return (all(s == 1 for s in win.stride) and not _empty_out(win)
+            and (len(win.kernel) == 1 or win.out_size[-1] <= FLAT_MAX_WIDTH))
+
+
+def col_grid(win: Window) -> tuple[int, ...]:
+    """The grid of output positions that columns (and the GEMMs on them) cover; see above."""
+    return _grid(win, FLAT_MAX_WIDTH)
+
+
+@functools.lru_cache(maxsize=256)  # a pure function of its (hashable) arguments, asked ~10 times a conv
+def _grid(win: Window, max_width: int) -> tuple[int, ...]:
+    if not _flat(win) or len(win.kernel) == 1:
+        return win.out_size  # in one dim, the runs are the output itself
+    lo, span, size = win.pad[-1], win.span[-1], win.in_size[-1]
+    stop = max(min(size, span - lo), 0)  # input positions the windows read in the last dim
+    width = max(stop + max(lo, span - lo - stop), win.out_size[-1])
+    return (win.out_size[0],) + win.span[1:-1] + (width,)
+
+
+def cols_per_sample(cols: Any, win: Window, n: int) -> Any:
+    """im2col's columns as (N, G, rows, L), a view whatever their layout."""
+    if not _flat(win):
+        return cols
+    return cols.reshape(cols.shape[:2] + (n, math.prod(col_grid(win)))).transpose(2, 0, 1, 3)
+
+
+def _plane(xp: Any, x: Any, win: Window, dtype: Any = None) -> Any:
+    """x (N, C, *in) zero-padded to (N, C, span_0 + 1, *col_grid[1:]), in `dtype` (default x's). The
+    extra slice of dim 0 keeps every tap's run (it overshoots by less than a slice) in its plane."""
+    out = xp.zeros(x.shape[:2] + (win.span[0] + 1,) + col_grid(win)[1:], dtype=dtype or x.dtype)
+    src, dst = _span_slices(win)
+    out[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
+    return out
+
+
+def _plane_runs(xp: Any, plane: Any, win: Window) -> Any:
+    """A strided view (N, C, *kernel, L) of a padded plane: tap t's run of the L grid positions starts
+    at flat offset sum_i t_i * dilation_i * (elements per step of dim i)."""
+    st = plane.strides
+    shape = plane.shape[:2] + win.kernel + (math.prod(col_grid(win)),)
+    strides = st[:2] + tuple(s * d for s, d in zip(st[2:], win.dilation)) + (st[-1],)
+    return xp.lib.stride_tricks.as_strided(plane, shape=shape, strides=strides)
+
+
+def _outputs(win: Window) -> tuple:
+    """Index of the output positions within (..., *col_grid)."""
+    return (Ellipsis,) + tuple(slice(0, o) for o in win.out_size)
+
+
+def _to_grid(xp: Any, g: Any, win: Window, dtype: Any, batch_inside: bool = False) -> Any:
+    """g (N, O, *out) on the columns' grid in dtype, zeros at the grid's other positions:
+    (N, O, *col_grid), or (O, N, *col_grid) with batch_inside."""
+    grid = col_grid(win)
+    if grid == win.out_size and not batch_inside:
+        return g.astype(dtype, copy=False)
+    lead = (g.shape[1], g.shape[0]) if batch_inside else g.shape[:2]
+    out = xp.empty(lead + grid, dtype=dtype) if grid == win.out_size else xp.zeros(lead + grid, dtype=dtype)
+    xp.copyto(out[_outputs(win)], g.swapaxes(0, 1) if batch_inside else g, casting="unsafe")
+    return out
+
+
+def _from_grid(xp: Any, y: Any, win: Window, dtype: Any) -> Any:
+    """y (N, O, *col_grid) as a C-contiguous (N, O, *out) array of dtype (y itself if it is one)."""
+    if col_grid(win) != win.out_size:
+        y = y[_outputs(win)]
+    return xp.ascontiguousarray(y.astype(dtype, copy=False))
+
 
 def im2col(xp: Any, x: Any, win: Window, groups: int = 1, dtype: Any = None, ones_row: bool = False) -> Any:
-    """Columns (N, G, C/G * taps [+ 1], L) of a zero-padded x (N, C, *in), in `dtype` (default x's).
+    """Columns of a zero-padded x (N, C, *in), in `dtype` (default x's): (G, rows, N * L) on the
+    padded-plane grid, else (N, G, rows, L), with rows = C/G * taps [+ 1] (see above).
 
     Row (c, *tap) of group g holds what tap `tap` of input channel g * C/G + c reads at each of
-    the L output positions. With ones_row, a last row of ones lets a matmul add a bias for free
-    (a separate pass over the output costs as much as the whole column copy).
+    the L positions of col_grid(win) (sample n's at columns n * L ... in the first layout). With
+    ones_row, a last row of ones lets a matmul add a bias for free (a separate pass over the
+    output costs as much as the whole column copy).
     """
     n, c = x.shape[:2]
     rows = (c // groups) * win.taps
-    cols = xp.empty((n, groups, rows + ones_row, math.prod(win.out_size)), dtype=dtype or x.dtype)
+    length = math.prod(col_grid(win))
+    if _flat(win):
+        cols = xp.empty((groups, rows + ones_row, n * length), dtype=dtype or x.dtype)
+        target = cols[:, :rows]
+        view = _plane_runs(xp, _plane(xp, x, win), win)  # (N, C, *kernel, L)
+        view = xp.moveaxis(view, 0, -2)  # (C, *kernel, N, L): the runs stay innermost
+        split = (groups, c // groups) + view.shape[1:]
+    else:
+        cols = xp.empty((n, groups, rows + ones_row, length), dtype=dtype or x.dtype)
+        target = cols[:, :, :rows]
+        view = windows(xp, pad_to_span(xp, x, win), win)  # (N, C, *kernel, *out)
+        split = (n, groups, c // groups) + view.shape[2:]
     if ones_row:
-        cols[:, :, rows] = 1
-    # Both views below only split axes, so the copy lands in `cols` itself.
-    target = cols[:, :, :rows].reshape((n, groups, c // groups) + win.kernel + win.out_size)
-    view = windows(xp, pad_to_span(xp, x, win), win)
-    xp.copyto(target, view.reshape((n, groups, c // groups) + view.shape[2:]), casting="unsafe")
+        cols[..., rows, :] = 1
+    # Both reshapes only split axes, so the copy lands in `cols` itself.
+    xp.copyto(target.reshape(split), view.reshape(split), casting="unsafe")
     return cols
 
 
-def col2im(xp: Any, cols: Any, win: Window) -> Any:
-    """Sum columns (N, C, *kernel, *out) back to (N, C, *in): the transpose of im2col."""
-    nd = len(win.in_size)
-    lead = cols.shape[:cols.ndim - 2 * nd]
-    buf = xp.zeros(lead + win.span, dtype=cols.dtype)
-    for _, offs, sl in taps(win):
-        buf[(Ellipsis, *sl)] += cols[(Ellipsis, *offs) + (slice(None),) * nd]
-    return crop_from_span(xp, buf, win)
+def col2im(xp: Any, cols: Any, win: Window, n: int) -> Any:
+    """Sum columns laid out as im2col's (without a ones row) back to (N, C, *in): its transpose.
+    Columns at grid positions outside the output must hold zeros: they add to other positions."""
+    every = (slice(None), slice(None))
+    if _flat(win):
+        c = cols.shape[0] * cols.shape[1] // win.taps
+        per_tap = cols.reshape((c,) + win.kernel + (n, math.prod(col_grid(win))))  # (C, *kernel, N, L)
+        buf = xp.zeros((n, c, win.span[0] + 1) + col_grid(win)[1:], dtype=cols.dtype)
+        runs = _plane_runs(xp, buf, win)  # (N, C, *kernel, L), each tap's run a view of buf
+        for offs in itertools.product(*[range(k) for k in win.kernel]):
+            runs[every + offs] += per_tap[(slice(None),) + offs].swapaxes(0, 1)
+    else:
+        c = cols.shape[1] * cols.shape[2] // win.taps
+        per_tap = cols.reshape((n, c) + win.kernel + win.out_size)
+        buf = xp.zeros((n, c) + win.span, dtype=cols.dtype)
+        for _, offs, sl in taps(win):
+            buf[(Ellipsis, *sl)] += per_tap[every + offs]
+    src, dst = _span_slices(win)
+    out = xp.zeros((n, c) + win.in_size, dtype=cols.dtype)
+    out[(Ellipsis, *src)] = buf[(Ellipsis, *dst)]
+    return out
 
 
 def conv(xp: Any, x: Any, w: Any, b: Any, win: Window, groups: int) -> Any:
     """y (N, O, *out) = sum over taps and input channels of w * windows of x, plus bias b (O,) or None."""
+    return conv_and_cols(xp, x, w, b, win, groups)[0]
+
+
+def conv_and_cols(xp: Any, x: Any, w: Any, b: Any, win: Window, groups: int) -> tuple[Any, Any]:
+    """(conv's output, the columns of x it multiplied, or None for a depthwise conv): conv_weight
+    can take the columns instead of building the same ones again."""
     n, c = x.shape[:2]
     o = w.shape[0]
     acc = acc_dtype(x.dtype)
+    if _depthwise(w, groups):
+        return _depthwise_conv(xp, x, w, b, win), None
     cols = im2col(xp, x, win, groups, acc, ones_row=b is not None)
     w2 = w.reshape(groups, o // groups, (c // groups) * win.taps).astype(acc, copy=False)
     if b is not None:  # the bias rides along as one more weight column, against the row of ones
         w2 = xp.concatenate([w2, b.astype(acc, copy=False).reshape(groups, o // groups, 1)], axis=2)
-    y = xp.matmul(w2, cols)  # (N, G, O/G, L)
-    return y.reshape((n, o) + win.out_size).astype(x.dtype, copy=False)
+    # One product per sample, written straight into (N, G, O/G, L) (BLAS reads a strided view of
+    # batch-inside columns as it is): one product over the batch would need a transposing copy.
+    y = xp.matmul(w2, cols_per_sample(cols, win, n))
+    return _from_grid(xp, y.reshape((n, o) + col_grid(win)), win, x.dtype), cols
 
 
 def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) -> Any:
@@ -188,30 +317,41 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
         if b is not None:
             x += b.astype(acc, copy=False).reshape((1, o) + (1,) * len(win.in_size))
         return x.astype(y.dtype, copy=False)
-    w2 = w.reshape(groups, o // groups, cg * win.taps).astype(acc, copy=False)
-    y2 = y.reshape(n, groups, o // groups, math.prod(win.out_size)).astype(acc, copy=False)
-    cols = xp.matmul(w2.swapaxes(-1, -2), y2)  # (N, G, C/G * taps, L)
-    x = col2im(xp, cols.reshape((n, groups * cg) + win.kernel + win.out_size), win)
+    length = math.prod(col_grid(win))
+    w2t = w.reshape(groups, o // groups, cg * win.taps).astype(acc, copy=False).swapaxes(-1, -2)
+    if _flat(win):  # zeros off the output positions; one GEMM over the batch
+        y2 = _to_grid(xp, y, win, acc, batch_inside=True).reshape(groups, o // groups, n * length)
+    else:
+        y2 = _to_grid(xp, y, win, acc).reshape(n, groups, o // groups, length)
+    x = col2im(xp, xp.matmul(w2t, y2), win, n)
     if b is not None:
         x += b.astype(acc, copy=False).reshape((1, groups * cg) + (1,) * len(win.in_size))
     return x.astype(y.dtype, copy=False)
 
 
-def conv_weight(xp: Any, x: Any, g: Any, win: Window, groups: int) -> Any:
-    """dw (O, C/G, *kernel) = sum over batch and positions of g (N, O, *out) * windows of x (N, C, *in)."""
+def conv_weight(xp: Any, x: Any, g: Any, win: Window, groups: int, cols: Any = None) -> Any:
+    """dw (O, C/G, *kernel) = sum over batch and positions of g (N, O, *out) * windows of x (N, C, *in).
+
+    cols: the columns conv_and_cols made of this x (a bias row, if any, is skipped), else built here.
+    """
     n, c = x.shape[:2]
     o = g.shape[1]
     acc = acc_dtype(x.dtype)
     if o == groups and c == groups:
-        return _depthwise_weight(xp, x.astype(acc, copy=False), g.astype(acc, copy=False), win).astype(x.dtype)
-    length = math.prod(win.out_size)
-    cols = im2col(xp, x, win, groups, acc)
-    g2 = g.reshape(n, groups, o // groups, length).astype(acc, copy=False)
-    if n == 1:
-        dw = xp.matmul(g2[0], cols[0].swapaxes(-1, -2))
+        return _depthwise_weight(xp, x, g.astype(acc, copy=False), win).astype(x.dtype)
+    rows = (c // groups) * win.taps
+    if cols is None:
+        cols = im2col(xp, x, win, groups, acc)
+    length = math.prod(col_grid(win))
+    # g is zero at grid positions that are not outputs, so what the columns hold there drops out.
+    if _flat(win):  # one GEMM over the whole batch
+        g2 = _to_grid(xp, g, win, acc, batch_inside=True).reshape(groups, o // groups, n * length)
+        dw = xp.matmul(g2, cols[:, :rows].swapaxes(-1, -2))
     else:
-        # One GEMM per sample, reading the columns transposed in place, then a small sum.
-        dw = xp.matmul(g2, cols.swapaxes(-1, -2)).sum(axis=0)
+        g2 = _to_grid(xp, g, win, acc).reshape(n, groups, o // groups, length)
+        cols = cols[:, :, :rows].swapaxes(-1, -2)  # read transposed in place
+        # One GEMM per sample, then a small sum.
+        dw = xp.matmul(g2[0], cols[0]) if n == 1 else xp.matmul(g2, cols).sum(axis=0)
     return dw.reshape((o, c // groups) + win.kernel).astype(x.dtype, copy=False)
 
 
@@ -234,6 +374,37 @@ def _depthwise(w: Any, groups: int) -> bool:
     return w.shape[1] == 1 and w.shape[0] == groups
 
 
+def _tap_views(xp: Any, x: Any, win: Window, dtype: Any) -> Iterator[tuple[int, Any]]:
+    """(flat tap number, view (N, C, *col_grid) of what the tap reads) of a zero-padded x, in dtype."""
+    if _flat(win):
+        runs = _plane_runs(xp, _plane(xp, x, win, dtype), win)
+        shape = x.shape[:2] + col_grid(win)
+        for flat, offs in enumerate(itertools.product(*[range(k) for k in win.kernel])):
+            yield flat, runs[(slice(None), slice(None)) + offs].reshape(shape)
+    else:
+        xs = pad_to_span(xp, x, win).astype(dtype, copy=False)
+        for flat, _, sl in taps(win):
+            yield flat, xs[(Ellipsis, *sl)]
+
+
+def _depthwise_conv(xp: Any, x: Any, w: Any, b: Any, win: Window) -> Any:
+    """Depthwise y (N, C, *out): per tap, the shifted input times its channel's weight, summed. Direct,
+    no columns: k*k multiply-adds over the output, not N*C one-row matmuls over k*k times the input."""
+    n, c = x.shape[:2]
+    acc = acc_dtype(x.dtype)
+    grid = col_grid(win)
+    wt = w.reshape(c, win.taps).astype(acc, copy=False)
+    bcast = (1, c) + (1,) * len(grid)
+    y = xp.zeros((n, c) + grid, dtype=acc)
+    if b is not None:
+        y += b.astype(acc, copy=False).reshape(bcast)
+    tmp = xp.empty_like(y)
+    for flat, view in _tap_views(xp, x, win, acc):
+        xp.multiply(view, wt[:, flat].reshape(bcast), out=tmp)
+        y += tmp
+    return _from_grid(xp, y, win, x.dtype)
+
+
 def _depthwise_transpose(xp: Any, y: Any, w: Any, win: Window) -> Any:
     nd = len(win.in_size)
     wt = w.reshape(w.shape[0], win.taps)
@@ -244,13 +415,15 @@ def _depthwise_transpose(xp: Any, y: Any, w: Any, win: Window) -> Any:
 
 
 def _depthwise_weight(xp: Any, x: Any, g: Any, win: Window) -> Any:
+    """dw (C, 1, *kernel): per tap, g times the shifted input summed over batch and positions."""
+    c = g.shape[1]
     if _empty_out(win):
-        return xp.zeros((g.shape[1], 1) + win.kernel, dtype=g.dtype)
-    xs = pad_to_span(xp, x, win)
-    spatial = "uvw"[:len(win.in_size)]
+        return xp.zeros((c, 1) + win.kernel, dtype=g.dtype)
+    g = _to_grid(xp, g, win, g.dtype)  # zeros at the grid's extra positions
+    spatial = "uvw"[:g.ndim - 2]
     spec = f"nc{spatial},nc{spatial}->c"
-    dw = xp.stack([xp.einsum(spec, g, xs[(Ellipsis, *sl)]) for _, _, sl in taps(win)], axis=1)
-    return dw.reshape((g.shape[1], 1) + win.kernel)
+    dw = xp.stack([xp.einsum(spec, g, view) for _, view in _tap_views(xp, x, win, g.dtype)], axis=1)
+    return dw.reshape((c, 1) + win.kernel)
 
 
 # -- pooling ------------------------------------------------------------------------
@@ -371,69 +544,3 @@ def flat_input_index(win: Window, idx: Any, xp: Any) -> Any:
         pos = start + taps_nd[i] * win.dilation[i]
         flat = flat * win.in_size[i] + pos
     return flat
-
-
-# -- separable resampling (interpolate, adaptive pooling) ---------------------------
-
-DENSE_RESAMPLE_RATIO = 16  # measured: BLAS beats take + multiply + add up to ~16-32 inputs per tap
-
-
-def resample(xp: Any, x: Any, axis: int, index: Any, weight: Any) -> Any:
-    """out[..., j, ...] = sum_t x[..., index[j, t], ...] * weight[j, t] along `axis`.
-
-    `index` and `weight` are small host (NumPy) tables of shape (out, T). Weighted maps over a
-    short input dim (at most DENSE_RESAMPLE_RATIO * T) run as one matmul with the dense (out, in)
-    matrix; pure gathers (nearest), long dims, and inputs holding inf/NaN (0 * inf would leak
-    NaN into every output of the row) run as T gathers.
-    """
-    acc = acc_dtype(x.dtype)
-    xa = x.astype(acc, copy=False)
-    in_size = x.shape[axis]
-    out_size, t = index.shape
-    out_shape = list(x.shape)
-    out_shape[axis] = out_size
-    if xa.size == 0 or t == 0:
-        return xp.zeros(out_shape, dtype=x.dtype)
-    gather = bool((weight == 1).all())
-    if not gather and in_size <= DENSE_RESAMPLE_RATIO * t and bool(xp.isfinite(xa).all()):
-        dense = np.zeros((out_size, in_size))
-        np.add.at(dense, (np.repeat(np.arange(out_size), t), index.ravel()), weight.ravel())
-        dense = xp.asarray(dense.astype(acc))
-        if axis in (-1, x.ndim - 1):
-            out = xp.matmul(xa, dense.T)
-        else:
-            out = xp.moveaxis(xp.matmul(dense, xp.moveaxis(xa, axis, -2)), -2, axis)
-        return out.astype(x.dtype, copy=False)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    out = None
-    for j in range(t):
-        part = xp.take(xa, xp.asarray(index[:, j]), axis=axis)
-        if not gather:
-            part *= xp.asarray(weight[:, j].astype(acc)).reshape(shape)
-        if out is None:
-            out = part
-        else:
-            out += part
-    return out.astype(x.dtype, copy=False)
-
-
-def transpose_table(index: np.ndarray, weight: np.ndarray, in_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (in_size, M) table of the transposed map: which outputs each input feeds, with weights."""
-    out_size, t = index.shape
-    src = index.ravel()
-    dst = np.repeat(np.arange(out_size, dtype=np.int64), t)
-    w = weight.ravel()
-    keep = w != 0
-    src, dst, w = src[keep], dst[keep], w[keep]
-    order = np.argsort(src, kind="stable")
-    src, dst, w = src[order], dst[order], w[order]
-    counts = np.bincount(src, minlength=in_size)
-    m = int(counts.max()) if counts.size else 0
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
-    rank = np.arange(src.size) - starts[src]
-    tindex = np.zeros((in_size, m), dtype=np.int64)
-    tweight = np.zeros((in_size, m), dtype=weight.dtype)
-    tindex[src, rank] = dst
-    tweight[src, rank] = w
-    return tindex, tweight

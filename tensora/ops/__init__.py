@@ -13,13 +13,14 @@ methods). Find an op by its family:
 - products and lookups: linalg.py (matmul, linear, einsum), gather.py (gather/scatter,
   embedding, sort, topk)
 - images and sequences: conv.py, pool.py, interpolate.py, attention.py, dropout.py
+- random draws from tensors: sampling.py (multinomial)
 """
 
 import warnings
 
 from . import (  # noqa: F401 - importing registers the ops
     activation, attention, combine, conv, conversion, dropout, elementwise, gather, index, inplace,
-    interpolate, linalg, logical, pointwise, pool, reduce, shape, softmax,
+    interpolate, linalg, logical, pointwise, pool, reduce, sampling, shape, softmax,
 )
 from .registry import FUNCTIONS
 

@@ -69,6 +69,11 @@ class Stack(Op, name="stack"):
     @staticmethod
     def forward(ctx, *arrays, dim):
         ctx.dim = dim
+        first = arrays[0]
+        if dim == 0 and first.ndim:
+            # One concatenate into a C-contiguous array, viewed with the new dim: xp.stack adds a view
+            # per input and re-checks the shapes that stack() compared already (collate's case).
+            return ctx.xp.concatenate(arrays).reshape((len(arrays),) + first.shape)
         return ctx.xp.stack(arrays, axis=dim)
 
     @staticmethod
@@ -132,11 +137,13 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """
     ts = _tensor_list("stack", tensors)
     ref = ts[0]
-    for i, t in enumerate(ts):
-        if tuple(t.shape) != tuple(ref.shape):
-            raise ShapeError(f"stack expects each tensor to be equal size, got shapes {fmt_shape(ref.shape)} "
-                             f"and {fmt_shape(t.shape)} (tensor {i})")
-    return Stack.apply(*ts, dim=ref._dim(dim, ref.ndim + 1))
+    shape = ref._data.shape  # compared as the arrays' tuples: collate stacks a batch per step
+    for t in ts:
+        if t._data.shape != shape:
+            i = next(i for i, t in enumerate(ts) if t._data.shape != shape)
+            raise ShapeError(f"stack expects each tensor to be equal size, got shapes {fmt_shape(shape)} "
+                             f"and {fmt_shape(t._data.shape)} (tensor {i})")
+    return Stack.apply(*ts, dim=ref._dim(dim, len(shape) + 1))
 
 
 @register()

@@ -7,7 +7,8 @@ gradients, so gradients of any order stay inside these three:
     Conv(x, w)            y  = windows of x times w          (im2col + one matmul per group)
     ConvTranspose(y, w)   x  = the transpose of Conv in x    (matmul + col2im, or for stride 1
                                                               a conv with the flipped kernel)
-    ConvWeight(x, y)      dw = the transpose of Conv in w    (im2col + matmul summed over the batch)
+    ConvWeight(x, y)      dw = the transpose of Conv in w    (im2col + matmul summed over the batch;
+                                                              Conv's backward hands it the forward's columns)
 
 d Conv / dx is ConvTranspose, d Conv / dw is ConvWeight; d ConvTranspose / dy is
 Conv and d ConvTranspose / dw is ConvWeight (with the roles of x and y swapped);
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import dtypes as dt
+from ..amp import autocast_op
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..kernels import im2col as k
@@ -47,14 +49,22 @@ class Conv(Op, name="conv"):
     def forward(ctx, x, w, b, win, groups):
         ctx.win, ctx.groups = win, groups
         ctx.save(x, w)
-        return k.conv(ctx.xp, x, w, b, win, groups)
+        y, cols = k.conv_and_cols(ctx.xp, x, w, b, win, groups)
+        need = ctx.needs_input_grad
+        if need and need[1] and cols is not None and cols.nbytes <= k.KEEP_COLS_BYTES:
+            # The weight gradient multiplies these very columns again: keep them (x is saved, so an
+            # in-place edit of x is caught at backward) rather than rebuild them from x there.
+            ctx.cols = cols
+        return y
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved
         need = ctx.needs_input_grad
+        cols = getattr(ctx, "cols", None)
+        ctx.cols = None  # used once: a second backward through a retained graph rebuilds them
         gx = ConvTranspose.apply(g, w, None, win=ctx.win, groups=ctx.groups) if need[0] else None
-        gw = ConvWeight.apply(x, g, win=ctx.win, groups=ctx.groups) if need[1] else None
+        gw = ConvWeight.apply(x, g, win=ctx.win, groups=ctx.groups, cols=cols) if need[1] else None
         gb = _bias_grad(ctx, g) if need[2] else None
         return gx, gw, gb
 
@@ -82,10 +92,10 @@ class ConvWeight(Op, name="conv_weight"):
     """dw = Conv's transpose in the weight: sum over batch and positions of y times windows of x."""
 
     @staticmethod
-    def forward(ctx, x, y, win, groups):
+    def forward(ctx, x, y, win, groups, cols=None):
         ctx.win, ctx.groups = win, groups
         ctx.save(x, y)
-        return k.conv_weight(ctx.xp, x, y, win, groups)
+        return k.conv_weight(ctx.xp, x, y, win, groups, cols)
 
     @staticmethod
     def backward(ctx, h):
@@ -172,6 +182,9 @@ def _check_bias(bias: Tensor | None, channels: int, weight: Tensor) -> None:
                          f"with {channels} elements, but got bias of size {shape} instead")
 
 
+# Autocast casts the arguments before check_dtypes sees them (a bfloat16 activation meets a
+# float32 weight in every autocast model), as torch's autocast dispatch runs before its checks.
+@autocast_op("conv")
 def _conv(nd: int, fn: str, input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any,
           dilation: Any, groups: int) -> Tensor:
     x, unbatched = _batched(input, nd, fn)
@@ -209,6 +222,7 @@ def _conv(nd: int, fn: str, input: Tensor, weight: Tensor, bias: Tensor | None, 
     return y.squeeze(0) if unbatched else y
 
 
+@autocast_op("conv_transpose")
 def _conv_transpose(nd: int, fn: str, input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any,
                     padding: Any, output_padding: Any, groups: int, dilation: Any) -> Tensor:
     if isinstance(padding, str):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
-from ..kernels import im2col as k
+from ..kernels import resample as rs
 from ..tensor import Tensor
 from .registry import register
 
@@ -41,7 +41,7 @@ class ResampleTable:
     def transposed(self) -> "ResampleTable":
         """The adjoint map (built once, and its own adjoint is this table)."""
         if self._transposed is None:
-            t = ResampleTable(*k.transpose_table(self.index, self.weight, self.in_size), in_size=self.out_size)
+            t = ResampleTable(*rs.transpose_table(self.index, self.weight, self.in_size), in_size=self.out_size)
             t._transposed = self
             self._transposed = t
         return self._transposed
@@ -53,7 +53,7 @@ class Resample(Op, name="resample"):
     @staticmethod
     def forward(ctx, x, axis, table):
         ctx.axis, ctx.table = axis, table
-        return k.resample(ctx.xp, x, axis, table.index, table.weight)
+        return rs.resample(ctx.xp, x, axis, table.index, table.weight)
 
     @staticmethod
     def backward(ctx, g):

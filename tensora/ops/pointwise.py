@@ -149,7 +149,7 @@ class Reciprocal(Op, name="reciprocal"):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        return -g * y * y
+        return -g * (y * y)  # torch's order (derivatives.yaml: -grad * (result * result)), same rounding
 
 
 class Sin(Op, name="sin"):
@@ -437,6 +437,15 @@ log1p = export(Log1p)
 expm1 = export(Expm1)
 rsqrt = export(Rsqrt)
 reciprocal = export(Reciprocal)
+
+
+def _rtruediv(self: Tensor, other: Any) -> Tensor:
+    """other / self as torch's Tensor.__rtruediv__ computes it: self.reciprocal() * other, so that
+    2.0 / x rounds 1 / x first, exactly as torch does (binary_operator's default is div(other, self))."""
+    return reciprocal(self) * other
+
+
+Tensor.__rtruediv__ = _rtruediv
 sin = export(Sin)
 cos = export(Cos)
 erf = export(Erf)

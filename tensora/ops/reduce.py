@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes as dt
+from ..amp import autocast_op
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..tensor import Tensor, make_tensor
@@ -261,6 +262,7 @@ def _prod(x: Tensor, dims: tuple, keepdim: bool = False, dtype: Any = None) -> T
 
 
 @register()
+@autocast_op("prod")  # torch's CPU autocast runs prod in float32: a product of 16-bit values drifts fast
 def prod(x: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
     """Product over `dim` (all by default); int and bool give int64; gradients handle zeros."""
     return _prod(x, reduce_dims(x, dim), keepdim, dtype)

@@ -1,4 +1,4 @@
-"""Sliding-window kernels (tensora/kernels/im2col.py): geometry, adjoint pairs and tables, against NumPy."""
+"""Sliding-window kernels (tensora/kernels/im2col.py): geometry and adjoint pairs, against NumPy."""
 
 import itertools
 
@@ -20,18 +20,30 @@ WINDOWS = [
     _window((7, 5), (2, 3), (2, 1), (0, 2), (2, 1)),
     _window((8,), (3,), (3,), (1,), (1,)),          # stride past the tail: input positions nobody reads
     _window((4, 3, 5), (2, 1, 2), (1, 2, 2), (1, 0, 0), (1, 1, 2)),
+    _window((6, 5), (3, 2), (1, 1), (2, 0), (1, 2)),  # stride 1 with dilation: the padded-plane grid
+    _window((9,), (4,), (1,), (0,), (2,)),
+    _window((3, 4, 5), (2, 3, 2), (1, 1, 1), (1, 0, 1), (1, 1, 2)),
 ]
+
+
+def _outputs(win):
+    """The grid positions that are output positions (the others are computed and dropped)."""
+    return itertools.product(*[range(o) for o in win.out_size])
 
 
 @pytest.mark.parametrize("win", WINDOWS)
 def test_im2col_reads_the_defined_positions(win):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3) + win.in_size)
-    cols = k.im2col(np, x, win)
-    assert cols.shape == (2, 1, 3 * win.taps, int(np.prod(win.out_size)))
-    cols = cols.reshape((2, 3) + win.kernel + win.out_size)
+    grid = k.col_grid(win)
+    if grid != win.out_size:  # the padded plane: full span in the middle dims, the last wider than out
+        assert all(s == 1 for s in win.stride) and len(grid) > 1
+        assert grid[:-1] == (win.out_size[0],) + win.span[1:-1] and grid[-1] > win.out_size[-1]
+    cols = k.cols_per_sample(k.im2col(np, x, win), win, 2)
+    assert cols.shape == (2, 1, 3 * win.taps, int(np.prod(grid)))
+    cols = cols.reshape((2, 3) + win.kernel + grid)
     for tap in itertools.product(*[range(t) for t in win.kernel]):
-        for pos in itertools.product(*[range(o) for o in win.out_size]):
+        for pos in _outputs(win):
             at = tuple(o * s + t * d - p for o, s, t, d, p in zip(pos, win.stride, tap, win.dilation, win.pad))
             inside = all(0 <= a < n for a, n in zip(at, win.in_size))
             expected = x[(Ellipsis,) + at] if inside else 0.0
@@ -42,9 +54,16 @@ def test_im2col_reads_the_defined_positions(win):
 def test_col2im_is_the_adjoint_of_im2col(win):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3) + win.in_size)
-    c = rng.standard_normal((2, 3) + win.kernel + win.out_size)
-    lhs = np.vdot(k.im2col(np, x, win), c.reshape(2, 1, -1, int(np.prod(win.out_size))))
-    rhs = np.vdot(x, k.col2im(np, c, win))
+    grid = k.col_grid(win)
+    c = np.zeros((2, 3) + win.kernel + grid)
+    outputs = (Ellipsis,) + tuple(slice(0, o) for o in win.out_size)
+    c[outputs] = rng.standard_normal((2, 3) + win.kernel + win.out_size)  # zeros off the output positions
+    c = c.reshape(2, 1, 3 * win.taps, -1)
+    cols = k.im2col(np, x, win)
+    laid_out = np.zeros_like(cols)  # c in the columns' own layout
+    k.cols_per_sample(laid_out, win, 2)[...] = c
+    lhs = np.vdot(cols, laid_out)
+    rhs = np.vdot(x, k.col2im(np, laid_out, win, 2))
     assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
 
 
@@ -52,9 +71,23 @@ def test_im2col_groups_dtype_and_ones_row():
     win = WINDOWS[0]
     x = np.random.default_rng(5).standard_normal((2, 4) + win.in_size)
     cols = k.im2col(np, x, win, groups=2, dtype=np.float32, ones_row=True)
-    assert cols.shape == (2, 2, 2 * win.taps + 1, int(np.prod(win.out_size))) and cols.dtype == np.float32
+    length = int(np.prod(k.col_grid(win)))
+    assert cols.shape == (2, 2 * win.taps + 1, 2 * length) and cols.dtype == np.float32  # batch inside
+    cols = k.cols_per_sample(cols, win, 2)
+    assert cols.shape == (2, 2, 2 * win.taps + 1, length)
     np.testing.assert_array_equal(cols[:, :, -1], 1)
-    np.testing.assert_allclose(cols[:, :, :-1].reshape(2, 4 * win.taps, -1), k.im2col(np, x, win)[:, 0], rtol=1e-6)
+    ungrouped = k.cols_per_sample(k.im2col(np, x, win), win, 2)[:, 0]
+    np.testing.assert_allclose(cols[:, :, :-1].reshape(2, 4 * win.taps, -1), ungrouped, rtol=1e-6)
+
+
+def test_wide_outputs_and_strides_use_the_output_grid(monkeypatch):
+    # Stride 1 on a narrow map: the padded plane (rows sharing one zero gap); wide or strided: the output.
+    narrow = _window((8, 8), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert k.col_grid(narrow) == (8, 9)
+    assert k.col_grid(_window((8, 40), (3, 3), (1, 1), (1, 1), (1, 1))) == (8, 40)
+    assert k.col_grid(_window((8, 8), (3, 3), (2, 2), (1, 1), (1, 1))) == (4, 4)
+    monkeypatch.setattr(k, "FLAT_MAX_WIDTH", 0)
+    assert k.col_grid(narrow) == (8, 8)
 
 
 @pytest.mark.parametrize("win", WINDOWS)
@@ -100,24 +133,7 @@ def test_geometry_helpers():
     assert k.acc_dtype(np.int32) == np.int32
 
 
-def test_resample_and_transposed_table_are_adjoint():
-    rng = np.random.default_rng(3)
-    index = rng.integers(0, 5, (7, 2))
-    weight = rng.standard_normal((7, 2))
-    weight[3, 1] = 0.0                                     # zero weights drop out of the transpose
-    tindex, tweight = k.transpose_table(index, weight, 5)
-    assert tindex.shape[0] == 5
-    x = rng.standard_normal((2, 5, 3))
-    g = rng.standard_normal((2, 7, 3))
-    lhs = np.vdot(k.resample(np, x, 1, index, weight), g)
-    rhs = np.vdot(x, k.resample(np, g, 1, tindex, tweight))
-    assert np.isclose(lhs, rhs)
-    dense = np.zeros((7, 5))
-    np.add.at(dense, (np.repeat(np.arange(7), 2), index.ravel()), weight.ravel())
-    np.testing.assert_allclose(k.resample(np, x, 1, index, weight), np.einsum("oi,bic->boc", dense, x))
-
-
-@pytest.mark.parametrize("win", WINDOWS + [_window((6, 5), (3, 2), (1, 1), (2, 0), (1, 2))])
+@pytest.mark.parametrize("win", WINDOWS)
 @pytest.mark.parametrize("cin,cout,groups", [(4, 2, 2), (2, 6, 1), (3, 3, 3), (4, 4, 1)])
 def test_conv_transpose_and_weight_are_adjoints_of_conv(win, cin, cout, groups):
     # Stride-1 windows with C/G >= O/G take the flipped-kernel path, the others col2im; (3, 3, 3)
@@ -129,3 +145,17 @@ def test_conv_transpose_and_weight_are_adjoints_of_conv(win, cin, cout, groups):
     fwd = np.vdot(k.conv(np, x, w, None, win, groups), y)
     assert np.isclose(fwd, np.vdot(x, k.conv_transpose(np, y, w, None, win, groups)))
     assert np.isclose(fwd, np.vdot(w, k.conv_weight(np, x, y, win, groups)))
+
+
+@pytest.mark.parametrize("win", WINDOWS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_weight_from_the_forward_columns_is_bit_identical(win, bias):
+    # Reference: conv_weight building its own columns; the forward's (with or without the bias
+    # row) must give the very same result.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 4) + win.in_size).astype(np.float32)
+    w = rng.standard_normal((6, 2) + win.kernel).astype(np.float32)
+    g = rng.standard_normal((3, 6) + win.out_size).astype(np.float32)
+    y, cols = k.conv_and_cols(np, x, w, rng.standard_normal(6).astype(np.float32) if bias else None, win, 2)
+    assert y.flags.c_contiguous and y.shape == (3, 6) + win.out_size
+    np.testing.assert_array_equal(k.conv_weight(np, x, g, win, 2, cols), k.conv_weight(np, x, g, win, 2))

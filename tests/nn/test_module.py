@@ -328,3 +328,31 @@ def test_repr_tree():
 def test_module_init_takes_no_arguments():
     with pytest.raises(TypeError):
         nn.Module(1)
+
+
+def test_deepcopy_of_batch_norm_copies_statistics_and_mode():
+    # Reference: the original module, whose running statistics the copy must equal and then leave alone.
+    bn = nn.BatchNorm2d(3, momentum=0.5)
+    bn(tensora.randn(4, 3, 2, 2) * 3 + 1)
+    bn.eval()
+    c = copy.deepcopy(bn)
+    assert not c.training and c.momentum == 0.5 and type(c.weight) is nn.Parameter
+    for name, buf in bn.named_buffers():
+        got = c.get_buffer(name)
+        assert got.dtype is buf.dtype and got.data_ptr() != buf.data_ptr(), name
+        np.testing.assert_array_equal(got.numpy(), buf.numpy())
+    x = tensora.randn(2, 3, 2, 2)
+    np.testing.assert_array_equal(c(x).detach().numpy(), bn(x).detach().numpy())
+    c.train()
+    c(x)
+    assert bn.num_batches_tracked.item() == 1 and c.num_batches_tracked.item() == 2
+
+
+def test_deepcopy_of_a_model_keeps_tied_weights_tied():
+    emb = nn.Embedding(5, 4)
+    head = nn.Linear(4, 5, bias=False)
+    head.weight = emb.weight
+    model = nn.Sequential(emb, head)
+    c = copy.deepcopy(model)
+    assert c[1].weight is c[0].weight and c[0].weight is not emb.weight
+    assert len(list(c.parameters())) == 1

@@ -313,3 +313,31 @@ def test_mlp_training_steps_match_torch():
         assert losses[0] == pytest.approx(losses[1], rel=1e-12)
     for (k, a), (_, b) in zip(ta.state_dict().items(), pt.state_dict().items()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, err_msg=k)
+
+
+def test_deepcopy_of_a_trained_model_matches_torch():
+    """copy.deepcopy of a model mid-training: the same parameters (grads dropped, as torch's
+    Parameter.__deepcopy__ does), buffers, mode and outputs as torch's copy, and independent of the original."""
+    import copy
+    ta, pt = _pair_nets()
+    ta.load_state_dict({k: v.numpy() for k, v in pt.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    for m, lib in ((ta, tensora), (pt, torch)):
+        (m(lib.tensor(x)) ** 2).mean().backward()  # BatchNorm's running statistics move, grads are set
+    ta_copy, pt_copy = copy.deepcopy(ta), copy.deepcopy(pt)
+    for (name, a), (_, b) in zip(ta_copy.named_parameters(), pt_copy.named_parameters()):
+        assert (a.grad is None) == (b.grad is None) and a.requires_grad == b.requires_grad, name
+        assert type(a) is tnn.Parameter and a.data_ptr() != ta.get_parameter(name).data_ptr()
+    assert list(ta_copy.state_dict()) == list(pt_copy.state_dict())
+    for (k, a), (_, b) in zip(ta_copy.state_dict().items(), pt_copy.state_dict().items()):
+        assert a.dtype.name == str(b.dtype).removeprefix("torch."), k
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
+    assert [n for n, _ in ta_copy.named_buffers()] == [n for n, _ in pt_copy.named_buffers()]
+    ta_copy(tensora.tensor(x))  # a training forward on each copy moves only the copy's statistics
+    pt_copy(torch.from_numpy(x))
+    assert ta[2].num_batches_tracked.item() == 1 and ta_copy[2].num_batches_tracked.item() == 2
+    ta_copy.eval()
+    pt_copy.eval()
+    assert ta.training and pt.training
+    np.testing.assert_allclose(ta_copy(tensora.tensor(x)).detach().numpy(),
+                               pt_copy(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -58,7 +58,24 @@ def test_stack(dim):
 def test_stack_errors_and_scalars():
     with pytest.raises(ShapeError, match=r"equal size, got shapes \[2, 3\] and \[3, 2\]"):
         tensora.stack([tensora.ones(2, 3), tensora.ones(3, 2)])
+    # The same element count in another shape is still refused, and the message names the odd one out.
+    with pytest.raises(ShapeError, match=r"got shapes \[2, 3\] and \[3, 2\] \(tensor 2\)"):
+        tensora.stack([tensora.ones(2, 3), tensora.ones(2, 3), tensora.ones(3, 2)])
+    with pytest.raises(ShapeError, match=r"got shapes \[2, 3\] and \[4, 3\] \(tensor 1\)"):
+        tensora.stack([tensora.ones(2, 3), tensora.ones(4, 3)])
     assert tensora.stack([tensora.tensor(1.0), tensora.tensor(2.0)]).tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_stack_of_strided_views_matches_numpy(dim):
+    # Reference: np.stack of the same (non-contiguous) arrays; the result is a fresh C-ordered array.
+    base = np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, 6)
+    arrays = [base[0].T, base[1, :, ::2].repeat(2, 1).T, np.ascontiguousarray(base[1].T) + 100]  # (6, 4) each
+    got = tensora.stack([tensora.from_numpy(a) for a in arrays], dim)  # zero-copy: strides kept
+    np.testing.assert_array_equal(got.numpy(), np.stack(arrays, dim))
+    assert got.is_contiguous()
+    got[(0,) * got.ndim] = -1.0  # no storage shared with any input
+    assert arrays[0][0, 0] == 0.0
 
 
 # -- split / chunk / unbind ---------------------------------------------------------------------

@@ -280,3 +280,42 @@ def test_gradcheck_of_padded_grouped_conv1d_with_all_inputs():
     rng = np.random.default_rng(10)
     ins = [tensora.tensor(rng.standard_normal(s), requires_grad=True) for s in [(1, 4, 11), (6, 2, 2), (6,)]]
     assert gradcheck(lambda x, w, b: tensora.conv1d(x, w, b, stride=3, padding=2, groups=2), ins)
+
+
+@pytest.mark.parametrize("shape,kw", [((4, 3, 8, 8), dict(padding=1)), ((2, 4, 20, 20), dict(padding=1)),
+                                      ((3, 4, 9, 9), dict(stride=2, groups=2)), ((2, 4, 7), dict(dilation=2))])
+def test_weight_gradient_from_the_kept_columns_matches_a_rebuild(shape, kw, monkeypatch):
+    # Reference: the same backward with the column cache off (KEEP_COLS_BYTES = 0), which rebuilds the
+    # columns from x; the forward's kept columns must give bit-identical gradients, and are let go.
+    from tensora.kernels import im2col as k
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((6, shape[1] // kw.get("groups", 1)) + (3,) * (len(shape) - 2)).astype(np.float32)
+    conv = tensora.conv2d if len(shape) == 4 else tensora.conv1d
+
+    def grads():
+        xt, wt = tensora.tensor(x, requires_grad=True), tensora.tensor(w, requires_grad=True)
+        bt = tensora.zeros(6, requires_grad=True)
+        y = conv(xt, wt, bt, **kw)
+        kept = getattr(y.grad_fn.ctx, "cols", None)
+        (y * y).sum().backward()
+        assert getattr(y.grad_fn.ctx, "cols", None) is None  # used once, then dropped
+        return kept, xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+
+    kept, *cached = grads()
+    assert kept is not None
+    monkeypatch.setattr(k, "KEEP_COLS_BYTES", 0)
+    nothing, *rebuilt = grads()
+    assert nothing is None
+    for a, b in zip(cached, rebuilt):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_in_place_edit_of_the_input_after_forward_is_caught():
+    # The kept columns are a copy of x at forward time: x is saved too, so its version check still fires.
+    x = tensora.randn(2, 3, 5, 5)
+    w = tensora.randn(4, 3, 3, 3, requires_grad=True)
+    y = tensora.conv2d(x, w, padding=1)
+    x.add_(1.0)
+    with pytest.raises(tensora.AutogradError, match="modified by an in-place operation"):
+        y.sum().backward()

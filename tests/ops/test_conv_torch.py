@@ -66,6 +66,45 @@ def test_conv2d_random(seed, dtype):
     compare(lambda x, w, b: tensora.conv2d(x, w, b, **kw), lambda x, w, b: F.conv2d(x, w, b, **kw), arrays, dtype)
 
 
+# Stride-1 convs on maps up to 16 wide run on the padded-plane grid (rows sharing a zero gap), wider
+# ones and strided ones on the output grid; depthwise convs skip the columns altogether.
+GRID_CASES = [
+    ("8x8 p1", (3, 4, 8, 8), (5, 4, 3, 3), dict(padding=1)),
+    ("4x4 p2", (2, 3, 4, 4), (4, 3, 3, 3), dict(padding=2)),
+    ("same even kernel", (2, 3, 7, 9), (4, 3, 2, 4), dict(padding="same")),
+    ("dilated, cut tail", (2, 2, 11, 10), (3, 2, 3, 2), dict(padding=(0, 1), dilation=(2, 3))),
+    ("wide 20 p1", (2, 3, 6, 20), (4, 3, 3, 3), dict(padding=1)),
+    ("depthwise p1", (2, 6, 9, 9), (6, 1, 3, 3), dict(padding=1, groups=6)),
+    ("depthwise wide", (2, 4, 5, 21), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("depthwise s2 dilated", (2, 4, 10, 10), (4, 1, 3, 3), dict(stride=2, padding=2, dilation=2, groups=4)),
+    ("depthwise multiplier", (2, 3, 8, 8), (6, 1, 3, 3), dict(padding=1, groups=3)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own note
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", GRID_CASES, ids=[c[0] for c in GRID_CASES])
+def test_conv2d_grids_and_depthwise(case, dtype):
+    _, xs, ws, kw = case
+    rng = np.random.default_rng(9)
+    arrays = [_rand(rng, xs), _rand(rng, ws), _rand(rng, ws[:1])]
+    compare(lambda x, w, b: tensora.conv2d(x, w, b, **kw), lambda x, w, b: F.conv2d(x, w, b, **kw), arrays, dtype)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("case", GRID_CASES[:3] + GRID_CASES[5:6], ids=[c[0] for c in GRID_CASES[:3] + GRID_CASES[5:6]])
+def test_conv2d_bfloat16_matches_torch(case):
+    # Both accumulate in float32 and round the output once to bfloat16.
+    _, xs, ws, kw = case
+    rng = np.random.default_rng(10)
+    x, w = (torch.tensor(_rand(rng, s), dtype=torch.float32).bfloat16() for s in (xs, ws))
+    want = F.conv2d(x, w, **kw).float().numpy()
+    got = tensora.conv2d(tensora.tensor(x.float().numpy()).bfloat16(), tensora.tensor(w.float().numpy()).bfloat16(),
+                         **kw)
+    assert got.dtype is tensora.bfloat16
+    np.testing.assert_allclose(got.float().numpy(), want, rtol=2 ** -7, atol=2 ** -7 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_conv1d_and_conv3d_random(seed):
     arrays, kw = conv_config(100 + seed, 1)

@@ -172,6 +172,15 @@ def test_where_forward_and_gradients():
     assert out.dtype is tensora.float32 and out.tolist() == [[1.0, 0.5, 3.0]]
 
 
+def test_where_method_takes_self_as_the_values_where_true():
+    # torch's Tensor.where(condition, y) is where(condition, self, y); the function is not a method.
+    x = tensora.tensor([1.0, 2.0, 3.0])
+    cond = tensora.tensor([True, False, True])
+    assert x.where(cond, -1.0).tolist() == [1.0, -1.0, 3.0]
+    assert x.where(condition=cond, other=x * 10).tolist() == [1.0, 20.0, 3.0]
+    assert tensora.where(cond, x, 0).tolist() == [1.0, 0.0, 3.0]
+
+
 # -- comparisons ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("op,ref", [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
