@@ -17,7 +17,7 @@ from ..tensor import Tensor
 from . import pickle_guard, quantized
 from .errors import FormatError, UnsupportedError
 from .gguf_read import MAGIC as GGUF_MAGIC
-from .gguf_read import GGUFBlockTensor, load_gguf
+from .gguf_read import load_gguf
 from .safetensors_file import load_file, read_safetensors_header, save_file
 from .sharded import INDEX_SUFFIX, load_sharded, read_index, save_sharded
 
@@ -69,19 +69,17 @@ def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> d
 
 
 def _load_gguf(p: Path, device: Any) -> dict[str, Any]:
-    """Dense GGUF tensors as Tensors, block-quantized ones wrapped (not copied) as QuantizedTensors."""
-    from ..quant import QuantFormatError, from_gguf
-
-    out: dict[str, Any] = {}
-    for name, t in load_gguf(p).tensors.items():
-        if isinstance(t, GGUFBlockTensor):
-            try:
-                out[name] = from_gguf(t)
-            except QuantFormatError as exc:
-                raise UnsupportedError(p, f"tensor {name!r}: {exc}") from None
-        else:
-            out[name] = t.to(device) if device is not None else t
-    return out
+    """Dense GGUF tensors as Tensors, block-quantized ones as QuantizedTensors over the mapped bytes."""
+    f = load_gguf(p)
+    unknown = f.unsupported_block_tensors()
+    if unknown:
+        name, kind = next(iter(unknown.items()))
+        raise UnsupportedError(p, f"{len(unknown)} tensor(s) use ggml types tensora has no quantization format "
+                                  f"for (e.g. {name!r}: {kind}); tensora.io.load_gguf(path).tensors gives their "
+                                  "raw blocks as GGUFBlockTensor")
+    if device is None:
+        return dict(f.tensors)
+    return {name: t.to(device) if isinstance(t, Tensor) else t for name, t in f.tensors.items()}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -10,8 +10,9 @@ parse against `GGUFReader` on every file they build.
 
 Dense tensors (F32, F16, BF16, F64, I8..I64) become zero-copy tensors over a
 private (copy-on-write) mapping of the file. Block-quantized tensors (Q4_K,
-Q8_0, ...) are returned as `GGUFBlockTensor`: their raw blocks, type and
-logical shape, untouched; dequantizing them is the job of tensora's quant layer.
+Q8_0, ...) become `QuantizedTensor`s of tensora's quant layer wrapping the
+mapped blocks without a copy; the few ggml types tensora has no format for
+(IQ2_XXS, TQ1_0, ...) stay `GGUFBlockTensor`s: raw blocks, type and shape.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..creation import from_numpy
-from ..tensor import Tensor
 from .errors import FormatError, UnsupportedError
 from .gguf_values import Cursor, read_value
 from .safetensors_header import MAX_SPAN
@@ -80,7 +80,8 @@ class GGUFBlockTensor:
 
 @dataclass
 class GGUFFile:
-    """A parsed GGUF file: `metadata` (key -> value), `tensors` (name -> Tensor or GGUFBlockTensor).
+    """A parsed GGUF file: `metadata` (key -> value), `tensors` (name -> Tensor, QuantizedTensor or
+    GGUFBlockTensor).
 
     Metadata scalars are Python int/float/bool/str, numeric arrays are NumPy
     arrays, string arrays lists of str; `metadata_types[key]` keeps the exact
@@ -94,18 +95,11 @@ class GGUFFile:
     metadata: dict[str, Any]
     metadata_types: dict[str, str]
     tensor_info: dict[str, GGUFTensorInfo]
-    tensors: dict[str, Tensor | GGUFBlockTensor]
+    tensors: dict[str, Any]
 
-    def dense_tensors(self) -> dict[str, Tensor]:
-        """The tensors as a state dict; raises UnsupportedError naming any block-quantized ones."""
-        blocks = {n: t.ggml_type for n, t in self.tensors.items() if isinstance(t, GGUFBlockTensor)}
-        if blocks:
-            kinds = sorted(set(blocks.values()))
-            raise UnsupportedError(self.path, f"{len(blocks)} tensor(s) are block-quantized ({', '.join(kinds)}; "
-                                              f"e.g. {next(iter(blocks))!r}), which tensora.load cannot return as "
-                                              "dense tensors; tensora.io.load_gguf(path).tensors gives their raw "
-                                              "blocks as GGUFBlockTensor")
-        return dict(self.tensors)  # type: ignore[arg-type]
+    def unsupported_block_tensors(self) -> dict[str, str]:
+        """Name -> ggml type of the block tensors tensora has no quantization format for."""
+        return {n: t.ggml_type for n, t in self.tensors.items() if isinstance(t, GGUFBlockTensor)}
 
 
 def load_gguf(path: str | os.PathLike) -> GGUFFile:
@@ -224,9 +218,12 @@ def _check_overlap(path: str, infos: dict[str, GGUFTensorInfo]) -> None:
             end, last = info.offset + info.nbytes, info.name
 
 
-def _tensor(info: GGUFTensorInfo, qtype: Any, buf: Any) -> Tensor | GGUFBlockTensor:
+def _tensor(info: GGUFTensorInfo, qtype: Any, buf: Any) -> Any:
+    """A dense Tensor, a QuantizedTensor, or (a type tensora cannot decode) a GGUFBlockTensor."""
     from gguf import GGML_QUANT_SIZES
     from gguf.quants import quant_shape_to_byte_shape
+
+    from ..quant import FORMATS, from_gguf  # quant sits below io; imported late to keep `import tensora.io` light
 
     dtype = DENSE_TYPES.get(info.ggml_type)
     if dtype is not None:
@@ -236,4 +233,5 @@ def _tensor(info: GGUFTensorInfo, qtype: Any, buf: Any) -> Tensor | GGUFBlockTen
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     byte_shape = quant_shape_to_byte_shape(info.shape, qtype)
     raw = np.frombuffer(buf, dtype=np.uint8, count=info.nbytes, offset=info.offset).reshape(byte_shape)
-    return GGUFBlockTensor(info.name, info.ggml_type, info.shape, block_size, type_size, raw)
+    block = GGUFBlockTensor(info.name, info.ggml_type, info.shape, block_size, type_size, raw)
+    return from_gguf(block) if info.ggml_type.lower() in FORMATS else block

@@ -1,8 +1,10 @@
 """Writing GGUF files with gguf-py's `GGUFWriter`, atomically.
 
 Dense tensors are written in their own ggml type (F32, F16, BF16, F64, I8..I64);
-`GGUFBlockTensor`s read from another GGUF file are copied through as their raw
-blocks, unchanged. Metadata types follow gguf-py's conventions for plain
+QuantizedTensors of a GGUF block format (q4_0 ... q6_k, iq4_nl, mxfp4: the
+formats whose one part "blocks" is llama.cpp's bytes) as that ggml type, so a
+model quantized by tensora loads in llama.cpp; `GGUFBlockTensor`s read from
+another GGUF file are copied through as their raw blocks, unchanged. Metadata types follow gguf-py's conventions for plain
 Python values (int -> INT32, or INT64 when it does not fit; float -> FLOAT32;
 bool, str, lists -> ARRAY), NumPy scalars and arrays keep their exact type, and
 `metadata_types` (as `GGUFFile.metadata_types` reports them) overrides either,
@@ -33,7 +35,7 @@ _GGML_OF = {dtype: name for name, dtype in DENSE_TYPES.items()}
 
 def save_gguf(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None,
               *, metadata_types: Mapping[str, str] | None = None, arch: str | None = None) -> Path:
-    """Write `tensors` (name -> Tensor, ndarray or GGUFBlockTensor) and `metadata` to a GGUF file.
+    """Write `tensors` (name -> Tensor, ndarray, QuantizedTensor or GGUFBlockTensor) and `metadata` to a GGUF file.
 
     `arch` (or metadata["general.architecture"]) fills general.architecture,
     which llama.cpp requires; it defaults to "tensora".
@@ -69,12 +71,31 @@ def _tensor_bytes(name: str, value: Any) -> tuple[np.ndarray, str]:
     if isinstance(value, GGUFBlockTensor):
         data = value.data  # a view of the source file: tofile() streams it without a full copy
         return (data if data.flags.c_contiguous else data.copy()), value.ggml_type
+    if hasattr(value, "format_name"):  # a QuantizedTensor (the quant layer is not imported for dense files)
+        return _quantized_bytes(name, value)
     arr = host_array(name, value)
     ggml_type = _GGML_OF.get(dt._BY_NUMPY.get(arr.dtype))
     if ggml_type is None:
         raise TypeError(f"tensor {name!r} has dtype {arr.dtype}, which GGUF cannot store densely; supported: "
                         f"{', '.join(d.name for d in _GGML_OF)}")
     return arr, ggml_type
+
+
+def _quantized_bytes(name: str, qt: Any) -> tuple[np.ndarray, str]:
+    """The GGUF blocks of a QuantizedTensor, shaped as gguf-py's writer expects (rows of bytes)."""
+    from ..quant import FORMATS
+
+    gguf_type = getattr(qt.format, "gguf_type", None)
+    if gguf_type is None:
+        usable = sorted(n for n, f in FORMATS.items() if getattr(f, "gguf_type", None) is not None)
+        raise TypeError(f"tensor {name!r} is quantized as {qt.format_name!r}, which GGUF has no block type for; "
+                        f"quantize it with one of {', '.join(usable)} (or dequantize it) to write GGUF")
+    if qt.is_transposed:
+        raise TypeError(f"tensor {name!r} is a transposed view of a QuantizedTensor; GGUF stores the "
+                        "untransposed blocks, so write the tensor it was taken from")
+    shape = tuple(qt.shape)
+    blocks = qt.packed()["blocks"]
+    return np.ascontiguousarray(blocks).reshape(*shape[:-1], blocks.shape[-1]), gguf_type.name
 
 
 def _typed(key: str, value: Any, vtype: str | None) -> tuple[Any, str, str | None]:

@@ -164,8 +164,9 @@ def formats_with_native() -> frozenset[str]:
 
 
 def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray]) -> dict | None:
-    """Keyword arguments of the ``tensora._C`` calls, or None when the extension lacks ``fmt``."""
-    if fmt not in formats_with_native():
+    """Keyword arguments of the ``tensora._C`` calls, or None when the extension lacks ``fmt``
+    (or the weight is empty: nothing to speed up, and the reference handles no rows)."""
+    if fmt not in formats_with_native() or any(p.size == 0 for p in parts.values()):
         return None
     group = options.get("group_size") if fmt == "int4" else options.get("block_size") if fmt in ("nf4", "fp4") else 0
     return {"parts": dict(parts), "group": int(group or 0)}

@@ -131,6 +131,11 @@ class QuantizedTensor:
 
     mT = T
 
+    @property
+    def is_transposed(self) -> bool:
+        """Whether this is the .T view of the stored (row-major, blocked along rows) weight."""
+        return self._transposed
+
     def t(self) -> QuantizedTensor:
         return self.T
 
@@ -320,8 +325,8 @@ def from_gguf(block_tensor: Any) -> QuantizedTensor:
     """Wrap a block-quantized GGUF tensor (tensora.io's GGUFBlockTensor) without copying its bytes."""
     fmt = get_format(block_tensor.ggml_type.lower())
     shape = tuple(block_tensor.shape)
-    rows, _ = matrix_shape(shape)
-    return QuantizedTensor(fmt, {"blocks": block_tensor.data.reshape(rows, -1)}, shape)
+    (blocks_shape, _), = fmt.part_specs(shape).values()  # explicit: an empty tensor has no -1 to infer
+    return QuantizedTensor(fmt, {"blocks": block_tensor.data.reshape(blocks_shape)}, shape)
 
 
 def quantize_tensor(t: Tensor | np.ndarray, format: str | QuantFormat, **options: Any) -> QuantizedTensor:

@@ -55,7 +55,8 @@ def check(data: bytes) -> None:
     except tio.FormatError:
         return
     for t in parsed.tensors.values():
-        (t.data if isinstance(t, tio.GGUFBlockTensor) else t.numpy()).tobytes()
+        raw = t.data if isinstance(t, tio.GGUFBlockTensor) else t.packed()["blocks"] if hasattr(t, "packed") else t.numpy()
+        raw.tobytes()
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import tensora
 import tensora.io as tio
+from tensora.quant import QuantizedTensor, quantize_tensor
 
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as Q  # noqa: E402
@@ -45,7 +46,7 @@ def assert_matches_reference(path, ours):
         assert info.shape == tuple(reversed(t.shape.tolist()))
         assert (info.offset, info.nbytes) == (t.data_offset, t.n_bytes)
         mine = ours.tensors[t.name]
-        raw = mine.data if isinstance(mine, tio.GGUFBlockTensor) else mine.numpy()
+        raw = mine.packed()["blocks"] if isinstance(mine, QuantizedTensor) else mine.numpy()
         assert raw.tobytes() == t.data.tobytes()
 
 
@@ -110,18 +111,18 @@ def test_reads_gguf_writer_files_with_block_quantized_tensors(tmp_path, rng):
     _writer_file(path, {"dense": w, "q8": q8, "q4k": q4k}, {"q8": Q.Q8_0, "q4k": Q.Q4_K})
     f = tio.load_gguf(path)
     assert_matches_reference(path, f)
-    block = f.tensors["q8"]
-    assert isinstance(block, tio.GGUFBlockTensor)
-    assert (block.ggml_type, block.shape, block.block_size, block.type_size) == ("Q8_0", (4, 64), 32, 34)
-    assert block.data.shape == (4, 68) and block.data.tobytes() == q8.tobytes()
-    assert f.tensors["q4k"].shape == (2, 256) and f.tensors["q4k"].ggml_type == "Q4_K"
+    block = f.tensors["q8"]  # block types come back quantized, wrapping the mapped bytes (no dequantization)
+    assert isinstance(block, QuantizedTensor)
+    assert (block.format_name, tuple(block.shape)) == ("q8_0", (4, 64))
+    blocks = block.packed()["blocks"]
+    assert blocks.shape == (4, 68) and not blocks.flags.owndata and blocks.tobytes() == q8.tobytes()
+    np.testing.assert_array_equal(block.dequantize().numpy(), gguf.quants.dequantize(q8, Q.Q8_0))
+    assert tuple(f.tensors["q4k"].shape) == (2, 256) and f.tensors["q4k"].format_name == "q4_k"
     np.testing.assert_array_equal(f.tensors["dense"].numpy(), w)
     assert f.metadata["tokenizer.ggml.tokens"][299] == "t299"
-    loaded = tio.load(path)  # block types come back quantized, wrapping the mapped bytes (no dequantization)
-    assert loaded["q8"].format.name == "q8_0" and tuple(loaded["q8"].shape) == (4, 64)
-    assert np.shares_memory(loaded["q8"].packed()["blocks"], block.data) or \
-        loaded["q8"].packed()["blocks"].tobytes() == q8.tobytes()
-    assert loaded["q4k"].format.name == "q4_k"
+    loaded = tio.load(path)
+    assert loaded["q8"].format_name == "q8_0" and loaded["q8"].packed()["blocks"].tobytes() == q8.tobytes()
+    assert loaded["q4k"].format_name == "q4_k"
 
 
 def test_block_tensors_copy_through_save_gguf_unchanged(tmp_path, rng):
@@ -132,7 +133,7 @@ def test_block_tensors_copy_through_save_gguf_unchanged(tmp_path, rng):
     dst = tio.save_gguf(tmp_path / "dst.gguf", f.tensors, f.metadata, metadata_types=f.metadata_types)
     g = tio.load_gguf(dst)
     assert_matches_reference(dst, g)
-    assert g.tensors["q"].data.tobytes() == q8.tobytes()
+    assert g.tensors["q"].packed()["blocks"].tobytes() == q8.tobytes()
     assert g.metadata["tokenizer.ggml.tokens"] == f.metadata["tokenizer.ggml.tokens"]
     assert g.metadata_types == f.metadata_types
 
@@ -195,3 +196,56 @@ def test_save_gguf_type_override_and_range_checks(tmp_path):
 def test_save_gguf_rejects_dtypes_gguf_cannot_hold(tmp_path):
     with pytest.raises(TypeError, match="bool.*GGUF"):
         tio.save_gguf(tmp_path / "b.gguf", {"m": tensora.ones(2, dtype=tensora.bool)})
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q5_1", "q8_0", "q3_k", "q4_k", "q6_k", "iq4_nl", "mxfp4"])
+def test_tensora_quantized_tensors_write_gguf_that_gguf_py_decodes(tmp_path, rng, fmt):
+    w = rng.standard_normal((6, 512)).astype(np.float32)
+    qt = quantize_tensor(w, fmt)
+    path = tio.save_gguf(tmp_path / "q.gguf", {"blk.0.ffn_up.weight": qt}, arch="llama")
+    ref = gguf.GGUFReader(path).tensors[0]  # llama.cpp's layout, as gguf-py reads it
+    assert ref.tensor_type.name == fmt.upper() and tuple(reversed(ref.shape.tolist())) == (6, 512)
+    assert ref.data.tobytes() == qt.packed()["blocks"].tobytes()
+    np.testing.assert_array_equal(gguf.quants.dequantize(ref.data, ref.tensor_type).reshape(6, 512),
+                                  qt.dequantize().numpy())
+    back = tio.load_gguf(path).tensors["blk.0.ffn_up.weight"]
+    assert back.format_name == fmt and back.packed()["blocks"].tobytes() == qt.packed()["blocks"].tobytes()
+
+
+def test_a_quantized_module_round_trips_through_gguf(tmp_path, rng):
+    from tensora.quant import quantize
+
+    model = tensora.nn.Sequential(tensora.nn.Linear(64, 32), tensora.nn.ReLU(), tensora.nn.Linear(32, 64))
+    quantize(model, "q4_0", skip=["2"])
+    quantize(model, "q8_0")  # layer 2; layer 0 is quantized already
+    path = tio.save_gguf(tmp_path / "m.gguf", model.state_dict())
+    x = tensora.tensor(rng.standard_normal((3, 64)).astype(np.float32))
+    expected = model(x).detach().numpy()
+    fresh = tensora.nn.Sequential(tensora.nn.Linear(64, 32), tensora.nn.ReLU(), tensora.nn.Linear(32, 64))
+    quantize(fresh, "q4_0", skip=["2"])
+    quantize(fresh, "q8_0")
+    assert tio.load_gguf(path).tensors["0.weight"].format_name == "q4_0"
+    fresh.load_state_dict(tio.load(path))
+    np.testing.assert_array_equal(fresh(x).detach().numpy(), expected)
+
+
+def test_formats_without_a_gguf_block_type_are_refused_by_name(tmp_path, rng):
+    qt = quantize_tensor(rng.standard_normal((4, 64)).astype(np.float32), "nf4")
+    with pytest.raises(TypeError, match=r"'w'.*'nf4'.*q4_0"):
+        tio.save_gguf(tmp_path / "x.gguf", {"w": qt})
+    with pytest.raises(TypeError, match="transposed"):
+        tio.save_gguf(tmp_path / "x.gguf", {"w": quantize_tensor(np.ones((4, 64), np.float32), "q8_0").T})
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_block_types_without_a_tensora_format_stay_raw(tmp_path, rng):
+    raw = rng.integers(0, 256, size=(2, 66), dtype=np.uint8)  # one IQ2_XXS block per row (256 values)
+    path = tmp_path / "iq2.gguf"
+    _writer_file(path, {"w": raw}, {"w": Q.IQ2_XXS})
+    f = tio.load_gguf(path)
+    assert isinstance(f.tensors["w"], tio.GGUFBlockTensor) and f.tensors["w"].data.tobytes() == raw.tobytes()
+    assert f.unsupported_block_tensors() == {"w": "IQ2_XXS"}
+    with pytest.raises(tio.UnsupportedError, match="IQ2_XXS"):
+        tio.load(path)
+    tio.save_gguf(tmp_path / "copy.gguf", f.tensors)  # copied through unchanged
+    assert tio.load_gguf(tmp_path / "copy.gguf").tensors["w"].data.tobytes() == raw.tobytes()

@@ -150,6 +150,9 @@ def test_gguf_tensors_are_wrapped_without_copying():
     qt = from_gguf(bt)
     assert np.shares_memory(qt.packed()["blocks"], blocks)
     np.testing.assert_array_equal(qt.dequantize().numpy(), gq.dequantize(blocks, T.Q8_0))
+    empty = from_gguf(GGUFBlockTensor("e", "Q8_0", (0, 64), 32, 34, blocks[:0]))  # a GGUF may hold one
+    assert tuple(empty.dequantize().shape) == (0, 64)
+    assert tuple((tensora.ones(3, 64) @ empty.T).shape) == (3, 0)
 
 
 def test_module_quantized_forward_close_to_dense():
