@@ -1,0 +1,239 @@
+"""Autoregressive generation with a preallocated KV cache: sampling, stop rules, batching, streaming.
+
+One loop serves every entry point. Prompts of different lengths are left-padded into
+one batch; the cache's key mask hides the padding and positions count real tokens only,
+so each row computes exactly what it would alone. After the prompt (prefill) each step
+feeds one token per row and computes logits for that position only.
+
+Sampling follows transformers' logits processors, in their order: repetition penalty,
+temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax). A seed makes a
+run reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..autograd.grad_mode import no_grad
+from ..tensor import Tensor
+from .layers import attention_mask
+
+
+@dataclass
+class Completion:
+    """One generated continuation: its text, its token ids and why it ended ("stop" or "length")."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class SamplingOptions:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    stop_token_ids: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        checks = [(self.max_new_tokens >= 0, "max_new_tokens must be >= 0"),
+                  (self.temperature >= 0, "temperature must be >= 0"),
+                  (self.top_k >= 0, "top_k must be >= 0"), (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+                  (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+                  (self.repetition_penalty > 0, "repetition_penalty must be > 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}, got {self}")
+
+
+def generate(model: Any, prompt: Any, **options: Any) -> Completion | list[Completion]:
+    """Complete a prompt (text or token ids) or a batch of them; a list in gives a list out.
+
+    Options: max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p,
+    repetition_penalty, stop (strings), seed, stop_token_ids (default: the tokenizer's eos ids).
+    """
+    prompts, batched = _prompts(model, prompt)
+    run = _Run(model, prompts, SamplingOptions(**options))
+    for _ in run.steps():
+        pass
+    return run.completions() if batched else run.completions()[0]
+
+
+def stream(model: Any, prompt: Any, **options: Any) -> TextStream:
+    """Iterate over text deltas of one prompt's completion; `.completion` holds the result at the end."""
+    prompts, batched = _prompts(model, prompt)
+    if batched:
+        raise ValueError("stream() takes one prompt; use generate() for a batch")
+    return TextStream(_Run(model, prompts, SamplingOptions(**options)))
+
+
+class TextStream:
+    """Text deltas of one completion. Never splits a UTF-8 character, never shows a stop string."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        row = self._run.rows[0]
+        for _ in self._run.steps():
+            delta = row.pending_text(final=False)
+            if delta:
+                yield delta
+        delta = row.pending_text(final=True)
+        if delta:
+            yield delta
+        self.completion = self._run.completions()[0]
+
+
+def _prompts(model: Any, prompt: Any) -> tuple[list[list[int]], bool]:
+    def ids(p: Any) -> list[int]:
+        if isinstance(p, str):
+            if model.tokenizer is None:
+                raise ValueError("a text prompt needs a model loaded with its tokenizer; pass token ids instead")
+            return model.tokenizer.encode(p)
+        return [int(i) for i in (p.tolist() if hasattr(p, "tolist") else p)]
+
+    batched = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and not isinstance(prompt[0], (int, np.integer))
+    prompts = [ids(p) for p in (prompt if batched else [prompt])]
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("a prompt must hold at least one token")
+    return prompts, batched
+
+
+@dataclass
+class _Row:
+    """One sequence of the batch: its prompt, what it generated, its text so far, whether it ended."""
+
+    prompt: list[int]
+    decode: Callable[[list[int]], str] | None
+    stop: Sequence[str]
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    text: str = ""
+    emitted: int = 0
+
+    def add(self, token: int, stop_ids: set[int]) -> None:
+        if token in stop_ids:
+            self.finish_reason = "stop"
+            return
+        self.tokens.append(token)
+        if self.decode is None:
+            return
+        self.text = self.decode(self.tokens)
+        for s in self.stop:
+            at = self.text.find(s)
+            if at >= 0:
+                self.text, self.finish_reason = self.text[:at], "stop"
+
+    def pending_text(self, final: bool) -> str:
+        """New text that is safe to show: not an incomplete character, not a possible stop-string prefix."""
+        end = len(self.text)
+        if not final and self.finish_reason is None:
+            while end > self.emitted and self.text[end - 1] == "\ufffd":
+                end -= 1  # an unfinished multi-byte character
+            hold = max((len(s) - 1 for s in self.stop), default=0)
+            end = max(self.emitted, end - hold)
+        delta = self.text[self.emitted:end]
+        self.emitted = end
+        return delta
+
+
+class _Run:
+    """The state of one generation: batch rows, KV cache, sampler; `steps()` advances it token by token."""
+
+    def __init__(self, model: Any, prompts: list[list[int]], opts: SamplingOptions) -> None:
+        self.model, self.opts = model, opts
+        tok = model.tokenizer
+        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
+        self.rows = [_Row(p, decode, tuple(opts.stop)) for p in prompts]
+        ids = opts.stop_token_ids
+        if ids is None:
+            ids = getattr(tok, "eos_token_ids", None) or _as_list(getattr(model.config, "eos_token_id", None))
+        self.stop_ids = {int(i) for i in ids}
+        self.rng = np.random.default_rng(opts.seed)
+        longest = max(len(p) for p in prompts)
+        self.capacity = longest + opts.max_new_tokens
+        if self.capacity > model.max_positions:
+            raise ValueError(f"prompt of {longest} tokens + max_new_tokens {opts.max_new_tokens} exceeds the "
+                             f"model's context of {model.max_positions} tokens")
+
+    def steps(self) -> Iterator[None]:
+        """Prefill, then one decode step per new token; yields after each token is added to every live row."""
+        rows, opts, model = self.rows, self.opts, self.model
+        if opts.max_new_tokens == 0:
+            for r in rows:
+                r.finish_reason = "length"
+            return
+        b, longest = len(rows), max(len(r.prompt) for r in rows)
+        pad = rows[0].prompt[0]
+        ids = np.array([[pad] * (longest - len(r.prompt)) + r.prompt for r in rows], dtype=np.int64)
+        cache = model.new_cache(b, self.capacity)
+        lengths = np.array([len(r.prompt) for r in rows])
+        cache.key_mask[:, :longest] = np.arange(longest)[None, :] >= (longest - lengths)[:, None]
+        positions = np.maximum(np.cumsum(cache.key_mask[:, :longest], axis=1) - 1, 0)
+        start, last = 0, positions[:, -1]
+        with no_grad():
+            while True:
+                mask = attention_mask(cache.key_mask, start, ids.shape[1], model.sliding_window)
+                h = model.hidden_states(Tensor(ids), positions, mask, cache, start)
+                logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+                start += ids.shape[1]
+                for r, row_logits in zip(rows, logits):
+                    if r.finish_reason is None:
+                        r.add(self._sample(row_logits, r), self.stop_ids)
+                        if r.finish_reason is None and len(r.tokens) >= opts.max_new_tokens:
+                            r.finish_reason = "length"
+                yield
+                if all(r.finish_reason is not None for r in rows):
+                    return
+                ids = np.array([[r.tokens[-1] if r.tokens else pad] for r in rows], dtype=np.int64)
+                cache.key_mask[:, start] = True
+                last = last + 1
+                positions = last[:, None]
+
+    def _sample(self, logits: np.ndarray, row: _Row) -> int:
+        o = self.opts
+        if o.repetition_penalty != 1.0:
+            seen = np.unique(np.array(row.prompt + row.tokens))
+            picked = logits[seen]
+            logits[seen] = np.where(picked > 0, picked / o.repetition_penalty, picked * o.repetition_penalty)
+        if o.temperature == 0:
+            return int(np.argmax(logits))
+        logits = logits / o.temperature
+        if 0 < o.top_k < logits.size:
+            kth = np.partition(logits, -o.top_k)[-o.top_k]
+            logits = np.where(logits < kth, -np.inf, logits)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        if o.top_p < 1.0:
+            order = np.argsort(probs, kind="stable")  # ascending, as transformers' TopPLogitsWarper
+            drop = np.cumsum(probs[order]) <= 1 - o.top_p
+            drop[-1] = False  # keep at least the most likely token
+            probs[order[drop]] = 0
+        if o.min_p > 0:
+            probs[probs < o.min_p * probs.max()] = 0
+        probs /= probs.sum()
+        return int(self.rng.choice(probs.size, p=probs))
+
+    def completions(self) -> list[Completion]:
+        return [Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
+                for r in self.rows]
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]

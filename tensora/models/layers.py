@@ -1,0 +1,161 @@
+"""Building blocks the architectures share: checkpoint-filled layers, rotary embeddings, KV cache.
+
+Model layers here are always overwritten by a checkpoint right after construction, so
+`CheckpointLinear` / `CheckpointEmbedding` skip the random initialisation: their
+parameters stay untouched `empty` arrays (virtual memory, no resident pages) until the
+loader assigns the real weights, which is what keeps loading a large model (and
+quantizing it on the way in) from first filling RAM with random float32 numbers.
+They are plain nn.Linear / nn.Embedding otherwise, so `tensora.quant.quantize` and
+LoRA adapters treat them as such.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..creation import zeros
+from ..nn import Embedding, Linear
+from ..ops.combine import cat
+from ..tensor import Tensor
+
+
+class CheckpointLinear(Linear):
+    """nn.Linear whose weights come from a checkpoint: no random init (see module docstring)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class CheckpointEmbedding(Embedding):
+    """nn.Embedding whose table comes from a checkpoint: no random init (see module docstring)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+# -- rotary position embeddings ----------------------------------------------------------------
+
+def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> np.ndarray:
+    """inv_freq[i] = theta^(-2i/d), adjusted as `rope_scaling` asks (transformers' rope init functions).
+
+    Supported: none/"default", "linear" (positions divided by factor), "llama3" (Llama 3.1's
+    frequency-dependent smoothing between low_freq_factor and high_freq_factor wavelengths).
+    """
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind in ("default", None):
+        return inv
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv / factor
+    if kind == "llama3":
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_context = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > old_context / low, inv / factor, inv)
+        smooth = (old_context / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+        return np.where(medium, smoothed, scaled)
+    raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+
+
+class RotaryTable:
+    """cos/sin of position * inv_freq for every position up to max_positions, computed once.
+
+    Uses the "rotate half" layout of transformers' Llama (first half of each head pairs
+    with the second half); GGUF's interleaved Q/K rows are put back in this order on load.
+    """
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict[str, Any] | None,
+                 dtype: dt.DType = dt.float32) -> None:
+        inv = rope_inverse_frequencies(head_dim, theta, scaling).astype(np.float32)
+        # float32 products as transformers computes them (inv_freq @ positions in float32)
+        freqs = np.arange(max_positions, dtype=np.float32)[:, None] * inv[None, :]
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        self.cos = Tensor(np.cos(emb).astype(dtype.np_dtype))
+        self.sin = Tensor(np.sin(emb).astype(dtype.np_dtype))
+        self.max_positions = max_positions
+
+    def lookup(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(cos, sin) for integer positions of shape (B, T), each (B, 1, T, head_dim) to broadcast over heads."""
+        if positions.size and int(positions.max()) >= self.max_positions:
+            raise ValueError(f"position {int(positions.max())} is beyond the model's "
+                             f"{self.max_positions} rotary positions")
+        idx = Tensor(positions.astype(np.int64))
+        return self.cos[idx].unsqueeze(1), self.sin[idx].unsqueeze(1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x * cos + rotate_half(x) * sin, x of shape (B, heads, T, head_dim)."""
+    half = x.shape[-1] // 2
+    rotated = cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+# -- KV cache ----------------------------------------------------------------------------------
+
+@dataclass
+class LayerCache:
+    """Preallocated keys and values of one attention layer: (B, kv_heads, capacity, head_dim)."""
+
+    keys: Tensor
+    values: Tensor
+
+    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v at positions [start, start + T) and return views of everything up to there."""
+        stop = start + k.shape[2]
+        if stop > self.keys.shape[2]:
+            raise ValueError(f"KV cache holds {self.keys.shape[2]} positions; writing up to {stop}")
+        self.keys[:, :, start:stop] = k
+        self.values[:, :, start:stop] = v
+        return self.keys[:, :, :stop], self.values[:, :, :stop]
+
+
+class KVCache:
+    """The keys and values of every layer, allocated once for `capacity` positions of `batch` rows.
+
+    `length` is how many positions are filled; `key_mask` (B, capacity) marks real (non-padding)
+    keys, so left-padded batches of prompts of different lengths attend only to their own tokens.
+    """
+
+    def __init__(self, layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int,
+                 dtype: dt.DType) -> None:
+        shape = (batch, kv_heads, capacity, head_dim)
+        self.layers = [LayerCache(zeros(*shape, dtype=dtype), zeros(*shape, dtype=dtype)) for _ in range(layers)]
+        self.capacity = capacity
+        self.length = 0
+        self.key_mask = np.zeros((batch, capacity), dtype=bool)
+
+    def __getitem__(self, i: int) -> LayerCache:
+        return self.layers[i]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.keys.nbytes + c.values.nbytes for c in self.layers)
+
+
+def attention_mask(key_mask: np.ndarray, start: int, steps: int, window: int | None = None) -> Tensor | None:
+    """Boolean (B, 1, T, S) mask for queries at positions [start, start + T) over keys [0, S).
+
+    Causal, restricted to real keys (key_mask) and, with a sliding window, to the last
+    `window` positions. Each query may always see its own position, so a padding query
+    never has an empty row. None when plain causal attention over everything would do.
+    """
+    total = start + steps
+    keys = key_mask[:, :total]
+    if steps == 1 and window is None and keys.all():
+        return None
+    q = np.arange(start, total)[:, None]
+    k = np.arange(total)[None, :]
+    allowed = k <= q
+    if window is not None:
+        allowed &= k > q - window
+    mask = allowed[None] & keys[:, None, :]
+    mask |= (k == q)[None]
+    return Tensor(mask[:, None])

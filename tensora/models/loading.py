@@ -1,0 +1,143 @@
+"""`tensora.models.load`: a Hugging Face directory or a GGUF file in, a model with its tokenizer out.
+
+Weights are assigned straight from the memory-mapped checkpoint, one layer at a time,
+into a model whose layers were built without initialising anything (layers.py). With
+`quantize=`, each Linear (and embedding) weight is quantized as soon as it is read and
+its float copy dropped before the next one is touched, so memory holds the quantized
+model plus one float32 weight at a time, never the whole float32 model. GGUF tensors
+that are already quantized stay quantized (their mapped bytes, no copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import dtypes as dt
+from ..errors import ShapeError
+from ..io import load as load_tensors
+from ..io import load_gguf
+from ..nn import Embedding, Linear, Module, Parameter
+from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor, get_format, quantize_tensor
+from ..tensor import Tensor
+from .registry import for_gguf_architecture, for_model_type
+
+#: Checkpoint entries that are derived buffers, not weights (recomputed by tensora).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", "position_ids")
+
+
+def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = None, device: Any = None,
+         **quantize_options: Any) -> Module:
+    """Load a model from a Hugging Face directory (config.json + *.safetensors) or a .gguf file.
+
+    dtype: the float dtype of dense weights and activations (float32 by default).
+    quantize: a format name of tensora.quant ("nf4", "q4_0", "int8", ...) applied to
+    Linear and Embedding weights while loading; quantize_options go to the format
+    (e.g. block_size=64, double_quant=True). The model's tokenizer is `model.tokenizer`.
+    """
+    p = Path(path)
+    if p.is_dir():
+        model, tensors, has_tokenizer = _from_hf_directory(p)
+    elif p.suffix == ".gguf" or _is_gguf(p):
+        model, tensors, has_tokenizer = _from_gguf(p)
+    else:
+        raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
+    fmt = None if quantize is None else get_format(quantize, **quantize_options)
+    assign_weights(model, tensors, dt.get_dtype(dtype) if dtype is not None else dt.float32, fmt)
+    if has_tokenizer:  # else (e.g. a weights-only test model) generate() takes token ids
+        from .tokenizer import load_tokenizer
+
+        model.tokenizer = load_tokenizer(p)
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def _is_gguf(p: Path) -> bool:
+    with open(p, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], bool]:
+    config_path = p / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{p}: no config.json, so not a Hugging Face model directory")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    arch = for_model_type(config.get("model_type"), str(config_path))
+    cls = arch.model_class
+    model = cls(cls.config_class.from_hf(config))
+    return model, model.hf_state_dict(load_tensors(p)), (p / "tokenizer.json").exists()
+
+
+def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], bool]:
+    f = load_gguf(p)
+    arch = for_gguf_architecture(f.metadata.get("general.architecture"), str(p))
+    cls = arch.model_class
+    model = cls(cls.config_class.from_gguf(f.metadata, set(f.tensors)))
+    return model, model.gguf_state_dict(f.tensors), "tokenizer.ggml.model" in f.metadata
+
+
+def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None) -> None:
+    """Fill every parameter of `model` from `tensors` (by name), layer by layer, quantizing on the way.
+
+    Raises ValueError naming missing weights and shape mismatches; tied parameters
+    (model.tied_weights()) take their source's tensor when the checkpoint omits them.
+    """
+    tied = model.tied_weights()
+    expected = {name for name, _ in model.named_parameters()} | set(tied)
+    unexpected = sorted(k for k in tensors if k not in expected and not k.endswith(IGNORED_SUFFIXES))
+    missing = sorted(k for k in expected if k not in tensors and tied.get(k) not in tensors)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match {type(model).__name__}: missing {missing[:8]}"
+                         f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                         f"{'...' if len(unexpected) > 8 else ''}")
+    done: dict[str, Any] = {}  # checkpoint name -> what it became (shared by tied parameters)
+    for name, module in list(model.named_modules()):
+        values = {}
+        for pname, param in module._parameters.items():
+            if param is None:  # an absent bias
+                continue
+            full = f"{name}.{pname}" if name else pname
+            key = full if full in tensors else tied[full]
+            if key not in done:
+                done[key] = _convert(full, tensors[key], param, module, dtype, fmt)
+            values[pname] = done[key]
+        if values:
+            _place(model, name, module, values)
+
+
+def _convert(name: str, value: Any, param: Parameter | None, module: Module, dtype: dt.DType, fmt: Any) -> Any:
+    """The checkpoint tensor as it will live in the model: a Parameter of `dtype` or a QuantizedTensor."""
+    shape = tuple(param.shape) if param is not None else None
+    if shape is not None and tuple(value.shape) != shape:
+        raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} does not match the model's {shape}")
+    if isinstance(value, QuantizedTensor):
+        return value
+    weight = name.endswith("weight") and isinstance(module, (Linear, Embedding))
+    if fmt is not None and weight:
+        try:
+            fmt.check_shape(tuple(value.shape))
+        except ShapeError:
+            pass  # a row length the format cannot block: stays dense, as tensora.quant.quantize does
+        else:
+            return quantize_tensor(value, fmt)
+    t = value if isinstance(value, Tensor) else Tensor(value)
+    return Parameter(t.to(dtype) if t.dtype.is_floating_point else t, requires_grad=False)
+
+
+def _place(model: Module, name: str, module: Module, values: dict[str, Any]) -> None:
+    """Set the module's parameters, or swap the module for its quantized form if its weight is quantized."""
+    weight = values.get("weight")
+    if not isinstance(weight, QuantizedTensor):
+        module._parameters.update(values)
+        return
+    if isinstance(module, Linear):
+        replacement: Module = QuantizedLinear(weight, values.get("bias"))
+    elif isinstance(module, Embedding):
+        replacement = QuantizedEmbedding(weight, module.padding_idx)
+    else:
+        raise ValueError(f"{name}.weight is quantized in the checkpoint, but only Linear and Embedding weights can be")
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, replacement)
