@@ -9,7 +9,7 @@ from . import bert, gpt2, llama  # noqa: F401  (register the architectures)
 from .generation import Completion, TextStream
 from .loading import load
 from .registry import ARCHITECTURES, UnsupportedModelError
-# from .tokenizer import Tokenizer, load_tokenizer  # TEMP
+from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["ARCHITECTURES", "Completion", "TextStream", "Tokenizer", "UnsupportedModelError", "load",
            "load_tokenizer"]

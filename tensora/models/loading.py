@@ -23,6 +23,7 @@ from ..nn import Embedding, Linear, Module, Parameter
 from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
 from .registry import for_gguf_architecture, for_model_type
+from .tokenizer import Tokenizer
 
 #: Checkpoint entries that are derived buffers, not weights (recomputed by tensora).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", "position_ids")
@@ -39,17 +40,14 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     """
     p = Path(path)
     if p.is_dir():
-        model, tensors, has_tokenizer = _from_hf_directory(p)
+        model, tensors, tokenizer = _from_hf_directory(p)
     elif p.suffix == ".gguf" or _is_gguf(p):
-        model, tensors, has_tokenizer = _from_gguf(p)
+        model, tensors, tokenizer = _from_gguf(p)
     else:
         raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
     fmt = None if quantize is None else get_format(quantize, **quantize_options)
     assign_weights(model, tensors, dt.get_dtype(dtype) if dtype is not None else dt.float32, fmt)
-    if has_tokenizer:  # else (e.g. a weights-only test model) generate() takes token ids
-        from .tokenizer import load_tokenizer
-
-        model.tokenizer = load_tokenizer(p)
+    model.tokenizer = tokenizer  # None for weights-only checkpoints: generate() then takes token ids
     model.eval()
     return model.to(device) if device is not None else model
 
@@ -59,7 +57,7 @@ def _is_gguf(p: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], bool]:
+def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     config_path = p / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{p}: no config.json, so not a Hugging Face model directory")
@@ -67,15 +65,17 @@ def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], bool]:
     arch = for_model_type(config.get("model_type"), str(config_path))
     cls = arch.model_class
     model = cls(cls.config_class.from_hf(config))
-    return model, model.hf_state_dict(load_tensors(p)), (p / "tokenizer.json").exists()
+    tokenizer = Tokenizer.from_hf_dir(p) if (p / "tokenizer.json").exists() else None
+    return model, model.hf_state_dict(load_tensors(p)), tokenizer
 
 
-def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], bool]:
+def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     f = load_gguf(p)
     arch = for_gguf_architecture(f.metadata.get("general.architecture"), str(p))
     cls = arch.model_class
     model = cls(cls.config_class.from_gguf(f.metadata, set(f.tensors)))
-    return model, model.gguf_state_dict(f.tensors), "tokenizer.ggml.model" in f.metadata
+    tokenizer = Tokenizer.from_gguf_metadata(f.metadata, str(p)) if "tokenizer.ggml.model" in f.metadata else None
+    return model, model.gguf_state_dict(f.tensors), tokenizer
 
 
 def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None) -> None:
