@@ -19,6 +19,7 @@ from .. import dtypes as dt
 from ..errors import ShapeError
 from ..io import load as load_tensors
 from ..io import load_gguf
+from ..io.mapped_pages import release_pages
 from ..nn import Embedding, Linear, Module, Parameter
 from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
@@ -121,9 +122,18 @@ def _convert(name: str, value: Any, param: Parameter | None, module: Module, dty
         except ShapeError:
             pass  # a row length the format cannot block: stays dense, as tensora.quant.quantize does
         else:
-            return quantize_tensor(value, fmt)
+            return _consumed(value, quantize_tensor(value, fmt))
     t = value if isinstance(value, Tensor) else Tensor(value)
-    return Parameter(t.to(dtype) if t.dtype.is_floating_point else t, requires_grad=False)
+    if t.dtype.is_floating_point and t.dtype is not dtype:
+        return Parameter(_consumed(t, t.to(dtype)), requires_grad=False)
+    return Parameter(t, requires_grad=False)  # a view of the mapped file: its pages come in when used
+
+
+def _consumed(source: Any, result: Any) -> Any:
+    """`result`, after releasing the mapped pages of `source`, which it no longer needs (io.mapped_pages)."""
+    if isinstance(source, Tensor):
+        release_pages(source._data)
+    return result
 
 
 def _place(model: Module, name: str, module: Module, values: dict[str, Any]) -> None:
