@@ -1,4 +1,4 @@
-"""The `tensora` command: demo, info (later: quantize, generate, chat, serve, memory, bench).
+"""The `tensora` command: demo, info, generate (later: quantize, chat, serve, memory, bench).
 
 Each subcommand is one function registered in COMMANDS with its argparse setup.
 """
@@ -24,7 +24,7 @@ def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 60 - len(title)))
 
 
-@command("demo", "a tour: tensors, zero-copy views, dtypes and autograd")
+@command("demo", "a tour: tensors, views, dtypes, autograd, quantization and a real model answering a chat")
 def demo(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -68,6 +68,73 @@ def demo(args: argparse.Namespace) -> int:
     for _ in range(10):
         m @ m
     print(f"{(time.perf_counter() - t0) / 10 * 1e3:.2f} ms per matmul")
+
+    _section("Quantized tensors: an MLP in NF4 with double quantization")
+    from tensora.quant import memory_report, quantize
+
+    mlp = tensora.nn.Sequential(tensora.nn.Linear(1024, 4096), tensora.nn.GELU(), tensora.nn.Linear(4096, 1024))
+    x = tensora.randn(4, 1024)
+    dense_out = mlp(x).detach().numpy()
+    quantize(mlp, "nf4", double_quant=True)
+    err = np.linalg.norm(mlp(x).detach().numpy() - dense_out) / np.linalg.norm(dense_out)
+    report = memory_report(mlp)
+    print(f"{report.dense_bytes / 2**20:.2f} MiB float32 -> {report.held_bytes / 2**20:.2f} MiB "
+          f"({report.multiplier:.1f}x less); relative RMS error of the output {err:.1%}")
+
+    _section("A real model: SmolLM2-135M-Instruct, 4-bit GGUF, answering a chat")
+    from tensora.models import DefaultModelMissing, default_model_path, load
+
+    try:
+        path = default_model_path()
+    except DefaultModelMissing as exc:
+        print(f"skipped: {exc}")
+        return 0
+    t0 = time.perf_counter()
+    model = load(path)
+    print(f"loaded {path.name} in {time.perf_counter() - t0:.2f} s "
+          f"({memory_report(model).held_bytes / 2**20:.0f} MiB held, stored formats kept)")
+    question = "What is the capital of France?"
+    print(f"user: {question}\nassistant: ", end="", flush=True)
+    _stream(model, model.chat_prompt([{"role": "user", "content": question}]), max_new_tokens=48, temperature=0)
+    return 0
+
+
+def _stream(model: object, prompt: object, **options: object) -> None:
+    """Print a completion as it is generated, then its speed."""
+    t0 = time.perf_counter()
+    stream = model.stream(prompt, **options)
+    for delta in stream:
+        print(delta, end="", flush=True)
+    c = stream.completion
+    seconds = time.perf_counter() - t0
+    print(f"\n[{c.completion_tokens} tokens, {c.completion_tokens / seconds:.1f} tok/s, finish: {c.finish_reason}]")
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--prompt", required=True, help="the text to continue, or the user message with --chat")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
+
+
+@command("generate", "stream a completion (or a chat reply) from a model", _generate_args)
+def generate(args: argparse.Namespace) -> int:
+    from tensora.models import DefaultModelMissing, default_model_path, load
+
+    try:
+        path = args.model or default_model_path()
+    except DefaultModelMissing as exc:
+        print(f"tensora generate: {exc}", file=sys.stderr)
+        return 2
+    model = load(path, quantize=args.quantize)
+    prompt = model.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    _stream(model, prompt, max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k, seed=args.seed)
     return 0
 
 

@@ -6,10 +6,11 @@ directories and GGUF files, tokenizers and KV-cache generation.
 """
 
 from . import bert, gpt2, llama  # noqa: F401  (register the architectures)
+from .default import DefaultModelMissing, default_model_path
 from .generation import Completion, TextStream
 from .loading import load
 from .registry import ARCHITECTURES, UnsupportedModelError
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["ARCHITECTURES", "Completion", "TextStream", "Tokenizer", "UnsupportedModelError", "load",
-           "load_tokenizer"]
+__all__ = ["ARCHITECTURES", "Completion", "DefaultModelMissing", "TextStream", "Tokenizer", "UnsupportedModelError",
+           "default_model_path", "load", "load_tokenizer"]
