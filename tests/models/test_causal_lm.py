@@ -195,3 +195,42 @@ def test_bad_requests_raise_clear_errors(hf_models, tmp_path):
     (bad / "config.json").write_text('{"model_type": "mamba"}')
     with pytest.raises(tensora.models.UnsupportedModelError, match="'mamba'.*llama"):
         load(bad)
+
+
+def _gpt2_gguf(path, ref, quant: str | None):
+    c = ref.config
+    names = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+             "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
+    layer = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    tensors = {}
+    for name, p in ref.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to wte
+        w = p.numpy()
+        if name in names:
+            gguf_name = names[name]
+        else:
+            parts = name.split(".")
+            gguf_name = f"blk.{parts[2]}.{layer['.'.join(parts[3:-1])]}.{parts[-1]}"
+            if parts[-1] == "weight" and w.ndim == 2:
+                w = np.ascontiguousarray(w.T)  # llama.cpp's converter stores Conv1D weights as (out, in)
+        big = w.ndim == 2 and w.shape[1] % 32 == 0 and "embd" not in gguf_name
+        tensors[gguf_name] = quantize_tensor(w, quant) if quant and big else tensora.tensor(w)
+    meta = {"gpt2.block_count": c.n_layer, "gpt2.context_length": c.n_positions, "gpt2.embedding_length": c.n_embd,
+            "gpt2.feed_forward_length": 4 * c.n_embd, "gpt2.attention.head_count": c.n_head,
+            "gpt2.attention.layer_norm_epsilon": c.layer_norm_epsilon, "gpt2.vocab_size": VOCAB}
+    return tio.save_gguf(path, tensors, meta, arch="gpt2")
+
+
+@pytest.mark.parametrize("quant", [None, "q8_0"])
+def test_gpt2_gguf_matches_transformers(hf_models, tmp_path, quant):
+    _, ref = hf_models["gpt2"]
+    model = load(_gpt2_gguf(tmp_path / "g.gguf", ref, quant))
+    ids = _ids(1, 20, seed=5)
+    got, want = model(ids).numpy(), _reference_logits(ref, ids)
+    if quant is None:
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    else:
+        assert isinstance(model.transformer.h[0].mlp.c_fc.weight, QuantizedTensor)
+        assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
