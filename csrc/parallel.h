@@ -1,22 +1,32 @@
-// Splitting an elementwise loop across std::threads.
+// Splitting a loop across threads of one persistent pool.
 //
-// The callers are memory-bound streaming loops, so threads only pay once each chunk
-// is far larger than the cost of starting a thread (~10-30 us); below `grain`
-// elements per thread the loop runs on the calling thread. Callers release the GIL
-// first: the body must not touch Python objects.
+// Decode-time GEMVs of a small model are tens of microseconds each, about what starting
+// and joining a std::thread costs, so the workers are started once and wait for work
+// (a short spin, then a condition variable). One loop uses the pool at a time; a second
+// caller arriving meanwhile (another Python thread, the GIL released) runs its loop on
+// its own thread. A forked child (DataLoader workers) gets a fresh pool: the parent's
+// threads do not exist there. Callers release the GIL first: bodies must not touch
+// Python objects.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 namespace tensora {
 
 // Threads used when the caller asks for "auto" (0): the hardware count, capped,
-// because streaming conversions saturate memory bandwidth after a few cores.
+// because streaming loops saturate memory bandwidth after a few cores.
 // Cached: glibc's hardware_concurrency() reads /sys on every call (~7 us).
 inline std::size_t auto_threads() {
     static const std::size_t n = [] {
@@ -26,10 +36,116 @@ inline std::size_t auto_threads() {
     return n;
 }
 
+class ThreadPool {
+  public:
+    using Task = std::function<void(std::size_t)>;
+
+    // The pool of this process (created on first use, and again in a forked child).
+    static ThreadPool *get() {
+        static std::mutex guard;
+        static ThreadPool *pool = nullptr;  // leaked on purpose: no joins at interpreter exit
+        std::lock_guard<std::mutex> lock(guard);
+        if (pool == nullptr || pool->pid_ != getpid())
+            pool = new ThreadPool(auto_threads() - 1);  // a child's inherited pool has no threads
+        return pool;
+    }
+
+    // Runs task(i) for every i in [0, count), spread over the workers and the caller;
+    // false (nothing run) when another loop holds the pool.
+    bool run(std::size_t count, const Task &task) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock() || workers_ == 0 || count >= (std::uint64_t(1) << 32))
+            return false;
+        Job job;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (++generation_ == 0)  // 0 means "no loop yet" to a new worker
+                ++generation_;
+            job = Job{generation_, &task, count};
+            job_ = job;
+            pending_ = count;
+            error_ = nullptr;
+            ticket_.store(std::uint64_t(job.generation) << 32);
+        }
+        wake_.notify_all();
+        work(job);
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        if (error_)
+            std::rethrow_exception(error_);
+        return true;
+    }
+
+  private:
+    // One loop: its tasks are indices [0, count); ticket_ holds (generation << 32) | next index.
+    struct Job {
+        std::uint32_t generation = 0;
+        const Task *task = nullptr;
+        std::size_t count = 0;
+    };
+
+    explicit ThreadPool(std::size_t n) : pid_(getpid()) {
+        for (std::size_t i = 0; i < n; ++i) {
+            try {
+                std::thread([this] { loop(); }).detach();
+                ++workers_;
+            } catch (const std::system_error &) {
+                break;  // fewer workers; the caller still does its share
+            }
+        }
+    }
+
+    void loop() {
+        std::uint32_t seen = 0;
+        for (;;) {
+            for (int spin = 0; spin < 2000 && std::uint32_t(ticket_.load() >> 32) == seen; ++spin)
+                std::this_thread::yield();
+            Job job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return job_.generation != seen; });
+                job = job_;  // read whole under the lock: never half of one loop and half of the next
+            }
+            seen = job.generation;
+            work(job);
+        }
+    }
+
+    // Claims indices of `job` until none are left (or a newer loop replaced it).
+    void work(const Job &job) {
+        for (;;) {
+            std::uint64_t t = ticket_.load();
+            do {
+                if (std::uint32_t(t >> 32) != job.generation || (t & 0xffffffffu) >= job.count)
+                    return;
+            } while (!ticket_.compare_exchange_weak(t, t + 1));
+            try {
+                (*job.task)(std::size_t(t & 0xffffffffu));
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (!error_)
+                    error_ = std::current_exception();
+            }
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--pending_ == 0)
+                done_.notify_all();
+        }
+    }
+
+    const pid_t pid_;
+    std::size_t workers_ = 0;
+    std::mutex busy_, mutex_;
+    std::condition_variable wake_, done_;
+    std::atomic<std::uint64_t> ticket_{0};
+    std::uint32_t generation_ = 0;
+    Job job_;
+    std::size_t pending_ = 0;
+    std::exception_ptr error_;
+};
+
 // Runs body(begin, end) over [0, n) in at most `threads` contiguous chunks
 // (0 = auto, and then at least `grain` elements per chunk). Chunk starts are
 // multiples of `align` elements so threads never share an output cache line.
-// If a thread cannot be started, its chunk runs on the calling thread instead.
 template <typename Body>
 void parallel_for(std::size_t n, std::size_t threads, std::size_t grain,
                   std::size_t align, const Body &body) {
@@ -39,28 +155,14 @@ void parallel_for(std::size_t n, std::size_t threads, std::size_t grain,
         threads = std::min(auto_threads(), std::max<std::size_t>(n / grain, 1));
     std::size_t blocks = (n + align - 1) / align;
     threads = std::clamp<std::size_t>(threads, 1, blocks);
-    if (threads == 1) {
-        body(std::size_t(0), n);
-        return;
-    }
-
     std::size_t per = (blocks + threads - 1) / threads * align;  // elements per chunk
-    std::vector<std::thread> workers;
-    workers.reserve(threads - 1);
-    // Chunks 1..threads-1 go to workers; chunk 0 runs here while they work.
-    for (std::size_t t = 1; t < threads; ++t) {
-        std::size_t lo = std::min(n, t * per), hi = std::min(n, lo + per);
-        if (lo >= hi)
-            break;
-        try {
-            workers.emplace_back([&body, lo, hi] { body(lo, hi); });
-        } catch (const std::system_error &) {
-            body(lo, hi);
-        }
+    std::size_t chunks = (n + per - 1) / per;
+    if (chunks > 1) {
+        std::function<void(std::size_t)> task = [&](std::size_t c) { body(c * per, std::min(n, c * per + per)); };
+        if (ThreadPool::get()->run(chunks, task))
+            return;
     }
-    body(std::size_t(0), std::min(n, per));
-    for (auto &w : workers)
-        w.join();
+    body(std::size_t(0), n);  // one chunk, or the pool is busy with another caller's loop
 }
 
 }  // namespace tensora
