@@ -20,7 +20,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..creation import zeros
 from ..nn import Embedding, Linear
-from ..ops.combine import cat
+from ..ops.rotary import rotary_embedding
 from ..tensor import Tensor
 
 
@@ -92,10 +92,8 @@ class RotaryTable:
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x * cos + rotate_half(x) * sin, x of shape (B, heads, T, head_dim)."""
-    half = x.shape[-1] // 2
-    rotated = cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    """x * cos + rotate_half(x) * sin, x of shape (B, heads, T, head_dim): one op (ops/rotary.py)."""
+    return rotary_embedding(x, cos, sin)
 
 
 # -- KV cache ----------------------------------------------------------------------------------
