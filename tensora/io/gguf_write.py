@@ -1,14 +1,18 @@
 """Writing GGUF files with gguf-py's `GGUFWriter`, atomically.
 
 Dense tensors are written in their own ggml type (F32, F16, BF16, F64, I8..I64);
-QuantizedTensors of a GGUF block format (q4_0 ... q6_k, iq4_nl, mxfp4: the
-formats whose one part "blocks" is llama.cpp's bytes) as that ggml type, so a
-model quantized by tensora loads in llama.cpp; `GGUFBlockTensor`s read from
-another GGUF file are copied through as their raw blocks, unchanged. Metadata types follow gguf-py's conventions for plain
-Python values (int -> INT32, or INT64 when it does not fit; float -> FLOAT32;
-bool, str, lists -> ARRAY), NumPy scalars and arrays keep their exact type, and
-`metadata_types` (as `GGUFFile.metadata_types` reports them) overrides either,
-so a file read with `load_gguf` writes back with the same types.
+QuantizedTensors of a GGUF block format (q4_0 ... q6_k, iq4_nl, mxfp4: the formats
+whose one part "blocks" is llama.cpp's bytes) as that ggml type, so a model quantized
+by tensora loads in llama.cpp; `GGUFBlockTensor`s read from another GGUF file are
+copied through as their raw blocks, unchanged.
+
+Metadata types for plain Python values: a non-negative int is UINT32 (llama.cpp
+reads its hyperparameters and token ids as u32 and refuses an INT32
+`llama.context_length`), another int INT32, or INT64 when it does not fit (inside
+lists too, where ints are INT32 as llama.cpp's token types); float -> FLOAT32; bool,
+str; lists -> ARRAY. NumPy scalars and arrays keep their exact type, and
+`metadata_types` (as `GGUFFile.metadata_types` reports them) overrides either, so a
+file read with `load_gguf` writes back with the same types.
 """
 
 from __future__ import annotations
@@ -141,7 +145,7 @@ def _check_scalar(key: str, value: Any, vtype: str) -> None:
         raise ValueError(f"metadata {key!r}: {value!r} is not a valid GGUF {vtype}")
 
 
-def _infer(key: str, value: Any) -> str:
+def _infer(key: str, value: Any, scalar: bool = True) -> str:
     if isinstance(value, np.ndarray):
         if value.ndim != 1:
             raise ValueError(f"metadata {key!r}: arrays must be 1-D, got shape {value.shape}")
@@ -151,6 +155,8 @@ def _infer(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "BOOL"
     if isinstance(value, int):
+        if scalar and 0 <= value <= _INT_RANGES["UINT32"][1]:
+            return "UINT32"
         for name in ("INT32", "INT64", "UINT64"):  # the first that holds it, INT32 as gguf-py picks
             if _INT_RANGES[name][0] <= value <= _INT_RANGES[name][1]:
                 return name
@@ -160,7 +166,7 @@ def _infer(key: str, value: Any) -> str:
     if isinstance(value, str):
         return "STRING"
     if isinstance(value, (list, tuple)) and value:
-        first = _infer(key, value[0])
+        first = _infer(key, value[0], scalar=False)
         return f"ARRAY[{'ARRAY' if first.startswith('ARRAY') else first}]"
     raise TypeError(f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF "
                     "(use bool, int, float, str, NumPy scalars or non-empty lists / 1-D arrays)")

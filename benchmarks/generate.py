@@ -1,0 +1,193 @@
+"""Generation speed: time to first token and decode tokens/s against transformers and llama.cpp.
+
+Models: SmolLM2-135M-Instruct in its stored GGUF formats (Q4_1 + Q8_0; transformers
+loads the same file dequantized to float32), and a ~110M-parameter Llama with random
+weights (hidden 768, 12 layers, FFN 2048, SmolLM2's 49152-token vocabulary, so that
+llama.cpp can take SmolLM2's tokenizer) in float32, q8_0 and q4_0. Each engine gets the
+same 32-token prompt; TTFT is the time of a 1-token generation, decode tok/s comes from
+the difference between a 1- and a (1 + N)-token generation (greedy, end-of-sequence
+ignored). Batch 8 runs 8 prompts together (tensora and transformers). llama.cpp runs when
+llama-cpp-python is installed, with as many threads as tensora uses.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import table  # noqa: E402
+
+import tensora  # noqa: E402
+from tensora.io import load_gguf, save_gguf  # noqa: E402
+from tensora.models import default_model_path, load  # noqa: E402
+from tensora.quant import quantize_tensor  # noqa: E402
+
+THREADS = os.cpu_count() or 1
+
+
+def timed(fn, repeat: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def speeds(run, new: int) -> tuple[float, float]:
+    """(TTFT seconds, decode tokens/s) of run(n) generating n tokens."""
+    run(2)  # warm up
+    first = timed(lambda: run(1))
+    total = timed(lambda: run(1 + new), repeat=1)
+    return first, new / max(total - first, 1e-9)
+
+
+def tensora_runner(model, prompts):
+    def run(n):
+        model.generate(prompts if len(prompts) > 1 else prompts[0], max_new_tokens=n, temperature=0,
+                       stop_token_ids=[])
+    return run
+
+
+def transformers_runner(model, prompts):
+    import torch
+
+    ids = torch.tensor(prompts)
+
+    def run(n):
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=0)
+    return run
+
+
+def llamacpp_runner(path: Path, prompt: list[int]):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=512, n_threads=THREADS, n_batch=512, verbose=False)
+    eos = llm.token_eos()
+
+    def no_eos(_, logits):
+        logits[eos] = -np.inf
+        return logits
+
+    def run(n):
+        llm.reset()
+        llm.create_completion(prompt, max_tokens=n, temperature=0.0, logits_processor=[no_eos])
+    return run
+
+
+def random_llama(root: Path, smollm_meta: dict) -> tuple[Path, dict]:
+    """A random-weight Llama as an HF directory and as GGUF files (f32, q8_0, q4_0) with SmolLM2's vocabulary."""
+    from safetensors.numpy import save_file
+
+    hidden, layers, ffn, vocab, heads = 768, 12, 2048, 49152, 12
+    config = {"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": ffn,
+              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
+              "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+              "bos_token_id": 1, "eos_token_id": 2}
+    hf = root / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(0)
+    w = {"model.embed_tokens.weight": rng.standard_normal((vocab, hidden), np.float32) * 0.02,
+         "model.norm.weight": np.ones(hidden, np.float32)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        w |= {p + "input_layernorm.weight": np.ones(hidden, np.float32),
+              p + "post_attention_layernorm.weight": np.ones(hidden, np.float32)}
+        w |= {p + f"self_attn.{n}_proj.weight": rng.standard_normal((hidden, hidden), np.float32) * 0.02
+              for n in "qkvo"}
+        w |= {p + "mlp.gate_proj.weight": rng.standard_normal((ffn, hidden), np.float32) * 0.02,
+              p + "mlp.up_proj.weight": rng.standard_normal((ffn, hidden), np.float32) * 0.02,
+              p + "mlp.down_proj.weight": rng.standard_normal((hidden, ffn), np.float32) * 0.02}
+    save_file(w, str(hf / "model.safetensors"))
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    meta = {k: v for k, v in smollm_meta.items() if k.startswith("tokenizer.")}
+    meta |= {"llama.block_count": layers, "llama.context_length": 2048, "llama.embedding_length": hidden,
+             "llama.feed_forward_length": ffn, "llama.attention.head_count": heads,
+             "llama.attention.head_count_kv": heads, "llama.rope.freq_base": 10000.0,
+             "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.vocab_size": vocab}
+    files = {}
+    for fmt in ("f32", "q8_0", "q4_0"):
+        tensors = {}
+        for name, a in w.items():
+            if name in names:
+                gname = names[name]
+            else:
+                parts = name.split(".")
+                gname = f"blk.{parts[2]}.{layer['.'.join(parts[3:-1])]}.{parts[-1]}"
+            if "q_proj" in name or "k_proj" in name:  # llama.cpp's interleaved rotary rows
+                a = a.reshape(heads, 2, hidden // heads // 2, hidden).swapaxes(1, 2).reshape(hidden, hidden)
+            quantized = fmt != "f32" and a.ndim == 2
+            tensors[gname] = quantize_tensor(a, fmt) if quantized else tensora.tensor(np.ascontiguousarray(a))
+        files[fmt] = save_gguf(root / f"llama-{fmt}.gguf", tensors, meta, arch="llama")
+    return hf, files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="skip batch 8 and the random 110M model")
+    args = ap.parse_args()
+    have_llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    have_hf = importlib.util.find_spec("transformers") is not None
+    smol = default_model_path()
+    print(f"{THREADS} threads; native: {tensora.native_available()[0]}; llama.cpp: {have_llamacpp}; "
+          f"transformers: {have_hf}")
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(100, 40000, size=32).tolist()
+    batch = [rng.integers(100, 40000, size=32).tolist() for _ in range(8)]
+    rows = []
+
+    def add(model_name, engine, fmt, runner):
+        ttft, tps = speeds(runner, args.new)
+        rows.append((model_name, engine, fmt, f"{ttft * 1e3:.0f}", f"{tps:.1f}"))
+        print(rows[-1], flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [("SmolLM2-135M", smol, "Q4_1", smol)]
+        if not args.quick:
+            hf, files = random_llama(Path(tmp), load_gguf(smol).metadata)
+            cases += [("Llama-110M", hf, "f32", files["f32"]), ("Llama-110M", files["q8_0"], "q8_0", files["q8_0"]),
+                      ("Llama-110M", files["q4_0"], "q4_0", files["q4_0"])]
+        for name, path, fmt, gguf_path in cases:
+            model = load(path)
+            add(name, "tensora", fmt, tensora_runner(model, [prompt]))
+            if not args.quick:
+                add(name, "tensora batch 8", fmt, tensora_runner(model, batch))
+            if have_llamacpp:
+                add(name, "llama.cpp", fmt, llamacpp_runner(gguf_path, prompt))
+            if have_hf and fmt in ("Q4_1", "f32"):
+                import torch
+                import transformers
+
+                torch.set_num_threads(THREADS)
+                if Path(path).is_dir():
+                    ref = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+                else:
+                    ref = transformers.AutoModelForCausalLM.from_pretrained(
+                        Path(path).parent, gguf_file=Path(path).name).eval()
+                add(name, "transformers f32", fmt + (" (dequantized)" if fmt != "f32" else ""),
+                    transformers_runner(ref, [prompt]))
+                if not args.quick:
+                    add(name, "transformers f32 batch 8", fmt, transformers_runner(ref, batch))
+    print(table(rows, ("model", "engine", "weights", "TTFT ms (32-token prompt)", f"decode tok/s ({args.new} new)")))
+
+
+if __name__ == "__main__":
+    main()
