@@ -6,7 +6,8 @@ weights (hidden 768, 12 layers, FFN 2048, SmolLM2's 49152-token vocabulary, so t
 llama.cpp can take SmolLM2's tokenizer) in float32, q8_0 and q4_0. Each engine gets the
 same 32-token prompt; TTFT is the time of a 1-token generation, decode tok/s comes from
 the difference between a 1- and a (1 + N)-token generation (greedy, end-of-sequence
-ignored). Batch 8 runs 8 prompts together (tensora and transformers). llama.cpp runs when
+ignored). Batch 8 runs 8 prompts together (tensora and transformers); its tok/s counts
+the tokens of all 8 sequences. llama.cpp runs when
 llama-cpp-python is installed, with as many threads as tensora uses.
 
     PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick]
@@ -45,12 +46,12 @@ def timed(fn, repeat: int = 2) -> float:
     return best
 
 
-def speeds(run, new: int) -> tuple[float, float]:
-    """(TTFT seconds, decode tokens/s) of run(n) generating n tokens."""
+def speeds(run, new: int, batch: int = 1) -> tuple[float, float]:
+    """(TTFT seconds, decode tokens/s summed over the batch) of run(n) generating n tokens per prompt."""
     run(2)  # warm up
     first = timed(lambda: run(1))
     total = timed(lambda: run(1 + new), repeat=1)
-    return first, new / max(total - first, 1e-9)
+    return first, batch * new / max(total - first, 1e-9)
 
 
 def tensora_runner(model, prompts):
@@ -154,8 +155,8 @@ def main() -> None:
     batch = [rng.integers(100, 40000, size=32).tolist() for _ in range(8)]
     rows = []
 
-    def add(model_name, engine, fmt, runner):
-        ttft, tps = speeds(runner, args.new)
+    def add(model_name, engine, fmt, runner, batch=1):
+        ttft, tps = speeds(runner, args.new, batch)
         rows.append((model_name, engine, fmt, f"{ttft * 1e3:.0f}", f"{tps:.1f}"))
         print(rows[-1], flush=True)
 
@@ -169,7 +170,7 @@ def main() -> None:
             model = load(path)
             add(name, "tensora", fmt, tensora_runner(model, [prompt]))
             if not args.quick:
-                add(name, "tensora batch 8", fmt, tensora_runner(model, batch))
+                add(name, "tensora batch 8", fmt, tensora_runner(model, batch), 8)
             if have_llamacpp:
                 add(name, "llama.cpp", fmt, llamacpp_runner(gguf_path, prompt))
             if have_hf and fmt in ("Q4_1", "f32"):
@@ -185,7 +186,7 @@ def main() -> None:
                 add(name, "transformers f32", fmt + (" (dequantized)" if fmt != "f32" else ""),
                     transformers_runner(ref, [prompt]))
                 if not args.quick:
-                    add(name, "transformers f32 batch 8", fmt, transformers_runner(ref, batch))
+                    add(name, "transformers f32 batch 8", fmt, transformers_runner(ref, batch), 8)
     print(table(rows, ("model", "engine", "weights", "TTFT ms (32-token prompt)", f"decode tok/s ({args.new} new)")))
 
 
