@@ -125,19 +125,6 @@ def _llama_gguf(path, ref, quant: str | None):
     return tio.save_gguf(path, tensors, meta, arch="llama")
 
 
-@pytest.mark.parametrize("quant", [None, "q8_0"])
-def test_llama_gguf_matches_transformers(hf_models, tmp_path, quant):
-    _, ref = hf_models["llama"]
-    model = load(_llama_gguf(tmp_path / "m.gguf", ref, quant))
-    ids = _ids(1, 20, seed=4)
-    got, want = model(ids).numpy(), _reference_logits(ref, ids)
-    if quant is None:
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
-    else:
-        assert isinstance(model.model.layers[1].self_attn.q_proj.weight, QuantizedTensor)
-        assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
-
-
 # -- sampling and stopping ---------------------------------------------------------------------
 
 class LetterTokenizer:
@@ -223,14 +210,20 @@ def _gpt2_gguf(path, ref, quant: str | None):
     return tio.save_gguf(path, tensors, meta, arch="gpt2")
 
 
+GGUF_WRITERS = {"llama": (_llama_gguf, lambda m: m.model.layers[1].self_attn.q_proj.weight),
+                "gpt2": (_gpt2_gguf, lambda m: m.transformer.h[0].mlp.c_fc.weight)}
+
+
 @pytest.mark.parametrize("quant", [None, "q8_0"])
-def test_gpt2_gguf_matches_transformers(hf_models, tmp_path, quant):
-    _, ref = hf_models["gpt2"]
-    model = load(_gpt2_gguf(tmp_path / "g.gguf", ref, quant))
-    ids = _ids(1, 20, seed=5)
+@pytest.mark.parametrize("name", list(GGUF_WRITERS))
+def test_gguf_files_match_transformers(hf_models, tmp_path, name, quant):
+    _, ref = hf_models[name]
+    write, some_weight = GGUF_WRITERS[name]
+    model = load(write(tmp_path / "m.gguf", ref, quant))
+    ids = _ids(1, 20, seed=4)
     got, want = model(ids).numpy(), _reference_logits(ref, ids)
     if quant is None:
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     else:
-        assert isinstance(model.transformer.h[0].mlp.c_fc.weight, QuantizedTensor)
+        assert isinstance(some_weight(model), QuantizedTensor)
         assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
