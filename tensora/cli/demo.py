@@ -1,0 +1,90 @@
+"""`tensora demo`: a tour of tensors, views, dtypes, autograd, quantization and a real model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import command
+from .streaming import stream_to_terminal
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 60 - len(title)))
+
+
+@command("demo", "a tour: tensors, views, dtypes, autograd, quantization and a real model answering a chat")
+def demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import tensora
+
+    ok, why = tensora.native_available()
+    print(f"tensora {tensora.__version__}  native extension: {'on' if ok else 'off'} ({why})")
+
+    _section("Tensors and zero-copy views")
+    x = tensora.arange(12, dtype=tensora.float32).reshape(3, 4)
+    print("x =", x)
+    v = x.T[1:3]
+    print("v = x.T[1:3] ->", tuple(v.shape), "strides", v.stride(), "offset", v.storage_offset(),
+          "contiguous:", v.is_contiguous())
+    v[0, 0] = -1.0
+    print("after v[0, 0] = -1, x[0, 1] =", x[0, 1].item(), "(the write went through the view)")
+
+    _section("dtypes and promotion (PyTorch rules)")
+    i8 = tensora.ones(2, dtype=tensora.int8)
+    print("int8 + 2.5        ->", (i8 + 2.5).dtype)
+    print("float16 + bfloat16 ->", (tensora.ones(1, dtype=tensora.float16) + tensora.ones(1, dtype=tensora.bfloat16)).dtype)
+    w = tensora.tensor([1.0, 1.00390625, 3.14159265])
+    print("float32 -> bfloat16 (round to nearest even):", w.bfloat16())
+
+    _section("Autograd")
+    a = tensora.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    y = (a * a * a).sum()
+    (g,) = tensora.autograd.grad(y, a, create_graph=True)
+    g.sum().backward()
+    print("y = sum(a^3);  dy/da =", g.detach(), " d2y/da2 =", a.grad)
+
+    _section("Seeded randomness")
+    tensora.manual_seed(0)
+    r1 = tensora.randn(3)
+    tensora.manual_seed(0)
+    print("manual_seed(0) twice gives the same draws:", np.array_equal(r1.numpy(), tensora.randn(3).numpy()))
+
+    _section("Speed: a 512x512 float32 matmul")
+    m = tensora.randn(512, 512)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        m @ m
+    print(f"{(time.perf_counter() - t0) / 10 * 1e3:.2f} ms per matmul")
+
+    _section("Quantized tensors: an MLP in NF4 with double quantization")
+    from tensora.quant import memory_report, quantize
+
+    mlp = tensora.nn.Sequential(tensora.nn.Linear(1024, 4096), tensora.nn.GELU(), tensora.nn.Linear(4096, 1024))
+    x = tensora.randn(4, 1024)
+    dense_out = mlp(x).detach().numpy()
+    quantize(mlp, "nf4", double_quant=True)
+    err = np.linalg.norm(mlp(x).detach().numpy() - dense_out) / np.linalg.norm(dense_out)
+    report = memory_report(mlp)
+    print(f"{report.dense_bytes / 2**20:.2f} MiB float32 -> {report.held_bytes / 2**20:.2f} MiB "
+          f"({report.multiplier:.1f}x less); relative RMS error of the output {err:.1%}")
+
+    _section("A real model: SmolLM2-135M-Instruct, 4-bit GGUF, answering a chat")
+    from tensora.models import DefaultModelMissing, default_model_path, load
+
+    try:
+        path = default_model_path()
+    except DefaultModelMissing as exc:
+        print(f"skipped: {exc}")
+        return 0
+    t0 = time.perf_counter()
+    model = load(path)
+    print(f"loaded {path.name} in {time.perf_counter() - t0:.2f} s "
+          f"({memory_report(model).held_bytes / 2**20:.0f} MiB held, stored formats kept)")
+    question = "What is the capital of France?"
+    print(f"user: {question}\nassistant: ", end="", flush=True)
+    stream_to_terminal(model, model.chat_prompt([{"role": "user", "content": question}]), max_new_tokens=48, temperature=0)
+    return 0
+
+

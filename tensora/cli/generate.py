@@ -1,0 +1,37 @@
+"""`tensora generate`: stream a completion or a chat reply from a model to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import command
+from .streaming import stream_to_terminal
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--prompt", required=True, help="the text to continue, or the user message with --chat")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
+
+
+@command("generate", "stream a completion (or a chat reply) from a model", _generate_args)
+def generate(args: argparse.Namespace) -> int:
+    from tensora.models import DefaultModelMissing, default_model_path, load
+
+    try:
+        path = args.model or default_model_path()
+    except DefaultModelMissing as exc:
+        print(f"tensora generate: {exc}", file=sys.stderr)
+        return 2
+    model = load(path, quantize=args.quantize)
+    prompt = model.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    stream_to_terminal(model, prompt, max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k, seed=args.seed)
+    return 0
