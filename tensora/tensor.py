@@ -421,7 +421,13 @@ def make_tensor(data: Any, device: Device, base: Tensor | None = None) -> Tensor
     t._output_nr = 0
     t._requires_grad = t._retains_grad = False
     t._base = base
-    t._vc_or_none = None if base is None else base._vc  # a view shares (so needs) its base's counter
+    if base is None:
+        t._vc_or_none = None
+    else:  # a view shares (so needs) its base's counter; Tensor._vc, without a property call
+        vc = base._vc_or_none
+        if vc is None:
+            vc = base._vc_or_none = VersionCounter()
+        t._vc_or_none = vc
     return t
 
 

@@ -29,24 +29,21 @@ from .graph import Context, Node, check_view_current, grad_accumulator, pack_sav
 OPS: dict[str, type["Op"]] = {}
 
 
-def _edge(t: Any) -> tuple:
+def _edge(t: Any) -> tuple[tuple, tuple]:
+    """(where t's gradient goes: (node, output index), the (shape, dtype) it must have), for one
+    input of a recorded node; (None, 0) and (None, None) for an input that needs no gradient."""
     if isinstance(t, Tensor) and t._requires_grad:
         fn = t.grad_fn
         if fn is None:
             acc = t._accumulator
-            return (acc if acc is not None else grad_accumulator(t), 0)
+            return (acc if acc is not None else grad_accumulator(t), 0), (t._data.shape, t.dtype)
         if t._base is not None:
             check_view_current(t)
-        return (fn, t._output_nr)
-    return _NO_EDGE
+        return (fn, t._output_nr), (t._data.shape, t.dtype)
+    return _NO_GRAD
 
 
-def _meta(t: Any) -> tuple:
-    return (t._data.shape, t.dtype) if isinstance(t, Tensor) else _NO_META
-
-
-_NO_EDGE = (None, 0)
-_NO_META = (None, None)
+_NO_GRAD = ((None, 0), (None, None))
 
 
 class Op:
@@ -83,65 +80,56 @@ class Op:
         # The lean path, most calls on small tensors: one or two CPU tensors of one dtype, or a
         # tensor and a number. It skips the general path's device and promotion bookkeeping;
         # what it runs (forward, error wrapping, output wrapping, recording) is the same.
-        lean = False
-        needs = ()  # needs_input_grad, left empty unless this call records
-        low = None  # the 16-bit dtype to round forward's result to (opmath_scalar ops only)
+        # Spelt out per arity, in locals: every branch, lookup and call here is paid by each op.
         n = len(inputs)
-        if n == 1:
-            x = inputs[0]
-            if isinstance(x, Tensor) and x.device is CPU:
-                lean = True
-                a0 = x._data
-                if x._requires_grad and STATE.enabled:
-                    needs = _GRAD_1
-        elif n == 2:
-            x, y = inputs
-            if isinstance(x, Tensor) and x.device is CPU:
-                a0 = x._data
-                if isinstance(y, Tensor):
-                    if y.device is CPU and y.dtype is x.dtype:
-                        lean = True
-                        a1 = y._data
-                        if (x._requires_grad or y._requires_grad) and STATE.enabled:
-                            needs = (x._requires_grad, y._requires_grad)
-                else:
-                    if not cls.promote:
-                        lean = True
-                        a1 = y
-                    else:
-                        # A Python number of no higher category than x's dtype: a NumPy scalar of
-                        # that dtype (what _promoted makes of it); others take the general path.
-                        category = _SCALAR_CATEGORY.get(y.__class__)
-                        if category is not None and category <= x.dtype.category:
-                            lean = True
-                            if cls.opmath_scalar and x.dtype in _HALF:
-                                a1 = _F32(y)
-                                low = x.dtype
-                            else:
-                                a1 = x.dtype.np_dtype.type(y)
-                    if x._requires_grad and STATE.enabled:
-                        needs = _GRAD_1_OF_2
-        if not lean:
+        x = inputs[0] if n else None
+        if n > 2 or not isinstance(x, Tensor) or x.device is not CPU:
             return _apply(cls, inputs, params)
         ctx = Context()
-        if needs:
-            ctx.needs_input_grad = needs
-        try:
-            # Plain calls: each is ~0.1 us cheaper than forward(ctx, *arrays, **params).
-            if n == 1:
-                out = cls.forward(ctx, a0, **params) if params else cls.forward(ctx, a0)
+        needs = ()  # needs_input_grad, left empty unless this call records
+        if n == 1:
+            if x._requires_grad and STATE.enabled:
+                needs = ctx.needs_input_grad = _GRAD_1
+            try:  # plain calls: each is ~0.1 us cheaper than forward(ctx, *arrays, **params)
+                out = cls.forward(ctx, x._data, **params) if params else cls.forward(ctx, x._data)
+            except ValueError as exc:
+                raise _shape_error(cls, exc, inputs) from None
+        else:
+            y = inputs[1]
+            low = None  # the 16-bit dtype to round forward's result to (opmath_scalar ops only)
+            if isinstance(y, Tensor):
+                if y.device is not CPU or y.dtype is not x.dtype:
+                    return _apply(cls, inputs, params)
+                if (x._requires_grad or y._requires_grad) and STATE.enabled:
+                    needs = ctx.needs_input_grad = (x._requires_grad, y._requires_grad)
+                a1 = y._data
             else:
-                out = cls.forward(ctx, a0, a1, **params) if params else cls.forward(ctx, a0, a1)
-        except ValueError as exc:
-            raise _shape_error(cls, exc, inputs) from None
-        if low is not None:
-            out = _rounded(out, low)
-        base = inputs[0] if cls.view else None
+                if not cls.promote:
+                    a1 = y
+                else:
+                    # A Python number of no higher category than x's dtype: a NumPy scalar of
+                    # that dtype (what _promoted makes of it); others take the general path.
+                    category = _SCALAR_CATEGORY.get(y.__class__)
+                    if category is None or category > x.dtype.category:
+                        return _apply(cls, inputs, params)
+                    if cls.opmath_scalar and x.dtype in _HALF:
+                        a1 = _F32(y)
+                        low = x.dtype
+                    else:
+                        a1 = x.dtype.np_dtype.type(y)
+                if x._requires_grad and STATE.enabled:
+                    needs = ctx.needs_input_grad = _GRAD_1_OF_2
+            try:
+                out = cls.forward(ctx, x._data, a1, **params) if params else cls.forward(ctx, x._data, a1)
+            except ValueError as exc:
+                raise _shape_error(cls, exc, inputs) from None
+            if low is not None:
+                out = _rounded(out, low)
         if needs:
-            return _record(cls, ctx, inputs, out, CPU, base, _NP)
-        if out.__class__ is _ndarray:
-            return make_tensor(out, CPU) if base is None else _wrap(out, CPU, base)
-        return _wrap_outputs(out, CPU, base, _NP)
+            return _record(cls, ctx, inputs, out, CPU, x if cls.view else None, _NP)
+        if out.__class__ is not _ndarray:
+            return _wrap_outputs(out, CPU, x if cls.view else None, _NP)
+        return _wrap(out, CPU, x) if cls.view else make_tensor(out, CPU)
 
 
 _ndarray = _NP.ndarray
@@ -233,13 +221,14 @@ def _record(cls: type[Op], ctx: Context, inputs: tuple, out: Any, device: Any, b
         tensors = (make_tensor(out, device) if base is None else _wrap(out, device, base),)
     n = len(inputs)  # one or two inputs, most ops: spelt out, no generator to run
     if n == 1:
-        x = inputs[0]
-        edges, metas = (_edge(x),), (_meta(x),)
+        e0, m0 = _edge(inputs[0])
+        edges, metas = (e0,), (m0,)
     elif n == 2:
-        x, y = inputs
-        edges, metas = (_edge(x), _edge(y)), (_meta(x), _meta(y))
+        e0, m0 = _edge(inputs[0])
+        e1, m1 = _edge(inputs[1])
+        edges, metas = (e0, e1), (m0, m1)
     else:
-        edges, metas = tuple(_edge(x) for x in inputs), tuple(_meta(x) for x in inputs)
+        edges, metas = tuple(zip(*map(_edge, inputs))) or ((), ())
     node = Node(cls, ctx, edges, len(tensors), metas)
     if base is not None:
         root = base._base if base._base is not None else base
@@ -397,8 +386,8 @@ class Function:
         multi = isinstance(out, tuple)
         outs = tuple(_fresh_output(o, args) for o in (out if multi else (out,)))
         if record:
-            node = Node(_UserBackward(cls), ctx, tuple(_edge(a) for a in args), len(outs),
-                        tuple(_meta(a) for a in args))
+            edges, metas = tuple(zip(*map(_edge, args))) or ((), ())
+            node = Node(_UserBackward(cls), ctx, edges, len(outs), metas)
             for i, t in enumerate(outs):
                 if isinstance(t, Tensor) and t.dtype.is_floating_point and id(t) not in ctx.non_differentiable:
                     t._requires_grad = True

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy
 
 from ..errors import AutogradError, fmt_shape
-from ..tensor import Tensor, make_tensor
+from ..tensor import Tensor, VersionCounter, make_tensor
 
 _INPUT, _OUTPUT, _CONST, _VALUE = range(4)
 
@@ -77,13 +77,18 @@ def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> Non
 
 
 def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
-    for i, t in enumerate(outputs):
+    i = 0
+    for t in outputs:
         if item is t._data or item is t:
-            vc = t._vc  # shared with the tensor unpacking makes, so later in-place writes show
+            vc = t._vc_or_none  # shared with the tensor unpacking makes, so later in-place writes show
+            if vc is None:
+                vc = t._vc_or_none = VersionCounter()
             return (_OUTPUT, (t._data, t.device, weakref.ref(node), i, vc, t._base, t._requires_grad), vc.value)
+        i += 1
     for t in inputs:
         if isinstance(t, Tensor) and (item is t._data or item is t):
-            return (_INPUT, t, t._version)
+            vc = t._vc_or_none  # Tensor._version, without a property call
+            return (_INPUT, t, 0 if vc is None else vc.value)
     if hasattr(item, "shape") and hasattr(item, "dtype"):
         return (_CONST, (item, outputs[0].device), None)
     return (_VALUE, item, None)
