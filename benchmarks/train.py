@@ -6,15 +6,16 @@ example. Models:
   digits CNN   3 convs + 2 max-pools + linear on 1x8x8, batch 64 (examples/digits_cnn.py)
   transformer  one pre-norm TransformerEncoderLayer, d_model 128, 4 heads, ff 512, causal
                mask, batch 16 x 64 tokens, MSE to a random target
-torch runs with its default thread count and pinned to one thread (NumPy's own ops are
-single-threaded; only its BLAS calls use threads). Ratios are tensora time / torch time;
-the target (issue [C]) is <= 1.2x torch. Best of the repeats, tensora and torch alternating.
+Both libraries run with the same thread count: torch's pool is set to NumPy's BLAS thread
+count (NumPy's own ops are single-threaded; only its BLAS calls use threads), then both are
+pinned to one thread for the 1-thread columns (threadpoolctl limits OpenBLAS at run time).
+Ratios are tensora time / torch time at the same thread count; the target (issue [C]) is
+<= 1.2x torch. Best of the repeats, tensora and torch alternating.
 
 On a machine that other processes keep busy, multi-threaded BLAS (OpenBLAS in NumPy, and
-torch's own pool) spins and slows 5-20x; compare single-threaded there:
+torch's own pool) spins and slows 5-20x; read the 1-thread columns there.
 
-    .venv/bin/python benchmarks/train.py [--quick]
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/train.py   # vs the "torch 1-thread" column
+    PYTHONPATH=. .venv/bin/python benchmarks/train.py [--quick]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ try:
     import torch
 except ImportError:
     torch = None
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 BATCH, SEQ, D_MODEL = 64, 64, 128
 
@@ -89,39 +91,52 @@ def _step(lib, model, module, x, y, loss_name):
     return step
 
 
-def rows(min_time: float) -> list[tuple]:
+def blas_threads() -> int:
+    """NumPy's BLAS thread count (OpenBLAS's pool, as threadpoolctl reads it)."""
+    return max((pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"), default=1)
+
+
+def _timed(steps: tuple, threads: int, min_time: float) -> tuple[float, float | None]:
+    """(tensora ms, torch ms) per step, both libraries on `threads` threads; tensora is timed before
+    and after torch, its best kept."""
+    t_step, r_step = steps
+    with threadpool_limits(threads, user_api="blas"):
+        t = per_call_us(t_step, min_time) / 1e3
+        if r_step is None:
+            return t, None
+        torch.set_num_threads(threads)
+        p = per_call_us(r_step, min_time) / 1e3
+        return min(t, per_call_us(t_step, min_time) / 1e3), p
+
+
+def rows(min_time: float, threads: int) -> list[tuple]:
     out = []
     for name, build, params_of, x, y, loss_name in _cases(np.random.default_rng(0)):
         tensora.manual_seed(0)
         ours = build(tensora)
         t_step = _step(tensora, ours, params_of(ours), tensora.tensor(x), tensora.tensor(y), loss_name)
-        t = per_call_us(t_step, min_time) / 1e3
-        p = p1 = None
+        r_step = None
         if torch is not None:
             theirs = build(torch)
             state = {k: torch.from_numpy(v.numpy().copy()) for k, v in params_of(ours).state_dict().items()}
             params_of(theirs).load_state_dict(state)
             r_step = _step(torch, theirs, params_of(theirs), torch.from_numpy(x), torch.from_numpy(y), loss_name)
-            p = per_call_us(r_step, min_time) / 1e3
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            p1 = per_call_us(r_step, min_time) / 1e3
-            torch.set_num_threads(threads)
-            t = min(t, per_call_us(t_step, min_time) / 1e3)  # second tensora block, after torch's
-        out.append((name, t, p, p1, t / p if p else None, t / p1 if p1 else None))
+        t, p = _timed((t_step, r_step), threads, min_time)
+        t1, p1 = _timed((t_step, r_step), 1, min_time)
+        out.append((name, t, p, t / p if p else None, t1, p1, t1 / p1 if p1 else None))
     return out
 
 
 def main() -> None:
     min_time = 0.05 if "--quick" in sys.argv else 0.3
-    threads = torch.get_num_threads() if torch else 0
+    threads = blas_threads()
     native, _ = tensora.native_available()
-    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"One training step (fwd + loss + bwd + AdamW), float32, CPU; torch {threads} threads, "
-          f"NumPy OpenBLAS threads {blas}, tensora native extension {'on' if native else 'off'}; "
+    print(f"One training step (fwd + loss + bwd + AdamW), float32, CPU; torch and NumPy's OpenBLAS on "
+          f"{threads} threads, then both on 1; tensora native extension {'on' if native else 'off'}; "
           f"target x torch <= 1.2")
-    headers = ("model", "tensora ms", "torch ms", "torch 1-thread ms", "x torch", "x torch 1-thread")
-    print(table(rows(min_time), headers))
+    headers = ("model", "tensora ms", "torch ms", "x torch", "tensora 1-thread ms", "torch 1-thread ms",
+               "x torch 1-thread")
+    print(table(rows(min_time, threads), headers))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Three ops share one geometry (`Window`: the input a conv reads, the output it
 writes, kernel, stride, leading padding, dilation) and are each other's
 gradients, so gradients of any order stay inside these three:
 
-    Conv(x, w)            y  = windows of x times w          (im2col + one matmul per group)
+    Conv(x, w)            y  = windows of x times w          (im2col + one matmul per group, or
+                                                              patch rows + one matmul)
     ConvTranspose(y, w)   x  = the transpose of Conv in x    (matmul + col2im, or for stride 1
                                                               a conv with the flipped kernel)
     ConvWeight(x, y)      dw = the transpose of Conv in w    (im2col + matmul summed over the batch;
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..amp import autocast_op
 from ..autograd.function import Op
@@ -30,18 +33,30 @@ from ..tensor import Tensor
 from .registry import register
 
 
-def _bias_grad(ctx: Any, g: Tensor) -> Tensor:
-    """g summed over batch and positions.
+class ChannelSum(Op, name="channel_sum"):
+    """g (N, C, *spatial) summed over every dim but 1: the bias gradient of a conv.
 
-    For float32/64 as (N, C, L) @ ones(L, 1): BLAS does this ~2.5x faster than NumPy's reduction
-    over the non-adjacent dims (0, 2, ...).
+    For floats as two matrix-vector products in float32 or float64 (16-bit floats are widened
+    first), ones(N) @ g then the (C, L) result @ ones(L): BLAS runs them ~5x faster than NumPy's
+    reduction over the non-adjacent dims (0, 2, ...), and as one op they cost a third of the same
+    products written as reshape, matmul and sum tensor ops.
     """
-    if g.dtype.name not in ("float32", "float64"):
-        return g.sum(dim=(0,) + tuple(range(2, g.ndim)))
-    n, c = g.shape[:2]
-    length = g.numel() // max(n * c, 1)
-    ones = Tensor(ctx.xp.ones((length, 1), dtype=g.dtype.np_dtype), device=g.device)
-    return (g.reshape(n, c, length) @ ones).sum(dim=(0, 2))
+
+    @staticmethod
+    def forward(ctx, g):
+        ctx.shape = g.shape
+        xp = ctx.xp
+        n, c = g.shape[:2]
+        acc = k.acc_dtype(g.dtype)
+        if acc not in (np.float32, np.float64) or g.size == 0:
+            return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+        per_sample = xp.matmul(xp.ones(n, dtype=acc), g.reshape(n, -1).astype(acc, copy=False))  # (C * L,)
+        out = xp.matmul(per_sample.reshape(c, -1), xp.ones(per_sample.size // c, dtype=acc))
+        return out.astype(g.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, h):
+        return h.reshape((1, -1) + (1,) * (len(ctx.shape) - 2)).expand(ctx.shape)
 
 
 class Conv(Op, name="conv"):
@@ -65,7 +80,7 @@ class Conv(Op, name="conv"):
         ctx.cols = None  # used once: a second backward through a retained graph rebuilds them
         gx = ConvTranspose.apply(g, w, None, win=ctx.win, groups=ctx.groups) if need[0] else None
         gw = ConvWeight.apply(x, g, win=ctx.win, groups=ctx.groups, cols=cols) if need[1] else None
-        gb = _bias_grad(ctx, g) if need[2] else None
+        gb = ChannelSum.apply(g) if need[2] else None
         return gx, gw, gb
 
 
@@ -84,7 +99,7 @@ class ConvTranspose(Op, name="conv_transpose"):
         need = ctx.needs_input_grad
         gy = Conv.apply(g, w, None, win=ctx.win, groups=ctx.groups) if need[0] else None
         gw = ConvWeight.apply(g, y, win=ctx.win, groups=ctx.groups) if need[1] else None
-        gb = _bias_grad(ctx, g) if need[2] else None
+        gb = ChannelSum.apply(g) if need[2] else None
         return gy, gw, gb
 
 

@@ -109,6 +109,33 @@ def test_conv2d_double_backward():
     assert gradgradcheck(lambda x, w: tensora.conv2d(x, w, padding=(1, 0), dilation=(1, 2), groups=2), [x, wg])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_on_patch_rows_matches_loops_and_double_backward(stride):
+    # 6 input channels x 3 taps per kernel row: the patch-row path (stride 1: its transpose is the
+    # flipped conv; stride 2: row2im).
+    rng = np.random.default_rng(4)
+    x = tensora.tensor(rng.standard_normal((2, 6, 5, 4)), requires_grad=True)
+    w = tensora.tensor(rng.standard_normal((3, 6, 3, 3)), requires_grad=True)
+    b = tensora.tensor(rng.standard_normal(3), requires_grad=True)
+    y = tensora.conv2d(x, w, b, stride=stride, padding=1)
+    ref = conv_ref(*(t.detach().numpy() for t in (x, w, b)), stride, 1)
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-10, atol=1e-10)
+    assert gradgradcheck(lambda x, w, b: tensora.conv2d(x, w, b, stride=stride, padding=1), [x, w, b])
+
+
+def test_bias_gradient_is_the_channel_sum():
+    from tensora.ops.conv import ChannelSum
+    g = np.random.default_rng(5).standard_normal((3, 4, 5, 2))
+    for dtype in (tensora.float64, tensora.float32, tensora.float16, tensora.bfloat16):
+        low = tensora.tensor(g, dtype=dtype)
+        got = ChannelSum.apply(low)
+        assert got.dtype is dtype
+        # Accumulated in float32 at least, rounded once: as exact as the rounded inputs allow.
+        want = low.to(tensora.float64).numpy().sum(axis=(0, 2, 3))
+        np.testing.assert_allclose(got.to(tensora.float64).numpy(), want, rtol=2 ** -7, atol=1e-6)
+    assert gradgradcheck(ChannelSum.apply, [tensora.tensor(g, requires_grad=True)])
+
+
 @pytest.mark.parametrize("kernel,dilation", [((3, 3), 1), ((4, 2), 1), ((2, 3), (2, 3)), ((1, 4), 1)])
 def test_conv2d_same_padding_puts_the_odd_element_after(kernel, dilation):
     d = (dilation,) * 2 if isinstance(dilation, int) else dilation

@@ -67,7 +67,9 @@ def test_conv2d_random(seed, dtype):
 
 
 # Stride-1 convs on maps up to 16 wide run on the padded-plane grid (rows sharing a zero gap), wider
-# ones and strided ones on the output grid; depthwise convs skip the columns altogether.
+# ones, strided ones and those with few column rows per output channel on the output grid;
+# depthwise convs skip the columns altogether, and ungrouped ones over enough channels run on
+# patch rows instead.
 GRID_CASES = [
     ("8x8 p1", (3, 4, 8, 8), (5, 4, 3, 3), dict(padding=1)),
     ("4x4 p2", (2, 3, 4, 4), (4, 3, 3, 3), dict(padding=2)),
@@ -78,6 +80,10 @@ GRID_CASES = [
     ("depthwise wide", (2, 4, 5, 21), (4, 1, 3, 3), dict(padding=1, groups=4)),
     ("depthwise s2 dilated", (2, 4, 10, 10), (4, 1, 3, 3), dict(stride=2, padding=2, dilation=2, groups=4)),
     ("depthwise multiplier", (2, 3, 8, 8), (6, 1, 3, 3), dict(padding=1, groups=3)),
+    ("1 channel 8x8 p1", (3, 1, 8, 8), (16, 1, 3, 3), dict(padding=1)),
+    ("rows 8x8 p1", (3, 32, 8, 8), (32, 32, 3, 3), dict(padding=1)),
+    ("rows 4x4 p1 more outputs", (3, 32, 4, 4), (64, 32, 3, 3), dict(padding=1)),
+    ("rows s2 dilated", (2, 16, 9, 9), (5, 16, 3, 3), dict(stride=2, padding=1, dilation=(1, 2))),
 ]
 
 
