@@ -27,7 +27,7 @@ puts it after code 0, it is what tiny *positive* values get.
 Double quantization (``double_quant=True``, bitsandbytes' ``compress_statistics``): the
 absmax values minus their mean (part "absmax_offset") are themselves quantized to 8 bits
 in blocks of 256 with bitsandbytes' signed dynamic map (``create_dynamic_map(True)``,
-rebuilt here bit for bit, see `dynamic_map`) and a float32 absmax per 256 ("absmax_scale").
+rebuilt bit for bit in tensora.kernels.dynamic_map) and a float32 absmax per 256 ("absmax_scale").
 That is 8 + 32/256 instead of 32 bits per block: 0.373 bits per weight saved at block 64.
 bitsandbytes' CPU 8-bit quantizer codes through a 65536-entry table rather than an exact
 nearest search (`quantize_dynamic` reproduces it), and the mean is torch's float32 CPU
@@ -63,6 +63,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import ShapeError
+from ...kernels.dynamic_map import SIGNED_MAP, quantize_blockwise
 from ._gguf_blocks import CHUNK_VALUES
 from .base import Parts, QuantFormat, QuantFormatError, as_rows, matrix_shape, register_format
 
@@ -85,62 +86,15 @@ _FP4_MAGNITUDES = np.array([0, 0.0625, 8, 12, 4, 6, 2, 3], F32)
 FP4_CODE = np.concatenate([_FP4_MAGNITUDES, -_FP4_MAGNITUDES]) / F32(12) + F32(0)  # + 0: code 8 is +0.0
 
 
-# -- bitsandbytes' 8-bit dynamic map and its CPU quantizer ---------------------------------
+# -- bitsandbytes' 8-bit dynamic map and its CPU quantizer (shared with the 8-bit optimizers) --
 
-
-def _linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """``torch.linspace(start, end, steps, dtype=float32)`` bit for bit.
-
-    torch computes ``start + step*i`` for the first half and ``end - step*(steps-1-i)`` for
-    the rest, each a fused multiply-add in float32; float64 evaluates those exactly here
-    (24-bit step times a small integer, values in [0.1, 1]) before the single rounding."""
-    start32, end32 = F32(start), F32(end)
-    step = np.float64((end32 - start32) / F32(steps - 1))
-    i = np.arange(steps, dtype=np.float64)
-    up = np.float64(start32) + step * i
-    down = np.float64(end32) - step * (steps - 1 - i)
-    return np.where(i < steps // 2, up, down).astype(F32)
-
-
-def dynamic_map() -> np.ndarray:
-    """bitsandbytes' ``create_dynamic_map(signed=True)``: 256 sorted float32 values in [-1, 1].
-
-    Dettmers' dynamic tree type: for each decade 10**-6 .. 10**0, the midpoints of 2**i + 1
-    evenly spaced points in [0.1, 1] (i = 0..6), both signs, plus 0 and 1."""
-    levels = [np.array([0.0, 1.0], F32)]
-    for i in range(7):
-        edges = _linspace(0.1, 1.0, 2 ** i + 1)
-        level = F32(10.0 ** (i - 6)) * ((edges[:-1] + edges[1:]) / F32(2))
-        levels += [level, -level]
-    return np.sort(np.concatenate(levels))
-
-
-DYNAMIC_MAP = dynamic_map()
-#: bitsandbytes' CPU quantizer table: [-1, 1] cut into 65536 points, each mapped to the
-#: number of map midpoints strictly below it (the nearest entry, ties going down).
-_LUT_SIZE = 65536
-_LUT = np.searchsorted(
-    F32(0.5) * (DYNAMIC_MAP[:-1] + DYNAMIC_MAP[1:]),
-    F32(-1) + (F32(2) * np.arange(_LUT_SIZE, dtype=F32)) / F32(_LUT_SIZE - 1), side="left").astype(np.uint8)
+DYNAMIC_MAP = SIGNED_MAP
 
 
 def quantize_dynamic(x: np.ndarray, block_size: int = NESTED_BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """(codes uint8, absmax float32 per block) of flat float32 ``x``, as bitsandbytes'
-    ``quantize_blockwise`` on CPU codes them with `DYNAMIC_MAP`: ``v = x * (1 / absmax)``
-    clipped to [-1, 1], table index ``trunc((v + 1) * 0.5 * 65535 + 0.5)`` in float32; an
-    all-zero block gets codes 0."""
-    n = x.size
-    nblocks = -(-n // block_size)
-    padded = np.zeros(nblocks * block_size, F32)
-    padded[:n] = x
-    blocks = padded.reshape(nblocks, block_size)
-    absmax = np.abs(blocks).max(axis=1) if n else np.zeros(0, F32)
-    inv = F32(1) / np.where(absmax > 0, absmax, F32(1))
-    v = np.clip(blocks * inv[:, None], F32(-1), F32(1))
-    index = ((v + F32(1)) * F32(0.5) * F32(_LUT_SIZE - 1) + F32(0.5)).astype(np.uint16)
-    codes = _LUT[index]
-    codes[absmax == 0] = 0
-    return codes.reshape(-1)[:n], absmax
+    """(codes uint8, absmax float32 per block) of flat float32 ``x`` with the signed dynamic map,
+    as bitsandbytes' CPU ``quantize_blockwise`` codes them (see tensora.kernels.dynamic_map)."""
+    return quantize_blockwise(x, SIGNED_MAP, block_size)
 
 
 # -- torch's float32 CPU mean ---------------------------------------------------------------
