@@ -7,6 +7,9 @@
 `embed(texts)` mean-pools the last hidden states over real tokens and L2-normalises
 (sentence-transformers' Pooling + Normalize modules, as all-MiniLM-L6-v2 declares them).
 Names are transformers' BertModel names; a "bert." prefix (BertFor* checkpoints) is dropped.
+GGUF files (llama.cpp's "bert" architecture) map onto the same names; llama.cpp's
+converter drops the pooler, so a model loaded from GGUF has none (`forward` returns
+None for the pooled output) while `embed` is unaffected.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     pad_token_id: int = 0
+    pooler: bool = True
 
     @classmethod
     def from_hf(cls, c: dict[str, Any]) -> BertConfig:
@@ -48,6 +52,23 @@ class BertConfig:
                    max_position_embeddings=c.get("max_position_embeddings", 512),
                    type_vocab_size=c.get("type_vocab_size", 2), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
                    hidden_act=c.get("hidden_act", "gelu"), pad_token_id=c.get("pad_token_id") or 0)
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], tensor_names: set[str]) -> BertConfig:
+        """From llama.cpp's "bert" metadata. GELU stays exact (erf), as the original checkpoint was
+        trained; llama.cpp's graph uses the tanh approximation, a small difference (tests/models)."""
+        def key(name: str, default: Any = None) -> Any:
+            return meta.get(f"bert.{name}", default)
+
+        if key("attention.causal", False):
+            raise ValueError("GGUF BERT with bert.attention.causal = true is not an encoder tensora supports")
+        return cls(vocab_size=key("vocab_size") or len(meta["tokenizer.ggml.tokens"]),
+                   hidden_size=key("embedding_length"), num_hidden_layers=key("block_count"),
+                   num_attention_heads=key("attention.head_count"), intermediate_size=key("feed_forward_length"),
+                   max_position_embeddings=key("context_length", 512),
+                   type_vocab_size=meta.get("tokenizer.ggml.token_type_count", 2),
+                   layer_norm_eps=key("attention.layer_norm_epsilon", 1e-12),
+                   pad_token_id=meta.get("tokenizer.ggml.padding_token_id", 0), pooler=False)
 
 
 class _Dense(Module):
@@ -138,7 +159,7 @@ class BertPooler(Module):
         return self.dense(h[:, 0]).tanh()
 
 
-@register("bert", hf_model_types=("bert",))
+@register("bert", hf_model_types=("bert",), gguf_architectures=("bert",))
 class BertModel(Module):
     """BERT encoder: `forward(ids, attention_mask, token_type_ids)` -> (last hidden states, pooled)."""
 
@@ -150,10 +171,10 @@ class BertModel(Module):
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config)
+        self.pooler = BertPooler(config) if config.pooler else None
 
     def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None
-                ) -> tuple[Tensor, Tensor]:
+                ) -> tuple[Tensor, Tensor | None]:
         ids = _ids(input_ids)
         if ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"input of {ids.shape[1]} tokens exceeds BERT's {self.config.max_position_embeddings}")
@@ -162,7 +183,7 @@ class BertModel(Module):
         h = self.embeddings(ids, types)
         for layer in self.encoder.layer:
             h = layer(h, mask)
-        return h, self.pooler(h)
+        return h, None if self.pooler is None else self.pooler(h)
 
     def embed(self, texts: str | Sequence[str], normalize: bool = True, batch_size: int = 32) -> np.ndarray:
         """Sentence embeddings (N, hidden): mean over real tokens of the last hidden states, L2-normalised."""
@@ -201,6 +222,24 @@ class BertModel(Module):
             if name.startswith(("embeddings.", "encoder.", "pooler.")):
                 out[name] = t
         return out
+
+    def gguf_state_dict(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """llama.cpp's BERT tensor names under transformers' (classifier heads, `cls.*`, left out)."""
+        out = {}
+        for name, t in tensors.items():
+            parts = name.split(".")
+            if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER:
+                out[f"encoder.layer.{parts[1]}.{_GGUF_LAYER[parts[2]]}.{parts[3]}"] = t
+            elif len(parts) == 2 and parts[0] in _GGUF_EMBEDDINGS:
+                out[f"embeddings.{_GGUF_EMBEDDINGS[parts[0]]}.{parts[-1]}"] = t
+        return out
+
+
+_GGUF_EMBEDDINGS = {"token_embd": "word_embeddings", "position_embd": "position_embeddings",
+                    "token_types": "token_type_embeddings", "token_embd_norm": "LayerNorm"}
+_GGUF_LAYER = {"attn_q": "attention.self.query", "attn_k": "attention.self.key", "attn_v": "attention.self.value",
+               "attn_output": "attention.output.dense", "attn_output_norm": "attention.output.LayerNorm",
+               "ffn_up": "intermediate.dense", "ffn_down": "output.dense", "layer_output_norm": "output.LayerNorm"}
 
 
 def _ids(x: Any) -> Tensor:

