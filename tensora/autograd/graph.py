@@ -9,19 +9,64 @@ so an in-place write to something backward needs is an error, not a wrong
 gradient. A saved *output* is kept as its array plus (weak ref to the node,
 index), not as the Tensor, so that node -> ctx -> output -> node is never a
 reference cycle (which only the cycle collector could free).
+
+`saved_tensors_hooks(pack, unpack)` (as torch.autograd.graph's) lets the caller keep
+saved tensors elsewhere: pack(tensor) runs when forward saves one and its result is
+all the graph keeps of the bytes; unpack(packed) runs when backward needs them again
+(tensora.memory.offload_activations moves activations to host or disk this way).
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy
 
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor, VersionCounter, make_tensor
 
-_INPUT, _OUTPUT, _CONST, _VALUE = range(4)
+_INPUT, _OUTPUT, _CONST, _VALUE, _HOOKED = range(5)
+
+
+class _SavedHooks(threading.local):
+    """The (pack, unpack) pairs in force on this thread, innermost last (per thread, as grad mode)."""
+
+    stack: tuple = ()
+
+
+_SAVED_HOOKS = _SavedHooks()
+
+
+@contextmanager
+def saved_tensors_hooks(pack_hook: Callable[[Tensor], Any],
+                        unpack_hook: Callable[[Any], Any]) -> Iterator[None]:
+    """Inside the block, every tensor an op saves for backward goes through pack_hook; backward
+    calls unpack_hook(packed) for it and uses the Tensor (or array) that returns.
+
+    As torch.autograd.graph.saved_tensors_hooks: the innermost pair wins; pack_hook gets a
+    Tensor it must not modify in place; unpack_hook must give back the same values (shape
+    and dtype), or gradients are wrong. Version checks still apply: an in-place write to a
+    saved input after it was packed is an error at backward, hooks or not. A saved output
+    reaches pack_hook with its grad_fn (as in torch), so a hook that keeps that Tensor makes
+    a reference cycle node -> saved -> tensor -> node; keep its array instead.
+
+    >>> import tensora
+    >>> x = tensora.randn(3, requires_grad=True)
+    >>> seen = []
+    >>> with saved_tensors_hooks(lambda t: seen.append(t.shape) or t.detach().numpy().copy(), lambda a: a):
+    ...     y = (x.detach().requires_grad_() * x).sum()
+    >>> len(seen)
+    2
+    """
+    previous = _SAVED_HOOKS.stack
+    _SAVED_HOOKS.stack = previous + ((pack_hook, unpack_hook),)
+    try:
+        yield
+    finally:
+        _SAVED_HOOKS.stack = previous
 
 
 class Context:
@@ -70,8 +115,10 @@ class Context:
 def pack_saved(ctx: Context, node: "Node", inputs: tuple, outputs: tuple) -> None:
     """Turn what forward saved (arrays) into references to input/output tensors or constants."""
     packed = []
+    hooks = _SAVED_HOOKS.stack
     for item in ctx._raw:
-        packed.append(_pack_one(item, node, inputs, outputs))
+        one = _pack_one(item, node, inputs, outputs)
+        packed.append(_pack_hooked(one, *hooks[-1]) if hooks and one[0] != _VALUE else one)
     ctx._raw = ()
     ctx._packed = packed
 
@@ -94,10 +141,38 @@ def _pack_one(item: Any, node: "Node", inputs: tuple, outputs: tuple) -> tuple:
     return (_VALUE, item, None)
 
 
+def _pack_hooked(one: tuple, pack: Callable, unpack: Callable) -> tuple:
+    """A packed entry whose bytes went through pack(): only what rebuilds the tensor around them is kept."""
+    kind, payload, version = one
+    t = _unpack(one)  # what backward would see: an output carries its grad_fn, so hooks can tell activations
+    if kind != _INPUT:
+        return (_HOOKED, (kind, pack(t), unpack, payload[1:]), version)
+    # an input is rebuilt in backward: same version counter, graph position and leaf accumulator
+    acc = grad_accumulator(t) if t._requires_grad and t.grad_fn is None else None
+    meta = (t.device, t._vc, t.grad_fn, t._output_nr, t._requires_grad, acc)
+    return (_HOOKED, (kind, pack(t), unpack, meta), version)
+
+
+def _unpack_hooked(payload: tuple) -> tuple:
+    """(kind, payload) of the plain entry a hooked one stands for, its bytes back from unpack()."""
+    kind, packed, unpack, meta = payload
+    data = unpack(packed)
+    data = data._data if isinstance(data, Tensor) else data
+    if kind != _INPUT:
+        return kind, (data, *meta)
+    device, vc, grad_fn, output_nr, requires_grad, acc = meta
+    t = Tensor(data, device=device)
+    t._vc = vc
+    t._requires_grad, t.grad_fn, t._output_nr, t._accumulator = requires_grad, grad_fn, output_nr, acc
+    return kind, t
+
+
 def _unpack(p: tuple) -> Any:
     kind, payload, version = p
     if kind == _VALUE:
         return payload
+    if kind == _HOOKED:
+        kind, payload = _unpack_hooked(payload)
     if kind == _CONST:
         return make_tensor(*payload)
     if kind == _INPUT:
