@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
-from .layers import attention_mask
+from .layers import SlotKVCache, attention_mask
 
 
 @dataclass
@@ -159,10 +159,7 @@ class _Run:
         tok = model.tokenizer
         decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
         self.rows = [_Row(p, decode, tuple(opts.stop)) for p in prompts]
-        ids = opts.stop_token_ids
-        if ids is None:
-            ids = getattr(tok, "eos_token_ids", None) or _as_list(getattr(model.config, "eos_token_id", None))
-        self.stop_ids = {int(i) for i in ids}
+        self.stop_ids = stop_ids_of(model, opts)
         self.rng = np.random.default_rng(opts.seed)
         longest = max(len(p) for p in prompts)
         self.capacity = longest + opts.max_new_tokens
@@ -205,32 +202,150 @@ class _Run:
                 positions = last[:, None]
 
     def _sample(self, logits: np.ndarray, row: _Row) -> int:
-        o = self.opts
-        if o.repetition_penalty != 1.0:
-            seen = np.unique(np.array(row.prompt + row.tokens))
-            picked = logits[seen]
-            logits[seen] = np.where(picked > 0, picked / o.repetition_penalty, picked * o.repetition_penalty)
-        if o.temperature == 0:
-            return int(np.argmax(logits))
-        logits = logits / o.temperature
-        if 0 < o.top_k < logits.size:
-            kth = np.partition(logits, -o.top_k)[-o.top_k]
-            logits = np.where(logits < kth, -np.inf, logits)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        if o.top_p < 1.0:
-            order = np.argsort(probs, kind="stable")  # ascending, as transformers' TopPLogitsWarper
-            drop = np.cumsum(probs[order]) <= 1 - o.top_p
-            drop[-1] = False  # keep at least the most likely token
-            probs[order[drop]] = 0
-        if o.min_p > 0:
-            probs[probs < o.min_p * probs.max()] = 0
-        probs /= probs.sum()
-        return int(self.rng.choice(probs.size, p=probs))
+        return sample(logits, self.opts, self.rng, row.prompt + row.tokens)
 
     def completions(self) -> list[Completion]:
         return [Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
                 for r in self.rows]
+
+
+class Sequence:
+    """One prompt inside a BatchDecoder: its tokens and text so far, its own sampling options and generator."""
+
+    def __init__(self, model: Any, prompt: list[int], opts: SamplingOptions) -> None:
+        tok = model.tokenizer
+        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
+        self.row, self.opts = _Row(prompt, decode, tuple(opts.stop)), opts
+        self.stop_ids = stop_ids_of(model, opts)
+        self.rng = np.random.default_rng(opts.seed)
+
+    @property
+    def finished(self) -> bool:
+        return self.row.finish_reason is not None
+
+    def pending_text(self) -> str:
+        """Text generated since the last call that is safe to show (see _Row.pending_text)."""
+        return self.row.pending_text(final=self.finished)
+
+    def completion(self) -> Completion:
+        r = self.row
+        return Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
+
+    def _take(self, logits: np.ndarray) -> None:
+        r = self.row
+        r.add(sample(logits, self.opts, self.rng, r.prompt + r.tokens), self.stop_ids)
+        if r.finish_reason is None and len(r.tokens) >= self.opts.max_new_tokens:
+            r.finish_reason = "length"
+
+
+class BatchDecoder:
+    """Continuous batching: prompts join at any time, decode together one token per step, leave at once.
+
+    `join` prefills a prompt alone (batch 1, exactly as generate() would) into a fresh row of
+    a SlotKVCache and samples its first token; `step` runs one batched forward over every
+    active sequence, each at its own position, and samples each row under its own options;
+    a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
+    Greedy outputs equal those of generate() on the prompt alone.
+
+        >>> dec = BatchDecoder(model)                                   # doctest: +SKIP
+        >>> a = dec.join(ids_a, SamplingOptions(temperature=0)); b = dec.join(ids_b, SamplingOptions())
+        >>> while dec.active: dec.step()
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.cache = SlotKVCache(model.new_cache(1, 1), model.max_positions)
+        self.active: list[Sequence] = []  # active[i] lives in cache row i
+
+    def join(self, prompt: list[int], opts: SamplingOptions) -> Sequence:
+        """Prefill `prompt` and sample its first token; it stays active unless that already ended it."""
+        if not prompt:
+            raise ValueError("a prompt must hold at least one token")
+        seq, model = Sequence(self.model, prompt, opts), self.model
+        if opts.max_new_tokens == 0:
+            seq.row.finish_reason = "length"
+            return seq
+        t = len(prompt)
+        row = self.cache.add_row(t + opts.max_new_tokens)
+        try:
+            view = self.cache.row_view(row)
+            view.key_mask[:, :t] = True
+            mask = attention_mask(view.key_mask, 0, t, model.sliding_window)
+            with no_grad():
+                h = model.hidden_states(Tensor(np.array([prompt], dtype=np.int64)), np.arange(t)[None], mask, view, 0)
+                logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+        except BaseException:
+            self.cache.remove_row(row)
+            raise
+        self.cache.lengths[row] = t
+        self.active.append(seq)
+        seq._take(logits[0])
+        if seq.finished:
+            self.leave(seq)
+        return seq
+
+    def step(self) -> list[Sequence]:
+        """One token for every active sequence (one batched forward); returns them. Finished ones have left."""
+        if not self.active:
+            return []
+        model, cache, stepped = self.model, self.cache, list(self.active)
+        n = cache.rows
+        ids = np.array([[s.row.tokens[-1]] for s in stepped], dtype=np.int64)
+        positions = cache.lengths[:n, None].copy()
+        mask = cache.decode_mask(model.sliding_window)
+        with no_grad():
+            h = model.hidden_states(Tensor(ids), positions, mask, cache, 0)
+            logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+        cache.lengths[:n] += 1
+        for s, row_logits in zip(stepped, logits):
+            s._take(row_logits)
+        for s in stepped:
+            if s.finished:
+                self.leave(s)
+        return stepped
+
+    def leave(self, seq: Sequence) -> None:
+        """Free `seq`'s row now (finished, or its client went away); a no-op if it is not active."""
+        if seq not in self.active:
+            return
+        i = self.active.index(seq)
+        self.cache.remove_row(i)
+        last = self.active.pop()
+        if last is not seq:
+            self.active[i] = last
+
+
+def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, seen: list[int]) -> int:
+    """One token from float64 logits (modified in place) under `o`; `seen` feeds the repetition penalty."""
+    if o.repetition_penalty != 1.0:
+        seen_ids = np.unique(np.array(seen))
+        picked = logits[seen_ids]
+        logits[seen_ids] = np.where(picked > 0, picked / o.repetition_penalty, picked * o.repetition_penalty)
+    if o.temperature == 0:
+        return int(np.argmax(logits))
+    logits = logits / o.temperature
+    if 0 < o.top_k < logits.size:
+        kth = np.partition(logits, -o.top_k)[-o.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    if o.top_p < 1.0:
+        order = np.argsort(probs, kind="stable")  # ascending, as transformers' TopPLogitsWarper
+        drop = np.cumsum(probs[order]) <= 1 - o.top_p
+        drop[-1] = False  # keep at least the most likely token
+        probs[order[drop]] = 0
+    if o.min_p > 0:
+        probs[probs < o.min_p * probs.max()] = 0
+    probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))
+
+
+def stop_ids_of(model: Any, opts: SamplingOptions) -> set[int]:
+    """Token ids that end a sequence: opts.stop_token_ids, else the tokenizer's (or config's) eos ids."""
+    ids = opts.stop_token_ids
+    if ids is None:
+        ids = getattr(model.tokenizer, "eos_token_ids", None) or _as_list(getattr(model.config, "eos_token_id", None))
+    return {int(i) for i in ids}
 
 
 def _as_list(x: Any) -> list[int]:

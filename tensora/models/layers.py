@@ -157,3 +157,107 @@ def attention_mask(key_mask: np.ndarray, start: int, steps: int, window: int | N
     mask = allowed[None] & keys[:, None, :]
     mask |= (k == q)[None]
     return Tensor(mask[:, None])
+
+
+class SlotKVCache:
+    """KV cache for continuous batching: rows that join and leave, each at its own length.
+
+    Active rows are kept packed in [0, rows): a row that leaves is replaced by the last one,
+    so a decode step runs over exactly the live sequences. A joining row is prefilled alone
+    through `row_view` (batch 1, as if it ran by itself); a decode step then writes each
+    row's new key at that row's own length (`lengths`), and `decode_mask` hides every
+    position a row has not filled. Batch and time capacity grow on demand (doubling), so
+    memory follows what is in use, not the largest batch times the longest context.
+    """
+
+    def __init__(self, prototype: KVCache, max_positions: int) -> None:
+        keys = prototype[0].keys
+        _, self.kv_heads, _, self.head_dim = keys.shape
+        self.dtype, self.n_layers, self.max_positions = keys.dtype, len(prototype.layers), max_positions
+        self.rows = 0
+        self.lengths = np.zeros(0, dtype=np.int64)
+        self.layers: list[LayerCache] = []
+        self._allocate(1, 16)
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].keys.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.keys.nbytes + c.values.nbytes for c in self.layers)
+
+    def _allocate(self, batch: int, capacity: int) -> None:
+        """Grow to at least (batch, capacity), copying what the live rows hold."""
+        shape = (batch, self.kv_heads, capacity, self.head_dim)
+        fresh = [LayerCache(zeros(*shape, dtype=self.dtype), zeros(*shape, dtype=self.dtype))
+                 for _ in range(self.n_layers)]
+        if self.layers and self.rows:
+            used = int(self.lengths[:self.rows].max(initial=0))
+            for new, old in zip(fresh, self.layers):
+                new.keys[:self.rows, :, :used] = old.keys[:self.rows, :, :used]
+                new.values[:self.rows, :, :used] = old.values[:self.rows, :, :used]
+        lengths = np.zeros(batch, dtype=np.int64)
+        lengths[:self.rows] = self.lengths[:self.rows]
+        self.layers, self.lengths = fresh, lengths
+
+    def add_row(self, positions: int) -> int:
+        """Make room for one more row that will hold `positions` keys; returns its index."""
+        if positions > self.max_positions:
+            raise ValueError(f"{positions} positions exceed the model's context of {self.max_positions}")
+        batch, capacity = self.layers[0].keys.shape[0], self.capacity
+        if self.rows == batch or positions > capacity:
+            grow = max(capacity, 1)
+            while grow < positions:
+                grow *= 2
+            self._allocate(batch * 2 if self.rows == batch else batch, min(grow, self.max_positions))
+        self.lengths[self.rows] = 0
+        self.rows += 1
+        return self.rows - 1
+
+    def remove_row(self, row: int) -> None:
+        """Drop a row; the last row moves into its place (callers re-read row indices)."""
+        last = self.rows - 1
+        if row != last:
+            used = int(self.lengths[last])
+            for c in self.layers:
+                c.keys[row, :, :used] = c.keys[last, :, :used]
+                c.values[row, :, :used] = c.values[last, :, :used]
+            self.lengths[row] = used
+        self.rows = last
+
+    def row_view(self, row: int) -> KVCache:
+        """A batch-1 KVCache writing into `row` (views share storage): for prefilling it alone."""
+        view = KVCache.__new__(KVCache)
+        view.layers = [LayerCache(c.keys[row:row + 1], c.values[row:row + 1]) for c in self.layers]
+        view.capacity, view.length = self.capacity, 0
+        view.key_mask = np.zeros((1, self.capacity), dtype=bool)
+        return view
+
+    def decode_mask(self, window: int | None) -> Tensor:
+        """(rows, 1, 1, S) mask for one new query per row at its own length over keys [0, S)."""
+        q = self.lengths[:self.rows, None]
+        k = np.arange(int(q.max()) + 1)[None, :]
+        allowed = k <= q
+        if window is not None:
+            allowed &= k > q - window
+        return Tensor(allowed[:, None, None, :])
+
+    def __getitem__(self, i: int) -> _SlotLayer:
+        return _SlotLayer(self, self.layers[i])
+
+
+class _SlotLayer:
+    """One layer of a SlotKVCache as a decode step sees it: `update` writes at each row's length."""
+
+    def __init__(self, owner: SlotKVCache, cache: LayerCache) -> None:
+        self.owner, self.cache = owner, cache
+
+    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k, v (rows, kv_heads, 1, head_dim) go to position lengths[row]; `start` is unused (rows differ)."""
+        n, lengths = self.owner.rows, self.owner.lengths[:self.owner.rows]
+        rows = np.arange(n)
+        self.cache.keys[rows, :, lengths] = k[:, :, 0]
+        self.cache.values[rows, :, lengths] = v[:, :, 0]
+        stop = int(lengths.max()) + 1
+        return self.cache.keys[:n, :, :stop], self.cache.values[:n, :, :stop]

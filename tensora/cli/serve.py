@@ -1,0 +1,61 @@
+"""`tensora serve`: the OpenAI-compatible HTTP server (with the chat page at /) for a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import command
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
+    p.add_argument("--memory-budget", default=None, help="RAM budget for the weights, e.g. 2GiB")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (continuous batching)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429")
+    p.add_argument("--max-context", type=int, default=None, help="cap on prompt + completion tokens")
+    p.add_argument("--embedding-model", default=None, help="a BERT-style HF directory to serve /v1/embeddings")
+    p.add_argument("--model-id", default=None, help="the name clients use (default: the file or folder name)")
+
+
+def load_model(path: str | None, quantize: str | None = None, memory_budget: str | None = None):
+    """The named model, or the embedded default; --memory-budget only where loading supports it."""
+    import inspect
+
+    from tensora.models import default_model_path, load
+
+    options = {"quantize": quantize}
+    if memory_budget is not None:
+        if "memory_budget" not in inspect.signature(load).parameters:
+            raise ValueError("--memory-budget is not available yet: tensora.models.load() takes no memory_budget")
+        options["memory_budget"] = memory_budget
+    return load(path or default_model_path(), **options)
+
+
+def model_name(path: str | None) -> str:
+    from tensora.models import default_model_path
+
+    p = Path(path) if path else default_model_path()
+    return p.stem if p.suffix == ".gguf" else p.name
+
+
+@command("serve", "serve a model over an OpenAI-compatible HTTP API, with a chat page at /", _serve_args)
+def serve(args: argparse.Namespace) -> int:
+    from tensora.models import load
+    from tensora.serve import Settings, create_app, run
+
+    model = load_model(args.model, args.quantize, args.memory_budget)
+    embedder = load(args.embedding_model) if args.embedding_model else None
+    settings = Settings(max_batch=args.max_batch, max_queue=args.max_queue, max_context=args.max_context,
+                        api_key=args.api_key)
+    model_id = args.model_id or model_name(args.model)
+    app = create_app(model, model_id=model_id, embedding_model=embedder,
+                     embedding_id=model_name(args.embedding_model) if args.embedding_model else None,
+                     settings=settings)
+    print(f"serving '{model_id}' on http://{args.host}:{args.port}  (chat page at /, API at /v1)", flush=True)
+    run(app, host=args.host, port=args.port)
+    return 0

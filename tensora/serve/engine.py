@@ -1,0 +1,173 @@
+"""The one worker thread that runs the model: a continuous-batching loop behind a bounded queue.
+
+Requests arrive from the event loop (`submit`, never blocking it) into a bounded queue; a
+full queue refuses at once (`QueueFull`, answered 429 with Retry-After) instead of growing.
+Between decode steps the worker takes waiting requests into free rows (prefill, then join),
+runs one batched step over everything active, and hands each request its new text through
+an asyncio queue on the caller's loop. A request whose client went away is dropped before
+the next step, freeing its row at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from ..errors import TensoraError
+from ..models.generation import BatchDecoder, Completion, SamplingOptions, Sequence
+
+
+class QueueFull(TensoraError):
+    """The engine's waiting queue is at its bound; the client should retry later."""
+
+
+@dataclass
+class Delta:
+    """Text produced since the last delta; `completion` is set on the last one."""
+
+    text: str
+    completion: Completion | None = None
+
+
+class Request:
+    """One generation request as the event loop sees it: iterate for deltas, `cancel()` to drop it."""
+
+    def __init__(self, prompt: list[int], options: SamplingOptions, loop: asyncio.AbstractEventLoop) -> None:
+        self.prompt, self.options = prompt, options
+        self._loop, self._queue = loop, asyncio.Queue()
+        self.cancelled = False
+        self.sequence: Sequence | None = None
+
+    def cancel(self) -> None:
+        """The client is gone: the worker frees this request's row before its next step."""
+        self.cancelled = True
+
+    def _put(self, item: Delta | BaseException) -> None:  # called from the worker thread
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.completion is not None:
+                return
+
+    async def result(self) -> Completion:
+        """Wait for the whole completion."""
+        async for delta in self:
+            if delta.completion is not None:
+                return delta.completion
+        raise RuntimeError("generation ended without a completion")
+
+
+class Engine:
+    """Runs `model` in one thread, decoding up to `max_batch` requests together; at most `max_queue` wait."""
+
+    def __init__(self, model: Any, max_batch: int = 8, max_queue: int = 64) -> None:
+        if max_batch < 1 or max_queue < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch}, {max_queue}")
+        self.model, self.max_batch, self.max_queue = model, max_batch, max_queue
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.decoder = BatchDecoder(model)
+        self.steps = 0  # decode steps run, and the rows they carried: for tests and the benchmark
+        self.rows_stepped = 0
+
+    def start(self) -> Engine:
+        self._thread = threading.Thread(target=self._run, name="tensora-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self.decoder.active)
+
+    def submit(self, prompt: list[int], options: SamplingOptions) -> Request:
+        """Queue a request (from the event loop's thread); QueueFull when `max_queue` already wait."""
+        request = Request(prompt, options, asyncio.get_running_loop())
+        with self._wake:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry later")
+            self._waiting.append(request)
+            self._wake.notify()
+        return request
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        running: dict[int, Request] = {}  # id(sequence) -> request
+        while True:
+            with self._wake:
+                while not self._stopping and not self._waiting and not running:
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                joining = []
+                while self._waiting and len(running) + len(joining) < self.max_batch:
+                    joining.append(self._waiting.popleft())
+            for request in joining:
+                if not request.cancelled:
+                    self._join(request, running)
+            for key, request in list(running.items()):
+                if request.cancelled:
+                    self.decoder.leave(request.sequence)
+                    del running[key]
+            if running:
+                self._step(running)
+        for request in [*running.values(), *self._waiting]:
+            request._put(RuntimeError("the server is shutting down"))
+
+    def _join(self, request: Request, running: dict[int, Request]) -> None:
+        try:
+            seq = self.decoder.join(request.prompt, request.options)
+        except Exception as exc:  # this request's fault (or a model error): it alone fails
+            request._put(exc)
+            return
+        request.sequence = seq
+        self._deliver(request)
+        if not seq.finished:
+            running[id(seq)] = request
+
+    def _step(self, running: dict[int, Request]) -> None:
+        try:
+            stepped = self.decoder.step()
+        except Exception as exc:  # a failed batched step leaves no row usable: fail them all
+            for request in running.values():
+                self.decoder.leave(request.sequence)
+                request._put(exc)
+            running.clear()
+            return
+        self.steps += 1
+        self.rows_stepped += len(stepped)
+        for seq in stepped:
+            request = running[id(seq)]
+            self._deliver(request)
+            if seq.finished:
+                del running[id(seq)]
+
+    @staticmethod
+    def _deliver(request: Request) -> None:
+        seq = request.sequence
+        text = seq.pending_text()
+        if seq.finished:
+            request._put(Delta(text, seq.completion()))
+        elif text:
+            request._put(Delta(text))
