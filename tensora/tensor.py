@@ -231,6 +231,11 @@ class Tensor:
         from .autograd.graph import register_tensor_hook
         return register_tensor_hook(self, hook)
 
+    def register_post_accumulate_grad_hook(self, hook: Any) -> Any:
+        """Call hook(self) after backward accumulates into this leaf's .grad; returns a handle with .remove()."""
+        from .autograd.graph import register_post_accumulate_grad_hook
+        return register_post_accumulate_grad_hook(self, hook)
+
     def retain_grad(self) -> None:
         """Keep .grad on this non-leaf tensor after backward."""
         from .autograd.graph import retain_grad

@@ -264,13 +264,14 @@ class AccumulateGrad:
     leaf and its accumulator never form a reference cycle.
     """
 
-    __slots__ = ("_variable", "pre_hooks", "__weakref__")
+    __slots__ = ("_variable", "pre_hooks", "post_hooks", "__weakref__")
     next_edges = ()
     n_outputs = 1
 
     def __init__(self, variable: Tensor) -> None:
         self._variable = weakref.ref(variable)
         self.pre_hooks: dict[int, list[Callable]] | None = None
+        self.post_hooks: list[Callable] | None = None  # hook(leaf) after .grad is updated
 
     @property
     def variable(self) -> Tensor | None:
@@ -298,6 +299,9 @@ class AccumulateGrad:
         else:
             var.grad._data += grad._data
             var.grad._bump_version()
+        if self.post_hooks:
+            for hook in list(self.post_hooks):
+                hook(var)
 
     def __repr__(self) -> str:
         return "<AccumulateGrad>"
@@ -340,6 +344,19 @@ def register_tensor_hook(t: Tensor, hook: Callable) -> RemovableHandle:
     if t.grad_fn is not None:
         return t.grad_fn.register_prehook(t._output_nr, hook)
     return grad_accumulator(t).register_prehook(0, hook)
+
+
+def register_post_accumulate_grad_hook(t: Tensor, hook: Callable) -> RemovableHandle:
+    """Call hook(t) each time backward has accumulated into leaf t's .grad (DDP starts all-reduces here)."""
+    if not t.requires_grad:
+        raise AutogradError("cannot register a hook on a tensor that doesn't require gradient")
+    if t.grad_fn is not None:
+        raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    acc = grad_accumulator(t)
+    if acc.post_hooks is None:
+        acc.post_hooks = []
+    acc.post_hooks.append(hook)
+    return RemovableHandle(acc.post_hooks, hook)
 
 
 def retain_grad(t: Tensor) -> None:
