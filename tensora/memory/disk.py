@@ -1,0 +1,137 @@
+"""The disk tier: a spill directory of this process's own, and reads into caller-owned buffers.
+
+A spill directory is named `tensora-spill-<pid>-<start time>-<random>`; it is removed when
+its manager is collected or the interpreter exits, and any directory of that shape whose
+process is gone (a crash, kill -9) is removed by the next manager that starts in the
+same parent directory. The start time guards against a recycled pid.
+
+Reads never map files: `read_into` uses os.preadv straight into a preallocated buffer, so
+the bytes count once, in the buffer the host tier accounts for. (Touched pages of an mmap
+would count in RSS as well, unaccounted, until the kernel felt like dropping them.)
+Weights that are unmodified tensors of their checkpoint are read back from the checkpoint
+file itself (`DiskLocation` with `spilled=False`): no copy, no spill space.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MemoryBudgetError
+from .sizes import format_size
+
+PREFIX = "tensora-spill-"
+_NAME = re.compile(rf"^{PREFIX}(\d+)-(\d+)-\w+$")
+FREE_SPACE_RESERVE = 64 * 2**20  # never fill a disk to the last byte: other programs need it too
+
+
+@dataclass(frozen=True)
+class DiskLocation:
+    """`nbytes` at `offset` of `path`; `spilled` when the file is ours (counts against the disk budget)."""
+
+    path: str
+    offset: int
+    nbytes: int
+    spilled: bool
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc/<pid>/stat field 22); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after "(comm)" start at field 3
+
+
+def remove_stale(parent: Path) -> list[Path]:
+    """Delete spill directories in `parent` left by processes that no longer run; return them."""
+    removed = []
+    for entry in parent.glob(PREFIX + "*"):
+        m = _NAME.match(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        pid, started = int(m.group(1)), int(m.group(2))
+        if _start_time(pid) != started:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def new_spill_dir(disk_dir: str | os.PathLike | None) -> Path:
+    """A fresh spill directory under `disk_dir` (default: the system temp dir), after cleaning stale ones."""
+    parent = Path(disk_dir) if disk_dir is not None else Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(parent)
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{pid}-{_start_time(pid) or 0}-", dir=parent))
+
+
+def check_free_space(directory: Path, nbytes: int) -> None:
+    """Raise MemoryBudgetError unless the file system can take `nbytes` more and keep its reserve."""
+    free = shutil.disk_usage(directory).free
+    if nbytes + FREE_SPACE_RESERVE > free:
+        raise MemoryBudgetError(f"disk tier full: spilling {format_size(nbytes)} to {directory} would leave less "
+                                f"than {format_size(FREE_SPACE_RESERVE)} of its {format_size(free)} free")
+
+
+def write_file(path: Path, data: np.ndarray) -> None:
+    """Write `data`'s bytes to a new file at `path` (a spill file: private to this process, never read elsewhere)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], done)
+    finally:
+        os.close(fd)
+
+
+class FileReader:
+    """preadv into caller-owned buffers, with one cached descriptor per source file (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def read_into(self, loc: DiskLocation, out: np.ndarray) -> None:
+        """Fill `out` (C-contiguous, loc.nbytes bytes) from `loc`; OSError if the file is short."""
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        if loc.spilled:  # spill files come and go: no cached descriptor to go stale
+            fd = os.open(loc.path, os.O_RDONLY)
+            try:
+                _read_fully(fd, view, loc)
+            finally:
+                os.close(fd)
+        else:
+            _read_fully(self._fd(loc.path), view, loc)
+
+    def _fd(self, path: str) -> int:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def _read_fully(fd: int, view: memoryview, loc: DiskLocation) -> None:
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], loc.offset + done)
+        if got == 0:
+            raise OSError(f"{loc.path}: expected {loc.nbytes} bytes at offset {loc.offset}, file ends after {done}")
+        done += got

@@ -1,0 +1,252 @@
+"""Layer-by-layer execution: a model's weights live in a MemoryManager and come up one stage at a time.
+
+A *stage* is a block the model calls as one unit: each element of a ModuleList (a decoder
+layer), and every other module that holds weights itself (embedding, final norm,
+lm_head). While stage i computes, its arrays are pinned in host RAM and a background
+thread brings up the stage that followed i last time (and, with prefetch=2, the one
+after), evicting the least recently used arrays, which for a model streamed in a cycle
+are the stages done longest ago. Between uses a weight's place in the model holds a
+zero-byte placeholder (a broadcast view of one zero), so the manager's buffers are the
+only references to the bytes and eviction really frees (or reuses) them.
+
+This works through Module forward pre/post hooks: the architectures are untouched, and the
+fused quantized kernels run on the resident buffers exactly as on an in-RAM model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..nn import Module, ModuleList, Parameter
+from ..quant import QuantizedTensor
+from .errors import MemoryBudgetError
+from .handle import Handle
+from .manager import MemoryManager
+from .mapped import MappedFiles
+from .sizes import format_size
+
+
+@dataclass
+class Binding:
+    """One array of the model: its handle and how to put an array (or the placeholder) in its place."""
+
+    handle: Handle
+    install: Callable[[np.ndarray], None]
+    placeholder: np.ndarray
+
+    def clear(self) -> None:
+        self.install(self.placeholder)
+
+
+@dataclass
+class Stage:
+    name: str
+    module: Module
+    bindings: list[Binding]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.handle.nbytes for b in self.bindings)
+
+
+class TieredModel:
+    """The weights of `model` owned by `manager`, streamed stage by stage (see the module docstring).
+
+    Build it before the weights are assigned, call `own_module(name)` as each module gets its
+    weights (so the whole model is never in RAM at once), then `start()`.
+    """
+
+    def __init__(self, model: Module, manager: MemoryManager, prefetch: int = 1) -> None:
+        self.model = model
+        self.manager = manager
+        self.prefetch_depth = prefetch
+        self.stages: list[Stage] = []
+        self._bindings: dict[int, list[Binding]] = {}  # id(module) -> its own (not its children's) arrays
+        self._by_owner: dict[tuple[int, str], Binding] = {}  # (id(Parameter or QuantizedTensor), part) -> binding
+        self._keep: list[Any] = []  # the owners, so their ids stay unique
+        self._next: list[int] = []
+        self._last_stage: int | None = None
+        self._entered: float = 0.0
+        self._hooks: list[Any] = []
+        self._prefetcher: _Prefetcher | None = None
+
+    # -- ownership --------------------------------------------------------------------------
+
+    def own_module(self, name: str) -> None:
+        """Hand the arrays that module `name` holds itself to the manager and leave placeholders in their place."""
+        module = self.model.get_submodule(name) if name else self.model
+        maps = MappedFiles()
+        bindings = []
+        for pname, p in module._parameters.items():
+            if p is not None:
+                bindings.append(self._bind(p, "_data", p._data, f"{name}.{pname}", _setter(p), maps))
+        for attr, value in vars(module).items():
+            if isinstance(value, QuantizedTensor):
+                for part, arr in value._parts.items():
+                    bindings.append(self._bind(value, part, arr, f"{name}.{attr}.{part}",
+                                               _part_setter(value._parts, part), maps, value))
+        self._bindings[id(module)] = bindings
+
+    def _bind(self, owner: Any, key: str, arr: np.ndarray, name: str, install: Callable[[np.ndarray], None],
+              maps: MappedFiles, qt: QuantizedTensor | None = None) -> Binding:
+        existing = self._by_owner.get((id(owner), key))
+        if existing is not None:  # a tied weight: one handle, bound in two modules
+            return existing
+        full = arr.size * 4 if arr.dtype.kind == "f" else arr.nbytes  # float32 counts as full precision
+        if qt is not None:
+            full = qt.numel() * 4 * arr.nbytes // max(qt.nbytes, 1)
+        where = maps.locate(arr)
+        if where is not None:
+            # nothing has read these pages, so none is resident: the file stays the only copy
+            h = self.manager.own_file(where[0], where[1], arr.shape, arr.dtype, name=name, full_precision_bytes=full)
+        else:
+            h = self.manager.own(arr, name=name, kind="weight", full_precision_bytes=full, copy=True)
+        binding = Binding(h, install, np.broadcast_to(np.zeros((), arr.dtype), arr.shape))
+        binding.clear()
+        self._by_owner[(id(owner), key)] = binding
+        self._keep.append(owner)
+        return binding
+
+    # -- execution --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Find the stages, check the budget can hold the largest one, install the hooks, start prefetching."""
+        self.stages = []
+        self._find_stages(self.model, "")
+        if not self.stages:
+            return
+        host = self.manager.budgets["host"]
+        largest = max(self.stages, key=lambda s: s.nbytes)
+        if largest.nbytes > host:
+            raise MemoryBudgetError(f"stage {largest.name} needs {format_size(largest.nbytes)} in host RAM at once, more "
+                                    f"than the {format_size(host)} budget")
+        self._next = [(i + 1) % len(self.stages) for i in range(len(self.stages))]
+        for i, stage in enumerate(self.stages):
+            self._hooks.append(stage.module.register_forward_pre_hook(_weak_hook(self, "_enter", i)))
+            self._hooks.append(stage.module.register_forward_hook(_weak_hook(self, "_exit", i), always_call=True))
+        _trim_heap()
+        if self.prefetch_depth > 0:
+            self._prefetcher = _Prefetcher(self.manager)
+            weakref.finalize(self, self._prefetcher.stop)
+
+    def _find_stages(self, module: Module, prefix: str) -> None:
+        for cname, child in module._modules.items():
+            if child is None:
+                continue
+            name = f"{prefix}.{cname}" if prefix else cname
+            if isinstance(module, ModuleList) or self._bindings.get(id(child)):
+                bindings = {id(b): b for m in child.modules() for b in self._bindings.get(id(m), ())}
+                if bindings:
+                    self.stages.append(Stage(name, child, list(bindings.values())))
+            else:
+                self._find_stages(child, name)
+
+    def _enter(self, i: int) -> None:
+        if self._last_stage is not None and self._last_stage != i:
+            self._next[self._last_stage] = i  # learn the call order: prefetch follows what really runs next
+        stage = self.stages[i]
+        for b in stage.bindings:
+            b.install(self.manager._acquire(b.handle, pin=True))
+        if self._prefetcher is not None:
+            ahead, j = [], i
+            for _ in range(self.prefetch_depth):
+                j = self._next[j]
+                if j != i:
+                    ahead.extend(b.handle for b in self.stages[j].bindings)
+            self._prefetcher.request(ahead)
+        self._entered = time.perf_counter()
+
+    def _exit(self, i: int) -> None:
+        self.manager.tracker.compute_s += time.perf_counter() - self._entered
+        for b in self.stages[i].bindings:
+            if b.handle.pinned_count == 1:
+                b.clear()
+            self.manager._unpin(b.handle)
+        self._last_stage = i
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc malloc_trim; elsewhere nothing).
+
+    Quantize-on-load allocates every packed weight once and frees it after spilling; those
+    chunks stay resident in fragmented heaps unless trimmed, and the budget is about RSS."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _setter(p: Parameter) -> Callable[[np.ndarray], None]:
+    def install(arr: np.ndarray) -> None:
+        p._data = arr
+    return install
+
+
+def _part_setter(parts: dict[str, np.ndarray], key: str) -> Callable[[np.ndarray], None]:
+    def install(arr: np.ndarray) -> None:
+        parts[key] = arr
+    return install
+
+
+def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
+    """A hook that does not keep `tiered` alive (the model holds the hooks, `tiered` holds the model)."""
+    ref = weakref.ref(tiered)
+
+    def hook(module: Module, args: Any, *output: Any) -> None:
+        t = ref()
+        if t is not None:
+            getattr(t, method)(i)
+    return hook
+
+
+class _Prefetcher:
+    """A daemon thread bringing up the handles of the latest request (older requests are dropped)."""
+
+    def __init__(self, manager: MemoryManager) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(manager, self._queue), daemon=True,
+                                        name="tensora-prefetch")
+        self._thread.start()
+
+    def request(self, handles: list[Handle]) -> None:
+        self._queue.put(handles)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    @staticmethod
+    def _run(manager: MemoryManager, q: queue.Queue) -> None:
+        while True:
+            item = q.get()
+            while not q.empty():  # only the newest request matters: the older ones have run already
+                item = q.get()
+                if item is None:
+                    return
+            if item is None:
+                return
+            try:
+                manager.prefetch(item)
+            except (MemoryBudgetError, OSError, RuntimeError):
+                pass  # the caller will bring the handle up itself and see the error there, in its thread
+
+
+def tier_model(model: Module, memory_budget: int | str, disk_dir: str | None = None, prefetch: int = 1) -> TieredModel:
+    """A TieredModel of `model` under a fresh MemoryManager with host budget `memory_budget` (see tensora.models.load)."""
+    tiered = TieredModel(model, MemoryManager(memory_budget, disk_dir=disk_dir), prefetch=prefetch)
+    model.memory = tiered
+    return tiered

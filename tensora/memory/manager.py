@@ -1,0 +1,500 @@
+"""MemoryManager: arrays in a host tier and a disk tier under hard budgets, LRU eviction, promotion on use.
+
+Host budget = bytes of host-resident arrays + the manager's free reusable buffers. Placing
+or bringing up an array that would exceed it first drops free buffers, then evicts the
+least recently used evictable, unpinned handles to disk (writing them to the spill
+directory unless a clean copy is already there). Bringing an array up from disk reads it
+into a reusable buffer of the same size when one is free, so steady streaming allocates
+nothing. Disk budget = bytes in spill files. Every check happens before bytes move, so a
+budget that cannot be met raises MemoryBudgetError with nothing lost.
+
+Thread safety: one lock guards the bookkeeping; disk reads run outside it (os.preadv
+releases the GIL), so a prefetch thread reads layer i+1 while the caller computes layer i.
+A handle being read is "loading": it is neither evictable nor usable until the read ends,
+and a caller that needs it waits (that time is the tracker's wait_s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import shutil
+import sys
+import threading
+import time
+import weakref
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeviceError
+from .disk import DiskLocation, FileReader, check_free_space, new_spill_dir, write_file
+from .errors import MemoryBudgetError
+from .handle import Handle
+from .sizes import format_size, parse_size
+from .tracker import Tracker
+
+_state = threading.local()
+_last_summary: list[Any] = []  # budgets and tracker of the most recent manager, kept for report()
+
+
+class MemoryManager:
+    """Owns arrays under a host budget (bytes) and a disk budget (bytes of spill files).
+
+    Use through `budget(...)` or `tensora.models.load(..., memory_budget=...)`. A device
+    tier (CUDA memory) needs CuPy and a GPU; without one, asking for a device budget
+    raises DeviceError, and the tier chain is host -> disk.
+    """
+
+    def __init__(self, host: int | str, *, device: int | str | None = None, disk_dir: str | None = None,
+                 disk: int | str = "50GiB") -> None:
+        if device is not None:
+            from ..backend.cuda import CUDABackend
+
+            ok, reason = CUDABackend().availability()
+            raise DeviceError(f"a device tier needs a CUDA device ({reason})" if not ok else
+                              "a device tier is not available in this version: tensora's tiering runs models on "
+                              "the CPU; pass device=None")
+        self.budgets = {"host": parse_size(host), "disk": parse_size(disk)}
+        self.disk_dir = disk_dir
+        self.tracker = Tracker()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._host_lru: OrderedDict[int, Handle] = OrderedDict()  # evictable, unpinned, resident
+        self._pool: dict[int, list[np.ndarray]] = defaultdict(list)  # nbytes -> free uint8 buffers
+        self._pooled = 0
+        self._live = 0  # bytes of host-resident (or loading) arrays
+        self._fixed = 0  # bytes of non-evictable handles, always resident
+        self._loading = 0
+        self._handles: dict[int, Handle] = {}
+        self._spill: Path | None = None
+        self._reader = FileReader()
+        self._finalizer: weakref.finalize | None = None
+        _last_summary[:] = [self.budgets, self.tracker]
+
+    # -- public API -------------------------------------------------------------------------
+
+    def own(self, array: Any, name: str = "", kind: str = "activation", evictable: bool = True,
+            full_precision_bytes: int | None = None, copy: bool = False) -> Handle:
+        """Take `array` (no copy if C-contiguous) into the host tier, or to disk if the host is all pinned.
+
+        The caller should drop its own references, or the memory stays alive after an
+        eviction. copy=True copies the bytes into one of the manager's reusable buffers
+        instead (a loader handing over short-lived arrays: their memory goes back to the
+        allocator now, not after a later eviction). Raises MemoryBudgetError if it can never fit.
+        """
+        arr = _contiguous(array)
+        h = Handle(self, name, kind, evictable, arr.shape, arr.dtype, full_precision_bytes)
+        with self._lock:
+            self._check_fits(h)
+            self._place(h, arr, copy)
+            self._handles[h.id] = h
+            self.tracker.own(h.full_precision_bytes)
+        return h
+
+    def own_file(self, path: str, offset: int, shape: tuple[int, ...], dtype: Any, name: str = "",
+                 full_precision_bytes: int | None = None) -> Handle:
+        """A read-only weight whose bytes stay in (a region of) an existing file until used: no copy."""
+        h = Handle(self, name, "weight", True, shape, dtype, full_precision_bytes)
+        with self._lock:
+            self._check_fits(h)
+            h.tier = "disk"
+            h._backing = DiskLocation(str(path), int(offset), h.nbytes, spilled=False)
+            self.tracker.add("disk", h.nbytes)
+            self._handles[h.id] = h
+            self.tracker.own(h.full_precision_bytes)
+        return h
+
+    def prefetch(self, handles: Iterable[Handle]) -> int:
+        """Bring `handles` up without evicting any of them nor anything pinned; stops when room runs out.
+
+        Returns how many are resident afterwards. Meant for a background thread."""
+        handles = list(handles)
+        protect = {h.id for h in handles}
+        done = 0
+        for h in handles:
+            if not self._bring_up(h, pin=False, background=True, protect=protect):
+                break
+            done += 1
+        return done
+
+    @property
+    def handles(self) -> list[Handle]:
+        with self._lock:
+            return list(self._handles.values())
+
+    @property
+    def spill_dir(self) -> Path | None:
+        """The spill directory, once something has been spilled."""
+        return self._spill
+
+    def host_bytes_held(self) -> int:
+        """Bytes really held in host RAM by this manager: resident arrays and free buffers, counted afresh."""
+        with self._lock:
+            resident = sum(h.nbytes for h in self._handles.values() if h.tier == "host" or h._loading)
+            return resident + sum(b.nbytes for bufs in self._pool.values() for b in bufs)
+
+    def spill_bytes_held(self) -> int:
+        """Bytes in spill files, from the file system."""
+        with self._lock:
+            if self._spill is None:
+                return 0
+            return sum(p.stat().st_size for p in self._spill.iterdir())
+
+    def close(self) -> None:
+        """Free every handle and remove the spill directory."""
+        for h in self.handles:
+            if not h._freed:
+                h._pins = 0
+                self._free(h)
+        with self._lock:
+            while self._pooled:
+                self._drop_pool_buffer()
+        self._reader.close()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # -- placement --------------------------------------------------------------------------
+
+    def _check_fits(self, h: Handle) -> None:
+        host = self.budgets["host"]
+        room = host - self._fixed
+        if h.nbytes > room:
+            what = "whole host budget" if room == host else f"host budget left by non-evictable handles"
+            raise MemoryBudgetError(f"{h.name or 'array'} needs {format_size(h.nbytes)} in host RAM to be used, more "
+                                    f"than the {what} ({format_size(room)} of {format_size(host)})")
+
+    def _place(self, h: Handle, arr: np.ndarray, copy: bool = False) -> None:
+        """Put a new array in host (evicting LRU others) or, if evictable and the host is full of pins, on disk."""
+        n = h.nbytes
+        buf = self._take_buffer(n, protect=()) if copy else None
+        if buf is not None:
+            held = buf[:n].view(h.dtype).reshape(h.shape)
+            held[...] = arr
+            self._set_resident(h, held, buf)
+            if not h.evictable:
+                self._fixed += n
+            return
+        if not copy and self._make_room(n, protect=()):
+            self._live += n
+            self.tracker.add("host", n)
+            self._set_resident(h, arr, None)
+            if not h.evictable:
+                self._fixed += n
+            return
+        if not h.evictable:
+            raise MemoryBudgetError(f"{h.name or 'array'} ({format_size(n)}) is not evictable and the host tier is "
+                                    f"full of pinned or non-evictable arrays ({format_size(self._live)} of "
+                                    f"{format_size(self.budgets['host'])})")
+        h._array = arr
+        h._backing = self._write_spill(h)
+        h._array = None
+        h.tier = "disk"
+        self.tracker.add("disk", n)
+
+    def _set_resident(self, h: Handle, arr: np.ndarray, buffer: np.ndarray | None) -> None:
+        if h.kind == "weight":
+            arr = arr.view()
+            arr.flags.writeable = False
+        h._array, h._buffer, h.tier = arr, buffer, "host"
+        if h.evictable and h._pins == 0:
+            self._host_lru[h.id] = h
+            self._host_lru.move_to_end(h.id)
+
+    def _make_room(self, n: int, protect: Iterable[int]) -> bool:
+        """Drop free buffers and evict LRU handles until `n` more bytes fit; False if they cannot."""
+        while self._live + self._pooled + n > self.budgets["host"]:
+            if self._pooled:
+                self._drop_pool_buffer()
+                continue
+            victim = self._victim(protect)
+            if victim is None:
+                return False
+            self._evict(victim)
+        return True
+
+    def _drop_pool_buffer(self) -> None:
+        size = max(s for s, bufs in self._pool.items() if bufs)
+        self._pool[size].pop()
+        self._pooled -= size
+        self.tracker.add("host", -size)
+
+    def _take_buffer(self, n: int, protect: Iterable[int]) -> np.ndarray | None:
+        """A uint8 buffer of n bytes counted as live: a free one of that size, or a new one if room can be made."""
+        protect = set(protect)
+        while True:
+            free = self._pool.get(n)
+            if free:
+                self._pooled -= n
+                self._live += n
+                return free.pop()
+            if self._live + self._pooled + n <= self.budgets["host"]:
+                self._live += n
+                self.tracker.add("host", n)
+                return _new_buffer(n)
+            if self._pooled:
+                self._drop_pool_buffer()
+                continue
+            victim = self._victim(protect)
+            if victim is None:
+                return None
+            self._evict(victim)  # its buffer may be exactly n bytes: the loop takes it from the pool
+
+    def _victim(self, protect: Iterable[int]) -> Handle | None:
+        protect = protect if isinstance(protect, (set, frozenset)) else set(protect)
+        for hid, h in self._host_lru.items():
+            if hid not in protect:
+                return h
+        return None
+
+    def _evict(self, h: Handle) -> None:
+        """Move a resident, unpinned handle to disk: write it unless a clean copy is there."""
+        if h._backing is None:
+            h._backing = self._write_spill(h)
+        del self._host_lru[h.id]
+        self._release_host(h)
+        h.tier = "disk"
+        self.tracker.add("disk", h.nbytes)
+
+    def _release_host(self, h: Handle) -> None:
+        """Forget the host copy; its buffer goes to the free pool if nothing outside refers to it."""
+        n, buf = h.nbytes, h._buffer
+        h._array = h._buffer = None
+        self._live -= n
+        if buf is not None and sys.getrefcount(buf) == 2:  # `buf` and getrefcount's argument: no user view left
+            self._pool[n].append(buf)
+            self._pooled += n
+        else:
+            self.tracker.add("host", -n)
+
+    def _write_spill(self, h: Handle) -> DiskLocation:
+        n = h.nbytes
+        used, limit = self.tracker.now["spill"], self.budgets["disk"]
+        if used + n > limit:
+            raise MemoryBudgetError(f"disk tier full: spilling {h.name or 'an array'} ({format_size(n)}) would take the "
+                                    f"spill directory to {format_size(used + n)}, over its {format_size(limit)} budget")
+        directory = self._spill_directory()
+        check_free_space(directory, n)
+        path = directory / f"{h.id}.bin"
+        t0 = time.perf_counter()
+        write_file(path, h._array)
+        self.tracker.move("host", "disk", n, time.perf_counter() - t0)
+        self.tracker.add("spill", n)
+        return DiskLocation(str(path), 0, n, spilled=True)
+
+    def _spill_directory(self) -> Path:
+        if self._spill is None:
+            self._spill = new_spill_dir(self.disk_dir)
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._spill), True)
+        return self._spill
+
+    def _delete_spill(self, h: Handle) -> None:
+        loc = h._backing
+        h._backing = None
+        if loc is not None and loc.spilled:
+            Path(loc.path).unlink(missing_ok=True)
+            self.tracker.add("spill", -loc.nbytes)
+
+    # -- use --------------------------------------------------------------------------------
+
+    def _acquire(self, h: Handle, pin: bool) -> np.ndarray:
+        t0 = time.perf_counter()
+        waited = self._bring_up(h, pin=pin, background=False, protect=())
+        if waited:
+            self.tracker.wait_s += time.perf_counter() - t0
+        return h._array
+
+    def _bring_up(self, h: Handle, pin: bool, background: bool, protect: Iterable[int]) -> bool:
+        """Make `h` host-resident (pinning it if asked). Returns whether it had to wait or read (foreground)
+        or whether it is resident (background, which gives up instead of waiting or raising)."""
+        waited = False
+        with self._lock:
+            while True:
+                self._check_alive(h)
+                if h.tier == "host" and not h._loading:
+                    if pin:
+                        h._pins += 1
+                        self._host_lru.pop(h.id, None)
+                    elif h.id in self._host_lru:
+                        self._host_lru.move_to_end(h.id)
+                    return True if background else waited
+                if h._loading:
+                    if background:
+                        return True
+                    waited = True
+                    self._changed.wait()
+                    continue
+                buf = self._take_buffer(h.nbytes, set(protect) | {h.id})
+                if buf is not None:
+                    break
+                if background:
+                    return False
+                if self._loading:
+                    waited = True
+                    self._changed.wait()
+                    continue
+                raise MemoryBudgetError(f"cannot bring {h.name or 'an array'} ({format_size(h.nbytes)}) into host RAM: "
+                                        f"{format_size(self._live)} of the {format_size(self.budgets['host'])} budget "
+                                        f"is pinned, non-evictable or being read")
+            h._loading = True
+            self._loading += 1
+        waited = True
+        arr = buf[:h.nbytes].view(h.dtype).reshape(h.shape)
+        t0 = time.perf_counter()
+        try:
+            self._reader.read_into(h._backing, arr)
+        except BaseException:
+            with self._lock:
+                h._loading = False
+                self._loading -= 1
+                self._live -= h.nbytes
+                self.tracker.add("host", -h.nbytes)
+                self._changed.notify_all()
+            raise
+        seconds = time.perf_counter() - t0
+        with self._lock:
+            self.tracker.move("disk", "host", h.nbytes, seconds)
+            self.tracker.add("disk", -h.nbytes)
+            h._loading = False
+            self._loading -= 1
+            if pin:
+                h._pins += 1
+            self._set_resident(h, arr, buf)
+            if h.kind != "weight":
+                self._delete_spill(h)  # writable bytes live in exactly one tier
+            self._changed.notify_all()
+        return True if background else waited
+
+    def _unpin(self, h: Handle) -> None:
+        with self._lock:
+            if h._pins <= 0:
+                raise RuntimeError(f"{h.name or 'handle'} is not pinned")
+            h._pins -= 1
+            if h._pins == 0 and h.evictable and h.tier == "host" and not h._freed:
+                self._host_lru[h.id] = h
+
+    def _update(self, h: Handle, array: Any) -> None:
+        arr = _contiguous(array)
+        with self._lock:
+            self._check_alive(h)
+            while h._loading:
+                self._changed.wait()
+            if h._pins:
+                raise RuntimeError(f"cannot update {h.name or 'a handle'} while it is pinned")
+            new = Handle(self, h.name, h.kind, h.evictable, arr.shape, arr.dtype, None)
+            old_fixed = 0 if h.evictable else h.nbytes
+            self._fixed -= old_fixed  # the old bytes go: the new ones may take their place
+            self._host_lru.pop(h.id, None)  # the old bytes must not be evicted (written) while placing
+            try:
+                self._check_fits(new)
+                self._place(new, arr)  # before dropping the old bytes: a failure loses nothing
+            except BaseException:
+                self._fixed += old_fixed
+                if h.tier == "host" and h.evictable:
+                    self._host_lru[h.id] = h
+                raise
+            self._drop(h)
+            self._host_lru.pop(new.id, None)
+            h.shape, h.dtype, h.nbytes = new.shape, new.dtype, new.nbytes
+            h.tier, h._array, h._buffer, h._backing = new.tier, new._array, new._buffer, new._backing
+            if h.tier == "host":
+                self._set_resident(h, h._array, h._buffer)
+            self.tracker.own(h.nbytes - h.full_precision_bytes)
+            h.full_precision_bytes = h.nbytes
+
+    def _free(self, h: Handle) -> None:
+        with self._lock:
+            self._check_alive(h)
+            while h._loading:
+                self._changed.wait()
+            if h._pins:
+                raise RuntimeError(f"cannot free {h.name or 'a handle'} while it is pinned")
+            self._drop(h)
+            if not h.evictable:
+                self._fixed -= h.nbytes
+            h._freed = True
+            self.tracker.own(-h.full_precision_bytes)
+            del self._handles[h.id]
+
+    def _drop(self, h: Handle) -> None:
+        """Release h's bytes in every tier (lock held, not loading, not pinned)."""
+        if h.tier == "host":
+            self._host_lru.pop(h.id, None)
+            self._release_host(h)
+        else:
+            self.tracker.add("disk", -h.nbytes)
+        self._delete_spill(h)
+
+    def _check_alive(self, h: Handle) -> None:
+        if h._freed:
+            raise RuntimeError(f"{h.name or 'handle'} was freed")
+        if h._mm is not self:
+            raise ValueError("the handle belongs to another MemoryManager")
+
+
+MMAP_MIN = 64 * 2**10
+
+
+def _new_buffer(n: int) -> np.ndarray:
+    """n bytes of host memory; large ones as their own anonymous mapping.
+
+    malloc would serve them from heaps and per-thread arenas (the prefetch thread has its
+    own) whose freed chunks stay resident when fragmented; an anonymous mapping is handed
+    back to the OS the moment the last view of it goes, so RSS follows the budget."""
+    if n < MMAP_MIN:
+        return np.empty(n, np.uint8)
+    return np.frombuffer(mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8)
+
+
+def _contiguous(array: Any) -> np.ndarray:
+    """`array` itself if it is a C-contiguous array owning (or equal to) its memory; else a compact copy.
+
+    A view of a bigger array would keep all of it alive while the manager counted only the view."""
+    arr = np.asarray(array)
+    base = arr.base
+    whole = base is None or (isinstance(base, np.ndarray) and base.nbytes == arr.nbytes)
+    return arr if arr.flags.c_contiguous and whole else arr.copy(order="C")
+
+
+# -- context ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def budget(host: int | str, device: int | str | None = None, disk_dir: str | None = None,
+           disk: int | str = "50GiB") -> Iterator[MemoryManager]:
+    """A MemoryManager with these budgets, current inside the block, closed (spill files removed) after.
+
+    >>> with budget(host="64MiB") as mm:                       # doctest: +SKIP
+    ...     h = mm.own(np.zeros(1024), name="x")
+    ...     h.get().sum()
+    """
+    mm = MemoryManager(host, device=device, disk_dir=disk_dir, disk=disk)
+    stack = _stack()
+    stack.append(mm)
+    try:
+        yield mm
+    finally:
+        stack.pop()
+        mm.close()
+
+
+def _stack() -> list[MemoryManager]:
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+def current_manager() -> MemoryManager | None:
+    """The manager of the innermost `budget()` block of this thread, or None outside one."""
+    stack = _stack()
+    return stack[-1] if stack else None
+
+
+def last_summary() -> tuple[dict[str, int], Tracker] | None:
+    """(budgets, tracker) of the current manager, else of the most recently created one (even if closed)."""
+    mm = current_manager()
+    if mm is not None:
+        return mm.budgets, mm.tracker
+    return (_last_summary[0], _last_summary[1]) if _last_summary else None

@@ -1,0 +1,70 @@
+"""The memory report: a table of tiers, traffic and time, and an optional plot of tier usage over time."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .manager import MemoryManager, last_summary
+from .sizes import format_size
+from .tracker import Tracker
+
+
+def report(manager: MemoryManager | None = None) -> str:
+    """The report of `manager`, else of the current (or last created) one, as a printable table.
+
+    >>> print(report())       # doctest: +SKIP
+    tier    budget      now       peak
+    host    64.0 MiB    ...
+    """
+    summary = (manager.budgets, manager.tracker) if manager is not None else last_summary()
+    if summary is None:
+        return "no memory manager has been created"
+    budgets, t = summary
+    rows = [("tier", "budget", "now", "peak")]
+    rows.append(("host", format_size(budgets["host"]), format_size(t.now["host"]), format_size(t.peak["host"])))
+    rows.append(("disk", "-", format_size(t.now["disk"]), format_size(t.peak["disk"])))
+    rows.append(("  spill files", format_size(budgets["disk"]), format_size(t.now["spill"]),
+                 format_size(t.peak["spill"])))
+    lines = _table(rows)
+    lines.append("")
+    for direction in sorted(t.moved):
+        lines.append(f"moved {direction:<11} {format_size(t.moved[direction]):>11} in {t.transfers[direction]} transfers")
+    lines.append(f"time transferring {t.transfer_s:8.3f} s   waiting on transfers {t.wait_s:8.3f} s   "
+                 f"computing {t.compute_s:8.3f} s")
+    lines.append(f"transfer time hidden by prefetch {100 * t.hidden_fraction:5.1f} %")
+    lines.append(f"full-precision bytes {format_size(t.full_precision_peak)}, peak in host "
+                 f"{format_size(t.peak['host'])}: effective multiplier {t.multiplier():.1f}x")
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in rows]
+
+
+def plot_usage(path: str | os.PathLike, tracker: Tracker | None = None) -> Any:
+    """Save a plot of bytes per tier over time (matplotlib, imported only here) to `path`; returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if tracker is None:
+        summary = last_summary()
+        if summary is None:
+            raise RuntimeError("no memory manager has been created, so there is nothing to plot")
+        tracker = summary[1]
+    points = tracker.timeline.points()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for column, tier in ((2, "host"), (3, "disk")):
+        ax.step(points[:, 0], points[:, column] / 2**20, where="post", label=tier)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("MiB")
+    ax.set_title("tensora memory tiers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return fig

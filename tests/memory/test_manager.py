@@ -1,0 +1,156 @@
+"""MemoryManager: LRU eviction and promotion, pins, updates, errors before loss, spill directory lifecycle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from tensora.errors import DeviceError, TensoraError
+from tensora.memory import MemoryBudgetError, budget, current_manager, plot_usage, report
+from tensora.memory import disk as disk_mod
+
+KB = 1000
+
+
+def arr(value: float, n: int = 25 * KB) -> np.ndarray:
+    return np.full(n // 4, value, np.float32)  # n bytes
+
+
+def test_lru_eviction_and_promotion(tmp_path):
+    with budget(host=100 * KB, disk_dir=tmp_path) as mm:
+        assert current_manager() is mm
+        hs = [mm.own(arr(i), name=f"t{i}") for i in range(4)]  # 100 kB: exactly full
+        assert [h.tier for h in hs] == ["host"] * 4
+        hs[0].get()  # t0 becomes the most recently used: t1 is now the LRU
+        extra = mm.own(arr(9), name="t9")
+        assert [h.tier for h in hs] == ["host", "disk", "host", "host"] and extra.tier == "host"
+        assert float(hs[1].get()[0]) == 1.0 and hs[1].tier == "host"  # promoted back, t2 evicted
+        assert hs[2].tier == "disk"
+        assert mm.tracker.moved["host->disk"] == 2 * 25 * KB and mm.tracker.moved["disk->host"] == 25 * KB
+        assert mm.tracker.peak["host"] <= 100 * KB
+        assert mm.host_bytes_held() <= 100 * KB
+        spill = mm.spill_dir
+        assert spill is not None and spill.parent == tmp_path
+    assert current_manager() is None
+    assert not spill.exists()  # removed when the budget block ends
+
+
+def test_pinned_handles_are_not_evicted(tmp_path):
+    with budget(host=60 * KB, disk_dir=tmp_path) as mm:
+        a, b = mm.own(arr(1), name="a"), mm.own(arr(2), name="b")
+        with a.pinned() as view:
+            mm.own(arr(3), name="c")  # must evict b, not the pinned a
+            assert a.tier == "host" and b.tier == "disk" and float(view[0]) == 1.0
+            with mm.handles[2].pinned(), pytest.raises(MemoryBudgetError, match="pinned"):
+                b.get()  # a and c pinned: no room for b
+            assert float(b.get()[0]) == 2.0  # c unpinned: it goes instead
+        with a.pinned(), b.pinned(), pytest.raises(MemoryBudgetError, match="pinned"):
+            mm.own(arr(4), name="d", evictable=False)
+
+
+def test_too_big_for_the_budget_raises_before_anything_moves(tmp_path):
+    with budget(host=50 * KB, disk_dir=tmp_path) as mm:
+        a = mm.own(arr(1), name="a")
+        with pytest.raises(MemoryBudgetError, match="more than the whole host budget") as info:
+            mm.own(arr(2, 60 * KB), name="huge")
+        assert isinstance(info.value, TensoraError) and isinstance(info.value, MemoryError)
+        assert a.tier == "host" and mm.tracker.moved["host->disk"] == 0
+
+
+def test_disk_budget_and_disk_full(tmp_path, monkeypatch):
+    with budget(host=50 * KB, disk_dir=tmp_path, disk=30 * KB) as mm:
+        a, b = mm.own(arr(1), name="a"), mm.own(arr(2), name="b")
+        mm.own(arr(3), name="c")  # a spills: 25 kB of the 30 kB disk budget
+        with pytest.raises(MemoryBudgetError, match="over its .* budget"):
+            mm.own(arr(4), name="d")  # b would spill too: 50 kB
+        assert b.tier == "host" and float(b.get()[0]) == 2.0
+        mm.handles[2].free()
+        assert float(a.get()[0]) == 1.0
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(disk_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    with budget(host=50 * KB, disk_dir=tmp_path) as mm:
+        a, b = mm.own(arr(1), name="a"), mm.own(arr(2), name="b")
+        with pytest.raises(MemoryBudgetError, match="disk tier full"):
+            mm.own(arr(3), name="c")
+        assert a.tier == b.tier == "host" and float(a.get()[0]) == 1.0
+
+
+def test_update_and_free(tmp_path):
+    with budget(host=60 * KB, disk_dir=tmp_path) as mm:
+        a = mm.own(arr(1), name="a", kind="optimizer")
+        b = mm.own(arr(2), name="b")
+        mm.own(arr(3), name="c")  # a -> disk
+        assert a.tier == "disk"
+        a.update(arr(5, 8 * KB))
+        assert a.nbytes == 8 * KB and float(a.get()[0]) == 5.0 and a.get().shape == (2 * KB,)
+        assert mm.tracker.now["spill"] == 0  # the old spill of a is gone; 8 kB more fit without evicting
+        with pytest.raises(MemoryBudgetError):
+            a.update(arr(6, 61 * KB))
+        assert float(a.get()[0]) == 5.0  # nothing lost
+        with a.pinned(), pytest.raises(RuntimeError, match="pinned"):
+            a.update(arr(7))
+        b.free()
+        with pytest.raises(RuntimeError, match="freed"):
+            b.get()
+        assert mm.tracker.now["spill"] == 0
+
+
+def test_weights_are_read_only_and_keep_their_disk_copy(tmp_path):
+    with budget(host=50 * KB, disk_dir=tmp_path) as mm:
+        w = mm.own(arr(1), name="w", kind="weight")
+        mm.own(arr(2), name="x")
+        y = mm.own(arr(3), name="y")  # w spills once
+        assert not w.get().flags.writeable  # w comes back, x spills
+        y.get()
+        written = mm.tracker.moved["host->disk"]
+        mm.own(arr(4), name="z")  # evicts w again: its spill file is still valid, nothing is written
+        assert w.tier == "disk" and mm.tracker.moved["host->disk"] == written
+        assert float(w.get()[0]) == 1.0
+
+
+def test_own_file_reads_the_region_without_copy(tmp_path):
+    data = np.arange(1000, dtype=np.float32)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\0" * 64 + data.tobytes())
+    with budget(host=10 * KB, disk_dir=tmp_path) as mm:
+        h = mm.own_file(str(path), 64, (10, 100), np.float32, name="w")
+        assert h.tier == "disk" and mm.spill_dir is None
+        np.testing.assert_array_equal(h.get(), data.reshape(10, 100))
+
+
+def test_stale_spill_dirs_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{disk_mod.PREFIX}{int(dead.stdout)}-12345-abc"
+    stale.mkdir()
+    (stale / "1.bin").write_bytes(b"x")
+    mine = disk_mod.new_spill_dir(tmp_path)
+    assert not stale.exists() and mine.exists()
+    disk_mod.remove_stale(tmp_path)
+    assert mine.exists()  # this process is alive
+    shutil.rmtree(mine)
+
+
+def test_device_tier_absent_without_cuda():
+    from tensora.backend.cuda import CUDABackend
+
+    if CUDABackend().availability()[0]:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(DeviceError, match="CUDA"), budget(host="1MiB", device="1GiB"):
+        pass
+
+
+def test_report_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    with budget(host=50 * KB, disk_dir=tmp_path) as mm:
+        hs = [mm.own(arr(i), name=f"t{i}", full_precision_bytes=100 * KB) for i in range(3)]
+        hs[0].get()
+    text = report()
+    assert "host" in text and "48.8 KiB" in text and "effective multiplier 6.0x" in text
+    plot_usage(tmp_path / "usage.png")
+    assert os.path.getsize(tmp_path / "usage.png") > 1000
