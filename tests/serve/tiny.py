@@ -46,8 +46,10 @@ def write_tiny_llama(folder, hidden: int = 64, layers: int = 2, context: int = 4
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.3).astype(np.float32)
 
+    head = w(vocab, hidden)
+    head[-len(SPECIALS):] = 0  # logit 0 never beats the best of 256 byte logits (std 2.4): greedy never ends early
     tensors = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": np.ones(hidden, np.float32),
-               "lm_head.weight": w(vocab, hidden)}
+               "lm_head.weight": head}
     for i in range(layers):
         p = f"model.layers.{i}."
         tensors.update({p + "input_layernorm.weight": np.ones(hidden, np.float32),
