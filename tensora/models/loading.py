@@ -13,24 +13,30 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
 
 from .. import dtypes as dt
 from ..errors import ShapeError
 from ..io import load as load_tensors
-from ..io import load_gguf
+from ..io import load_gguf, read_metadata
 from ..io.mapped_pages import release_pages
+from ..memory.layered import tier_model
 from ..nn import Embedding, Linear, Module, Parameter
 from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
 from .registry import for_gguf_architecture, for_model_type
 from .tokenizer import Tokenizer
 
+#: safetensors metadata that marks weights saved in the model's own layout (see _in_model_layout).
+MODEL_LAYOUT_KEY = "tensora.layout"
 #: Checkpoint entries that are derived buffers, not weights (recomputed by tensora).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", "position_ids")
 
 
 def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = None, device: Any = None,
+         progress: bool = False, memory_budget: int | str | None = None, disk_dir: str | os.PathLike | None = None,
          **quantize_options: Any) -> Module:
     """Load a model from a Hugging Face directory (config.json + *.safetensors) or a .gguf file.
 
@@ -38,6 +44,11 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     quantize: a format name of tensora.quant ("nf4", "q4_0", "int8", ...) applied to
     Linear and Embedding weights while loading; quantize_options go to the format
     (e.g. block_size=64, double_quant=True). The model's tokenizer is `model.tokenizer`.
+    progress: show a tqdm bar over the layers while loading.
+    memory_budget: a hard host-RAM budget for the weights ("2GiB", "512MB" or bytes): each weight
+    is handed to a tensora.memory manager as soon as it is loaded, and the model runs layer by
+    layer with prefetch (tensora/memory/layered.py); unmodified checkpoint tensors are read back
+    from the checkpoint, others spill to `disk_dir` (default: the temp dir). `model.memory` is it.
     """
     p = Path(path)
     if p.is_dir():
@@ -47,7 +58,11 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     else:
         raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
     fmt = None if quantize is None else get_format(quantize, **quantize_options)
-    assign_weights(model, tensors, dt.get_dtype(dtype) if dtype is not None else dt.float32, fmt)
+    tiered = None if memory_budget is None else tier_model(model, memory_budget, disk_dir)
+    assign_weights(model, tensors, dt.get_dtype(dtype) if dtype is not None else dt.float32, fmt, progress,
+                   on_placed=None if tiered is None else tiered.own_module)
+    if tiered is not None:
+        tiered.start()
     model.tokenizer = tokenizer  # None for weights-only checkpoints: generate() then takes token ids
     model.eval()
     return model.to(device) if device is not None else model
@@ -67,7 +82,17 @@ def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | Non
     cls = arch.model_class
     model = cls(cls.config_class.from_hf(config))
     tokenizer = Tokenizer.from_hf_dir(p) if (p / "tokenizer.json").exists() else None
-    return model, model.hf_state_dict(load_tensors(p)), tokenizer
+    tensors = load_tensors(p)
+    return model, tensors if _in_model_layout(p) else model.hf_state_dict(tensors), tokenizer
+
+
+def _in_model_layout(p: Path) -> bool:
+    """Whether the directory's weights were saved by tensora (models.convert) under the model's own
+    names and layouts (GPT-2's Conv1D weights already transposed, possibly quantized)."""
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (p / name).exists():
+            return read_metadata(p / name).get(MODEL_LAYOUT_KEY) == "model"
+    return False
 
 
 def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
@@ -79,8 +104,11 @@ def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     return model, model.gguf_state_dict(f.tensors), tokenizer
 
 
-def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None) -> None:
+def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None,
+                   progress: bool = False, on_placed: Callable[[str], None] | None = None) -> None:
     """Fill every parameter of `model` from `tensors` (by name), layer by layer, quantizing on the way.
+
+    on_placed(module_name) runs after each module gets its weights (tiering takes them there).
 
     Raises ValueError naming missing weights and shape mismatches; tied parameters
     (model.tied_weights()) take their source's tensor when the checkpoint omits them.
@@ -94,7 +122,8 @@ def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt:
                          f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
                          f"{'...' if len(unexpected) > 8 else ''}")
     done: dict[str, Any] = {}  # checkpoint name -> what it became (shared by tied parameters)
-    for name, module in list(model.named_modules()):
+    modules = list(model.named_modules())
+    for name, module in tqdm(modules, desc="loading", unit="module", disable=not progress, leave=False):
         values = {}
         for pname, param in module._parameters.items():
             if param is None:  # an absent bias
@@ -106,6 +135,8 @@ def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt:
             values[pname] = done[key]
         if values:
             _place(model, name, module, values)
+            if on_placed is not None:
+                on_placed(name)
 
 
 def _convert(name: str, value: Any, param: Parameter | None, module: Module, dtype: dt.DType, fmt: Any) -> Any:

