@@ -72,6 +72,10 @@ class ProcessGroupMPI:
                      ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}
         self._bool_ops = {ReduceOp.SUM: MPI.LOR, ReduceOp.AVG: MPI.LOR, ReduceOp.MAX: MPI.LOR,
                           ReduceOp.PRODUCT: MPI.LAND, ReduceOp.MIN: MPI.LAND}
+        # (dtype, op) pairs MPI reduces in place with nothing to do afterwards
+        self._direct = {(d, op): mop for d in _NATIVE if d != np.bool_ for op, mop in self._ops.items()
+                        if op is not ReduceOp.AVG}
+        self.threads_ok = MPI.Query_thread() == MPI.THREAD_MULTIPLE  # may another thread poll requests?
         self.watchdog = Watchdog(self.rank, self.abort)
 
     def abort(self, message: str = "") -> None:
@@ -125,6 +129,14 @@ class ProcessGroupMPI:
 
     # -- collectives on arrays ------------------------------------------------------
     def all_reduce(self, a: np.ndarray, op: ReduceOp, async_op: bool = False) -> Work | None:
+        mop = self._direct.get((a.dtype, op))
+        if mop is not None and not async_op:  # the hot path (DDP-free training loops): no closures, no scratch
+            self.watchdog.arm("all_reduce", self.timeout_s)
+            try:
+                self.comm.Allreduce(self._MPI.IN_PLACE, a, mop)
+            finally:
+                self.watchdog.disarm()
+            return None
         work, mop, upcast = self._reduction(a, op)
         IN_PLACE = self._MPI.IN_PLACE
         return self._run("all_reduce", lambda: self.comm.Allreduce(IN_PLACE, work, mop),

@@ -7,8 +7,13 @@ bucket's flat buffer as soon as autograd has written it; when a bucket is full
 its nonblocking all-reduce (AVG) starts, so the transfer of late layers runs
 while backward still computes early ones. Buckets start strictly in index order
 on every rank: MPI matches nonblocking collectives by issue order, so a rank
-that finished bucket 3 before bucket 2 must still issue 2 first. Each hook also
-polls the pending transfers, because MPI only progresses them inside MPI calls.
+that finished bucket 3 before bucket 2 must still issue 2 first.
+
+MPI moves a nonblocking collective forward only inside MPI calls. So each hook
+polls the pending transfers, and (when MPI allows calls from several threads)
+a progress thread polls them while backward runs NumPy/BLAS kernels, which
+release the GIL. One lock serialises every touch of the requests, since MPI
+forbids testing one request from two threads at once.
 When the last bucket has started, the hook waits for all of them and writes the
 averages back into `.grad`, so `loss.backward()` returns with synchronised
 gradients, as with torch's DDP.
@@ -16,6 +21,9 @@ gradients, as with torch's DDP.
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -25,6 +33,8 @@ from ..tensor import Tensor
 from .errors import DistributedError
 from .reduce_op import ReduceOp
 from .work import Work
+
+_POLL_S = 2e-4  # the progress thread's pause between polls: frequent enough, and leaves the GIL to backward
 
 
 @dataclass
@@ -75,6 +85,14 @@ class Reducer:
         self.started = False    # at least one hook fired in this iteration
         self.next_bucket = 0
         self.handles = [p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(params)]
+        self._lock = threading.Lock()
+        self._pending = threading.Event()  # set while started buckets may still be in flight
+        self._closed = False
+        if group.size > 1 and getattr(group, "threads_ok", False):
+            # the thread holds the reducer weakly, so a dropped DDP (and its thread) goes away
+            weakref.finalize(self, self._pending.set)
+            threading.Thread(target=_progress, args=(weakref.ref(self), self._pending, self._lock),
+                             name="tensora-ddp-progress", daemon=True).start()
 
     def _hook(self, i: int):
         def hook(_param: Tensor) -> None:
@@ -98,10 +116,12 @@ class Reducer:
         """Arm the hooks for the backward that follows this forward; mark unreachable parameters as ready."""
         self.ready[:] = False
         self.used[:] = 0
-        for bucket in self.buckets:
-            bucket.pending = len(bucket.indices)
-            bucket.work = None
-        self.next_bucket = 0
+        with self._lock:
+            for bucket in self.buckets:
+                bucket.pending = len(bucket.indices)
+                bucket.work = None
+            self.next_bucket = 0
+            self._pending.clear()
         self.started = False
         self.armed = True
         if self.find_unused:
@@ -126,12 +146,14 @@ class Reducer:
         else:
             view[...] = 0
         bucket.pending -= 1
-        while self.next_bucket < len(self.buckets) and self.buckets[self.next_bucket].pending == 0:
-            nxt = self.buckets[self.next_bucket]
-            nxt.work = self.group.all_reduce(nxt.flat, ReduceOp.AVG, async_op=True)
-            self.next_bucket += 1
-        for bucket in self.buckets[:self.next_bucket]:
-            bucket.work.is_completed()  # lets MPI progress the transfers already started
+        with self._lock:
+            while self.next_bucket < len(self.buckets) and self.buckets[self.next_bucket].pending == 0:
+                nxt = self.buckets[self.next_bucket]
+                nxt.work = self.group.all_reduce(nxt.flat, ReduceOp.AVG, async_op=True)
+                self.next_bucket += 1
+                self._pending.set()
+            for bucket in self.buckets[:self.next_bucket]:
+                bucket.work.is_completed()  # lets MPI progress the transfers already started
         if self.next_bucket == len(self.buckets):
             self._finalize()
 
@@ -140,8 +162,11 @@ class Reducer:
         if self.find_unused:  # a parameter unused here may be used on another rank: it gets the average then
             used_anywhere = self.used.copy()
             self.group.all_reduce(used_anywhere, ReduceOp.MAX)
+        with self._lock:
+            for bucket in self.buckets:
+                bucket.work.wait()
+            self._pending.clear()
         for bucket in self.buckets:
-            bucket.work.wait()
             for slot, i in enumerate(bucket.indices):
                 if not used_anywhere[i]:
                     continue
@@ -155,8 +180,24 @@ class Reducer:
         self.armed = False
 
     def remove_hooks(self) -> None:
+        """Detach from the parameters and stop the progress thread."""
         for h in self.handles:
             h.remove()
+        self._closed = True
+        self._pending.set()
+
+
+def _progress(ref: Any, pending: threading.Event, lock: Any) -> None:
+    """The progress thread: poll started buckets while any may be in flight; end with the reducer."""
+    while pending.wait():
+        reducer = ref()
+        if reducer is None or reducer._closed:
+            return
+        with lock:
+            for bucket in reducer.buckets[:reducer.next_bucket]:
+                bucket.work.is_completed()
+        del reducer
+        time.sleep(_POLL_S)
 
 
 def _tensors_in(obj: Any) -> Iterable[Tensor]:
