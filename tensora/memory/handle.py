@@ -76,6 +76,16 @@ class Handle:
         """Release the bytes in every tier; the handle cannot be used afterwards."""
         self._mm._free(self)
 
+    def evict(self) -> bool:
+        """Move the bytes down to disk now, not only under budget pressure (e.g. activations saved
+        for a backward pass that is far away). False if it cannot move now: pinned, not evictable,
+        being loaded, or not in host RAM."""
+        return self._mm._evict_now(self)
+
+    @property
+    def freed(self) -> bool:
+        return self._freed
+
     @property
     def pinned_count(self) -> int:
         return self._pins

@@ -163,7 +163,7 @@ class MemoryManager:
         host = self.budgets["host"]
         room = host - self._fixed
         if h.nbytes > room:
-            what = "whole host budget" if room == host else f"host budget left by non-evictable handles"
+            what = "whole host budget" if room == host else "host budget left by non-evictable handles"
             raise MemoryBudgetError(f"{h.name or 'array'} needs {format_size(h.nbytes)} in host RAM to be used, more "
                                     f"than the {what} ({format_size(room)} of {format_size(host)})")
 
@@ -249,6 +249,14 @@ class MemoryManager:
             if hid not in protect:
                 return h
         return None
+
+    def _evict_now(self, h: Handle) -> bool:
+        with self._lock:
+            self._check_alive(h)
+            if h.tier != "host" or h._pins or h._loading or h.id not in self._host_lru:
+                return False
+            self._evict(h)
+            return True
 
     def _evict(self, h: Handle) -> None:
         """Move a resident, unpinned handle to disk: write it unless a clean copy is there."""

@@ -61,13 +61,6 @@ def _manager(manager: MemoryManager | None) -> MemoryManager:
     return mm
 
 
-def _spill(mm: MemoryManager, h: Handle) -> None:
-    """Move a just-owned, unpinned handle to disk now (the manager otherwise spills only under pressure)."""
-    with mm._lock:
-        if h.tier == "host" and not h._pins and h.id in mm._host_lru:
-            mm._evict(h)
-
-
 class _SavedActivation:
     """One saved array in the manager; shared by every op that saved it, freed when the last one lets go."""
 
@@ -79,7 +72,7 @@ class _SavedActivation:
 
 
 def _free_quietly(h: Handle) -> None:
-    if not h._freed:  # the budget block may have closed (and freed everything) first
+    if not h.freed:  # the budget block may have closed (and freed everything) first
         h.free()
 
 
@@ -107,7 +100,7 @@ def offload_activations(tier: str = "host", *, manager: MemoryManager | None = N
             return seen[1]()  # the same activation saved by another op: one handle
         saved = _SavedActivation(mm.own(data, name=t.grad_fn.name(), kind="activation"))
         if tier == "disk":
-            _spill(mm, saved.handle)
+            saved.handle.evict()  # now, not only under pressure: backward is far away
         shared[id(data)] = (weakref.ref(data), weakref.ref(saved))
         return saved
 
