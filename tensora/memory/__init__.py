@@ -2,11 +2,11 @@
 
     >>> import numpy as np
     >>> from tensora.memory import budget, parse_size
-    >>> with budget(host="1MiB") as mm:
+    >>> with budget(host="600kB") as mm:
     ...     h = mm.own(np.ones(100_000, np.float32), name="a")   # 400 kB
-    ...     g = mm.own(np.zeros(100_000, np.float32), name="b")  # evicts "a" to disk
-    ...     (h.tier, g.tier, float(h.get().sum()), h.tier)
-    ('host', 'host', 100000.0, 'host')
+    ...     g = mm.own(np.zeros(100_000, np.float32), name="b")  # 400 more: "a" goes to disk
+    ...     (h.tier, g.tier, float(h.get().sum()), h.tier, g.tier)
+    ('disk', 'host', 100000.0, 'host', 'disk')
 
 Models: `tensora.models.load(path, quantize="q4_0", memory_budget="64MiB")` streams the
 layers through the host tier (layered.py); `report()` prints what moved and how long it took.
