@@ -5,6 +5,9 @@ one batch; the cache's key mask hides the padding and positions count real token
 so each row computes exactly what it would alone. After the prompt (prefill) each step
 feeds one token per row and computes logits for that position only.
 
+BatchDecoder is the step-level form for serving (continuous batching): prompts join and
+leave between decode steps, each row at its own cache position (layers.SlotKVCache).
+
 Sampling follows transformers' logits processors, in their order: repetition penalty,
 temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax). A seed makes a
 run reproducible.
@@ -18,7 +21,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
-from ..tensor import Tensor
 from .layers import SlotKVCache, attention_mask
 
 
@@ -185,8 +187,7 @@ class _Run:
         with no_grad():
             while True:
                 mask = attention_mask(cache.key_mask, start, ids.shape[1], model.sliding_window)
-                h = model.hidden_states(Tensor(ids), positions, mask, cache, start)
-                logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+                logits = model.next_token_logits(ids, positions, mask, cache, start).astype(np.float64)
                 start += ids.shape[1]
                 for r, row_logits in zip(rows, logits):
                     if r.finish_reason is None:
@@ -209,7 +210,7 @@ class _Run:
                 for r in self.rows]
 
 
-class Sequence:
+class BatchedSequence:
     """One prompt inside a BatchDecoder: its tokens and text so far, its own sampling options and generator."""
 
     def __init__(self, model: Any, prompt: list[int], opts: SamplingOptions) -> None:
@@ -255,13 +256,13 @@ class BatchDecoder:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.cache = SlotKVCache(model.new_cache(1, 1), model.max_positions)
-        self.active: list[Sequence] = []  # active[i] lives in cache row i
+        self.active: list[BatchedSequence] = []  # active[i] lives in cache row i
 
-    def join(self, prompt: list[int], opts: SamplingOptions) -> Sequence:
+    def join(self, prompt: list[int], opts: SamplingOptions) -> BatchedSequence:
         """Prefill `prompt` and sample its first token; it stays active unless that already ended it."""
         if not prompt:
             raise ValueError("a prompt must hold at least one token")
-        seq, model = Sequence(self.model, prompt, opts), self.model
+        seq, model = BatchedSequence(self.model, prompt, opts), self.model
         if opts.max_new_tokens == 0:
             seq.row.finish_reason = "length"
             return seq
@@ -272,8 +273,8 @@ class BatchDecoder:
             view.key_mask[:, :t] = True
             mask = attention_mask(view.key_mask, 0, t, model.sliding_window)
             with no_grad():
-                h = model.hidden_states(Tensor(np.array([prompt], dtype=np.int64)), np.arange(t)[None], mask, view, 0)
-                logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+                logits = model.next_token_logits(np.array([prompt], dtype=np.int64), np.arange(t)[None], mask,
+                                                 view, 0).astype(np.float64)
         except BaseException:
             self.cache.remove_row(row)
             raise
@@ -284,7 +285,7 @@ class BatchDecoder:
             self.leave(seq)
         return seq
 
-    def step(self) -> list[Sequence]:
+    def step(self) -> list[BatchedSequence]:
         """One token for every active sequence (one batched forward); returns them. Finished ones have left."""
         if not self.active:
             return []
@@ -294,8 +295,7 @@ class BatchDecoder:
         positions = cache.lengths[:n, None].copy()
         mask = cache.decode_mask(model.sliding_window)
         with no_grad():
-            h = model.hidden_states(Tensor(ids), positions, mask, cache, 0)
-            logits = model.lm_head(h[:, -1]).float().numpy().astype(np.float64)
+            logits = model.next_token_logits(ids, positions, mask, cache, 0).astype(np.float64)
         cache.lengths[:n] += 1
         for s, row_logits in zip(stepped, logits):
             s._take(row_logits)
@@ -304,7 +304,7 @@ class BatchDecoder:
                 self.leave(s)
         return stepped
 
-    def leave(self, seq: Sequence) -> None:
+    def leave(self, seq: BatchedSequence) -> None:
         """Free `seq`'s row now (finished, or its client went away); a no-op if it is not active."""
         if seq not in self.active:
             return

@@ -30,6 +30,7 @@ from ..models.generation import SamplingOptions
 from . import errors
 from . import schemas as s
 from .engine import Engine, QueueFull
+from .engine import Request as Generation
 from .errors import APIError
 
 PAGE = Path(__file__).parent / "static" / "chat.html"
@@ -136,7 +137,8 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     @app.post("/v1/embeddings", response_model=s.EmbeddingList, dependencies=auth, responses=ERRORS)
     async def embeddings(body: s.EmbeddingRequest) -> s.EmbeddingList:
         if hosted.embedder is None or body.model != hosted.embedder_id:
-            known = f"'{hosted.embedder_id}'" if hosted.embedder_id else "none (start the server with --embedding-model)"
+            known = (f"'{hosted.embedder_id}'" if hosted.embedder_id
+                     else "none (start the server with --embedding-model)")
             raise APIError(404, f"the embedding model '{body.model}' does not exist; this server has {known}",
                            param="model", code="model_not_found")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -194,7 +196,8 @@ def _prompt_ids(model: Any, prompt: str | list[int] | list[str]) -> list[int]:
     return ids
 
 
-def _submit(hosted: _Hosted, body: s._Sampling, ids: list[int], max_tokens: int | None, prompt_param: str) -> Any:
+def _submit(hosted: _Hosted, body: s.SamplingRequest, ids: list[int], max_tokens: int | None,
+            prompt_param: str) -> Generation:
     """Check the lengths and queue the request: 400 for what cannot fit, 429 when the queue is full."""
     n, context = len(ids), hosted.context
     if max_tokens is not None and max_tokens < 1:
@@ -215,7 +218,7 @@ def _submit(hosted: _Hosted, body: s._Sampling, ids: list[int], max_tokens: int 
                        headers={"Retry-After": "1"}) from None
 
 
-async def _result(request: Any) -> ModelCompletion:
+async def _result(request: Generation) -> ModelCompletion:
     try:
         return await request.result()
     except APIError:
@@ -231,7 +234,7 @@ def _usage(c: ModelCompletion) -> s.Usage:
                    total_tokens=c.prompt_tokens + c.completion_tokens)
 
 
-def _sse(events: AsyncIterator[dict], request: Any) -> StreamingResponse:
+def _sse(events: AsyncIterator[dict], request: Generation) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         try:
             async for event in events:
@@ -248,7 +251,7 @@ def _sse(events: AsyncIterator[dict], request: Any) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _chat_events(request: Any, body: s.ChatCompletionRequest) -> AsyncIterator[dict]:
+async def _chat_events(request: Generation, body: s.ChatCompletionRequest) -> AsyncIterator[dict]:
     base = {"id": s.new_id("chatcmpl"), "object": "chat.completion.chunk", "created": s.now(), "model": body.model}
 
     def chunk(delta: dict, finish: str | None = None) -> dict:
@@ -266,7 +269,7 @@ async def _chat_events(request: Any, body: s.ChatCompletionRequest) -> AsyncIter
                 yield {**base, "choices": [], "usage": _usage(delta.completion).model_dump()}
 
 
-async def _completion_events(request: Any, body: s.CompletionRequest) -> AsyncIterator[dict]:
+async def _completion_events(request: Generation, body: s.CompletionRequest) -> AsyncIterator[dict]:
     base = {"id": s.new_id("cmpl"), "object": "text_completion", "created": s.now(), "model": body.model}
     async for delta in request:
         finish = delta.completion.finish_reason if delta.completion is not None else None

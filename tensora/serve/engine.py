@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from ..errors import TensoraError
-from ..models.generation import BatchDecoder, Completion, SamplingOptions, Sequence
+from ..models.generation import BatchDecoder, BatchedSequence, Completion, SamplingOptions
 
 
 class QueueFull(TensoraError):
@@ -39,7 +39,7 @@ class Request:
         self.prompt, self.options = prompt, options
         self._loop, self._queue = loop, asyncio.Queue()
         self.cancelled = False
-        self.sequence: Sequence | None = None
+        self.sequence: BatchedSequence | None = None
 
     def cancel(self) -> None:
         """The client is gone: the worker frees this request's row before its next step."""

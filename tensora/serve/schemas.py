@@ -19,7 +19,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class _Sampling(_Request):
+class SamplingRequest(_Request):
     model: str
     max_tokens: Optional[int] = Field(None, description="tokens to generate at most (default: the server's)")
     temperature: float = Field(1.0, ge=0, le=2)
@@ -51,12 +51,12 @@ class ChatMessage(_Request):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[int] = None
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingRequest):
     prompt: Union[str, list[int], list[str]]
 
 
@@ -200,6 +200,6 @@ class MemoryReports(BaseModel):
     models: list[MemoryReportBody]
 
 
-_Sampling.model_rebuild()
+SamplingRequest.model_rebuild()
 ChatCompletionRequest.model_rebuild()
 CompletionRequest.model_rebuild()

