@@ -16,6 +16,7 @@
 
 #include "cast.h"
 #include "check.h"
+#include "decode.h"
 #include "parallel.h"
 #include "quant/bind.h"
 #include "simd.h"
@@ -87,6 +88,8 @@ NB_MODULE(_C, m) {
                "element count, C-contiguous). Releases the GIL.");
 
     for (auto &name : tensora::quant::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::decode::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },

@@ -31,6 +31,15 @@ class CausalLM(Module):
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         raise NotImplementedError
 
+    def next_token_logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: Any,
+                          start: int) -> np.ndarray:
+        """float32 logits (B, vocab) of each row's last position (generation's step, gradients off).
+
+        The module path here; an architecture may override it with an inference fast path.
+        """
+        h = self.hidden_states(Tensor(ids), positions, mask, cache, start)
+        return self.lm_head(h[:, -1]).float().numpy()
+
     @property
     def sliding_window(self) -> int | None:
         return None

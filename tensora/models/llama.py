@@ -24,6 +24,7 @@ from ..quant import QuantizedTensor
 from ..tensor import Tensor
 from .base import CausalLM
 from .layers import CheckpointEmbedding, CheckpointLinear, KVCache, LayerCache, RotaryTable, apply_rotary
+from .llama_decode import fast_path
 from .registry import register
 
 
@@ -192,6 +193,14 @@ class LlamaForCausalLM(CausalLM):
         for i, layer in enumerate(self.model.layers):
             h = layer(h, rope, mask, None if cache is None else cache[i], start)
         return self.model.norm(h)
+
+    def next_token_logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: Any,
+                          start: int) -> np.ndarray:
+        """The inference fast path (llama_decode.py) where it applies, else the module path."""
+        decoder = None if cache is None else fast_path(self, cache)
+        if decoder is None:
+            return super().next_token_logits(ids, positions, mask, cache, start)
+        return decoder.logits(ids, positions, mask, cache, start)
 
     @property
     def sliding_window(self) -> int | None:

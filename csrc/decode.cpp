@@ -1,0 +1,308 @@
+// Fused kernels of a Llama-style decoder step (tensora/kernels/decode.py holds the
+// NumPy references and the contract of each): rms_norm_rows, rotary_qkv, silu_mul,
+// gqa_attention.
+//
+// At decode time each call handles one or a few rows, microseconds of work, so they
+// run on the calling thread except attention over long contexts, which is split over
+// (batch row, kv head) pairs on the persistent pool. Every shape, dtype, stride and
+// position is checked before memory is touched; a bad call raises a Python exception.
+// Loops are compiled twice (baseline and AVX2, chosen at run time, csrc/simd.h); sums
+// use eight lanes so the compiler vectorises them without reassociating anything else.
+#include "decode.h"
+
+#include <nanobind/ndarray.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace tensora::decode {
+
+namespace {
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using InArray = nb::ndarray<nb::ro>;
+using OutArray = nb::ndarray<>;
+
+[[noreturn]] void fail(const std::string &msg) { throw nb::value_error(msg.c_str()); }
+
+template <typename A>
+std::string shape_of(const A &a) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < a.ndim(); ++i)
+        s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + ")";
+}
+
+template <typename A>
+void need_ndim(const A &a, std::size_t ndim, const char *what) {
+    if (a.ndim() != ndim)
+        fail(std::string(what) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+             std::to_string(a.ndim()));
+}
+
+template <typename A, typename B>
+bool overlap(const A &a, const B &b) {
+    if (a.size() == 0 || b.size() == 0)
+        return false;
+    auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
+    auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
+    return lo_a < lo_b + b.nbytes() && lo_b < lo_a + a.nbytes();
+}
+
+// -- loops (inlined into a baseline and an AVX2 caller) ------------------------------
+
+__attribute__((always_inline)) inline float dot(const float *a, const float *b, std::size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; ++l)
+            acc[l] += a[i + l] * b[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; ++i)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((always_inline)) inline void rms_rows(const float *x, const float *w, float *out, std::size_t m,
+                                                     std::size_t k, float eps) {
+    const float inv_k = 1.0f / float(std::max<std::size_t>(k, 1));
+    for (std::size_t r = 0; r < m; ++r) {
+        const float *xr = x + r * k;
+        float *o = out + r * k;
+        float rstd = 1.0f / std::sqrt(dot(xr, xr, k) * inv_k + eps);
+        for (std::size_t i = 0; i < k; ++i)
+            o[i] = xr[i] * rstd * w[i];
+    }
+}
+
+void rms_rows_base(const float *x, const float *w, float *out, std::size_t m, std::size_t k, float eps) {
+    rms_rows(x, w, out, m, k, eps);
+}
+
+TENSORA_TARGET_AVX2 void rms_rows_avx2(const float *x, const float *w, float *out, std::size_t m, std::size_t k,
+                                       float eps) {
+    rms_rows(x, w, out, m, k, eps);
+}
+
+// One (batch row, kv head) pair: its g query heads at each of the T steps.
+struct Attn {
+    const float *q, *keys, *values;
+    const bool *mask;
+    float *out;
+    std::size_t t, heads, kv_heads, dim, cap, s;
+    float scale;
+};
+
+__attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pair, float *p) {
+    const std::size_t b = pair / a.kv_heads, j = pair % a.kv_heads, g = a.heads / a.kv_heads, d = a.dim;
+    const float *k = a.keys + (b * a.kv_heads + j) * a.cap * d;
+    const float *v = a.values + (b * a.kv_heads + j) * a.cap * d;
+    for (std::size_t step = 0; step < a.t; ++step) {
+        const bool *seen = a.mask + (b * a.t + step) * a.s;
+        for (std::size_t h = j * g; h < (j + 1) * g; ++h) {
+            const float *q = a.q + ((b * a.t + step) * a.heads + h) * d;
+            float top = -std::numeric_limits<float>::infinity();
+            for (std::size_t s = 0; s < a.s; ++s) {
+                if (seen[s]) {
+                    p[s] = dot(q, k + s * d, d) * a.scale;
+                    top = std::max(top, p[s]);
+                }
+            }
+            float sum = 0.0f;
+            for (std::size_t s = 0; s < a.s; ++s) {
+                p[s] = seen[s] ? std::exp(p[s] - top) : 0.0f;
+                sum += p[s];
+            }
+            float *o = a.out + ((b * a.t + step) * a.heads + h) * d;
+            std::fill(o, o + d, 0.0f);
+            for (std::size_t s = 0; s < a.s; ++s) {
+                if (p[s] == 0.0f)
+                    continue;
+                const float w = p[s] / sum;
+                const float *vs = v + s * d;
+                for (std::size_t i = 0; i < d; ++i)
+                    o[i] += w * vs[i];
+            }
+        }
+    }
+}
+
+void attend_base(const Attn &a, std::size_t pair, float *p) { attend(a, pair, p); }
+TENSORA_TARGET_AVX2 void attend_avx2(const Attn &a, std::size_t pair, float *p) { attend(a, pair, p); }
+
+// -- bound kernels --------------------------------------------------------------------
+
+void py_rms_norm_rows(const InArray &x, const InArray &weight, const OutArray &out, double eps) {
+    check_array<float>(x, "x");
+    check_array<float>(weight, "weight");
+    check_array<float>(out, "out");
+    need_ndim(x, 2, "x");
+    need_ndim(weight, 1, "weight");
+    need_ndim(out, 2, "out");
+    const std::size_t m = x.shape(0), k = x.shape(1);
+    if (weight.shape(0) != k || out.shape(0) != m || out.shape(1) != k)
+        fail("rms_norm_rows: x " + shape_of(x) + ", weight " + shape_of(weight) + " and out do not fit");
+    if (overlap(x, out) || overlap(weight, out))
+        fail("rms_norm_rows: out must not overlap the inputs");
+    const auto *px = static_cast<const float *>(x.data());
+    const auto *pw = static_cast<const float *>(weight.data());
+    auto *po = static_cast<float *>(out.data());
+    nb::gil_scoped_release no_gil;
+    (active_simd() == Simd::avx2 ? rms_rows_avx2 : rms_rows_base)(px, pw, po, m, k, float(eps));
+}
+
+void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, const InArray &starts,
+                   const OutArray &q_out, const OutArray &keys, const OutArray &values, long heads, long kv_heads) {
+    check_array<float>(qkv, "qkv");
+    check_array<float>(cos, "cos");
+    check_array<float>(sin, "sin");
+    check_array<std::int64_t>(starts, "starts");
+    check_array<float>(q_out, "q_out");
+    check_array<float>(keys, "keys");
+    check_array<float>(values, "values");
+    need_ndim(qkv, 2, "qkv");
+    need_ndim(cos, 2, "cos");
+    need_ndim(sin, 2, "sin");
+    need_ndim(starts, 1, "starts");
+    need_ndim(q_out, 2, "q_out");
+    need_ndim(keys, 4, "keys");
+    need_ndim(values, 4, "values");
+    const std::size_t b = keys.shape(0), kvh = keys.shape(1), cap = keys.shape(2), d = keys.shape(3);
+    const std::size_t m = qkv.shape(0);
+    bool ok = heads > 0 && kv_heads > 0 && std::size_t(kv_heads) == kvh && d % 2 == 0 && b > 0 && m % b == 0;
+    for (std::size_t i = 0; ok && i < 4; ++i)
+        ok = values.shape(i) == keys.shape(i);
+    const std::size_t h = ok ? std::size_t(heads) : 0;
+    ok = ok && qkv.shape(1) == (h + 2 * kvh) * d && cos.shape(0) == m && cos.shape(1) == d && sin.shape(0) == m &&
+         sin.shape(1) == d && q_out.shape(0) == m && q_out.shape(1) == h * d && starts.shape(0) == b;
+    if (!ok)
+        fail("rotary_qkv: shapes do not fit: qkv " + shape_of(qkv) + ", cos " + shape_of(cos) + ", sin " +
+             shape_of(sin) + ", starts " + shape_of(starts) + ", keys " + shape_of(keys) + ", heads " +
+             std::to_string(heads) + ", kv_heads " + std::to_string(kv_heads));
+    const std::size_t t = m / b;
+    const auto *st = static_cast<const std::int64_t *>(starts.data());
+    for (std::size_t r = 0; r < b; ++r)
+        if (st[r] < 0 || std::size_t(st[r]) + t > cap)
+            fail("rotary_qkv: positions up to " + std::to_string(st[r] + std::int64_t(t)) +
+                 " do not fit a cache of " + std::to_string(cap));
+    if (overlap(keys, values) || overlap(q_out, keys) || overlap(q_out, values))
+        fail("rotary_qkv: q_out, keys and values must not overlap");
+    for (const OutArray *o : {&q_out, &keys, &values})
+        if (overlap(qkv, *o) || overlap(cos, *o) || overlap(sin, *o))
+            fail("rotary_qkv: outputs must not overlap the inputs");
+    const auto *x = static_cast<const float *>(qkv.data());
+    const auto *c = static_cast<const float *>(cos.data());
+    const auto *s = static_cast<const float *>(sin.data());
+    auto *qo = static_cast<float *>(q_out.data());
+    auto *ko = static_cast<float *>(keys.data());
+    auto *vo = static_cast<float *>(values.data());
+    const std::size_t width = (h + 2 * kvh) * d, half = d / 2;
+    nb::gil_scoped_release no_gil;
+    for (std::size_t r = 0; r < m; ++r) {
+        const std::size_t row = r / t, pos = std::size_t(st[row]) + r % t;
+        const float *cr = c + r * d, *sr = s + r * d, *xr = x + r * width;
+        for (std::size_t head = 0; head < h + kvh; ++head) {
+            const float *in = xr + head * d;
+            float *o = head < h ? qo + (r * h + head) * d : ko + ((row * kvh + head - h) * cap + pos) * d;
+            // as the reference: x * cos, then -= x2 * sin (first half), += x1 * sin (second half)
+            for (std::size_t i = 0; i < half; ++i)
+                o[i] = in[i] * cr[i] - in[i + half] * sr[i];
+            for (std::size_t i = half; i < d; ++i)
+                o[i] = in[i] * cr[i] + in[i - half] * sr[i];
+        }
+        for (std::size_t head = 0; head < kvh; ++head)
+            std::memcpy(vo + ((row * kvh + head) * cap + pos) * d, xr + (h + kvh + head) * d, d * sizeof(float));
+    }
+}
+
+inline float silu_one(float g) { return g / (1.0f + std::exp(-g)); }
+
+void py_silu_mul(const InArray &gate_up, const OutArray &out) {
+    check_array<float>(gate_up, "gate_up");
+    check_array<float>(out, "out");
+    need_ndim(gate_up, 2, "gate_up");
+    need_ndim(out, 2, "out");
+    const std::size_t m = out.shape(0), f = out.shape(1);
+    if (gate_up.shape(0) != m || gate_up.shape(1) != 2 * f)
+        fail("silu_mul: gate_up " + shape_of(gate_up) + " does not fit out");
+    if (overlap(gate_up, out))
+        fail("silu_mul: out must not overlap gate_up");
+    const auto *gu = static_cast<const float *>(gate_up.data());
+    auto *o = static_cast<float *>(out.data());
+    nb::gil_scoped_release no_gil;
+    for (std::size_t r = 0; r < m; ++r)
+        for (std::size_t i = 0; i < f; ++i)
+            o[r * f + i] = silu_one(gu[r * 2 * f + i]) * gu[r * 2 * f + f + i];
+}
+
+void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &values, const InArray &mask,
+                      const OutArray &out, double scale) {
+    check_array<float>(q, "q");
+    check_array<float>(keys, "keys");
+    check_array<float>(values, "values");
+    check_array<bool>(mask, "mask");
+    check_array<float>(out, "out");
+    need_ndim(q, 4, "q");
+    need_ndim(keys, 4, "keys");
+    need_ndim(values, 4, "values");
+    need_ndim(mask, 3, "mask");
+    need_ndim(out, 3, "out");
+    const std::size_t b = q.shape(0), t = q.shape(1), h = q.shape(2), d = q.shape(3);
+    const std::size_t kvh = keys.shape(1), cap = keys.shape(2), s = mask.shape(2);
+    bool ok = keys.shape(0) == b && keys.shape(3) == d && kvh > 0 && h % kvh == 0 && mask.shape(0) == b &&
+              mask.shape(1) == t && s > 0 && s <= cap && out.shape(0) == b && out.shape(1) == t &&
+              out.shape(2) == h * d;
+    for (std::size_t i = 0; ok && i < 4; ++i)
+        ok = values.shape(i) == keys.shape(i);
+    if (!ok)
+        fail("gqa_attention: shapes do not fit: q " + shape_of(q) + ", keys " + shape_of(keys) + ", values " +
+             shape_of(values) + ", mask " + shape_of(mask));
+    const auto *pm = static_cast<const bool *>(mask.data());
+    for (std::size_t r = 0; r < b * t; ++r)
+        if (std::none_of(pm + r * s, pm + (r + 1) * s, [](bool x) { return x; }))
+            fail("gqa_attention: every query must see at least one key");
+    if (overlap(q, out) || overlap(keys, out) || overlap(values, out) || overlap(mask, out))
+        fail("gqa_attention: out must not overlap the inputs");
+    Attn a{static_cast<const float *>(q.data()), static_cast<const float *>(keys.data()),
+           static_cast<const float *>(values.data()), pm, static_cast<float *>(out.data()),
+           t, h, kvh, d, cap, s, float(scale)};
+    const auto body = active_simd() == Simd::avx2 ? attend_avx2 : attend_base;
+    const std::size_t pairs = b * kvh;
+    // below ~64k multiply-adds a pair, waking the pool costs more than it saves
+    const std::size_t threads = b * t * h * s * d >= (std::size_t(1) << 17) ? 0 : 1;
+    nb::gil_scoped_release no_gil;
+    parallel_for(pairs, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
+        std::vector<float> p(s);
+        for (std::size_t pair = lo; pair < hi; ++pair)
+            body(a, pair, p.data());
+    });
+}
+
+}  // namespace
+
+std::vector<std::string> bind(nb::module_ &m) {
+    m.def("rms_norm_rows", &py_rms_norm_rows, "x"_a.noconvert(), "weight"_a.noconvert(), "out"_a.noconvert(),
+          "eps"_a, "out = x / sqrt(mean(x^2) + eps) * weight per row; x, out (M, K) float32. Releases the GIL.");
+    m.def("rotary_qkv", &py_rotary_qkv, "qkv"_a.noconvert(), "cos"_a.noconvert(), "sin"_a.noconvert(),
+          "starts"_a.noconvert(), "q_out"_a.noconvert(), "keys"_a.noconvert(), "values"_a.noconvert(),
+          nb::kw_only(), "heads"_a, "kv_heads"_a,
+          "Rotate q and k of fused q|k|v rows; q to q_out, k and v into the cache at starts[b] + t.");
+    m.def("silu_mul", &py_silu_mul, "gate_up"_a.noconvert(), "out"_a.noconvert(),
+          "out = silu(g) * u for rows [g | u] of gate_up (M, 2F). Releases the GIL.");
+    m.def("gqa_attention", &py_gqa_attention, "q"_a.noconvert(), "keys"_a.noconvert(), "values"_a.noconvert(),
+          "mask"_a.noconvert(), "out"_a.noconvert(), "scale"_a,
+          "Masked softmax attention of q (B, T, H, D) over cached keys/values (B, KVH, cap, D).");
+    return {"rms_norm_rows", "rotary_qkv", "silu_mul", "gqa_attention"};
+}
+
+}  // namespace tensora::decode

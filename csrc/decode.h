@@ -1,0 +1,14 @@
+// Registers the fused decoder-step kernels (rms_norm_rows, rotary_qkv, silu_mul,
+// gqa_attention; csrc/decode.cpp) on the extension module; returns their names.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <string>
+#include <vector>
+
+namespace tensora::decode {
+
+std::vector<std::string> bind(nanobind::module_ &m);
+
+}  // namespace tensora::decode

@@ -1,0 +1,321 @@
+"""Inference fast path of the Llama family: a whole forward step on raw float32 arrays.
+
+The module path (llama.py) runs about 37 Tensor ops per decoder layer, each with
+dispatch and autograd bookkeeping; at decode time (one token per row) that bookkeeping,
+not the weight-reading GEMVs, dominates a small model's step. When no gradient is
+needed this path computes the same step with the kernels directly:
+
+    x = embed(ids)
+    for each layer:
+        qkv = [q|k|v](rms_norm(x))           one GEMV: q/k/v weights merged
+        rotate q, k; store k, v in the cache  rotary_qkv
+        x += o(attention(q, cache))           gqa_attention
+        gu = [gate|up](rms_norm(x))           one GEMV: gate/up weights merged
+        x += down(silu(g) * u)                silu_mul
+    logits = lm_head(rms_norm(x)[last])
+
+Merging: q/k/v (and gate/up) weights of the same kind (all dense float32, or all in one
+quantized format whose packed parts are stored row by row) are concatenated once, at
+first use, and the modules' weights are rebound to views of the merged buffer, so memory
+does not double and both paths keep reading the same bytes. Quantized products call the
+fused GEMV of tensora/kernels/quant_matmul.py with the same activations as the module
+path (its output rows do not depend on which other rows are computed with them), dense
+ones BLAS.
+
+The path is taken only where it computes exactly what the module path would: float32
+weights and activations, plain Linear / Embedding / RMSNorm modules (no LoRA, no other
+subclass), no forward hooks anywhere (tensora.memory's layer-by-layer execution brings
+weights in through hooks: a tiered model, `model.memory`, runs the module path), and
+gradients off. `fast_path(model)` returns None otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+
+from ..autograd.grad_mode import is_grad_enabled
+from ..backend import native
+from ..kernels import decode as dk
+from ..kernels import quant_matmul as qk
+from ..nn import Embedding, Linear, Module, RMSNorm
+from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor
+from ..tensor import Tensor
+from .layers import KVCache, SlotKVCache
+
+_PLAIN_LINEAR = {Linear, QuantizedLinear}
+_PLAIN_EMBEDDING = {Embedding, QuantizedEmbedding}
+
+
+class Projection:
+    """``x @ W.T + b`` for one or several Linear modules whose weights are merged row-wise."""
+
+    def __init__(self, linears: list[Module]) -> None:
+        weights = [m.weight for m in linears]
+        rows = [int(w.shape[0]) for w in weights]
+        self.splits = np.cumsum(rows)[:-1].tolist()
+        biases = [m.bias for m in linears]
+        if any(b is not None for b in biases):
+            self.bias = np.concatenate([np.zeros(r, np.float32) if b is None else _array(b)
+                                        for b, r in zip(biases, rows)])
+        else:
+            self.bias = None
+        self.rows, self.cols = sum(rows), int(weights[0].shape[1])
+        if all(isinstance(w, Tensor) for w in weights):
+            self.quant = None
+            self.weight_t = _merge_dense(linears).T
+        else:
+            self.quant = _merge_quantized(linears)
+            self.format_obj = weights[0].format
+            fmt, _, parts = self.quant
+            args = qk._native_args(fmt, self.quant[1], parts)
+            self.native = None if args is None else (native.load(), args["parts"], args["group"])
+            self.fused_rows = min(qk.FUSED_MAX_ROWS, qk.HEAVY_DECODE.get(fmt, qk.FUSED_MAX_ROWS))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.quant is None:
+            out = np.matmul(x, self.weight_t)
+        elif self.native is not None and x.shape[0] <= self.fused_rows:
+            lib, parts, group = self.native
+            out = np.empty((x.shape[0], self.rows), np.float32)
+            lib.quant_linear(self.quant[0], parts, self.rows, self.cols, x, out, group=group)
+        else:
+            fmt, options, parts = self.quant
+            fmt_obj, shape = self.format_obj, (self.rows, self.cols)
+            out = qk.quant_linear(x, fmt, options, parts, shape,
+                                  lambda a, b: fmt_obj.dequantize_rows(parts, shape, a, b))
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+
+def _array(t: Any) -> np.ndarray:
+    return np.asarray(t.detach().numpy(), np.float32)
+
+
+def _merge_dense(linears: list[Module]) -> np.ndarray:
+    """One (sum of rows, K) float32 array; each module's weight becomes a view of its rows."""
+    if len(linears) == 1:
+        return linears[0].weight.detach().numpy()
+    merged = np.concatenate([m.weight.detach().numpy() for m in linears])
+    start = 0
+    for m in linears:
+        stop = start + m.weight.shape[0]
+        m.weight.data = Tensor(merged[start:stop])
+        start = stop
+    return merged
+
+
+def _merge_quantized(linears: list[Module]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """(format name, options, packed parts) of the weights stacked row-wise; modules rebound to views."""
+    weights: list[QuantizedTensor] = [m.weight for m in linears]
+    first = weights[0]
+    if len(weights) == 1:
+        return first.format.name, first.format.options(), first.packed()
+    total = (sum(int(w.shape[0]) for w in weights), int(first.shape[1]))
+    merged = {name: np.concatenate([w.packed()[name] for w in weights]) for name in first.packed()}
+    start = 0
+    for m, w in zip(linears, weights):
+        stop = start + int(w.shape[0])
+        views = {name: part[start:stop] for name, part in merged.items()}
+        m.weight = QuantizedTensor(w.format, views, tuple(w.shape), w.dtype)  # validates the views
+        start = stop
+    first.format.check_parts(merged, total)
+    return first.format.name, first.format.options(), merged
+
+
+def _mergeable(linears: list[Module]) -> bool:
+    """Whether the weights can be concatenated row-wise (same kind, same format, row-major parts)."""
+    weights = [m.weight for m in linears]
+    if len({int(w.shape[1]) for w in weights}) != 1:
+        return False
+    if all(isinstance(w, Tensor) for w in weights):
+        return all(w.dtype == weights[0].dtype for w in weights)
+    if not all(isinstance(w, QuantizedTensor) and not w.is_transposed for w in weights):
+        return False
+    fmt = weights[0].format
+    if any(w.format.name != fmt.name or w.format.options() != fmt.options() for w in weights):
+        return False
+    for w in weights:
+        parts = w.packed()
+        if set(parts) != set(weights[0].packed()):
+            return False
+        if any(p.ndim == 0 or p.shape[0] != w.shape[0] or p.shape[1:] != weights[0].packed()[n].shape[1:]
+               for n, p in parts.items()):
+            return False  # a part not stored one row per weight row (e.g. int8's outlier columns)
+    return True
+
+
+def _projections(linears: list[Module]) -> list[Projection]:
+    """One merged Projection when the weights allow it, else one per module."""
+    if len(linears) > 1 and _mergeable(linears):
+        return [Projection(linears)]
+    return [Projection([m]) for m in linears]
+
+
+def _run(projs: list[Projection], x: np.ndarray) -> np.ndarray:
+    if len(projs) == 1:
+        return projs[0](x)
+    return np.concatenate([p(x) for p in projs], axis=1)
+
+
+class _Layer:
+    def __init__(self, layer: Module) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.norm1, self.eps1 = _array(layer.input_layernorm.weight), _eps(layer.input_layernorm)
+        self.norm2, self.eps2 = _array(layer.post_attention_layernorm.weight), _eps(layer.post_attention_layernorm)
+        self.qkv = _projections([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o = Projection([attn.o_proj])
+        self.gate_up = _projections([mlp.gate_proj, mlp.up_proj])
+        self.down = Projection([mlp.down_proj])
+
+
+def _eps(norm: RMSNorm) -> float:
+    return float(np.finfo(np.float32).eps) if norm.eps is None else float(norm.eps)
+
+
+class LlamaDecoder:
+    """The prepared fast path of one LlamaForCausalLM (see the module docstring)."""
+
+    def __init__(self, model: Any) -> None:
+        c = model.config
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.hidden, self.window = c.hidden_size, c.sliding_window
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        w = model.model.embed_tokens.weight
+        self.embed = w if isinstance(w, QuantizedTensor) else w.detach().numpy()
+        self.layers = [_Layer(layer) for layer in model.model.layers]
+        self.norm, self.norm_eps = _array(model.model.norm.weight), _eps(model.model.norm)
+        self.lm_head = Projection([model.lm_head])
+        rope = model.rotary()
+        self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
+        self.max_positions = rope.max_positions
+        self.fingerprint = _fingerprint(model)  # after merging: the rebound views
+
+    def logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: KVCache | SlotKVCache,
+               start: int) -> np.ndarray:
+        """float32 logits (B, vocab) of each row's last position, writing the new keys into `cache`.
+
+        Arguments as LlamaForCausalLM.hidden_states takes them (ids (B, T) int, positions (B, T));
+        a SlotKVCache writes each row at its own length, as its layers' `update` does.
+        """
+        b, t = ids.shape
+        if positions.size and int(positions.max()) >= self.max_positions:
+            raise ValueError(f"position {int(positions.max())} is beyond the model's "
+                             f"{self.max_positions} rotary positions")
+        if isinstance(cache, SlotKVCache):
+            n = cache.rows
+            starts = np.ascontiguousarray(cache.lengths[:n], np.int64)
+            kv = [(c.keys.numpy()[:n], c.values.numpy()[:n]) for c in cache.layers]
+            total = int(starts.max()) + t
+        else:
+            starts = np.full(b, start, np.int64)
+            kv = [(c.keys.numpy(), c.values.numpy()) for c in cache.layers]
+            total = start + t
+        seen = _key_mask(mask, start, t, total, b)
+        x = self._embed(ids.reshape(-1))
+        cos, sin = self.cos[positions.reshape(-1)], self.sin[positions.reshape(-1)]
+        m = b * t
+        h, kvh, d = self.heads, self.kv_heads, self.head_dim
+        xn = np.empty_like(x)
+        q = np.empty((m, h * d), np.float32)
+        att = np.empty((b, t, h * d), np.float32)
+        for layer, (keys, values) in zip(self.layers, kv):
+            dk.rms_norm_rows(x, layer.norm1, layer.eps1, xn)
+            qkv = _run(layer.qkv, xn)
+            dk.rotary_qkv(qkv, cos, sin, h, kvh, starts, q, keys, values)
+            dk.gqa_attention(q.reshape(b, t, h, d), keys, values, seen, self.scale, att)
+            x += layer.o(att.reshape(m, h * d))
+            dk.rms_norm_rows(x, layer.norm2, layer.eps2, xn)
+            gu = _run(layer.gate_up, xn)
+            act = np.empty((m, gu.shape[1] // 2), np.float32)
+            dk.silu_mul(gu, act)
+            x += layer.down(act)
+        last = np.ascontiguousarray(x.reshape(b, t, -1)[:, -1])
+        out = np.empty_like(last)
+        dk.rms_norm_rows(last, self.norm, self.norm_eps, out)
+        return self.lm_head(out)
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        w = self.embed
+        if isinstance(w, QuantizedTensor):
+            return np.ascontiguousarray(w.take_rows(ids), np.float32)
+        return w[ids]
+
+
+def _key_mask(mask: Tensor | None, start: int, t: int, total: int, b: int) -> np.ndarray:
+    """(B, T, S) bool: the model's mask (B, 1, T, S) as is, or causal attention when it is None."""
+    if mask is not None:
+        return np.ascontiguousarray(mask.numpy()[:, 0], np.bool_)
+    q = np.arange(start, start + t)[:, None]
+    return np.ascontiguousarray(np.broadcast_to(np.arange(total)[None, :] <= q, (b, t, total)))
+
+
+def _fingerprint(model: Any) -> tuple[int, ...]:
+    """Identities of every array the fast path reads: a reassigned weight makes it stale."""
+    ids = []
+    for _, v in model.state_dict(keep_vars=True).items():
+        if isinstance(v, QuantizedTensor):
+            ids.extend(id(p) for p in v.packed().values())
+        elif isinstance(v, Tensor):
+            ids.append(id(v._data))
+    return tuple(ids)
+
+
+def eligible(model: Any) -> bool:
+    """Whether the fast path computes exactly what the module path would (module docstring)."""
+    if is_grad_enabled() or getattr(model, "memory", None) is not None:
+        return False
+    if model.model.norm.weight.dtype.np_dtype != np.float32:
+        return False
+    for m in model.modules():
+        if m._forward_pre_hooks or m._forward_hooks:
+            return False
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+        if not all(_plain_linear(m) for m in linears):
+            return False
+        if type(layer.input_layernorm) is not RMSNorm or type(layer.post_attention_layernorm) is not RMSNorm:
+            return False
+    embed = model.model.embed_tokens
+    if not any(isinstance(embed, k) for k in _PLAIN_EMBEDDING) or type(embed).forward not in (
+            Embedding.forward, QuantizedEmbedding.forward) or getattr(embed, "max_norm", None) is not None:
+        return False
+    return _plain_linear(model.lm_head) and type(model.model.norm) is RMSNorm
+
+
+def _plain_linear(m: Module) -> bool:
+    if type(m).forward not in (Linear.forward, QuantizedLinear.forward) or not isinstance(m, (Linear, QuantizedLinear)):
+        return False
+    w = m.weight
+    if isinstance(w, QuantizedTensor):
+        return not w.is_transposed and w.dtype.np_dtype == np.float32
+    return w.dtype.np_dtype == np.float32 and (m.bias is None or m.bias.dtype.np_dtype == np.float32)
+
+
+_DECODERS: weakref.WeakKeyDictionary[Any, tuple[Any, LlamaDecoder]] = weakref.WeakKeyDictionary()
+
+
+def fast_path(model: Any, cache: Any) -> LlamaDecoder | None:
+    """The model's prepared decoder, or None where the module path must run.
+
+    Checked once per cache object (a generation, or a serving engine's slot cache), so the
+    checks do not run at every step; a decoder is rebuilt when a weight was reassigned.
+    """
+    if is_grad_enabled():
+        return None
+    held = _DECODERS.get(model)
+    if held is not None and held[0]() is cache:
+        return held[1]
+    if not eligible(model):
+        _DECODERS.pop(model, None)
+        return None
+    decoder = held[1] if held is not None else None
+    if decoder is None or decoder.fingerprint != _fingerprint(model):
+        decoder = LlamaDecoder(model)
+    _DECODERS[model] = (weakref.ref(cache), decoder)
+    return decoder

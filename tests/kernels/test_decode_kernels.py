@@ -1,0 +1,180 @@
+"""Fused decoder-step kernels (tensora/kernels/decode.py, csrc/decode.cpp).
+
+The reference bodies against plain formulas written out here (float64 where the kernel
+sums); the native bodies against the reference, in both instruction-set variants,
+within the tolerances the module docstring states (rotary bit for bit). Bad shapes,
+dtypes and positions must raise, never crash. Native tests skip when TENSORA_NO_NATIVE
+disables the extension and fail when it is missing for any other reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensora.backend import native
+from tensora.kernels import decode as dk
+
+RNG = np.random.default_rng(0)
+
+
+def _f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lib():
+    module = native.load()
+    if module is None:
+        _, reason = native.status()
+        if reason.startswith("disabled by"):
+            pytest.skip(reason)
+        pytest.fail(f"tensora._C did not load: {reason}")
+    return module
+
+
+@pytest.fixture(params=["avx2", "baseline"])
+def simd(request, lib):
+    try:
+        lib.set_simd(request.param)
+    except ValueError:
+        pytest.skip(f"no {request.param} loops on this CPU or build")
+    yield request.param
+    lib.set_simd("auto")
+
+
+def _attention_formula(q, keys, values, mask, scale):
+    b, t, h, d = q.shape
+    g = h // keys.shape[1]
+    s = mask.shape[2]
+    out = np.zeros((b, t, h, d))
+    for i in range(b):
+        for j in range(t):
+            for k in range(h):
+                sc = keys[i, k // g, :s].astype(np.float64) @ q[i, j, k] * scale
+                sc[~mask[i, j]] = -np.inf
+                p = np.exp(sc - sc.max())
+                out[i, j, k] = (p / p.sum()) @ values[i, k // g, :s]
+    return out.reshape(b, t, h * d)
+
+
+# -- references against formulas --------------------------------------------------------
+
+
+def test_rms_norm_reference():
+    x, w = _f32(3, 40), _f32(40)
+    got = dk.rms_norm_rows.reference(x, w, 1e-5, np.empty_like(x))
+    x64 = x.astype(np.float64)
+    want = x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_silu_mul_reference():
+    gu = _f32(2, 2 * 24)
+    got = dk.silu_mul.reference(gu, np.empty((2, 24), np.float32))
+    g, u = gu[:, :24].astype(np.float64), gu[:, 24:]
+    np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, rtol=1e-6, atol=1e-6)
+
+
+def test_rotary_reference_rotates_half_and_stores_at_each_rows_start():
+    b, t, h, kvh, d, cap = 2, 3, 4, 2, 8, 10
+    qkv, cos, sin = _f32(b * t, (h + 2 * kvh) * d), _f32(b * t, d), _f32(b * t, d)
+    starts = np.array([0, 5], np.int64)
+    q = np.empty((b * t, h * d), np.float32)
+    keys, values = np.zeros((b, kvh, cap, d), np.float32), np.zeros((b, kvh, cap, d), np.float32)
+    dk.rotary_qkv.reference(qkv, cos, sin, h, kvh, starts, q, keys, values)
+
+    def rot(x, c, s):
+        return x * c + np.concatenate([-x[..., d // 2:], x[..., :d // 2]], -1) * s
+
+    heads = qkv.reshape(b * t, h + 2 * kvh, d)
+    np.testing.assert_allclose(q.reshape(b * t, h, d), rot(heads[:, :h], cos[:, None], sin[:, None]), rtol=1e-6,
+                               atol=1e-6)
+    for r in range(b * t):
+        row, p = r // t, starts[r // t] + r % t
+        np.testing.assert_allclose(keys[row, :, p], rot(heads[r, h:h + kvh], cos[r], sin[r]), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(values[row, :, p], heads[r, h + kvh:])
+    assert not keys[0, :, t:].any() and not keys[1, :, :5].any()  # nothing else written
+
+
+def test_attention_reference_gqa_and_mask():
+    b, t, h, kvh, d, cap, s = 2, 2, 6, 2, 8, 9, 7
+    q, keys, values = _f32(b, t, h, d), _f32(b, kvh, cap, d), _f32(b, kvh, cap, d)
+    mask = RNG.random((b, t, s)) < 0.6
+    mask[..., 0] = True
+    got = dk.gqa_attention.reference(q, keys, values, mask, 0.3, np.empty((b, t, h * d), np.float32))
+    np.testing.assert_allclose(got, _attention_formula(q, keys, values, mask, 0.3), rtol=1e-5, atol=1e-6)
+
+
+# -- native against reference -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("m,k", [(1, 576), (5, 37)])
+def test_rms_norm_native(simd, m, k):
+    x, w = _f32(m, k), _f32(k)
+    ref = dk.rms_norm_rows.reference(x, w, 1e-6, np.empty_like(x))
+    got = dk.rms_norm_rows.run_native(x, w, 1e-6, np.empty_like(x))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_silu_mul_native(simd):
+    gu = _f32(3, 2 * 100) * 4
+    ref = dk.silu_mul.reference(gu, np.empty((3, 100), np.float32))
+    got = dk.silu_mul.run_native(gu, np.empty((3, 100), np.float32))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("b,t", [(1, 1), (3, 1), (2, 4)])
+def test_rotary_native_bit_for_bit(simd, b, t):
+    h, kvh, d, cap = 6, 2, 16, 12
+    qkv, cos, sin = _f32(b * t, (h + 2 * kvh) * d), _f32(b * t, d), _f32(b * t, d)
+    starts = RNG.integers(0, cap - t + 1, size=b).astype(np.int64)
+    outs = []
+    for body in (dk.rotary_qkv.reference, dk.rotary_qkv.run_native):
+        q = np.empty((b * t, h * d), np.float32)
+        keys, values = np.zeros((b, kvh, cap, d), np.float32), np.zeros((b, kvh, cap, d), np.float32)
+        body(qkv, cos, sin, h, kvh, starts, q, keys, values)
+        outs.append((q, keys, values))
+    for ref, got in zip(*outs):
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("b,t,h,kvh,s", [(1, 1, 9, 3, 40), (4, 1, 4, 4, 17), (2, 5, 6, 2, 11), (2, 1, 8, 2, 3000)])
+def test_attention_native(simd, b, t, h, kvh, s):
+    d, cap = 64, s + 3
+    q, keys, values = _f32(b, t, h, d), _f32(b, kvh, cap, d), _f32(b, kvh, cap, d)
+    mask = RNG.random((b, t, s)) < 0.7
+    mask[..., -1] = True
+    ref = dk.gqa_attention.reference(q, keys, values, mask, 0.125, np.empty((b, t, h * d), np.float32))
+    got = dk.gqa_attention.run_native(q, keys, values, mask, 0.125, np.empty((b, t, h * d), np.float32))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+# -- malformed calls raise ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["reference", "run_native"])
+def test_bad_arguments_raise(body, request):
+    if body == "run_native":
+        request.getfixturevalue("lib")
+    x = _f32(2, 8)
+    with pytest.raises(ValueError):
+        getattr(dk.rms_norm_rows, body)(x, _f32(7), 1e-6, np.empty_like(x))
+    with pytest.raises(TypeError):
+        getattr(dk.rms_norm_rows, body)(x.astype(np.float64), _f32(8), 1e-6, np.empty_like(x))
+    with pytest.raises(ValueError):
+        getattr(dk.silu_mul, body)(_f32(2, 9), np.empty((2, 4), np.float32))
+    b, h, kvh, d, cap = 1, 2, 1, 4, 3
+    qkv, cs = _f32(1, (h + 2 * kvh) * d), _f32(1, d)
+    q = np.empty((1, h * d), np.float32)
+    keys, values = np.zeros((b, kvh, cap, d), np.float32), np.zeros((b, kvh, cap, d), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):  # position 3 is past the cache
+        getattr(dk.rotary_qkv, body)(qkv, cs, cs, h, kvh, np.array([3], np.int64), q, keys, values)
+    with pytest.raises(ValueError):
+        getattr(dk.rotary_qkv, body)(qkv, cs, cs, h + 1, kvh, np.array([0], np.int64), q, keys, values)
+    mask = np.zeros((1, 1, 2), bool)
+    with pytest.raises(ValueError, match="at least one key"):
+        getattr(dk.gqa_attention, body)(_f32(1, 1, h, d), keys, values, mask, 1.0, np.empty((1, 1, h * d), np.float32))
+    with pytest.raises(ValueError):  # more keys asked for than the cache holds
+        getattr(dk.gqa_attention, body)(_f32(1, 1, h, d), keys, values, np.ones((1, 1, 4), bool), 1.0,
+                                        np.empty((1, 1, h * d), np.float32))
