@@ -112,7 +112,7 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     async def chat_completions(body: s.ChatCompletionRequest) -> Any:
         _check_model(hosted, body.model)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        ids = await asyncio.to_thread(hosted.model.chat_prompt, messages)
+        ids = await asyncio.to_thread(_chat_ids, hosted.model, messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         request = _submit(hosted, body, ids, limit, "messages")
         if body.stream:
@@ -177,6 +177,14 @@ def _check_model(hosted: _Hosted, name: str) -> None:
     if name != hosted.model_id:
         raise APIError(404, f"the model '{name}' does not exist; this server generates with '{hosted.model_id}'",
                        param="model", code="model_not_found")
+
+
+def _chat_ids(model: Any, messages: list[dict[str, str]]) -> list[int]:
+    try:
+        return model.chat_prompt(messages)
+    except Exception as exc:  # e.g. a template that refuses a system message: the request's fault
+        raise APIError(400, f"the model's chat template refused these messages: {exc}", param="messages",
+                       code="invalid_value") from exc
 
 
 def _prompt_ids(model: Any, prompt: str | list[int] | list[str]) -> list[int]:

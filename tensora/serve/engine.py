@@ -46,7 +46,10 @@ class Request:
         self.cancelled = True
 
     def _put(self, item: Delta | BaseException) -> None:  # called from the worker thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled = True
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         while True:
@@ -123,17 +126,26 @@ class Engine:
                 joining = []
                 while self._waiting and len(running) + len(joining) < self.max_batch:
                     joining.append(self._waiting.popleft())
-            for request in joining:
-                if not request.cancelled:
-                    self._join(request, running)
-            for key, request in list(running.items()):
-                if request.cancelled:
-                    self.decoder.leave(request.sequence)
-                    del running[key]
-            if running:
-                self._step(running)
+            try:
+                for request in joining:
+                    if not request.cancelled:
+                        self._join(request, running)
+                for key, request in list(running.items()):
+                    if request.cancelled:
+                        self.decoder.leave(request.sequence)
+                        del running[key]
+                if running:
+                    self._step(running)
+            except Exception as exc:  # never leave a stream hanging: whatever broke, its requests hear of it
+                self._fail(running, exc)
         for request in [*running.values(), *self._waiting]:
             request._put(RuntimeError("the server is shutting down"))
+
+    def _fail(self, running: dict[int, Request], exc: Exception) -> None:
+        for request in running.values():
+            self.decoder.leave(request.sequence)
+            request._put(exc)
+        running.clear()
 
     def _join(self, request: Request, running: dict[int, Request]) -> None:
         try:
@@ -150,10 +162,7 @@ class Engine:
         try:
             stepped = self.decoder.step()
         except Exception as exc:  # a failed batched step leaves no row usable: fail them all
-            for request in running.values():
-                self.decoder.leave(request.sequence)
-                request._put(exc)
-            running.clear()
+            self._fail(running, exc)
             return
         self.steps += 1
         self.rows_stepped += len(stepped)

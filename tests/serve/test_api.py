@@ -87,6 +87,8 @@ BAD = [  # (body, status, param, message fragment)
     ({"model": "tiny", "messages": USER, "max_tokens": 10 ** 6}, 400, "max_tokens", "maximum context length"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 5000}]}, 400, "messages", "maximum context"),
     ({"model": "tiny", "messages": USER, "stream": True, "max_tokens": -1}, 400, "max_tokens", "at least 1"),
+    ({"model": "tiny", "messages": USER, "seed": -1}, 400, "seed", "greater than or equal to 0"),
+    ({"model": "tiny", "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role", "Input should be"),
 ]
 
 
@@ -131,6 +133,23 @@ def test_disconnected_stream_frees_its_row(tiny_server):
 
 def tiny_server_engine(server):
     return server.app.state.hosted.engine
+
+
+def test_a_failing_model_ends_streams_with_an_error_event(tiny_model, monkeypatch):
+    app = create_app(tiny_model, model_id="tiny")
+    with BackgroundServer(app) as server:
+        def boom():
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(app.state.hosted.engine.decoder, "step", boom)
+        c = client(server, timeout=10)
+        with pytest.raises(openai.APIError, match="boom"):
+            for _ in c.chat.completions.create(model="tiny", messages=USER, max_tokens=5, stream=True):
+                pass
+        r = _post(server, {"model": "tiny", "messages": USER, "max_tokens": 5})
+        assert r.status_code == 500 and "boom" in r.json()["error"]["message"]
+        monkeypatch.undo()
+        assert c.chat.completions.create(model="tiny", messages=USER, max_tokens=3).usage.completion_tokens == 3
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_model):
