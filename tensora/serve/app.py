@@ -294,6 +294,7 @@ def _encode(v: np.ndarray, fmt: str) -> list[float] | str:
 
 
 def _memory_reports(hosted: _Hosted) -> s.MemoryReports:
+    from ..memory import report as tier_report
     from ..quant import memory_report
 
     out = []
@@ -302,6 +303,9 @@ def _memory_reports(hosted: _Hosted) -> s.MemoryReports:
         if model is None:
             continue
         r = memory_report(model)
+        tiered = getattr(model, "memory", None)  # loaded with a memory budget: the tiers' report too
+        tiers = None if tiered is None else tier_report(tiered.manager)
         out.append(s.MemoryReportBody(model=name, dense_bytes=r.dense_bytes, held_bytes=r.held_bytes,
-                                      multiplier=r.multiplier, by_format=r.by_format, kv_cache_bytes=kv, text=str(r)))
+                                      multiplier=r.multiplier, by_format=r.by_format, kv_cache_bytes=kv, text=str(r),
+                                      tiers=tiers))
     return s.MemoryReports(models=out)

@@ -185,7 +185,7 @@ class Health(BaseModel):
 
 
 class MemoryReportBody(BaseModel):
-    """tensora.quant.memory_report of each hosted model, plus the KV cache the engine holds now."""
+    """tensora.quant.memory_report of each hosted model, the KV cache the engine holds now, and the tiers."""
 
     model: str
     dense_bytes: int
@@ -194,6 +194,7 @@ class MemoryReportBody(BaseModel):
     by_format: dict[str, tuple[int, int]]
     kv_cache_bytes: int
     text: str
+    tiers: Optional[str] = Field(None, description="tensora.memory.report of a model loaded with a memory budget")
 
 
 class MemoryReports(BaseModel):

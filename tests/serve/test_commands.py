@@ -17,6 +17,7 @@ from serve.tiny import client
 
 from tensora.cli import main
 from tensora.models import load
+from tensora.serve import BackgroundServer, create_app
 
 
 def test_chat_streams_replies_and_keeps_the_conversation(tiny_path, tiny_model, monkeypatch, capsys):
@@ -67,6 +68,10 @@ def test_memory_budget_reaches_the_loader_and_serving_still_decodes(tiny_path, t
     while dec.active:
         dec.step()
     assert seq.completion().token_ids == tiny_model.generate(prompt, max_new_tokens=5, temperature=0).token_ids
+    app = create_app(budgeted, model_id="tiny")
+    with BackgroundServer(app) as server:
+        report = httpx.get(server.url + "/v1/memory").json()["models"][0]
+    assert "tier" in report["tiers"] and "host" in report["tiers"] and report["held_bytes"] > 0
 
 
 def _free_port():
