@@ -166,8 +166,9 @@ class SlotKVCache:
     so a decode step runs over exactly the live sequences. A joining row is prefilled alone
     through `row_view` (batch 1, as if it ran by itself); a decode step then writes each
     row's new key at that row's own length (`lengths`), and `decode_mask` hides every
-    position a row has not filled. Batch and time capacity grow on demand (doubling), so
-    memory follows what is in use, not the largest batch times the longest context.
+    position a row has not filled. Batch and time capacity grow on demand (doubling) and
+    shrink back when the last row leaves, so memory follows what is in use, not the largest
+    batch times the longest context.
     """
 
     def __init__(self, prototype: KVCache, max_positions: int) -> None:
@@ -225,6 +226,8 @@ class SlotKVCache:
                 c.values[row, :, :used] = c.values[last, :, :used]
             self.lengths[row] = used
         self.rows = last
+        if last == 0:  # idle: give back what a long or wide burst made it grow to
+            self._allocate(1, 16)
 
     def row_view(self, row: int) -> KVCache:
         """A batch-1 KVCache writing into `row` (views share storage): for prefilling it alone."""

@@ -31,7 +31,7 @@ def test_rows_that_join_and_leave_decode_as_if_alone(tiny_model):
         dec.step()
     assert [s.completion().token_ids for s in seqs] == alone
     assert all(s.completion().finish_reason == "length" for s in seqs)
-    assert dec.cache.rows == 0
+    assert dec.cache.rows == 0 and dec.cache.capacity == 16  # idle again: the grown cache was given back
 
 
 def test_each_row_samples_with_its_own_options_and_seed(tiny_model):
