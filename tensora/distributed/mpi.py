@@ -130,7 +130,10 @@ class ProcessGroupMPI:
     # -- collectives on arrays ------------------------------------------------------
     def all_reduce(self, a: np.ndarray, op: ReduceOp, async_op: bool = False) -> Work | None:
         mop = self._direct.get((a.dtype, op))
-        if mop is not None and not async_op:  # the hot path (DDP-free training loops): no closures, no scratch
+        if mop is not None and async_op:  # the hot paths: no closures, no scratch
+            return MPIWork([self.comm.Iallreduce(self._MPI.IN_PLACE, a, mop)], (a,), "all_reduce", self.timeout_s,
+                           self.rank)
+        if mop is not None:
             self.watchdog.arm("all_reduce", self.timeout_s)
             try:
                 self.comm.Allreduce(self._MPI.IN_PLACE, a, mop)
