@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,35 +97,71 @@ def write_file(path: Path, data: np.ndarray) -> None:
 
 
 class FileReader:
-    """preadv into caller-owned buffers, with one cached descriptor per source file (thread-safe)."""
+    """preadv into caller-owned buffers, with cached descriptors (thread-safe).
+
+    A read is one system call: every Python-level call made in the prefetch thread has to
+    win the GIL back afterwards, which can take a switch interval (5 ms) while the compute
+    thread runs Python, so open+read+close per spill file would cost three of them. At most
+    MAX_FDS descriptors stay open, least recently used closed first; the manager calls
+    `forget` before it deletes a spill file, so a cached descriptor never outlives its file.
+    """
+
+    MAX_FDS = 256
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._busy: dict[int, int] = {}  # fd -> reads in progress: closed only when none is
+        self._closing: set[int] = set()
         self._lock = threading.Lock()
 
     def read_into(self, loc: DiskLocation, out: np.ndarray) -> None:
         """Fill `out` (C-contiguous, loc.nbytes bytes) from `loc`; OSError if the file is short."""
         view = memoryview(out.reshape(-1).view(np.uint8))
-        if loc.spilled:  # spill files come and go: no cached descriptor to go stale
-            fd = os.open(loc.path, os.O_RDONLY)
-            try:
-                _read_fully(fd, view, loc)
-            finally:
-                os.close(fd)
-        else:
-            _read_fully(self._fd(loc.path), view, loc)
+        fd = self._open(loc.path)
+        try:
+            _read_fully(fd, view, loc)
+        finally:
+            self._done(fd)
 
-    def _fd(self, path: str) -> int:
+    def _open(self, path: str) -> int:
         with self._lock:
             fd = self._fds.get(path)
             if fd is None:
                 fd = self._fds[path] = os.open(path, os.O_RDONLY)
+                while len(self._fds) > self.MAX_FDS:
+                    self._retire(self._fds.popitem(last=False)[1])
+            else:
+                self._fds.move_to_end(path)
+            self._busy[fd] = self._busy.get(fd, 0) + 1
             return fd
+
+    def _done(self, fd: int) -> None:
+        with self._lock:
+            self._busy[fd] -= 1
+            if not self._busy[fd]:
+                del self._busy[fd]
+                if fd in self._closing:
+                    self._closing.discard(fd)
+                    os.close(fd)
+
+    def _retire(self, fd: int) -> None:
+        """Close `fd` now, or when its last read in progress ends (lock held)."""
+        if fd in self._busy:
+            self._closing.add(fd)
+        else:
+            os.close(fd)
+
+    def forget(self, path: str) -> None:
+        """Close the cached descriptor of `path` (about to be deleted or replaced)."""
+        with self._lock:
+            fd = self._fds.pop(path, None)
+            if fd is not None:
+                self._retire(fd)
 
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
-                os.close(fd)
+                self._retire(fd)
             self._fds.clear()
 
 

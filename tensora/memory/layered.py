@@ -3,11 +3,18 @@
 A *stage* is a block the model calls as one unit: each element of a ModuleList (a decoder
 layer), and every other module that holds weights itself (embedding, final norm,
 lm_head). While stage i computes, its arrays are pinned in host RAM and a background
-thread brings up the stage that followed i last time (and, with prefetch=2, the one
-after), evicting the least recently used arrays, which for a model streamed in a cycle
-are the stages done longest ago. Between uses a weight's place in the model holds a
-zero-byte placeholder (a broadcast view of one zero), so the manager's buffers are the
-only references to the bytes and eviction really frees (or reuses) them.
+thread brings up the next `prefetch` stages of the recorded call order. Between uses a
+weight's place in the model holds a zero-byte placeholder (a broadcast view of one zero),
+so the manager's buffers are the only references to the bytes and eviction really frees
+(or reuses) them.
+
+The model is the manager's Schedule: a forward pass calls the stages in a cycle, and for a
+cycle LRU evicts exactly the stage needed soonest. Knowing the order, the manager instead
+evicts the array needed furthest ahead (Belady), and the prefetch thread evicts only
+arrays needed later than the stage it brings in, so it never undoes its own work. What
+stays resident across passes is then a fixed set that no pass reads again. A weight used
+by several stages (an embedding tied to lm_head) is kept in host RAM when it fits beside
+the stages streaming through: evicted between its uses it would be read twice per pass.
 
 This works through Module forward pre/post hooks: the architectures are untouched, and the
 fused quantized kernels run on the resident buffers exactly as on an in-RAM model.
@@ -16,6 +23,7 @@ fused quantized kernels run on the resident buffers exactly as on an in-RAM mode
 from __future__ import annotations
 
 import ctypes
+import math
 import queue
 import threading
 import time
@@ -65,7 +73,7 @@ class TieredModel:
     weights (so the whole model is never in RAM at once), then `start()`.
     """
 
-    def __init__(self, model: Module, manager: MemoryManager, prefetch: int = 1) -> None:
+    def __init__(self, model: Module, manager: MemoryManager, prefetch: int = 2) -> None:
         self.model = model
         self.manager = manager
         self.prefetch_depth = prefetch
@@ -74,6 +82,10 @@ class TieredModel:
         self._by_owner: dict[tuple[int, str], Binding] = {}  # (id(Parameter or QuantizedTensor), part) -> binding
         self._keep: list[Any] = []  # the owners, so their ids stay unique
         self._next: list[int] = []
+        self._stages_of: dict[int, list[int]] = {}  # handle id -> the stages that use it
+        self._kept: set[int] = set()  # handle ids kept in host RAM (see _plan_kept)
+        self._ahead: list[float] = []  # stage -> calls until it runs, counted from the current stage
+        self._ahead_cache: dict[int, list[float]] = {}
         self._last_stage: int | None = None
         self._entered: float = 0.0
         self._hooks: list[Any] = []
@@ -131,12 +143,75 @@ class TieredModel:
                                     f"than the {format_size(host)} budget")
         self._next = [(i + 1) % len(self.stages) for i in range(len(self.stages))]
         for i, stage in enumerate(self.stages):
+            for b in stage.bindings:
+                self._stages_of.setdefault(b.handle.id, []).append(i)
+        self._kept = self._plan_kept(host)
+        self._set_cursor(0)
+        self.manager.schedule = self
+        for i, stage in enumerate(self.stages):
             self._hooks.append(stage.module.register_forward_pre_hook(_weak_hook(self, "_enter", i)))
             self._hooks.append(stage.module.register_forward_hook(_weak_hook(self, "_exit", i), always_call=True))
         _trim_heap()
         if self.prefetch_depth > 0:
             self._prefetcher = _Prefetcher(self.manager)
             weakref.finalize(self, self._prefetcher.stop)
+
+    def _plan_kept(self, host: int) -> set[int]:
+        """Handles used by more than one stage that stay in host RAM: each one, largest first, if the kept
+        ones plus a window of 1 + prefetch stages (the largest stage, repeated) still fit the budget."""
+        shared = sorted((self._handle(hid) for hid, st in self._stages_of.items() if len(set(st)) > 1),
+                        key=lambda h: -h.nbytes)
+        kept: set[int] = set()
+        kept_bytes = 0
+        for h in shared:
+            streamed = max(sum(b.handle.nbytes for b in s.bindings if b.handle.id not in kept | {h.id})
+                           for s in self.stages)
+            if kept_bytes + h.nbytes + (1 + self.prefetch_depth) * streamed <= host:
+                kept.add(h.id)
+                kept_bytes += h.nbytes
+        return kept
+
+    def _handle(self, hid: int) -> Handle:
+        return next(b.handle for b in self.stages[self._stages_of[hid][0]].bindings if b.handle.id == hid)
+
+    # -- the schedule -----------------------------------------------------------------------
+
+    def next_use(self, handle: Handle) -> float:
+        """Stage calls until `handle` is used (0: now, or kept resident); inf for arrays not of this model."""
+        if handle.id in self._kept:
+            return 0.0
+        stages = self._stages_of.get(handle.id)
+        if stages is None:
+            return math.inf
+        ahead = self._ahead  # replaced whole by the compute thread, read here under the manager's lock
+        return min(ahead[s] for s in stages)
+
+    def _set_cursor(self, i: int) -> None:
+        ahead = self._ahead_cache.get(i)
+        if ahead is None:
+            ahead = [math.inf] * len(self.stages)
+            j = i
+            for step in range(len(self.stages)):
+                if ahead[j] != math.inf:
+                    break  # the recorded order closes a shorter cycle: stages outside it are not coming
+                ahead[j] = float(step)
+                j = self._next[j]
+            self._ahead_cache[i] = ahead
+        self._ahead = ahead
+
+    def _window(self, i: int) -> list[Handle]:
+        """The handles of stage i and of the stages after it, until `prefetch` more stages that are more than
+        an eighth of the mean stage (a final norm gives no time to read the next stage behind it)."""
+        mean = sum(s.nbytes for s in self.stages) / len(self.stages)
+        handles, j, counted = [], i, -1
+        for _ in range(len(self.stages)):
+            handles.extend(b.handle for b in self.stages[j].bindings if b.handle.id not in self._kept)
+            if self.stages[j].nbytes * 8 > mean:
+                counted += 1
+            j = self._next[j]
+            if counted >= self.prefetch_depth or j == i:
+                break
+        return handles
 
     def _find_stages(self, module: Module, prefix: str) -> None:
         for cname, child in module._modules.items():
@@ -151,18 +226,12 @@ class TieredModel:
                 self._find_stages(child, name)
 
     def _enter(self, i: int) -> None:
-        if self._last_stage is not None and self._last_stage != i:
+        if self._last_stage is not None and self._next[self._last_stage] != i:
             self._next[self._last_stage] = i  # learn the call order: prefetch follows what really runs next
-        stage = self.stages[i]
-        for b in stage.bindings:
+            self._ahead_cache.clear()
+        self._set_cursor(i)
+        for b in self.stages[i].bindings:
             b.install(self.manager._acquire(b.handle, pin=True))
-        if self._prefetcher is not None:
-            ahead, j = [], i
-            for _ in range(self.prefetch_depth):
-                j = self._next[j]
-                if j != i:
-                    ahead.extend(b.handle for b in self.stages[j].bindings)
-            self._prefetcher.request(ahead)
         self._entered = time.perf_counter()
 
     def _exit(self, i: int) -> None:
@@ -172,12 +241,19 @@ class TieredModel:
                 b.clear()
             self.manager._unpin(b.handle)
         self._last_stage = i
+        # Stage i is done until the next pass: from here on the next stage is the nearest, and the
+        # prefetch thread may put the stages after it where stage i was.
+        self._set_cursor(self._next[i])
+        if self._prefetcher is not None:
+            self._prefetcher.request(self._window(self._next[i]))
 
     def close(self) -> None:
         for hook in self._hooks:
             hook.remove()
         if self._prefetcher is not None:
             self._prefetcher.stop()
+        if self.manager.schedule is self:
+            self.manager.schedule = None
 
 
 def _trim_heap() -> None:
@@ -245,7 +321,7 @@ class _Prefetcher:
                 pass  # the caller will bring the handle up itself and see the error there, in its thread
 
 
-def tier_model(model: Module, memory_budget: int | str, disk_dir: str | None = None, prefetch: int = 1) -> TieredModel:
+def tier_model(model: Module, memory_budget: int | str, disk_dir: str | None = None, prefetch: int = 2) -> TieredModel:
     """A TieredModel of `model` under a fresh MemoryManager with host budget `memory_budget` (see tensora.models.load)."""
     tiered = TieredModel(model, MemoryManager(memory_budget, disk_dir=disk_dir), prefetch=prefetch)
     model.memory = tiered

@@ -1,9 +1,13 @@
 """MemoryManager: arrays in a host tier and a disk tier under hard budgets, LRU eviction, promotion on use.
 
 Host budget = bytes of host-resident arrays + the manager's free reusable buffers. Placing
-or bringing up an array that would exceed it first drops free buffers, then evicts the
-least recently used evictable, unpinned handles to disk (writing them to the spill
-directory unless a clean copy is already there). Bringing an array up from disk reads it
+or bringing up an array that would exceed it first drops free buffers, then evicts
+evictable, unpinned handles to disk (writing them to the spill directory unless a clean
+copy is already there): the least recently used ones, or, when a `Schedule` knows when
+each handle is needed next (layered.py: a model runs its stages in a cycle, for which LRU
+is the worst policy), the one needed furthest in the future (Belady's rule), and a
+prefetch never evicts a handle needed no later than the one it brings in (Cao et al.'s
+"do no harm" rule for integrated prefetching and caching, SIGMETRICS 1995). Bringing an array up from disk reads it
 into a reusable buffer of the same size when one is free, so steady streaming allocates
 nothing. Disk budget = bytes in spill files. Every check happens before bytes move, so a
 budget that cannot be met raises MemoryBudgetError with nothing lost.
@@ -26,7 +30,7 @@ import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +43,15 @@ from .tracker import Tracker
 
 _state = threading.local()
 _last_summary: list[Any] = []  # budgets and tracker of the most recent manager, kept for report()
+
+
+class Schedule(Protocol):
+    """Knows when handles are needed next; a manager with one evicts by it instead of by LRU."""
+
+    def next_use(self, handle: Handle) -> float:
+        """How far ahead (in any monotone unit: steps, seconds) `handle` is needed next; math.inf if never
+        known. Called with the manager's lock held, from any thread: it must be quick and must not block."""
+        ...
 
 
 class MemoryManager:
@@ -73,6 +86,8 @@ class MemoryManager:
         self._spill: Path | None = None
         self._reader = FileReader()
         self._finalizer: weakref.finalize | None = None
+        self.schedule: Schedule | None = None  # None: evict the least recently used
+        self._prefetched: set[int] = set()  # brought up by prefetch, not used since
         _last_summary[:] = [self.budgets, self.tracker]
 
     # -- public API -------------------------------------------------------------------------
@@ -111,14 +126,19 @@ class MemoryManager:
     def prefetch(self, handles: Iterable[Handle]) -> int:
         """Bring `handles` up without evicting any of them nor anything pinned; stops when room runs out.
 
+        With a schedule, only handles needed later than the one coming in may go (do no harm).
         Returns how many are resident afterwards. Meant for a background thread."""
         handles = list(handles)
         protect = {h.id for h in handles}
         done = 0
-        for h in handles:
-            if not self._bring_up(h, pin=False, background=True, protect=protect):
-                break
-            done += 1
+        _state.prefetching = True
+        try:
+            for h in handles:
+                if not self._bring_up(h, pin=False, background=True, protect=protect):
+                    break
+                done += 1
+        finally:
+            _state.prefetching = False
         return done
 
     @property
@@ -205,12 +225,13 @@ class MemoryManager:
             self._host_lru.move_to_end(h.id)
 
     def _make_room(self, n: int, protect: Iterable[int]) -> bool:
-        """Drop free buffers and evict LRU handles until `n` more bytes fit; False if they cannot."""
+        """Drop free buffers and evict handles (see _victim) until `n` more bytes fit; False if they cannot."""
+        protect = set(protect)
         while self._live + self._pooled + n > self.budgets["host"]:
             if self._pooled:
                 self._drop_pool_buffer()
                 continue
-            victim = self._victim(protect)
+            victim = self._victim(protect, n)
             if victim is None:
                 return False
             self._evict(victim)
@@ -222,8 +243,10 @@ class MemoryManager:
         self._pooled -= size
         self.tracker.add("host", -size)
 
-    def _take_buffer(self, n: int, protect: Iterable[int]) -> np.ndarray | None:
-        """A uint8 buffer of n bytes counted as live: a free one of that size, or a new one if room can be made."""
+    def _take_buffer(self, n: int, protect: Iterable[int], before: float | None = None) -> np.ndarray | None:
+        """A uint8 buffer of n bytes counted as live: a free one of that size, or a new one if room can be made.
+
+        before: evict only handles the schedule needs later than this (None: any unpinned one)."""
         protect = set(protect)
         while True:
             free = self._pool.get(n)
@@ -238,17 +261,31 @@ class MemoryManager:
             if self._pooled:
                 self._drop_pool_buffer()
                 continue
-            victim = self._victim(protect)
+            victim = self._victim(protect, n, before)
             if victim is None:
                 return None
             self._evict(victim)  # its buffer may be exactly n bytes: the loop takes it from the pool
 
-    def _victim(self, protect: Iterable[int]) -> Handle | None:
-        protect = protect if isinstance(protect, (set, frozenset)) else set(protect)
-        for hid, h in self._host_lru.items():
-            if hid not in protect:
-                return h
-        return None
+    def _victim(self, protect: set[int], need: int, before: float | None = None) -> Handle | None:
+        """The handle to evict for `need` bytes: the least recently used one without a schedule; with one,
+        the one needed furthest ahead and later than `before`, of exactly `need` bytes among equals (its
+        buffer is then reused as it is: no unmapping, no fresh pages to fault in), least recent among those."""
+        if self.schedule is None:
+            for hid, h in self._host_lru.items():
+                if hid not in protect:
+                    return h
+            return None
+        best, best_key = None, None
+        for hid, h in self._host_lru.items():  # oldest first: strict ">" keeps the least recent of equals
+            if hid in protect:
+                continue
+            far = self.schedule.next_use(h)
+            if before is not None and far <= before:
+                continue
+            key = (far, h.nbytes == need)
+            if best_key is None or key > best_key:
+                best, best_key = h, key
+        return best
 
     def _evict_now(self, h: Handle) -> bool:
         with self._lock:
@@ -262,6 +299,9 @@ class MemoryManager:
         """Move a resident, unpinned handle to disk: write it unless a clean copy is there."""
         if h._backing is None:
             h._backing = self._write_spill(h)
+        if h.id in self._prefetched:
+            self._prefetched.discard(h.id)
+            self.tracker.prefetch_wasted += h.nbytes
         del self._host_lru[h.id]
         self._release_host(h)
         h.tier = "disk"
@@ -289,7 +329,7 @@ class MemoryManager:
         path = directory / f"{h.id}.bin"
         t0 = time.perf_counter()
         write_file(path, h._array)
-        self.tracker.move("host", "disk", n, time.perf_counter() - t0)
+        self.tracker.move("host", "disk", n, time.perf_counter() - t0, by_prefetch=_in_background())
         self.tracker.add("spill", n)
         return DiskLocation(str(path), 0, n, spilled=True)
 
@@ -303,26 +343,38 @@ class MemoryManager:
         loc = h._backing
         h._backing = None
         if loc is not None and loc.spilled:
+            self._reader.forget(loc.path)
             Path(loc.path).unlink(missing_ok=True)
             self.tracker.add("spill", -loc.nbytes)
 
     # -- use --------------------------------------------------------------------------------
 
     def _acquire(self, h: Handle, pin: bool) -> np.ndarray:
-        t0 = time.perf_counter()
-        waited = self._bring_up(h, pin=pin, background=False, protect=())
-        if waited:
-            self.tracker.wait_s += time.perf_counter() - t0
+        self._bring_up(h, pin=pin, background=False, protect=())
         return h._array
+
+    def _wait_for_change(self) -> None:
+        """Block until another thread's transfer ends (lock held); the caller's time counts as waiting."""
+        t0 = time.perf_counter()
+        self._changed.wait()
+        self.tracker.wait_s += time.perf_counter() - t0
 
     def _bring_up(self, h: Handle, pin: bool, background: bool, protect: Iterable[int]) -> bool:
         """Make `h` host-resident (pinning it if asked). Returns whether it had to wait or read (foreground)
-        or whether it is resident (background, which gives up instead of waiting or raising)."""
+        or whether it is resident (background, which gives up instead of waiting or raising).
+
+        Caller time spent on transfers goes to tracker.wait_s: its own reads and writes (tracker.move)
+        and its waits for a read in flight in another thread."""
         waited = False
         with self._lock:
+            before = None
+            if background and self.schedule is not None:
+                before = self.schedule.next_use(h)
             while True:
                 self._check_alive(h)
                 if h.tier == "host" and not h._loading:
+                    if not background:
+                        self._prefetched.discard(h.id)
                     if pin:
                         h._pins += 1
                         self._host_lru.pop(h.id, None)
@@ -333,16 +385,16 @@ class MemoryManager:
                     if background:
                         return True
                     waited = True
-                    self._changed.wait()
+                    self._wait_for_change()
                     continue
-                buf = self._take_buffer(h.nbytes, set(protect) | {h.id})
+                buf = self._take_buffer(h.nbytes, set(protect) | {h.id}, before)
                 if buf is not None:
                     break
                 if background:
                     return False
                 if self._loading:
                     waited = True
-                    self._changed.wait()
+                    self._wait_for_change()
                     continue
                 raise MemoryBudgetError(f"cannot bring {h.name or 'an array'} ({format_size(h.nbytes)}) into host RAM: "
                                         f"{format_size(self._live)} of the {format_size(self.budgets['host'])} budget "
@@ -364,7 +416,9 @@ class MemoryManager:
             raise
         seconds = time.perf_counter() - t0
         with self._lock:
-            self.tracker.move("disk", "host", h.nbytes, seconds)
+            self.tracker.move("disk", "host", h.nbytes, seconds, by_prefetch=background)
+            if background:
+                self._prefetched.add(h.id)
             self.tracker.add("disk", -h.nbytes)
             h._loading = False
             self._loading -= 1
@@ -389,7 +443,7 @@ class MemoryManager:
         with self._lock:
             self._check_alive(h)
             while h._loading:
-                self._changed.wait()
+                self._wait_for_change()
             if h._pins:
                 raise RuntimeError(f"cannot update {h.name or 'a handle'} while it is pinned")
             new = Handle(self, h.name, h.kind, h.evictable, arr.shape, arr.dtype, None)
@@ -417,10 +471,11 @@ class MemoryManager:
         with self._lock:
             self._check_alive(h)
             while h._loading:
-                self._changed.wait()
+                self._wait_for_change()
             if h._pins:
                 raise RuntimeError(f"cannot free {h.name or 'a handle'} while it is pinned")
             self._drop(h)
+            self._prefetched.discard(h.id)
             if not h.evictable:
                 self._fixed -= h.nbytes
             h._freed = True
@@ -444,6 +499,12 @@ class MemoryManager:
 
 
 MMAP_MIN = 64 * 2**10
+
+
+def _in_background() -> bool:
+    """Whether this thread is inside prefetch(): its transfers are the ones a caller may not wait for."""
+    return getattr(_state, "prefetching", False)
+
 
 
 def _new_buffer(n: int) -> np.ndarray:

@@ -53,8 +53,11 @@ class Tracker:
     now/peak: bytes per tier ("device", "host", "disk"), plus "spill": bytes in spill files
     (a read-only weight resident in host keeps its disk copy, like a page cache keeps a
     file's pages, so "spill" can exceed "disk"). moved: bytes per direction ("disk->host",
-    ...). wait_s: time callers spent blocked on transfers; transfer_s: time any thread
-    spent transferring; compute_s: time layer-by-layer execution spent in forward.
+    ...). transfer_s: time any thread spent transferring (reads and spill writes), of
+    which prefetch_s in the prefetch thread; wait_s: time callers were blocked on
+    transfers (their own, and reads in flight in the prefetch thread); compute_s: time
+    layer-by-layer execution spent in forward. prefetch_wasted: bytes prefetched and
+    evicted again before anyone used them.
     """
 
     now: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS + ("spill",), 0))
@@ -63,7 +66,9 @@ class Tracker:
     transfers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     wait_s: float = 0.0
     transfer_s: float = 0.0
+    prefetch_s: float = 0.0
     compute_s: float = 0.0
+    prefetch_wasted: int = 0
     full_precision_bytes: int = 0
     full_precision_peak: int = 0
     timeline: Timeline = field(default_factory=Timeline)
@@ -78,15 +83,28 @@ class Tracker:
         self.timeline.append(time.perf_counter() - self.started, self.now["device"], self.now["host"],
                              self.now["disk"])
 
-    def move(self, source: str, target: str, nbytes: int, seconds: float) -> None:
-        """Record a transfer of `nbytes` from tier `source` to `target` that took `seconds`."""
+    def move(self, source: str, target: str, nbytes: int, seconds: float, by_prefetch: bool = False) -> None:
+        """Record a transfer of `nbytes` from tier `source` to `target` that took `seconds`; a caller's own
+        transfer (not by_prefetch) is time it was blocked."""
         self.moved[f"{source}->{target}"] += nbytes
         self.transfers[f"{source}->{target}"] += 1
         self.transfer_s += seconds
+        if by_prefetch:
+            self.prefetch_s += seconds
+        else:
+            self.wait_s += seconds
+
+    def reset_time(self) -> None:
+        """Zero the time counters (e.g. after a warm-up run); bytes and peaks stay."""
+        self.wait_s = self.transfer_s = self.prefetch_s = self.compute_s = 0.0
+        self.prefetch_wasted = 0
 
     @property
     def hidden_fraction(self) -> float:
-        """Share of transfer time that callers did not wait for (overlapped with compute by prefetch)."""
+        """Share of transfer time that did not show up as caller waiting: 1 - wait_s / transfer_s.
+
+        Reads a caller does itself count whole; a prefetch read the caller then waits for
+        counts for the part it waited. 1.0 when nothing was transferred."""
         if self.transfer_s <= 0:
             return 1.0
         return min(1.0, max(0.0, 1.0 - self.wait_s / self.transfer_s))
