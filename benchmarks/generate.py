@@ -10,7 +10,13 @@ ignored). Batch 8 runs 8 prompts together (tensora and transformers); its tok/s 
 the tokens of all 8 sequences. llama.cpp runs when
 llama-cpp-python is installed, with as many threads as tensora uses.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick]
+tensora runs its inference fast path (tensora/models/llama_decode.py); with --module-path
+it also runs the module path in the same run (a no-op forward hook on each decoder layer
+makes generation take it), so the two compare under the same machine load. The last
+columns are each row's decode speed over llama.cpp's on the same model and weights, and
+over transformers' float32.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick] [--only q4_0,f32] [--module-path]
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from tensora.io import load_gguf, save_gguf  # noqa: E402
 from tensora.models import default_model_path, load  # noqa: E402
 from tensora.quant import quantize_tensor  # noqa: E402
 
-THREADS = os.cpu_count() or 1
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # honours taskset
 
 
 def timed(fn, repeat: int = 2) -> float:
@@ -58,6 +64,18 @@ def tensora_runner(model, prompts):
     def run(n):
         model.generate(prompts if len(prompts) > 1 else prompts[0], max_new_tokens=n, temperature=0,
                        stop_token_ids=[])
+    return run
+
+
+def module_path_runner(model, prompts):
+    """tensora_runner with the module path forced: forward hooks make generation skip the fast path."""
+    def run(n):
+        handles = [layer.register_forward_pre_hook(lambda m, args: None) for layer in model.model.layers]
+        try:
+            tensora_runner(model, prompts)(n)
+        finally:
+            for h in handles:
+                h.remove()
     return run
 
 
@@ -144,7 +162,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="skip batch 8 and the random 110M model")
+    ap.add_argument("--only", default="", help="comma-separated weight formats to run (Q4_1, f32, q8_0, q4_0)")
+    ap.add_argument("--module-path", action="store_true", help="also time tensora's module path (no fast path)")
+    ap.add_argument("--no-batch", action="store_true", help="skip batch 8")
     args = ap.parse_args()
+    only = {f.strip().lower() for f in args.only.split(",") if f.strip()}
     have_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     have_hf = importlib.util.find_spec("transformers") is not None
     smol = default_model_path()
@@ -157,7 +179,7 @@ def main() -> None:
 
     def add(model_name, engine, fmt, runner, batch=1):
         ttft, tps = speeds(runner, args.new, batch)
-        rows.append((model_name, engine, fmt, f"{ttft * 1e3:.0f}", f"{tps:.1f}"))
+        rows.append([model_name, engine, fmt, f"{ttft * 1e3:.0f}", tps])
         print(rows[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,11 +188,18 @@ def main() -> None:
             hf, files = random_llama(Path(tmp), load_gguf(smol).metadata)
             cases += [("Llama-110M", hf, "f32", files["f32"]), ("Llama-110M", files["q8_0"], "q8_0", files["q8_0"]),
                       ("Llama-110M", files["q4_0"], "q4_0", files["q4_0"])]
+        batched = not (args.quick or args.no_batch)
         for name, path, fmt, gguf_path in cases:
+            if only and fmt.lower() not in only:
+                continue
             model = load(path)
             add(name, "tensora", fmt, tensora_runner(model, [prompt]))
-            if not args.quick:
+            if args.module_path:
+                add(name, "tensora module path", fmt, module_path_runner(model, [prompt]))
+            if batched:
                 add(name, "tensora batch 8", fmt, tensora_runner(model, batch), 8)
+                if args.module_path:
+                    add(name, "tensora module path batch 8", fmt, module_path_runner(model, batch), 8)
             if have_llamacpp:
                 add(name, "llama.cpp", fmt, llamacpp_runner(gguf_path, prompt))
             if have_hf and fmt in ("Q4_1", "f32"):
@@ -185,9 +214,24 @@ def main() -> None:
                         Path(path).parent, gguf_file=Path(path).name).eval()
                 add(name, "transformers f32", fmt + (" (dequantized)" if fmt != "f32" else ""),
                     transformers_runner(ref, [prompt]))
-                if not args.quick:
+                if batched:
                     add(name, "transformers f32 batch 8", fmt, transformers_runner(ref, batch), 8)
-    print(table(rows, ("model", "engine", "weights", "TTFT ms (32-token prompt)", f"decode tok/s ({args.new} new)")))
+    print(table(with_ratios(rows), ("model", "engine", "weights", "TTFT ms (32-token prompt)",
+                                    f"decode tok/s ({args.new} new)", "x llama.cpp", "x transformers f32")))
+
+
+def with_ratios(rows: list[list]) -> list[tuple]:
+    """Rows plus decode tok/s over llama.cpp's (same model and weights, batch 1) and over transformers' (same batch)."""
+    def speed(model, engine, fmt=None):
+        return next((r[4] for r in rows if r[0] == model and r[1] == engine and (fmt is None or r[2] == fmt)), None)
+
+    out = []
+    for model, engine, fmt, ttft, tps in rows:
+        cpp = speed(model, "llama.cpp", fmt)
+        hf = speed(model, "transformers f32 batch 8" if engine.endswith("batch 8") else "transformers f32")
+        out.append((model, engine, fmt, ttft, f"{tps:.1f}", f"{tps / cpp:.2f}" if cpp else None,
+                    f"{tps / hf:.2f}" if hf else None))
+    return out
 
 
 if __name__ == "__main__":

@@ -60,17 +60,64 @@ bool overlap(const A &a, const B &b) {
 }
 
 // -- loops (inlined into a baseline and an AVX2 caller) ------------------------------
+//
+// GCC/Clang vector extensions: eight floats, which the AVX2 callers compile to one ymm
+// register and the baseline ones to two SSE registers. Loads and stores go through
+// memcpy (unaligned moves).
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // v8f never crosses a non-inlined call
+#endif
+typedef float v8f __attribute__((vector_size(32)));
+typedef std::int32_t v8i __attribute__((vector_size(32)));
+
+__attribute__((always_inline)) inline v8f splat(float c) { return v8f{c, c, c, c, c, c, c, c}; }
+
+__attribute__((always_inline)) inline v8f load8(const float *p) {
+    v8f v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+__attribute__((always_inline)) inline void store8(float *p, v8f v) { std::memcpy(p, &v, sizeof v); }
+
+__attribute__((always_inline)) inline float hsum(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
 
 __attribute__((always_inline)) inline float dot(const float *a, const float *b, std::size_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
     std::size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; ++l)
-            acc[l] += a[i + l] * b[i + l];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        acc += load8(a + i) * load8(b + i);
+    float s = hsum(acc);
     for (; i < n; ++i)
         s += a[i] * b[i];
     return s;
+}
+
+// exp(x) for eight lanes: Cephes' expf (range reduction by ln 2 in two parts, degree-6
+// polynomial), within 2 ulp of std::exp; inputs below -87.3 give ~1e-38 instead of
+// smaller values or 0, above 88.3 give ~3e38 (both far outside what the callers use).
+__attribute__((always_inline)) inline v8f exp8(v8f x) {
+    const v8f hi = splat(88.3762626647949f), lo = splat(-87.3365447504f);
+    x = x > hi ? hi : x;
+    x = x < lo ? lo : x;
+    v8f fx = x * 1.44269504088896341f + 0.5f;
+    v8f t = __builtin_convertvector(__builtin_convertvector(fx, v8i), v8f);  // toward zero
+    fx = t > fx ? t - 1.0f : t;                                              // floor
+    x = x - fx * 0.693359375f - fx * -2.12194440e-4f;
+    v8f y = splat(1.9875691500e-4f);
+    y = y * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * x * x + x + 1.0f;
+    v8i e = (__builtin_convertvector(fx, v8i) + 127) << 23;
+    v8f scale;
+    std::memcpy(&scale, &e, sizeof scale);
+    return y * scale;
 }
 
 __attribute__((always_inline)) inline void rms_rows(const float *x, const float *w, float *out, std::size_t m,
@@ -83,6 +130,25 @@ __attribute__((always_inline)) inline void rms_rows(const float *x, const float 
         for (std::size_t i = 0; i < k; ++i)
             o[i] = xr[i] * rstd * w[i];
     }
+}
+
+__attribute__((always_inline)) inline void silu_rows(const float *gu, float *out, std::size_t m, std::size_t f) {
+    for (std::size_t r = 0; r < m; ++r) {
+        const float *g = gu + r * 2 * f, *u = g + f;
+        float *o = out + r * f;
+        std::size_t i = 0;
+        for (; i + 8 <= f; i += 8) {
+            v8f gv = load8(g + i);
+            store8(o + i, gv / (1.0f + exp8(-gv)) * load8(u + i));
+        }
+        for (; i < f; ++i)
+            o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+}
+
+void silu_rows_base(const float *gu, float *out, std::size_t m, std::size_t f) { silu_rows(gu, out, m, f); }
+TENSORA_TARGET_AVX2 void silu_rows_avx2(const float *gu, float *out, std::size_t m, std::size_t f) {
+    silu_rows(gu, out, m, f);
 }
 
 void rms_rows_base(const float *x, const float *w, float *out, std::size_t m, std::size_t k, float eps) {
@@ -113,24 +179,36 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
             const float *q = a.q + ((b * a.t + step) * a.heads + h) * d;
             float top = -std::numeric_limits<float>::infinity();
             for (std::size_t s = 0; s < a.s; ++s) {
-                if (seen[s]) {
-                    p[s] = dot(q, k + s * d, d) * a.scale;
+                p[s] = seen[s] ? dot(q, k + s * d, d) * a.scale : 0.0f;
+                if (seen[s])
                     top = std::max(top, p[s]);
-                }
             }
-            float sum = 0.0f;
-            for (std::size_t s = 0; s < a.s; ++s) {
+            std::size_t s = 0;
+            v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (; s + 8 <= a.s; s += 8) {
+                v8f e = exp8(load8(p + s) - top);
+                for (int l = 0; l < 8; ++l)
+                    e[l] = seen[s + l] ? e[l] : 0.0f;
+                store8(p + s, e);
+                acc += e;
+            }
+            float sum = hsum(acc);
+            for (; s < a.s; ++s) {
                 p[s] = seen[s] ? std::exp(p[s] - top) : 0.0f;
                 sum += p[s];
             }
             float *o = a.out + ((b * a.t + step) * a.heads + h) * d;
             std::fill(o, o + d, 0.0f);
+            const float inv = 1.0f / sum;
             for (std::size_t s = 0; s < a.s; ++s) {
                 if (p[s] == 0.0f)
                     continue;
-                const float w = p[s] / sum;
+                const float w = p[s] * inv;
                 const float *vs = v + s * d;
-                for (std::size_t i = 0; i < d; ++i)
+                std::size_t i = 0;
+                for (; i + 8 <= d; i += 8)
+                    store8(o + i, load8(o + i) + w * load8(vs + i));
+                for (; i < d; ++i)
                     o[i] += w * vs[i];
             }
         }
@@ -225,8 +303,6 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
     }
 }
 
-inline float silu_one(float g) { return g / (1.0f + std::exp(-g)); }
-
 void py_silu_mul(const InArray &gate_up, const OutArray &out) {
     check_array<float>(gate_up, "gate_up");
     check_array<float>(out, "out");
@@ -240,9 +316,7 @@ void py_silu_mul(const InArray &gate_up, const OutArray &out) {
     const auto *gu = static_cast<const float *>(gate_up.data());
     auto *o = static_cast<float *>(out.data());
     nb::gil_scoped_release no_gil;
-    for (std::size_t r = 0; r < m; ++r)
-        for (std::size_t i = 0; i < f; ++i)
-            o[r * f + i] = silu_one(gu[r * 2 * f + i]) * gu[r * 2 * f + f + i];
+    (active_simd() == Simd::avx2 ? silu_rows_avx2 : silu_rows_base)(gu, o, m, f);
 }
 
 void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &values, const InArray &mask,

@@ -23,14 +23,24 @@
 
 #include <unistd.h>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 namespace tensora {
 
-// Threads used when the caller asks for "auto" (0): the hardware count, capped,
-// because streaming loops saturate memory bandwidth after a few cores.
+// Threads used when the caller asks for "auto" (0): the CPUs this process may run on
+// (its affinity mask on Linux, as taskset or a container sets it, else the hardware
+// count), capped, because streaming loops saturate memory bandwidth after a few cores.
 // Cached: glibc's hardware_concurrency() reads /sys on every call (~7 us).
 inline std::size_t auto_threads() {
     static const std::size_t n = [] {
         unsigned hw = std::thread::hardware_concurrency();
+#if defined(__linux__)
+        cpu_set_t allowed;
+        if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0)
+            hw = std::min<unsigned>(hw == 0 ? 1024 : hw, unsigned(CPU_COUNT(&allowed)));
+#endif
         return std::clamp<std::size_t>(hw == 0 ? 1 : hw, 1, 8);
     }();
     return n;

@@ -31,8 +31,10 @@ gradients off. `fast_path(model)` returns None otherwise.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ from ..autograd.grad_mode import is_grad_enabled
 from ..backend import native
 from ..kernels import decode as dk
 from ..kernels import quant_matmul as qk
+from ..kernels.registry import Kernel
 from ..nn import Embedding, Linear, Module, RMSNorm
 from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor
 from ..tensor import Tensor
@@ -56,7 +59,6 @@ class Projection:
     def __init__(self, linears: list[Module]) -> None:
         weights = [m.weight for m in linears]
         rows = [int(w.shape[0]) for w in weights]
-        self.splits = np.cumsum(rows)[:-1].tolist()
         biases = [m.bias for m in linears]
         if any(b is not None for b in biases):
             self.bias = np.concatenate([np.zeros(r, np.float32) if b is None else _array(b)
@@ -194,6 +196,7 @@ class LlamaDecoder:
         self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
         self.max_positions = rope.max_positions
         self.fingerprint = _fingerprint(model)  # after merging: the rebound views
+        self.kernels = [_body(k) for k in (dk.rms_norm_rows, dk.rotary_qkv, dk.gqa_attention, dk.silu_mul)]
 
     def logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: KVCache | SlotKVCache,
                start: int) -> np.ndarray:
@@ -223,27 +226,47 @@ class LlamaDecoder:
         xn = np.empty_like(x)
         q = np.empty((m, h * d), np.float32)
         att = np.empty((b, t, h * d), np.float32)
+        q4, att2 = q.reshape(b, t, h, d), att.reshape(m, h * d)
+        rms_norm, rotary, attention, silu_mul = self.kernels
         for layer, (keys, values) in zip(self.layers, kv):
-            dk.rms_norm_rows(x, layer.norm1, layer.eps1, xn)
+            rms_norm(x, layer.norm1, layer.eps1, xn)
             qkv = _run(layer.qkv, xn)
-            dk.rotary_qkv(qkv, cos, sin, h, kvh, starts, q, keys, values)
-            dk.gqa_attention(q.reshape(b, t, h, d), keys, values, seen, self.scale, att)
-            x += layer.o(att.reshape(m, h * d))
-            dk.rms_norm_rows(x, layer.norm2, layer.eps2, xn)
+            rotary(qkv, cos, sin, h, kvh, starts, q, keys, values)
+            attention(q4, keys, values, seen, self.scale, att)
+            x += layer.o(att2)
+            rms_norm(x, layer.norm2, layer.eps2, xn)
             gu = _run(layer.gate_up, xn)
             act = np.empty((m, gu.shape[1] // 2), np.float32)
-            dk.silu_mul(gu, act)
+            silu_mul(gu, act)
             x += layer.down(act)
         last = np.ascontiguousarray(x.reshape(b, t, -1)[:, -1])
         out = np.empty_like(last)
-        dk.rms_norm_rows(last, self.norm, self.norm_eps, out)
+        rms_norm(last, self.norm, self.norm_eps, out)
         return self.lm_head(out)
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         w = self.embed
-        if isinstance(w, QuantizedTensor):
+        if not isinstance(w, QuantizedTensor):
+            return w[ids]
+        if ids.size > 8:  # a prompt: take_rows decodes runs of ids together
             return np.ascontiguousarray(w.take_rows(ids), np.float32)
-        return w[ids]
+        rows, cols = (int(s) for s in w.shape)
+        if ids.min() < 0 or ids.max() >= rows:
+            raise IndexError(f"token id out of range for an embedding of {rows} rows")
+        fmt, parts = w.format, w.packed()
+
+        def decode(a: int, b: int) -> np.ndarray:
+            return fmt.dequantize_rows(parts, (rows, cols), a, b)
+
+        return np.concatenate([qk.quant_dequantize_rows(fmt.name, fmt.options(), parts, (rows, cols), int(i),
+                                                        int(i) + 1, decode) for i in ids])
+
+
+def _body(k: Kernel) -> Callable[..., Any]:
+    """The body a call of kernel `k` would run, resolved once (no per-call dispatch)."""
+    if k.body_for(np.zeros(1, np.float32)) == "native":
+        return functools.partial(k.native, native.load())
+    return k.reference
 
 
 def _key_mask(mask: Tensor | None, start: int, t: int, total: int, b: int) -> np.ndarray:
