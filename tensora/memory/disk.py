@@ -5,7 +5,7 @@ its manager is collected or the interpreter exits, and any directory of that sha
 process is gone (a crash, kill -9) is removed by the next manager that starts in the
 same parent directory. The start time guards against a recycled pid.
 
-Reads never map files: `read_into` uses os.preadv straight into a preallocated buffer, so
+Reads never map files: `read_many` uses os.preadv straight into a preallocated buffer, so
 the bytes count once, in the buffer the host tier accounts for. (Touched pages of an mmap
 would count in RSS as well, unaccounted, until the kernel felt like dropping them.)
 Weights that are unmodified tensors of their checkpoint are read back from the checkpoint
@@ -30,6 +30,7 @@ from .sizes import format_size
 
 PREFIX = "tensora-spill-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-(\d+)-\w+$")
+IOV_MAX = 1024  # Linux's limit on buffers per preadv
 FREE_SPACE_RESERVE = 64 * 2**20  # never fill a disk to the last byte: other programs need it too
 
 
@@ -114,14 +115,27 @@ class FileReader:
         self._closing: set[int] = set()
         self._lock = threading.Lock()
 
-    def read_into(self, loc: DiskLocation, out: np.ndarray) -> None:
-        """Fill `out` (C-contiguous, loc.nbytes bytes) from `loc`; OSError if the file is short."""
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        fd = self._open(loc.path)
-        try:
-            _read_fully(fd, view, loc)
-        finally:
-            self._done(fd)
+    def read_many(self, items: list[tuple[DiskLocation, np.ndarray]]) -> None:
+        """Fill each `out` (C-contiguous, loc.nbytes bytes) from its `loc`; OSError if a file is short.
+
+        One preadv per run of adjacent regions of a file (a checkpoint's tensors of one layer
+        usually are one run): fewer system calls, so fewer returns to the GIL."""
+        items = sorted(items, key=lambda item: (item[0].path, item[0].offset))
+        i = 0
+        while i < len(items):
+            loc = items[i][0]
+            j, end = i + 1, loc.offset + loc.nbytes
+            while (j < len(items) and j - i < IOV_MAX and items[j][0].path == loc.path
+                   and items[j][0].offset == end):
+                end += items[j][0].nbytes
+                j += 1
+            fd = self._open(loc.path)
+            try:
+                _read_run(fd, [memoryview(out.reshape(-1).view(np.uint8)) for _, out in items[i:j]], loc.offset,
+                          loc.path)
+            finally:
+                self._done(fd)
+            i = j
 
     def _open(self, path: str) -> int:
         with self._lock:
@@ -165,10 +179,18 @@ class FileReader:
             self._fds.clear()
 
 
-def _read_fully(fd: int, view: memoryview, loc: DiskLocation) -> None:
-    done = 0
-    while done < len(view):
-        got = os.preadv(fd, [view[done:]], loc.offset + done)
+def _read_run(fd: int, views: list[memoryview], offset: int, path: str) -> None:
+    """Fill `views`, in order, from the adjacent bytes of `fd` starting at `offset` (a short read resumes
+    where it stopped)."""
+    views = [v for v in views if len(v)]
+    start, want = offset, sum(len(v) for v in views)
+    while views:
+        got = os.preadv(fd, views, offset)
         if got == 0:
-            raise OSError(f"{loc.path}: expected {loc.nbytes} bytes at offset {loc.offset}, file ends after {done}")
-        done += got
+            raise OSError(f"{path}: expected {want} bytes at offset {start}, file ends after {offset - start}")
+        offset += got
+        while views and got >= len(views[0]):
+            got -= len(views[0])
+            views.pop(0)
+        if got:
+            views[0] = views[0][got:]

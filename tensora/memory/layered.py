@@ -199,19 +199,24 @@ class TieredModel:
             self._ahead_cache[i] = ahead
         self._ahead = ahead
 
-    def _window(self, i: int) -> list[Handle]:
-        """The handles of stage i and of the stages after it, until `prefetch` more stages that are more than
-        an eighth of the mean stage (a final norm gives no time to read the next stage behind it)."""
+    def _window(self, i: int) -> list[list[Handle]]:
+        """The handles of stage i and of the stages after it, one list per stage, until `prefetch` more stages
+        that this pass reads (so not those still resident from an earlier pass: they need no time to
+        bring up) and that are more than an eighth of the mean stage (a final norm gives no time)."""
         mean = sum(s.nbytes for s in self.stages) / len(self.stages)
-        handles, j, counted = [], i, -1
+        groups, j, counted = [], i, -1
         for _ in range(len(self.stages)):
-            handles.extend(b.handle for b in self.stages[j].bindings if b.handle.id not in self._kept)
-            if self.stages[j].nbytes * 8 > mean:
+            group = [b.handle for b in self.stages[j].bindings if b.handle.id not in self._kept]
+            if group:
+                groups.append(group)
+            # read without the manager's lock: a stale answer only shifts where the window ends
+            read = any(h.tier != "host" or h.id in self.manager._prefetched for h in group)
+            if self.stages[j].nbytes * 8 > mean and read:
                 counted += 1
             j = self._next[j]
             if counted >= self.prefetch_depth or j == i:
                 break
-        return handles
+        return groups
 
     def _find_stages(self, module: Module, prefix: str) -> None:
         for cname, child in module._modules.items():
@@ -291,7 +296,10 @@ def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
 
 
 class _Prefetcher:
-    """A daemon thread bringing up the handles of the latest request (older requests are dropped)."""
+    """A daemon thread bringing up the stages of the latest request, one batch per stage, in order.
+
+    Only the newest request matters (the older ones are for stages that have run); it is
+    looked at between stages, so a new request preempts the rest of an old one."""
 
     def __init__(self, manager: MemoryManager) -> None:
         self._queue: queue.Queue = queue.Queue()
@@ -299,26 +307,34 @@ class _Prefetcher:
                                         name="tensora-prefetch")
         self._thread.start()
 
-    def request(self, handles: list[Handle]) -> None:
-        self._queue.put(handles)
+    def request(self, groups: list[list[Handle]]) -> None:
+        self._queue.put(groups)
 
     def stop(self) -> None:
         self._queue.put(None)
 
     @staticmethod
     def _run(manager: MemoryManager, q: queue.Queue) -> None:
-        while True:
+        item = q.get()
+        while item is not None:
+            prefetch_window(manager, item, newer=lambda: not q.empty())
             item = q.get()
-            while not q.empty():  # only the newest request matters: the older ones have run already
+            while item is not None and not q.empty():
                 item = q.get()
-                if item is None:
-                    return
-            if item is None:
-                return
-            try:
-                manager.prefetch(item)
-            except (MemoryBudgetError, OSError, RuntimeError):
-                pass  # the caller will bring the handle up itself and see the error there, in its thread
+
+
+def prefetch_window(manager: MemoryManager, groups: list[list[Handle]],
+                    newer: Callable[[], bool] | None = None) -> None:
+    """Bring up `groups` (stages) in order, one batch each, until one does not fit or `newer()` says a newer
+    window is waiting. Errors are left for the caller, who meets them in its own thread on use."""
+    for group in groups:
+        if newer is not None and newer():
+            return
+        try:
+            if manager.prefetch(group) < len(group):
+                return  # no room without evicting what is needed sooner: later stages have none either
+        except (MemoryBudgetError, OSError, RuntimeError):
+            return
 
 
 def tier_model(model: Module, memory_budget: int | str, disk_dir: str | None = None, prefetch: int = 2) -> TieredModel:

@@ -127,16 +127,26 @@ class MemoryManager:
         """Bring `handles` up without evicting any of them nor anything pinned; stops when room runs out.
 
         With a schedule, only handles needed later than the one coming in may go (do no harm).
-        Returns how many are resident afterwards. Meant for a background thread."""
+        The handles that get room are read as one batch (one system call per run of adjacent
+        file regions), so a caller waiting for one of them waits for the batch: pass a
+        stage's worth. Returns how many are resident or in flight afterwards. Meant for a
+        background thread."""
         handles = list(handles)
         protect = {h.id for h in handles}
         done = 0
+        claimed = []
         _state.prefetching = True
         try:
-            for h in handles:
-                if not self._bring_up(h, pin=False, background=True, protect=protect):
-                    break
-                done += 1
+            with self._lock:
+                for h in handles:
+                    got = self._claim(h, pin=False, background=True, protect=protect)
+                    if got is False:
+                        break
+                    if got is not True:
+                        claimed.append((h, got))
+                    done += 1
+            if claimed:
+                self._load(claimed, pin=False, background=True)
         finally:
             _state.prefetching = False
         return done
@@ -350,7 +360,7 @@ class MemoryManager:
     # -- use --------------------------------------------------------------------------------
 
     def _acquire(self, h: Handle, pin: bool) -> np.ndarray:
-        self._bring_up(h, pin=pin, background=False, protect=())
+        self._bring_up(h, pin=pin)
         return h._array
 
     def _wait_for_change(self) -> None:
@@ -359,76 +369,85 @@ class MemoryManager:
         self._changed.wait()
         self.tracker.wait_s += time.perf_counter() - t0
 
-    def _bring_up(self, h: Handle, pin: bool, background: bool, protect: Iterable[int]) -> bool:
-        """Make `h` host-resident (pinning it if asked). Returns whether it had to wait or read (foreground)
-        or whether it is resident (background, which gives up instead of waiting or raising).
+    def _bring_up(self, h: Handle, pin: bool) -> None:
+        """Make `h` host-resident for the caller (pinning it if asked), reading it or waiting for it.
 
         Caller time spent on transfers goes to tracker.wait_s: its own reads and writes (tracker.move)
         and its waits for a read in flight in another thread."""
-        waited = False
         with self._lock:
-            before = None
-            if background and self.schedule is not None:
-                before = self.schedule.next_use(h)
-            while True:
-                self._check_alive(h)
-                if h.tier == "host" and not h._loading:
-                    if not background:
-                        self._prefetched.discard(h.id)
-                    if pin:
-                        h._pins += 1
-                        self._host_lru.pop(h.id, None)
-                    elif h.id in self._host_lru:
-                        self._host_lru.move_to_end(h.id)
-                    return True if background else waited
-                if h._loading:
-                    if background:
-                        return True
-                    waited = True
-                    self._wait_for_change()
-                    continue
-                buf = self._take_buffer(h.nbytes, set(protect) | {h.id}, before)
-                if buf is not None:
-                    break
+            buf = self._claim(h, pin, background=False, protect=())
+        if buf is not None:
+            self._load([(h, buf)], pin, background=False)
+
+    def _claim(self, h: Handle, pin: bool, background: bool, protect: Iterable[int]) -> np.ndarray | bool | None:
+        """(lock held) A buffer for `h` if it must be read: `h` is then "loading" and the caller reads it
+        with _load. Otherwise None (foreground: resident now, pinned if asked) or, in the background
+        (which neither waits nor raises), True if resident or in flight and False if there is no room."""
+        before = None
+        if background and self.schedule is not None:
+            before = self.schedule.next_use(h)
+        while True:
+            self._check_alive(h)
+            if h.tier == "host" and not h._loading:
+                if not background:
+                    self._prefetched.discard(h.id)
+                if pin:
+                    h._pins += 1
+                    self._host_lru.pop(h.id, None)
+                elif h.id in self._host_lru:
+                    self._host_lru.move_to_end(h.id)
+                return True if background else None
+            if h._loading:
                 if background:
-                    return False
-                if self._loading:
-                    waited = True
-                    self._wait_for_change()
-                    continue
-                raise MemoryBudgetError(f"cannot bring {h.name or 'an array'} ({format_size(h.nbytes)}) into host RAM: "
-                                        f"{format_size(self._live)} of the {format_size(self.budgets['host'])} budget "
-                                        f"is pinned, non-evictable or being read")
-            h._loading = True
-            self._loading += 1
-        waited = True
-        arr = buf[:h.nbytes].view(h.dtype).reshape(h.shape)
+                    return True
+                self._wait_for_change()
+                continue
+            buf = self._take_buffer(h.nbytes, set(protect) | {h.id}, before)
+            if buf is not None:
+                h._loading = True
+                self._loading += 1
+                return buf
+            if background:
+                return False
+            if self._loading:
+                self._wait_for_change()
+                continue
+            raise MemoryBudgetError(f"cannot bring {h.name or 'an array'} ({format_size(h.nbytes)}) into host RAM: "
+                                    f"{format_size(self._live)} of the {format_size(self.budgets['host'])} budget "
+                                    f"is pinned, non-evictable or being read")
+
+    def _load(self, claimed: list[tuple[Handle, np.ndarray]], pin: bool, background: bool) -> None:
+        """Read claimed handles into their buffers (lock not held; adjacent file regions in one system
+        call) and make them resident; if the read fails, none of them is, and their buffers go."""
+        arrays = [buf[:h.nbytes].view(h.dtype).reshape(h.shape) for h, buf in claimed]
         t0 = time.perf_counter()
         try:
-            self._reader.read_into(h._backing, arr)
+            self._reader.read_many([(h._backing, arr) for (h, _), arr in zip(claimed, arrays)])
         except BaseException:
             with self._lock:
-                h._loading = False
-                self._loading -= 1
-                self._live -= h.nbytes
-                self.tracker.add("host", -h.nbytes)
+                for h, _ in claimed:
+                    h._loading = False
+                    self._loading -= 1
+                    self._live -= h.nbytes
+                    self.tracker.add("host", -h.nbytes)
                 self._changed.notify_all()
             raise
         seconds = time.perf_counter() - t0
+        total = sum(h.nbytes for h, _ in claimed) or 1
         with self._lock:
-            self.tracker.move("disk", "host", h.nbytes, seconds, by_prefetch=background)
-            if background:
-                self._prefetched.add(h.id)
-            self.tracker.add("disk", -h.nbytes)
-            h._loading = False
-            self._loading -= 1
-            if pin:
-                h._pins += 1
-            self._set_resident(h, arr, buf)
-            if h.kind != "weight":
-                self._delete_spill(h)  # writable bytes live in exactly one tier
+            for (h, buf), arr in zip(claimed, arrays):
+                self.tracker.move("disk", "host", h.nbytes, seconds * h.nbytes / total, by_prefetch=background)
+                if background:
+                    self._prefetched.add(h.id)
+                self.tracker.add("disk", -h.nbytes)
+                h._loading = False
+                self._loading -= 1
+                if pin:
+                    h._pins += 1
+                self._set_resident(h, arr, buf)
+                if h.kind != "weight":
+                    self._delete_spill(h)  # writable bytes live in exactly one tier
             self._changed.notify_all()
-        return True if background else waited
 
     def _unpin(self, h: Handle) -> None:
         with self._lock:

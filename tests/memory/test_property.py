@@ -1,4 +1,5 @@
-"""Property: random own/get/pin/update/free sequences never exceed a budget and never lose or corrupt bytes.
+"""Property: random own/get/pin/update/free/prefetch sequences never exceed a budget and never lose or corrupt
+bytes, under LRU eviction and under a schedule (random next-use distances, as a tiered model gives).
 
 The reference is a plain dict of the arrays each handle should hold. After every step the
 tracker's counts AND the bytes really held (host arrays and free buffers counted afresh,
@@ -23,14 +24,31 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("pin"), st.integers(0, 50), st.integers(0, 50)),
     st.tuples(st.just("update"), st.integers(0, 50), sizes),
     st.tuples(st.just("free"), st.integers(0, 50)),
+    st.tuples(st.just("prefetch"), st.integers(0, 50), st.integers(0, 50)),
 ), min_size=1, max_size=40)
 
 
+class RandomSchedule:
+    """A next-use distance per handle, redrawn whenever `shuffle` is called (a model moving on)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.ahead: dict[int, float] = {}
+
+    def next_use(self, handle) -> float:
+        return self.ahead.setdefault(handle.id, float(self.rng.integers(0, 8)))
+
+    def shuffle(self) -> None:
+        self.ahead.clear()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops)
-def test_budgets_hold_and_bytes_survive(tmp_path, steps):
+@given(ops, st.booleans())
+def test_budgets_hold_and_bytes_survive(tmp_path, steps, scheduled):
     rng = np.random.default_rng(len(steps))
     with budget(host=HOST, disk=DISK, disk_dir=tmp_path) as mm:
+        schedule = RandomSchedule(rng) if scheduled else None
+        mm.schedule = schedule
         live: list = []  # (handle, expected bytes)
 
         def fresh(n: int) -> np.ndarray:
@@ -59,8 +77,12 @@ def test_budgets_hold_and_bytes_survive(tmp_path, steps):
                     live[i] = (live[i][0], data)
                 elif live and kind == "free":
                     live.pop(step[1] % len(live))[0].free()
+                elif live and kind == "prefetch":
+                    mm.prefetch([live[step[1] % len(live)][0], live[step[2] % len(live)][0]])
             except MemoryBudgetError:
                 pass  # refused: and then nothing may have changed (checked below for every handle)
+            if schedule is not None:
+                schedule.shuffle()
             t = mm.tracker
             assert t.now["host"] <= HOST and t.peak["host"] <= HOST and mm.host_bytes_held() <= HOST
             assert t.now["host"] == mm.host_bytes_held()
