@@ -10,5 +10,7 @@
 namespace tensora::decode {
 
 std::vector<std::string> bind(nanobind::module_ &m);
+// Registers gemv_q8_0 (csrc/decode_gemv.cpp).
+std::vector<std::string> bind_gemv(nanobind::module_ &m);
 
 }  // namespace tensora::decode

@@ -91,6 +91,8 @@ NB_MODULE(_C, m) {
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::decode::bind(m))
         kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::decode::bind_gemv(m))
+        kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },
           "Names of the kernels this build provides.");

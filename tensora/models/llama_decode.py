@@ -76,22 +76,28 @@ class Projection:
             args = qk._native_args(fmt, self.quant[1], parts)
             self.native = None if args is None else (native.load(), args["parts"], args["group"])
             self.fused_rows = min(qk.FUSED_MAX_ROWS, qk.HEAVY_DECODE.get(fmt, qk.FUSED_MAX_ROWS))
+            self.q8_0 = _body(dk.gemv_q8_0) if fmt == "q8_0" and self.native is not None else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.quant is None:
             out = np.matmul(x, self.weight_t)
+        elif self.q8_0 is not None and x.shape[0] == 1:
+            parts, shape = self.quant[2], (self.rows, self.cols)
+            out = self.q8_0(x, parts["blocks"], shape, self._decode)
         elif self.native is not None and x.shape[0] <= self.fused_rows:
             lib, parts, group = self.native
             out = np.empty((x.shape[0], self.rows), np.float32)
             lib.quant_linear(self.quant[0], parts, self.rows, self.cols, x, out, group=group)
         else:
             fmt, options, parts = self.quant
-            fmt_obj, shape = self.format_obj, (self.rows, self.cols)
-            out = qk.quant_linear(x, fmt, options, parts, shape,
-                                  lambda a, b: fmt_obj.dequantize_rows(parts, shape, a, b))
+            out = qk.quant_linear(x, fmt, options, parts, (self.rows, self.cols), self._decode)
         if self.bias is not None:
             out += self.bias
         return out
+
+    def _decode(self, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of the merged quantized weight as float32 (the kernels' NumPy decoder)."""
+        return self.format_obj.dequantize_rows(self.quant[2], (self.rows, self.cols), start, stop)
 
 
 def _array(t: Any) -> np.ndarray:

@@ -178,3 +178,39 @@ def test_bad_arguments_raise(body, request):
     with pytest.raises(ValueError):  # more keys asked for than the cache holds
         getattr(dk.gqa_attention, body)(_f32(1, 1, h, d), keys, values, np.ones((1, 1, 4), bool), 1.0,
                                         np.empty((1, 1, h * d), np.float32))
+
+
+# -- gemv_q8_0 ---------------------------------------------------------------------------------
+
+
+def _q8_0(n, k):
+    from tensora.quant.formats import get_format
+
+    fmt = get_format("q8_0")
+    w = _f32(n, k)
+    blocks = fmt.quantize(w)["blocks"]
+    return blocks, (lambda a, b: fmt.dequantize_rows({"blocks": blocks}, (n, k), a, b))
+
+
+@pytest.mark.parametrize("n,k", [(37, 64), (300, 576)])
+def test_gemv_q8_0_native_agrees_with_quant_linear(simd, n, k):
+    from tensora.kernels import quant_matmul as qm
+
+    blocks, decode = _q8_0(n, k)
+    x = _f32(1, k)
+    fused = qm.quant_linear.run_native(x, "q8_0", {}, {"blocks": blocks}, (n, k), decode)
+    got = dk.gemv_q8_0.run_native(x, blocks, (n, k), decode)
+    np.testing.assert_allclose(got, fused, rtol=0, atol=1e-5 * np.abs(fused).max())
+    ref = dk.gemv_q8_0.reference(x, blocks, (n, k), decode)  # the exact product, activations unrounded
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+
+
+def test_gemv_q8_0_propagates_nan_and_checks_shapes(lib):
+    blocks, decode = _q8_0(8, 64)
+    x = _f32(1, 64)
+    x[0, 3] = np.nan
+    assert np.isnan(dk.gemv_q8_0.run_native(x, blocks, (8, 64), decode)).all()
+    with pytest.raises(ValueError):
+        lib.gemv_q8_0(blocks, 9, 64, _f32(1, 64), np.empty((1, 9), np.float32))
+    with pytest.raises(ValueError):
+        lib.gemv_q8_0(blocks, 8, 64, _f32(2, 64), np.empty((1, 8), np.float32))
