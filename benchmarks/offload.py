@@ -5,8 +5,12 @@ tiering, and with Hugging Face accelerate's disk offload (device_map + offload_f
 
 The model (random float32 weights, a few hundred MB) is written to a temp directory. Every
 run is float32 (same weights), greedy, batch 1, after one warm-up token; accelerate offloads
-every decoder layer to disk (max_memory keeps only embeddings and head in RAM). "hidden" is
-the fraction of tensora's transfer time that prefetch overlapped with compute.
+every decoder layer to disk (max_memory keeps only embeddings and head in RAM). "read/token"
+is what tensora read from disk (the checkpoint) per generated token. "hidden" is the share
+of tensora's transfer time (reads by the prefetch thread and by the compute thread itself)
+that did not show up as the compute thread waiting (tensora.memory.Tracker.hidden_fraction):
+a read the compute thread does itself counts whole, a prefetch it then waits for counts for
+the part it waited.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ from conftest import write_llama  # noqa: E402  (the tests' checkpoint writer)
 PROMPT = [1, 5, 9, 20, 33, 7, 11, 3]
 
 
-def tensora_run(path: Path, budget: int | None, tokens: int, spill: Path) -> tuple[float, float | None]:
+def tensora_run(path: Path, budget: int | None, tokens: int, spill: Path) -> tuple[float, float | None, float | None]:
+    """(tokens/s, MiB read per token, hidden fraction); the last two None without a budget."""
     from tensora.models import load
 
     model = load(path, memory_budget=budget, disk_dir=spill)
     model.generate(PROMPT, max_new_tokens=1, temperature=0)
     tracker = model.memory.manager.tracker if budget is not None else None
     if tracker is not None:
-        tracker.wait_s = tracker.transfer_s = 0.0
+        tracker.reset_time()
+        read_before = tracker.moved["disk->host"]
     t0 = time.perf_counter()
     model.generate(PROMPT, max_new_tokens=tokens, temperature=0)
     rate = tokens / (time.perf_counter() - t0)
-    return rate, None if tracker is None else tracker.hidden_fraction
+    if tracker is None:
+        return rate, None, None
+    return rate, (tracker.moved["disk->host"] - read_before) / tokens / 2**20, tracker.hidden_fraction
 
 
 def accelerate_run(path: Path, tokens: int, offload: Path, layer_bytes: int) -> float:
@@ -70,11 +78,12 @@ def main() -> None:
         for frac in (4, 16):
             rows.append((f"tensora, budget 1/{frac}", *tensora_run(root / "model", size // frac, args.tokens, root)))
         acc = accelerate_run(root / "model", args.tokens, root / "offload", size // args.layers)
-        rows.append(("accelerate disk offload", acc, None))
-    print(f"{'run':<26}{'tokens/s':>10}{'vs accelerate':>15}{'hidden':>9}")
-    for name, rate, hidden in rows:
+        rows.append(("accelerate disk offload", acc, None, None))
+    print(f"{'run':<26}{'tokens/s':>10}{'vs accelerate':>15}{'read/token':>12}{'hidden':>9}")
+    for name, rate, read, hidden in rows:
+        r = "-" if read is None else f"{read:.0f} MiB"
         h = "-" if hidden is None else f"{100 * hidden:.0f} %"
-        print(f"{name:<26}{rate:>10.2f}{rate / acc:>14.2f}x{h:>9}")
+        print(f"{name:<26}{rate:>10.2f}{rate / acc:>14.2f}x{r:>12}{h:>9}")
 
 
 if __name__ == "__main__":

@@ -178,12 +178,14 @@ class TieredModel:
 
     def next_use(self, handle: Handle) -> float:
         """Stage calls until `handle` is used (0: now, or kept resident); inf for arrays not of this model."""
-        if handle.id in self._kept:
-            return 0.0
         stages = self._stages_of.get(handle.id)
         if stages is None:
             return math.inf
+        if handle.id in self._kept:
+            return 0.0
         ahead = self._ahead  # replaced whole by the compute thread, read here under the manager's lock
+        if len(stages) == 1:
+            return ahead[stages[0]]
         return min(ahead[s] for s in stages)
 
     def _set_cursor(self, i: int) -> None:

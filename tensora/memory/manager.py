@@ -21,6 +21,7 @@ and a caller that needs it waits (that time is the tracker's wait_s).
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import shutil
 import sys
@@ -285,16 +286,18 @@ class MemoryManager:
                 if hid not in protect:
                     return h
             return None
-        best, best_key = None, None
+        next_use = self.schedule.next_use
+        limit = -math.inf if before is None else before
+        best, best_far, best_exact = None, -math.inf, False
         for hid, h in self._host_lru.items():  # oldest first: strict ">" keeps the least recent of equals
             if hid in protect:
                 continue
-            far = self.schedule.next_use(h)
-            if before is not None and far <= before:
+            far = next_use(h)
+            if far <= limit or far < best_far:
                 continue
-            key = (far, h.nbytes == need)
-            if best_key is None or key > best_key:
-                best, best_key = h, key
+            exact = h.nbytes == need
+            if far > best_far or (exact and not best_exact):
+                best, best_far, best_exact = h, far, exact
         return best
 
     def _evict_now(self, h: Handle) -> bool:

@@ -30,9 +30,12 @@ def report(manager: MemoryManager | None = None) -> str:
     lines.append("")
     for direction in sorted(t.moved):
         lines.append(f"moved {direction:<11} {format_size(t.moved[direction]):>11} in {t.transfers[direction]} transfers")
-    lines.append(f"time transferring {t.transfer_s:8.3f} s   waiting on transfers {t.wait_s:8.3f} s   "
-                 f"computing {t.compute_s:8.3f} s")
-    lines.append(f"transfer time hidden by prefetch {100 * t.hidden_fraction:5.1f} %")
+    lines.append(f"time transferring {t.transfer_s:8.3f} s (prefetch thread {t.prefetch_s:.3f} s)   "
+                 f"caller waiting {t.wait_s:8.3f} s   computing {t.compute_s:8.3f} s")
+    lines.append(f"transfer time hidden by prefetch {100 * t.hidden_fraction:5.1f} %  (transfer time the caller did "
+                 f"not wait for: its own reads count whole)")
+    if t.prefetch_wasted:
+        lines.append(f"prefetched and evicted unused {format_size(t.prefetch_wasted)}")
     lines.append(f"full-precision bytes {format_size(t.full_precision_peak)}, peak in host "
                  f"{format_size(t.peak['host'])}: effective multiplier {t.multiplier():.1f}x")
     return "\n".join(lines)
