@@ -17,6 +17,7 @@ columns are each row's decode speed over llama.cpp's on the same model and weigh
 over transformers' float32.
 
     PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick] [--only q4_0,f32] [--module-path]
+    PYTHONPATH=. taskset -c 0 .venv/bin/python benchmarks/generate.py --cpu-time --no-batch   # shared machine
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ from tensora.quant import quantize_tensor  # noqa: E402
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # honours taskset
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
+
+
 def timed(fn, repeat: int = 2) -> float:
     best = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, CLOCK() - t)
     return best
 
 
@@ -165,7 +169,13 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated weight formats to run (Q4_1, f32, q8_0, q4_0)")
     ap.add_argument("--module-path", action="store_true", help="also time tensora's module path (no fast path)")
     ap.add_argument("--no-batch", action="store_true", help="skip batch 8")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU time instead of the wall clock: robust on a shared machine, "
+                         "comparable across engines only at one thread (taskset -c N; spinning threads count)")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     only = {f.strip().lower() for f in args.only.split(",") if f.strip()}
     have_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     have_hf = importlib.util.find_spec("transformers") is not None

@@ -49,8 +49,6 @@ from ..quant import QuantizedEmbedding, QuantizedLinear, QuantizedTensor
 from ..tensor import Tensor
 from .layers import KVCache, SlotKVCache
 
-_PLAIN_LINEAR = {Linear, QuantizedLinear}
-_PLAIN_EMBEDDING = {Embedding, QuantizedEmbedding}
 
 
 class Projection:
@@ -191,7 +189,6 @@ class LlamaDecoder:
     def __init__(self, model: Any) -> None:
         c = model.config
         self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        self.hidden, self.window = c.hidden_size, c.sliding_window
         self.scale = 1.0 / math.sqrt(self.head_dim)
         w = model.model.embed_tokens.weight
         self.embed = w if isinstance(w, QuantizedTensor) else w.detach().numpy()
@@ -311,7 +308,7 @@ def eligible(model: Any) -> bool:
         if type(layer.input_layernorm) is not RMSNorm or type(layer.post_attention_layernorm) is not RMSNorm:
             return False
     embed = model.model.embed_tokens
-    if not any(isinstance(embed, k) for k in _PLAIN_EMBEDDING) or type(embed).forward not in (
+    if not isinstance(embed, (Embedding, QuantizedEmbedding)) or type(embed).forward not in (
             Embedding.forward, QuantizedEmbedding.forward) or getattr(embed, "max_norm", None) is not None:
         return False
     return _plain_linear(model.lm_head) and type(model.model.norm) is RMSNorm
