@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from tensora.memory import budget
-from tensora.memory.layered import prefetch_window
+from tensora.memory.layered import SWITCH_INTERVAL, prefetch_window
 from tensora.models import load
 
 from .conftest import write_llama
@@ -106,6 +107,16 @@ def test_a_tied_embedding_stays_resident_when_it_fits(tmp_path):
     small = load(tmp_path / "tied", memory_budget=embedding + 2 * 150 * KB, disk_dir=tmp_path)
     assert not small.memory._kept  # no room for it beside 1 + 2 streamed stages: it streams too
     assert small.generate(PROMPT, max_new_tokens=5, temperature=0).token_ids == expected
+
+
+def test_switch_interval_is_lowered_during_a_pass_and_restored(tmp_path):
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
+    model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+    seen = []
+    model.model.layers[1].register_forward_hook(lambda module, args, out: seen.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    model.generate(PROMPT, max_new_tokens=3, temperature=0)
+    assert seen == [min(before, SWITCH_INTERVAL)] * 3 and sys.getswitchinterval() == before
 
 
 class DictSchedule:
