@@ -93,6 +93,8 @@ class TieredModel:
         self._next: list[int] = []
         self._stages_of: dict[int, list[int]] = {}  # handle id -> the stages that use it
         self._kept: set[int] = set()  # handle ids kept in host RAM (see _plan_kept)
+        self._streamed: list[list[Handle]] = []  # stage -> its handles that are not kept
+        self._sizable: list[bool] = []  # stage -> more than an eighth of the mean stage (see _window)
         self._ahead: list[float] = []  # stage -> calls until it runs, counted from the current stage
         self._ahead_cache: dict[int, list[float]] = {}
         self._last_stage: int | None = None
@@ -157,6 +159,9 @@ class TieredModel:
             for b in stage.bindings:
                 self._stages_of.setdefault(b.handle.id, []).append(i)
         self._kept = self._plan_kept(host)
+        self._streamed = [[b.handle for b in s.bindings if b.handle.id not in self._kept] for s in self.stages]
+        mean = sum(s.nbytes for s in self.stages) / len(self.stages)
+        self._sizable = [s.nbytes * 8 > mean for s in self.stages]
         self._set_cursor(0)
         self.manager.schedule = self
         for i, stage in enumerate(self.stages):
@@ -213,18 +218,18 @@ class TieredModel:
         self._ahead = ahead
 
     def _window(self, i: int) -> list[list[Handle]]:
-        """The handles of stage i and of the stages after it, one list per stage, until `prefetch` more stages
-        that this pass reads (so not those still resident from an earlier pass: they need no time to
-        bring up) and that are more than an eighth of the mean stage (a final norm gives no time)."""
-        mean = sum(s.nbytes for s in self.stages) / len(self.stages)
+        """The handles to bring up for stage i and the stages after it, one list per stage, until `prefetch`
+        more stages that this pass reads (so not those still resident from an earlier pass: they need no
+        time to bring up) and that are more than an eighth of the mean stage (a final norm gives no time).
+        Read without the manager's lock: a stale answer only shifts where the window ends."""
+        prefetched = self.manager._prefetched
         groups, j, counted = [], i, -1
         for _ in range(len(self.stages)):
-            group = [b.handle for b in self.stages[j].bindings if b.handle.id not in self._kept]
-            if group:
-                groups.append(group)
-            # read without the manager's lock: a stale answer only shifts where the window ends
-            read = any(h.tier != "host" or h.id in self.manager._prefetched for h in group)
-            if self.stages[j].nbytes * 8 > mean and read:
+            group = self._streamed[j]
+            missing = [h for h in group if h.tier != "host"]
+            if missing:
+                groups.append(missing)
+            if self._sizable[j] and (missing or any(h.id in prefetched for h in group)):
                 counted += 1
             j = self._next[j]
             if counted >= self.prefetch_depth or j == i:
@@ -268,7 +273,9 @@ class TieredModel:
         # prefetch thread may put the stages after it where stage i was.
         self._set_cursor(self._next[i])
         if self._prefetcher is not None:
-            self._prefetcher.request(self._window(self._next[i]))
+            window = self._window(self._next[i])
+            if window:
+                self._prefetcher.request(window)
 
     def _end_pass(self) -> None:
         if self._saved_switch is not None:

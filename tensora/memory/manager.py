@@ -7,7 +7,8 @@ copy is already there): the least recently used ones, or, when a `Schedule` know
 each handle is needed next (layered.py: a model runs its stages in a cycle, for which LRU
 is the worst policy), the one needed furthest in the future (Belady's rule), and a
 prefetch never evicts a handle needed no later than the one it brings in (Cao et al.'s
-"do no harm" rule for integrated prefetching and caching, SIGMETRICS 1995). Bringing an array up from disk reads it
+"do no harm" rule for integrated prefetching and caching, SIGMETRICS 1995), nor anything
+at all if that would not make enough room. Bringing an array up from disk reads it
 into a reusable buffer of the same size when one is free, so steady streaming allocates
 nothing. Disk budget = bytes in spill files. Every check happens before bytes move, so a
 budget that cannot be met raises MemoryBudgetError with nothing lost.
@@ -257,8 +258,11 @@ class MemoryManager:
     def _take_buffer(self, n: int, protect: Iterable[int], before: float | None = None) -> np.ndarray | None:
         """A uint8 buffer of n bytes counted as live: a free one of that size, or a new one if room can be made.
 
-        before: evict only handles the schedule needs later than this (None: any unpinned one)."""
+        before: evict only handles the schedule needs later than this (None: any unpinned one), and
+        none at all if they cannot make room (a prefetch gives up rather than evict in vain)."""
         protect = set(protect)
+        if before is not None and self._pool.get(n) is None and not self._could_fit(n, protect, before):
+            return None
         while True:
             free = self._pool.get(n)
             if free:
@@ -276,6 +280,18 @@ class MemoryManager:
             if victim is None:
                 return None
             self._evict(victim)  # its buffer may be exactly n bytes: the loop takes it from the pool
+
+    def _could_fit(self, n: int, protect: set[int], before: float) -> bool:
+        """Whether n bytes fit once free buffers are dropped and every handle needed later than `before` goes."""
+        room = self.budgets["host"] - self._live
+        if room >= n:
+            return True
+        for hid, h in self._host_lru.items():
+            if hid not in protect and self.schedule.next_use(h) > before:
+                room += h.nbytes
+                if room >= n:
+                    return True
+        return False
 
     def _victim(self, protect: set[int], need: int, before: float | None = None) -> Handle | None:
         """The handle to evict for `need` bytes: the least recently used one without a schedule; with one,
@@ -481,6 +497,7 @@ class MemoryManager:
                     self._host_lru[h.id] = h
                 raise
             self._drop(h)
+            self._prefetched.discard(h.id)
             self._host_lru.pop(new.id, None)
             h.shape, h.dtype, h.nbytes = new.shape, new.dtype, new.nbytes
             h.tier, h._array, h._buffer, h._backing = new.tier, new._array, new._buffer, new._backing

@@ -152,6 +152,21 @@ def test_belady_eviction_and_prefetch_that_does_no_harm(tmp_path):
         assert float(c.get()[0]) == 2.0 and mm.tracker.wait_s == waited  # prefetched: the caller did not wait
 
 
+def test_prefetch_evicts_nothing_when_it_cannot_make_enough_room(tmp_path):
+    with budget(host=100 * KB, disk_dir=tmp_path) as mm:
+        big = mm.own(arr(7, 50 * KB), name="big")
+        a, b, c, d = (mm.own(arr(i), name=n) for i, n in enumerate("abcd"))  # LRU: big goes to disk
+        assert big.tier == "disk"
+        sched = DictSchedule()
+        mm.schedule = sched
+        sched.ahead |= {big.id: 5, a.id: 6, b.id: 1, c.id: 2, d.id: 3}
+        assert mm.prefetch([big]) == 0  # only a (25 kB) is needed later than big (50 kB): evicting it is in vain
+        assert [h.tier for h in (a, b, c, d)] == ["host"] * 4 and mm.tracker.moved["host->disk"] == 50 * KB
+        sched.ahead[d.id] = 7  # a and d: 50 kB, enough
+        assert mm.prefetch([big]) == 1 and (a.tier, d.tier, big.tier) == ("disk", "disk", "host")
+        assert float(big.get()[0]) == 7.0
+
+
 def test_equal_distance_prefers_the_victim_whose_buffer_fits(tmp_path):
     with budget(host=100 * KB, disk_dir=tmp_path) as mm:
         sched = DictSchedule()
