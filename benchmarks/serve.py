@@ -8,7 +8,7 @@ Aggregate tok/s = completion tokens of every request / wall time of the level; t
 column divides it by the 1-client figure (the target is >= 4x at 8 clients). TTFT is
 request start -> first streamed text, p50 and p99 over all requests of the level.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/serve.py [--new 64] [--clients 1,8,32] [--rounds 2]
+    PYTHONPATH=. .venv/bin/python benchmarks/serve.py [--new 64] [--clients 1,8,32] [--rounds 2] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -70,23 +70,33 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client, one after another")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the levels this many times, interleaved, and keep each level's fastest run "
+                         "(steadier on a shared machine)")
     args = ap.parse_args()
     model = load(args.model or default_model_path())
     app = create_app(model, model_id="bench", settings=Settings(max_batch=args.max_batch, max_queue=256))
-    rows, base = [], None
+    levels = [int(c) for c in args.clients.split(",")]
+    best: dict[int, tuple] = {}
     with BackgroundServer(app) as server:
         asyncio.run(_level(server.url, 1, 1, 4))  # warm up
         engine = server.app.state.hosted.engine
-        for clients in (int(c) for c in args.clients.split(",")):
-            steps, stepped = engine.steps, engine.rows_stepped
-            wall, tokens, ttfts = asyncio.run(_level(server.url, clients, args.rounds, args.new))
-            rate = tokens / wall
-            base = base or rate
-            batch = (engine.rows_stepped - stepped) / max(engine.steps - steps, 1)
-            rows.append((clients, clients * args.rounds, tokens, wall, rate, rate / base, batch,
-                         1000 * float(np.percentile(ttfts, 50)), 1000 * float(np.percentile(ttfts, 99))))
+        for _ in range(args.repeat):
+            for clients in levels:
+                steps, stepped = engine.steps, engine.rows_stepped
+                wall, tokens, ttfts = asyncio.run(_level(server.url, clients, args.rounds, args.new))
+                batch = (engine.rows_stepped - stepped) / max(engine.steps - steps, 1)
+                if clients not in best or tokens / wall > best[clients][1] / best[clients][0]:
+                    best[clients] = (wall, tokens, ttfts, batch)
+    rows, base = [], None
+    for clients in levels:
+        wall, tokens, ttfts, batch = best[clients]
+        rate = tokens / wall
+        base = base or rate
+        rows.append((clients, clients * args.rounds, tokens, wall, rate, rate / base, batch,
+                     1000 * float(np.percentile(ttfts, 50)), 1000 * float(np.percentile(ttfts, 99))))
     print(f"model: {args.model or default_model_path().name}, max_tokens {args.new}, {args.rounds} rounds per client,"
-          f" max batch {args.max_batch}, {os.cpu_count()} CPUs")
+          f" max batch {args.max_batch}, best of {args.repeat}, {os.cpu_count()} CPUs")
     print(table(rows, ("clients", "requests", "tokens", "wall s", "agg tok/s", "vs 1 client", "mean batch",
                        "TTFT p50 ms", "TTFT p99 ms")))
 
