@@ -60,6 +60,7 @@ def _infer_dtype(data: Any) -> dt.DType:
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor that copies `data` (nested lists, scalars, arrays or tensors).
 
+    >>> import tensora
     >>> tensora.tensor([[1, 2], [3, 4]]).dtype
     tensora.int64
     """

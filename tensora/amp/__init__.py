@@ -1,5 +1,6 @@
 """Mixed precision: `autocast` picks each op's precision, `GradScaler` keeps 16-bit gradients finite.
 
+    >>> import tensora
     >>> model = tensora.nn.Linear(8, 8)
     >>> with tensora.autocast(dtype=tensora.bfloat16):
     ...     y = model(tensora.randn(4, 8))   # the GEMM runs in bfloat16

@@ -169,6 +169,7 @@ def autocast_op(name: str) -> Callable[[Callable], Callable]:
     stays in float32, attention's internal products are not cast down a second time.
     Outside autocast it calls the function unchanged.
 
+    >>> import tensora
     >>> @autocast_op("mse_loss")
     ... def squared_error(a, b):
     ...     return ((a - b) ** 2).mean()
@@ -201,6 +202,7 @@ class autocast:  # noqa: N801 - torch spelling
     (for a float32 island within an autocast one). cache_enabled: reuse the low
     precision copy of each parameter within the region (default True).
 
+    >>> import tensora
     >>> lin = tensora.nn.Linear(4, 2)
     >>> with tensora.autocast(dtype=tensora.bfloat16):
     ...     y = lin(tensora.ones(3, 4))

@@ -15,6 +15,7 @@ none was found; `update` halves S after an overflow and doubles it after
 
 Usage, the loop torch documents:
 
+>>> import tensora
 >>> model = tensora.nn.Linear(4, 1)
 >>> opt = tensora.optim.SGD(model.parameters(), lr=0.1)
 >>> scaler = GradScaler()

@@ -9,6 +9,7 @@ own types instead of rewriting the recursion. `default_convert` is what a
 DataLoader with batch_size=None applies: NumPy arrays become tensors, nothing
 is stacked.
 
+    >>> import tensora
     >>> default_collate([{"x": tensora.zeros(2), "y": 1}, {"x": tensora.ones(2), "y": 2}])
     {'x': tensor([[0., 0.],
             [1., 1.]]), 'y': tensor([1, 2])}
@@ -133,6 +134,7 @@ default_collate_fn_map: CollateFnMap = {
 def default_collate(batch: list) -> Any:
     """Stack a list of samples into a batch (torch.utils.data.default_collate's rules).
 
+    >>> import tensora
     >>> default_collate([(tensora.zeros(3), 0), (tensora.ones(3), 1)])[1]
     tensor([0, 1])
     """

@@ -51,6 +51,7 @@ class IterableDataset(Dataset):
 class TensorDataset(Dataset):
     """Samples are slices of equally long tensors along dim 0: ds[i] == (t[i] for t in tensors).
 
+    >>> import tensora
     >>> TensorDataset(tensora.zeros(4, 2), tensora.ones(4))[0][0].shape
     tensora.Size([2])
     """
@@ -154,6 +155,7 @@ def random_split(dataset: Any, lengths: Sequence[int | float],
     permutation is drawn from `generator` (the default one if None), so a seeded
     generator gives the same split every run.
 
+    >>> import tensora
     >>> g = tensora.Generator().manual_seed(42)
     >>> [len(s) for s in random_split(range(10), [0.5, 0.25, 0.25], generator=g)]
     [6, 2, 2]

@@ -8,7 +8,7 @@ contiguous: the backend reads and writes their arrays directly, no copies.
 
     >>> import tensora, tensora.distributed as dist
     >>> dist.init_process_group("mpi")                      # doctest: +SKIP
-    >>> t = tensora.ones(4) * (dist.get_rank() + 1)
+    >>> t = tensora.ones(4) * (dist.get_rank() + 1)           # doctest: +SKIP
     >>> dist.all_reduce(t, op=dist.ReduceOp.SUM)            # doctest: +SKIP
     >>> t.tolist()                                          # 2 ranks: 1 + 2   # doctest: +SKIP
     [3.0, 3.0, 3.0, 3.0]

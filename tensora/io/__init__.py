@@ -1,8 +1,9 @@
 """Model files: safetensors and GGUF, training checkpoints; atomic writes, no pickle.
 
-    >>> import tensora
-    >>> tensora.io.save({"w": tensora.ones(2, 3)}, "/tmp/w.safetensors")      # doctest: +SKIP
-    >>> tensora.io.load("/tmp/w.safetensors")["w"].shape                      # doctest: +SKIP
+    >>> import tempfile, tensora
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = tensora.io.save({"w": tensora.ones(2, 3)}, f"{tmp}/w.safetensors")
+    ...     tensora.io.load(path)["w"].shape
     tensora.Size([2, 3])
 
 Loading is lazy (memory-mapped) by default; every malformed file raises

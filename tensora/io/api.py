@@ -32,8 +32,12 @@ def save(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None =
     larger than that is split into Hugging Face style shards plus an index.
     Returns the path to pass to `load` (the file, or the index).
 
+    >>> import tempfile, tensora
     >>> sd = {"w": tensora.ones(2, 3), "b": tensora.zeros(3)}
-    >>> tensora.io.save(sd, "/tmp/m.safetensors", metadata={"step": "10"})  # doctest: +SKIP
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = tensora.io.save(sd, f"{tmp}/m.safetensors", metadata={"step": "10"})
+    ...     sorted(tensora.io.load(path)), tensora.io.read_metadata(path)["step"]
+    (['b', 'w'], '10')
     """
     state = obj.state_dict() if hasattr(obj, "state_dict") and not isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping):

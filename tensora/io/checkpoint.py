@@ -55,8 +55,15 @@ def save_checkpoint(path: str | os.PathLike, *, model: Any = None, optimizer: An
     themselves); rng: a Generator-like object with get_state(), or a dict of
     them by name; extra: any tree of tensors, numbers, strings, lists, dicts.
 
-    >>> tensora.save_checkpoint("ckpt.safetensors", model=net, optimizer=opt, step=100,
-    ...                         rng=tensora.random.default_generator)   # doctest: +SKIP
+    >>> import tempfile, tensora
+    >>> net = tensora.nn.Linear(2, 1)
+    >>> opt = tensora.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     tensora.save_checkpoint(f"{tmp}/ckpt.safetensors", model=net, optimizer=opt, step=100,
+    ...                             rng=tensora.random.default_generator).name
+    ...     tensora.load_checkpoint(f"{tmp}/ckpt.safetensors", model=net, optimizer=opt).step
+    'ckpt.safetensors'
+    100
     """
     tensors: dict[str, Any] = {}
     state: dict[str, Any] = {"version": VERSION}

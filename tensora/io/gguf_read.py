@@ -105,8 +105,10 @@ class GGUFFile:
 def load_gguf(path: str | os.PathLike) -> GGUFFile:
     """Open a GGUF file: validated metadata now, tensor bytes memory-mapped (read when touched).
 
-    >>> f = tensora.io.load_gguf("model.gguf")            # doctest: +SKIP
-    >>> f.metadata["general.architecture"], f.tensors["token_embd.weight"].shape  # doctest: +SKIP
+    >>> import tensora, tensora.models
+    >>> f = tensora.io.load_gguf(tensora.models.default_model_path())   # SmolLM2-135M, Q4_1
+    >>> f.metadata["general.architecture"], f.tensors["token_embd.weight"].shape
+    ('llama', tensora.Size([49152, 576]))
     """
     name = os.fspath(path)
     with open(name, "rb") as fh:

@@ -44,7 +44,12 @@ def save_gguf(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Map
     `arch` (or metadata["general.architecture"]) fills general.architecture,
     which llama.cpp requires; it defaults to "tensora".
 
-    >>> tensora.io.save_gguf("/tmp/w.gguf", {"w": tensora.ones(2, 3)}, {"answer": 42})  # doctest: +SKIP
+    >>> import tempfile, tensora
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = tensora.io.save_gguf(f"{tmp}/w.gguf", {"w": tensora.ones(2, 3)}, {"answer": 42})
+    ...     f = tensora.io.load_gguf(path)
+    ...     f.metadata["answer"], f.metadata["general.architecture"], f.tensors["w"].shape
+    (42, 'tensora', tensora.Size([2, 3]))
     """
     from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 

@@ -19,8 +19,11 @@ configures the `tokenizers` library to do the same, one builder per `tokenizer.g
 Tokens typed CONTROL or UNKNOWN become special added tokens and USER_DEFINED ones plain
 added tokens, so both are matched whole in text, as llama.cpp's special-token partition does.
 
-    >>> spec = gguf_tokenizer_spec(tensora.io.load_gguf("model.gguf").metadata, "model.gguf")  # doctest: +SKIP
-    >>> spec.backend.encode("Hello").ids                                                      # doctest: +SKIP
+    >>> import tensora, tensora.models
+    >>> path = tensora.models.default_model_path()   # SmolLM2: a "gpt2" (byte-level BPE) vocabulary
+    >>> spec = gguf_tokenizer_spec(tensora.io.load_gguf(path).metadata, str(path))
+    >>> spec.backend.encode("Hello world").tokens
+    ['Hello', 'Ġworld']
 """
 
 from __future__ import annotations

@@ -5,12 +5,13 @@ tokenizers), configured from a Hugging Face folder (tokenizer.json) or from a GG
 metadata (see gguf_tokenizer.py, which reproduces llama.cpp's tokenization). Chat templates
 render with jinja2 exactly as transformers' `apply_chat_template` does.
 
-    >>> tok = load_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")               # doctest: +SKIP
-    >>> ids = tok.encode("Hello world")                                        # doctest: +SKIP
-    >>> tok.decode(ids)                                                        # doctest: +SKIP
-    'Hello world'
-    >>> stream = tok.stream()                                                  # doctest: +SKIP
-    >>> "".join(stream.push(i) for i in ids) + stream.flush()                  # doctest: +SKIP
+    >>> from tensora.models import default_model_path
+    >>> tok = load_tokenizer(default_model_path())   # SmolLM2-135M-Instruct's GGUF
+    >>> ids = tok.encode("Hello world")
+    >>> ids, tok.decode(ids)
+    ([19556, 905], 'Hello world')
+    >>> stream = tok.stream()
+    >>> "".join(stream.push(i) for i in ids) + stream.flush()
     'Hello world'
 """
 

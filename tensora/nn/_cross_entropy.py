@@ -232,6 +232,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     torch.nn.functional.cross_entropy: log_softmax over dim 1, then the negative log-likelihood of
     the targets, with class `weight`, `ignore_index` and `label_smoothing`.
 
+    >>> import tensora
     >>> logits = tensora.tensor([[2.0, 0.0], [0.0, 2.0]])
     >>> round(cross_entropy(logits, tensora.tensor([0, 1])).item(), 4)
     0.1269
@@ -275,6 +276,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
 
     'mean' divides by the summed weight of the targets that are not ignored (torch.nn.functional.nll_loss).
 
+    >>> import tensora
     >>> logp = tensora.tensor([[-0.5, -1.0], [-2.0, -0.1]])
     >>> round(nll_loss(logp, tensora.tensor([0, 1])).item(), 4)
     0.3

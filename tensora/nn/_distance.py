@@ -11,6 +11,7 @@ from ..tensor import Tensor
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Tensor | None = None) -> Tensor:
     """input / max(||input||_p, eps) along `dim`; with `out`, the result is also copied into it.
 
+    >>> import tensora
     >>> normalize(tensora.tensor([[3.0, 4.0]])).tolist()
     [[0.6000000238418579, 0.800000011920929]]
     """

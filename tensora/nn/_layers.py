@@ -73,6 +73,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     first; scale_grad_by_freq divides each id's gradient by its count in the batch. Gradients are
     always dense (tensora has no sparse tensors), so `sparse` only selects PyTorch's signature.
 
+    >>> import tensora
     >>> embedding(tensora.tensor([[0, 2]]), tensora.eye(3)).tolist()
     [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
     """

@@ -53,6 +53,7 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, re
              reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
     """(input - target)^2, reduced.
 
+    >>> import tensora
     >>> mse_loss(tensora.tensor([1.0, 2.0]), tensora.tensor([0.0, 0.0])).item()
     2.5
     """
@@ -133,6 +134,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
                          reduction: str = "mean") -> Tensor:
     """Binary cross entropy of probabilities `input` (in [0, 1]) against `target`, optionally weighted.
 
+    >>> import tensora
     >>> round(binary_cross_entropy(tensora.tensor([0.5]), tensora.tensor([1.0])).item(), 4)
     0.6931
     """

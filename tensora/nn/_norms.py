@@ -177,6 +177,7 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int] | int, weight: Ten
 
     Matches torch.nn.functional.layer_norm (biased variance, eps inside the square root).
 
+    >>> import tensora
     >>> x = tensora.tensor([[1.0, 2.0, 3.0]])
     >>> [round(v, 4) for v in layer_norm(x, (3,)).tolist()[0]]
     [-1.2247, 0.0, 1.2247]
@@ -195,6 +196,7 @@ def rms_norm(input: Tensor, normalized_shape: Sequence[int] | int, weight: Tenso
 
     eps=None means the machine epsilon of the input's dtype, as in PyTorch.
 
+    >>> import tensora
     >>> [round(v, 4) for v in rms_norm(tensora.tensor([[3.0, 4.0]]), 2, eps=0.0).tolist()[0]]
     [0.8485, 1.1314]
     """

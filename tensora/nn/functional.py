@@ -11,6 +11,7 @@ functions tensora.ops exports as tensora.<name>; the rest lives beside it:
     _layers.py         bilinear, embedding (max_norm, scale_grad_by_freq)
     _distance.py       normalize, cosine_similarity, pairwise_distance
 
+    >>> import tensora
     >>> import tensora.nn.functional as F
     >>> x = tensora.tensor([[1.0, -1.0]])
     >>> F.relu(x).tolist(), F.cross_entropy(x, tensora.tensor([0])).item() < 0.2

@@ -110,6 +110,7 @@ def _tensor_list(name: str, tensors: Sequence[Tensor]) -> list[Tensor]:
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Join tensors along an existing dim; every other dim must match (one copy of each input).
 
+    >>> import tensora
     >>> tensora.cat([tensora.ones(2, 3), tensora.zeros(1, 3)]).shape
     tensora.Size([3, 3])
     """
@@ -132,6 +133,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """Join equally shaped tensors along a new dim (one copy of each input).
 
+    >>> import tensora
     >>> tensora.stack([tensora.ones(2), tensora.zeros(2)], dim=1).shape
     tensora.Size([2, 2])
     """
@@ -150,6 +152,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor, ...]:
     """Views of pieces along dim: equal pieces of split_size (the last may be smaller) or given sizes.
 
+    >>> import tensora
     >>> [p.shape[0] for p in tensora.arange(5).split(2)]
     [2, 2, 1]
     """
@@ -321,6 +324,7 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: Any = 
     edge), 'replicate' (repeat the edge) or 'circular' (wrap around), as
     torch.nn.functional.pad.
 
+    >>> import tensora
     >>> tensora.pad(tensora.ones(2, 2), (1, 1)).shape
     tensora.Size([2, 4])
     """

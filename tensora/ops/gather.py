@@ -153,6 +153,7 @@ def _scatter_checks(name: str, x: Tensor, dim: int, index: Tensor, src: Any) -> 
 def gather(input: Tensor, dim: int, index: Tensor) -> Tensor:
     """out[i][j] = input[i][index[i][j]] for dim=1; out has index's shape (torch.gather).
 
+    >>> import tensora
     >>> tensora.tensor([[1, 2], [3, 4]]).gather(1, tensora.tensor([[1], [0]])).tolist()
     [[2], [3]]
     """
@@ -395,6 +396,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
 
     The row at padding_idx gets no gradient (torch.nn.functional.embedding).
 
+    >>> import tensora
     >>> tensora.embedding(tensora.tensor([[0, 2]]), tensora.eye(3)).shape
     tensora.Size([1, 2, 3])
     """
@@ -425,6 +427,7 @@ class OneHot(Op, name="one_hot"):
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """int64 (*, num_classes) with a 1 at each id; num_classes=-1 means max(id) + 1.
 
+    >>> import tensora
     >>> tensora.one_hot(tensora.tensor([0, 2])).tolist()
     [[1, 0, 0], [0, 0, 1]]
     """
@@ -499,6 +502,7 @@ class TopK(Op, name="topk"):
 def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> ValuesIndices:
     """(values, indices) sorted along dim; stable=True keeps equal elements in input order.
 
+    >>> import tensora
     >>> tensora.tensor([3., 1., 2.]).sort().indices.tolist()
     [1, 2, 0]
     """
@@ -518,6 +522,7 @@ def argsort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool
 def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:
     """The k largest (or smallest) entries along dim and their indices; gradients go to those entries.
 
+    >>> import tensora
     >>> tensora.tensor([1., 5., 3.]).topk(2).values.tolist()
     [5.0, 3.0]
     """

@@ -94,6 +94,7 @@ def _check_tensors(name: str, *xs: Any) -> None:
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy/PyTorch semantics for 1-D, 2-D and batched operands.
 
+    >>> import tensora
     >>> (tensora.ones(2, 3) @ tensora.ones(3)).tolist()
     [3.0, 3.0]
     """
@@ -194,6 +195,7 @@ class Linear(Op, name="linear"):
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = input @ weight.T + bias, input (..., in_features), weight (out, in), bias (out,).
 
+    >>> import tensora
     >>> tensora.linear(tensora.ones(4, 3), tensora.ones(2, 3), tensora.zeros(2)).shape
     tensora.Size([4, 2])
     """
@@ -364,6 +366,7 @@ def einsum(equation: Any, *operands: Any) -> Tensor:
     ASCII order. Dims of size 1 broadcast against the same letter elsewhere. The
     sublist form einsum(a, [0, 1], b, [1, 2], [0, 2]) is accepted too.
 
+    >>> import tensora
     >>> tensora.einsum("ij,jk->ik", tensora.ones(2, 3), tensora.ones(3, 4)).shape
     tensora.Size([2, 4])
     """

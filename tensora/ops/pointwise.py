@@ -310,6 +310,7 @@ def _bound(v: Any, target: dt.DType) -> Any:
 def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch's names
     """Limit input to [min, max]; bounds are scalars or tensors (broadcast), either may be None.
 
+    >>> import tensora
     >>> tensora.tensor([-2.0, 0.5, 3.0]).clamp(0, 1)
     tensor([0.0000, 0.5000, 1.0000])
     """

@@ -155,6 +155,7 @@ def _sum_dtype(x: Tensor, dtype: Any) -> Any:
 def sum(x: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:  # noqa: A001
     """Sum over `dim` (all dims by default); bool and int inputs sum to int64.
 
+    >>> import tensora
     >>> tensora.ones(2, 3).sum(1).tolist()
     [3.0, 3.0]
     """
@@ -218,6 +219,7 @@ def var(x: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: bool 
         correction: float | None = None) -> Tensor:
     """Variance over `dim` (all by default), dividing by N - correction (correction=1: Bessel's).
 
+    >>> import tensora
     >>> tensora.tensor([1.0, 2.0, 3.0, 4.0]).var().item()
     1.6666666269302368
     """
@@ -343,6 +345,7 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
 def max(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
     """The largest value (no dim); (values, indices) along `dim`; or the elementwise max with a tensor.
 
+    >>> import tensora
     >>> tensora.tensor([[1.0, 5.0], [7.0, 2.0]]).max(1).indices.tolist()
     [1, 0]
     """
@@ -452,6 +455,7 @@ class CumSum(Op, name="cumsum"):
 def cumsum(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
     """Running sum along `dim`; int and bool inputs give int64 (as PyTorch).
 
+    >>> import tensora
     >>> tensora.tensor([1, 2, 3]).cumsum(0).tolist()
     [1, 3, 6]
     """
@@ -515,6 +519,7 @@ class Norm(Op, name="norm"):
 def norm(x: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
     """Vector p-norm over `dim` (all elements by default): p = 2 / 'fro', 1, inf, -inf, 0 or any number.
 
+    >>> import tensora
     >>> tensora.tensor([3.0, 4.0]).norm().item()
     5.0
     """

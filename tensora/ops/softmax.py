@@ -156,6 +156,7 @@ def _softmax_dtype(x: Tensor, dtype: Any, name: str) -> Any:
 def softmax(x: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
     """exp(x) / sum(exp(x)) along `dim`, computed stably; `dtype` casts the input first.
 
+    >>> import tensora
     >>> tensora.tensor([0.0, 0.0]).softmax(0).tolist()
     [0.5, 0.5]
     """
@@ -196,6 +197,7 @@ class LogSumExp(Op, name="logsumexp"):
 def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     """log(sum(exp(x), dim)) without overflow; int inputs give the default float dtype.
 
+    >>> import tensora
     >>> round(tensora.tensor([1000.0, 1000.0]).logsumexp(0).item(), 3)
     1000.693
     """

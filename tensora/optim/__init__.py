@@ -1,5 +1,6 @@
 """Optimizers, learning-rate schedulers and gradient clipping, with torch.optim's API.
 
+    >>> import tensora
     >>> model_params = [tensora.randn(3, 3, requires_grad=True)]
     >>> opt = tensora.optim.AdamW(model_params, lr=1e-3)
     >>> sched = tensora.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)

@@ -25,6 +25,7 @@ from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al., 2011).
 
+    >>> import tensora
     >>> w = tensora.zeros(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = Adagrad([w], lr=0.5)
     >>> ((w - 1.0) ** 2).sum().backward()

@@ -24,6 +24,7 @@ from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2014); decoupled_weight_decay=True makes it AdamW.
 
+    >>> import tensora
     >>> w = tensora.zeros(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = Adam([w], lr=0.1)
     >>> ((w - 1.0) ** 2).sum().backward()
@@ -81,6 +82,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): p shrinks by lr * weight_decay each step.
 
+    >>> import tensora
     >>> w = tensora.ones(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
     >>> w.sum().backward()

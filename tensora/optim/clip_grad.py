@@ -88,6 +88,7 @@ def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: flo
                     error_if_nonfinite: bool = False, foreach: bool | None = None) -> Tensor:
     """Rescale gradients so their total norm is at most max_norm; returns the norm before clipping.
 
+    >>> import tensora
     >>> w = tensora.zeros(2, requires_grad=True)
     >>> w.grad = tensora.tensor([3.0, 4.0])
     >>> clip_grad_norm_([w], max_norm=1.0).item()

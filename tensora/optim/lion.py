@@ -24,6 +24,7 @@ from .optimizer import Optimizer, ParamsT, array_module, check_range, chunks, op
 class Lion(Optimizer):
     """Lion (EvoLved Sign Momentum).
 
+    >>> import tensora
     >>> w = tensora.zeros(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = Lion([w], lr=0.1)
     >>> ((w - 1.0) ** 2).sum().backward()

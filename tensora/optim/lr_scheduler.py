@@ -7,6 +7,7 @@ last bit and schedulers compose the way torch's do; `_get_closed_form_lr` is the
 direct formula, used when SequentialLR restarts a scheduler at a milestone. The base
 class is in lr_scheduler_base.py; OneCycleLR and ReduceLROnPlateau have files of their own.
 
+    >>> import tensora
     >>> w = tensora.zeros(1, requires_grad=True)
     >>> opt = tensora.optim.SGD([w], lr=1.0)
     >>> sched = StepLR(opt, step_size=2, gamma=0.5)
@@ -197,9 +198,20 @@ class LinearLR(LRScheduler):
 class SequentialLR(LRScheduler):
     """Run schedulers one after another: schedulers[i + 1] takes over (from its epoch 0) at milestones[i].
 
-    >>> warmup = LinearLR(opt, start_factor=0.1, total_iters=5)            # doctest: +SKIP
-    >>> cosine = CosineAnnealingLR(opt, T_max=95)                           # doctest: +SKIP
-    >>> sched = SequentialLR(opt, [warmup, cosine], milestones=[5])         # doctest: +SKIP
+    Linear warmup for 3 steps, then a cosine decay over 4 (torch.optim gives the same lrs):
+
+    >>> import tensora
+    >>> opt = tensora.optim.SGD([tensora.zeros(1, requires_grad=True)], lr=1.0)
+    >>> warmup = LinearLR(opt, start_factor=0.25, total_iters=3)
+    >>> cosine = CosineAnnealingLR(opt, T_max=4)
+    >>> sched = SequentialLR(opt, [warmup, cosine], milestones=[3])
+    >>> lrs = [opt.param_groups[0]["lr"]]
+    >>> for _ in range(7):
+    ...     opt.step()
+    ...     sched.step()
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
+    >>> lrs
+    [0.25, 0.5, 0.75, 1.0, 0.8536, 0.5, 0.1464, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],

@@ -26,6 +26,7 @@ class OneCycleLR(LRScheduler):
     momentum (or Adam's beta1) moves the opposite way between max_momentum and base_momentum.
     Step it after every batch.
 
+    >>> import tensora
     >>> opt = tensora.optim.SGD([tensora.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
     >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)
     >>> round(opt.param_groups[0]["lr"], 6), opt.param_groups[0]["momentum"]  # max_lr / div_factor

@@ -143,6 +143,7 @@ class Optimizer:
 
     A new optimizer is its update rule:
 
+    >>> import tensora
     >>> class SignSGD(Optimizer):
     ...     def __init__(self, params, lr=0.01):
     ...         super().__init__(params, {"lr": lr})

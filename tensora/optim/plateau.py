@@ -17,6 +17,7 @@ class ReduceLROnPlateau(LRScheduler):
     epochs before counting bad ones again. lr never goes below min_lr, and changes smaller
     than eps are skipped. Call step(metric) once per epoch.
 
+    >>> import tensora
     >>> opt = tensora.optim.SGD([tensora.zeros(1, requires_grad=True)], lr=1.0)
     >>> sched = ReduceLROnPlateau(opt, patience=1)
     >>> for val_loss in [1.0, 1.0, 1.0]:

@@ -22,6 +22,7 @@ from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range
 class RMSprop(Optimizer):
     """RMSprop (Hinton's lecture 6e; centered form from Graves, 2013).
 
+    >>> import tensora
     >>> w = tensora.zeros(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = RMSprop([w], lr=0.01)
     >>> ((w - 1.0) ** 2).sum().backward()

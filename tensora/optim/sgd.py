@@ -21,6 +21,7 @@ from .optimizer import Optimizer, ParamsT, array_module, check_range, chunks, ef
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
+    >>> import tensora
     >>> w = tensora.zeros(2, dtype=tensora.float64, requires_grad=True)
     >>> opt = SGD([w], lr=0.1, momentum=0.9)
     >>> ((w - 1.0) ** 2).sum().backward()

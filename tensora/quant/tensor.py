@@ -15,7 +15,8 @@ all QLoRA-style adapter training needs.
     >>> qt.shape, qt.dtype, qt.nbytes < w.nbytes / 3
     (tensora.Size([64, 128]), tensora.float32, True)
     >>> x = tensora.randn(2, 128)
-    >>> bool(((x @ qt.T) - (x @ qt.dequantize().T)).abs().max() < 1e-3)
+    >>> y, ref = x @ qt.T, x @ qt.dequantize().T
+    >>> bool((y - ref).abs().max() < 1e-4 * ref.abs().max())  # x rounded to 15 bits: kernels/quant_matmul.py
     True
 """
 
@@ -332,7 +333,10 @@ def from_gguf(block_tensor: Any) -> QuantizedTensor:
 def quantize_tensor(t: Tensor | np.ndarray, format: str | QuantFormat, **options: Any) -> QuantizedTensor:
     """Quantize ``t`` (any float tensor or array) into ``format`` with the format's ``options``.
 
-    >>> qt = quantize_tensor(tensora.randn(8, 64), "nf4", block_size=64, double_quant=True)  # doctest: +SKIP
+    >>> import tensora
+    >>> qt = quantize_tensor(tensora.randn(8, 64), "nf4", block_size=64, double_quant=True)
+    >>> qt.format, qt.shape, qt.nbytes, qt.dense_nbytes
+    (NF4(block_size=64, double_quant=True), tensora.Size([8, 64]), 272, 2048)
     """
     fmt = get_format(format, **options)
     if isinstance(t, Tensor):

@@ -3,6 +3,7 @@
 Class weights (and BCEWithLogitsLoss's pos_weight) are buffers, so they follow .to() and
 appear in state_dict as in PyTorch; a missing one is registered as None.
 
+    >>> import tensora
     >>> loss = CrossEntropyLoss(label_smoothing=0.1)
     >>> round(loss(tensora.tensor([[2.0, 0.0]]), tensora.tensor([0])).item(), 4)
     0.2269
