@@ -107,7 +107,9 @@ outlier columns only pay off when the weights have outliers (real models do,
 Gaussian ones do not).
 
 See tensora/quant/formats/ for one module per format family, with the spec each
-follows, and benchmarks/quant_matmul.py for the speed of the fused kernels.
+follows, benchmarks/quant_matmul.py for the speed of the fused kernels, and
+docs/quantization_perplexity.md for the formats on whole real models (SmolLM2's
+perplexity, MiniLM's sentence embeddings).
 """, encoding="utf-8")
     print(f"wrote {DOC}")
 
