@@ -27,10 +27,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # Modules whose examples are wrong but which other work owns right now; each reason says
 # what is wrong, so whoever fixes the example also deletes the entry (strict xfail).
-KNOWN_FALSE = {
-    "tensora.models.generation": "BatchDecoder's example skips the line that defines `dec`, "
-                                 "then uses it (and model, ids_a, ids_b are never defined)",
-}
+KNOWN_FALSE: dict[str, str] = {}  # module -> why its examples are known to fail (xfail, strict)
 
 
 def _missing_dependency(exc: BaseException) -> str | None:

@@ -248,9 +248,16 @@ class BatchDecoder:
     a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
     Greedy outputs equal those of generate() on the prompt alone.
 
-        >>> dec = BatchDecoder(model)                                   # doctest: +SKIP
-        >>> a = dec.join(ids_a, SamplingOptions(temperature=0)); b = dec.join(ids_b, SamplingOptions())
-        >>> while dec.active: dec.step()
+        >>> from tensora.models import default_model_path, load
+        >>> model = load(default_model_path())
+        >>> ids_a, ids_b = (model.tokenizer.encode(t) for t in ("The capital of France is", "1, 2, 3,"))
+        >>> dec = BatchDecoder(model)
+        >>> a = dec.join(ids_a, SamplingOptions(temperature=0, max_new_tokens=4))
+        >>> b = dec.join(ids_b, SamplingOptions(temperature=0.8, max_new_tokens=4, seed=1))
+        >>> while dec.active:
+        ...     _ = dec.step()
+        >>> a.completion().token_ids == model.generate(ids_a, max_new_tokens=4, temperature=0).token_ids
+        True
     """
 
     def __init__(self, model: Any) -> None:
