@@ -41,7 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd.grad_mode import is_grad_enabled
+from ..errors import TensoraError
 from ..nn import Module, ModuleList, Parameter
+from ..tensor import Tensor
 from ..quant import QuantizedTensor
 from .errors import MemoryBudgetError
 from .handle import Handle
@@ -322,8 +325,22 @@ def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
     def hook(module: Module, args: Any, *output: Any) -> None:
         t = ref()
         if t is not None:
+            if method == "_enter":
+                _refuse_recording(module, args)
             getattr(t, method)(i)
     return hook
+
+
+def _refuse_recording(module: Module, args: Any) -> None:
+    """Tiered stages are inference-only: their weights leave host RAM when the stage exits, so a
+    backward pass would find them gone. Say so before anything is recorded."""
+    if not is_grad_enabled():
+        return
+    if any(isinstance(a, Tensor) and a.requires_grad for a in args) or any(
+            p.requires_grad for p in module.parameters()):
+        raise TensoraError(f"{type(module).__name__}: a model loaded with memory_budget= runs inference only "
+                           "(use tensora.no_grad()); to train under a budget, train adapters on an untiered "
+                           "quantized model with tensora.memory.offload_activations / StreamedOptimizer")
 
 
 class _Prefetcher:

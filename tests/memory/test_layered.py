@@ -191,3 +191,20 @@ def test_hidden_fraction_counts_caller_reads_whole(tmp_path):
         np.testing.assert_array_equal(y.get(), data[10 * KB // 4:20 * KB // 4])
         assert t.prefetch_s > 0 and t.transfer_s == pytest.approx(t.wait_s + t.prefetch_s)
         assert t.hidden_fraction == pytest.approx(t.prefetch_s / t.transfer_s)
+
+
+def test_a_tiered_model_refuses_to_record_a_backward_pass(tmp_path):
+    """Its weights leave host RAM after each stage, so backward would find them gone: say so up front."""
+    import tensora
+    from tensora.errors import TensoraError
+    from tensora.nn import add_lora
+
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=2, vocab=256)
+    model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+    ids = np.array([PROMPT])
+    expected = model(ids).numpy()  # frozen weights and integer ids: nothing is recorded, so it runs
+    add_lora(model, r=2, targets=["q_proj"])
+    with pytest.raises(TensoraError, match="inference only"):
+        model(ids)
+    with tensora.no_grad():
+        np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-6, atol=1e-6)  # LoRA B starts at 0
