@@ -9,7 +9,7 @@ output position `o` and kernel tap `t` read the input at
 windows into one contiguous column array with a strided view (`im2col`) and
 does a single matmul per group; its transposes scatter columns back with one
 shifted-slice add per kernel tap (`col2im`), so the Python loops run over the
-k*k taps, never over pixels. Pooling reuses the same taps loop.
+k*k taps, never over pixels. Pooling (pool_windows.py) reuses the same taps loop.
 
 Arrays are laid out (N, C, *spatial). The functions take the array module
 `xp` (NumPy or CuPy) and return arrays; they know nothing of Tensor.
@@ -105,14 +105,14 @@ def taps(win: Window) -> Iterator[tuple[int, tuple[int, ...], tuple[slice, ...]]
 
     Nothing when the output is empty (a slice for zero outputs cannot be written as start:stop:step).
     """
-    if _empty_out(win):
+    if empty_output(win):
         return
     for flat, offs in enumerate(itertools.product(*[range(k) for k in win.kernel])):
         yield flat, offs, tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                                 for t, o, s, d in zip(offs, win.out_size, win.stride, win.dilation))
 
 
-def _empty_out(win: Window) -> bool:
+def empty_output(win: Window) -> bool:
     return any(o == 0 for o in win.out_size)
 
 
@@ -157,7 +157,7 @@ FLAT_MAX_WIDTH = 16  # measured: at 32 wide, cropping the extra positions costs 
 
 def _narrow(win: Window) -> bool:
     """Whether the padded-plane grid suits the window: stride 1 and a narrow (or 1-D) output."""
-    return (all(s == 1 for s in win.stride) and not _empty_out(win)
+    return (all(s == 1 for s in win.stride) and not empty_output(win)
             and (len(win.kernel) == 1 or win.out_size[-1] <= FLAT_MAX_WIDTH))
 
 
@@ -304,7 +304,7 @@ def _use_rows(win: Window, c: int, groups: int) -> bool:
     """Whether a conv over c input channels in `groups` groups runs on patch rows (see above)."""
     run = c * (win.kernel[-1] if win.dilation[-1] == 1 else 1)
     small = max(math.prod(win.in_size), math.prod(win.out_size)) <= ROW_MAX_MAP
-    return groups == 1 and len(win.kernel) > 1 and run >= ROW_MIN_RUN and small and not _empty_out(win)
+    return groups == 1 and len(win.kernel) > 1 and run >= ROW_MIN_RUN and small and not empty_output(win)
 
 
 def _channels_last(a: Any) -> Any:
@@ -563,150 +563,10 @@ def _depthwise_transpose(xp: Any, y: Any, w: Any, win: Window) -> Any:
 def _depthwise_weight(xp: Any, x: Any, g: Any, win: Window) -> Any:
     """dw (C, 1, *kernel): per tap, g times the shifted input summed over batch and positions."""
     c = g.shape[1]
-    if _empty_out(win):
+    if empty_output(win):
         return xp.zeros((c, 1) + win.kernel, dtype=g.dtype)
     g = _to_grid(xp, g, win, g.dtype, _narrow(win))  # zeros at the grid's extra positions
     spatial = "uvw"[:g.ndim - 2]
     spec = f"nc{spatial},nc{spatial}->c"
     dw = xp.stack([xp.einsum(spec, g, view) for _, view in _tap_views(xp, x, win, g.dtype)], axis=1)
     return dw.reshape((c, 1) + win.kernel)
-
-
-# -- pooling ------------------------------------------------------------------------
-
-def lowest(dtype: Any) -> Any:
-    """The fill value a max never picks: -inf for floats, the minimum for ints."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        return np.iinfo(dtype).min
-    return -np.inf
-
-
-def disjoint(win: Window) -> bool:
-    """True when no two windows share an input position (stride past each window's extent in every dim).
-
-    Scatters can then assign each tap's slice instead of adding into it.
-    """
-    return all(s > (k - 1) * d for k, s, d in zip(win.kernel, win.stride, win.dilation))
-
-
-def window_max(xp: Any, x: Any, win: Window, with_taps: bool = True) -> tuple[Any, Any]:
-    """(max over each window, tap number of the max or None): first max wins, NaN propagates (as PyTorch).
-
-    With taps, disjoint windows (pooling with stride = kernel) first copy their taps into contiguous
-    planes: the max and the tap search are several passes per tap, and NumPy runs each on a strided
-    tap view (runs of out_last elements) 5-10x slower than on a plane, where one copy of all the
-    planes costs about one strided pass (30% off the whole). The max alone is one pass per tap, and
-    overlapping windows would copy the input several times over: those read the tap views in place.
-    """
-    xs = pad_to_span(xp, x, win, lowest(x.dtype))
-    shape = x.shape[:x.ndim - len(win.in_size)] + win.out_size
-    tap_dtype = np.uint8 if win.taps <= 256 else np.int32
-    if _empty_out(win):
-        return xp.empty(shape, dtype=x.dtype), xp.zeros(shape, dtype=tap_dtype)
-    if with_taps and disjoint(win):
-        views = _tap_planes(xp, xs, win)
-    else:
-        views = [xs[(Ellipsis, *sl)] for _, _, sl in taps(win)]
-    best = views[0].copy()  # a fresh array: maximum() writes into it, and views[0] may be the input
-    for v in views[1:]:
-        xp.maximum(best, v, out=best)  # propagates NaN
-    if not with_taps:
-        return best, None
-    idx = xp.zeros(shape, dtype=tap_dtype)
-    found = views[0] == best
-    for flat in range(1, len(views)):
-        hit = views[flat] == best
-        xp.greater(hit, found, out=hit)  # hit and not found: only the first tap holding the max
-        found |= hit
-        idx += hit * tap_dtype(flat)  # bool arithmetic: far faster than copyto(where=)
-    if best.dtype.kind not in "iub":
-        nan = xp.isnan(best)
-        if nan.any():  # PyTorch keeps the last NaN it meets
-            for flat in range(len(views)):
-                xp.copyto(idx, tap_dtype(flat), where=xp.isnan(views[flat]))
-    return best, idx
-
-
-def _tap_planes(xp: Any, xs: Any, win: Window) -> Any:
-    """Every tap's view of a span-sized xs (..., *span) copied to one contiguous (taps, ..., *out) array."""
-    nd = len(win.kernel)
-    view = windows(xp, xs, win)  # (..., *kernel, *out)
-    lead = view.ndim - 2 * nd
-    axes = tuple(range(lead, lead + nd)) + tuple(range(lead)) + tuple(range(lead + nd, view.ndim))
-    return xp.ascontiguousarray(view.transpose(axes)).reshape((win.taps,) + view.shape[:lead] + win.out_size)
-
-
-def window_select(xp: Any, x: Any, win: Window, idx: Any) -> Any:
-    """out[..., o] = the input value at tap idx[..., o] of window o (gather by tap number)."""
-    xs = pad_to_span(xp, x, win)
-    out = xp.zeros(idx.shape, dtype=x.dtype)
-    for flat, _, sl in taps(win):
-        xp.copyto(out, xs[(Ellipsis, *sl)], where=idx == flat)
-    return out
-
-
-def window_scatter(xp: Any, g: Any, win: Window, idx: Any) -> Any:
-    """The transpose of window_select: add g[..., o] into the input position of tap idx[..., o]."""
-    acc = acc_dtype(g.dtype)
-    ga = g.astype(acc, copy=False)
-    buf = xp.zeros(g.shape[:g.ndim - len(win.in_size)] + win.span, dtype=acc)
-    # ga * hit is ~4x faster than where(hit, ga, 0), but inf * False is NaN: non-finite gradients
-    # take the exact where() form.
-    finite = bool(xp.isfinite(ga).all())
-    zero = xp.zeros((), dtype=acc)
-    for flat, _, sl in taps(win):
-        hit = idx == flat
-        target = buf[(Ellipsis, *sl)]
-        if disjoint(win) and finite:
-            xp.multiply(ga, hit, out=target)
-        elif disjoint(win):
-            target[...] = xp.where(hit, ga, zero)
-        else:
-            target += ga * hit if finite else xp.where(hit, ga, zero)
-    return crop_from_span(xp, buf, win).astype(g.dtype, copy=False)
-
-
-def window_sum(xp: Any, x: Any, win: Window, divisor: Any) -> Any:
-    """Sum of each zero-padded window divided by `divisor` (broadcast to out): average pooling.
-
-    Integer inputs divide with truncation toward zero, as PyTorch's integer avg_pool does.
-    """
-    acc = acc_dtype(x.dtype)
-    xs = pad_to_span(xp, x, win)
-    out = xp.zeros(x.shape[:x.ndim - len(win.in_size)] + win.out_size, dtype=acc)
-    for _, _, sl in taps(win):
-        out += xs[(Ellipsis, *sl)]
-    div = xp.asarray(divisor)
-    if out.dtype.kind in "iu":
-        out = xp.where(out < 0, -(-out // div), out // div)
-    else:
-        out /= div.astype(acc, copy=False)
-    return out.astype(x.dtype, copy=False)
-
-
-def window_sum_t(xp: Any, g: Any, win: Window, divisor: Any) -> Any:
-    """The transpose of window_sum: every position of window o receives g[o] / divisor[o]."""
-    acc = acc_dtype(g.dtype)
-    ga = g.astype(acc, copy=False) / xp.asarray(divisor).astype(acc, copy=False)
-    buf = xp.zeros(g.shape[:g.ndim - len(win.in_size)] + win.span, dtype=acc)
-    for _, _, sl in taps(win):
-        if disjoint(win):
-            buf[(Ellipsis, *sl)] = ga
-        else:
-            buf[(Ellipsis, *sl)] += ga
-    return crop_from_span(xp, buf, win).astype(g.dtype, copy=False)
-
-
-def flat_input_index(win: Window, idx: Any, xp: Any) -> Any:
-    """Tap numbers -> flat index into each (n, c) input plane, as max_pool's return_indices gives."""
-    nd = len(win.in_size)
-    taps_nd = xp.unravel_index(idx.astype(np.int64), win.kernel)
-    flat = xp.zeros(idx.shape, dtype=np.int64)
-    for i in range(nd):
-        shape = [1] * nd
-        shape[i] = win.out_size[i]
-        start = (xp.arange(win.out_size[i], dtype=np.int64) * win.stride[i] - win.pad[i]).reshape(shape)
-        pos = start + taps_nd[i] * win.dilation[i]
-        flat = flat * win.in_size[i] + pos
-    return flat

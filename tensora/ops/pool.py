@@ -18,6 +18,7 @@ import numpy as np
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..kernels import im2col as k
+from ..kernels import pool_windows as pw
 from ..kernels.im2col import Window
 from ..tensor import Tensor
 from .conv import check_dtypes
@@ -31,11 +32,11 @@ class MaxPool(Op, name="max_pool"):
     @staticmethod
     def forward(ctx, x, win, with_indices):
         recording = bool(ctx.needs_input_grad and ctx.needs_input_grad[0])
-        out, taps = k.window_max(ctx.xp, x, win, with_taps=with_indices or recording)
+        out, taps = pw.window_max(ctx.xp, x, win, with_taps=with_indices or recording)
         ctx.win, ctx.taps = win, taps
         if not with_indices:
             return out
-        return out, k.flat_input_index(win, taps, ctx.xp)
+        return out, pw.flat_input_index(win, taps, ctx.xp)
 
     @staticmethod
     def backward(ctx, g, *_):
@@ -48,7 +49,7 @@ class WindowSelect(Op, name="window_select"):
     @staticmethod
     def forward(ctx, x, win, taps):
         ctx.win, ctx.taps = win, taps
-        return k.window_select(ctx.xp, x, win, taps)
+        return pw.window_select(ctx.xp, x, win, taps)
 
     @staticmethod
     def backward(ctx, g):
@@ -61,7 +62,7 @@ class WindowScatter(Op, name="window_scatter"):
     @staticmethod
     def forward(ctx, g, win, taps):
         ctx.win, ctx.taps = win, taps
-        return k.window_scatter(ctx.xp, g, win, taps)
+        return pw.window_scatter(ctx.xp, g, win, taps)
 
     @staticmethod
     def backward(ctx, gg):
@@ -74,7 +75,7 @@ class WindowSum(Op, name="window_sum"):
     @staticmethod
     def forward(ctx, x, win, divisor):
         ctx.win, ctx.divisor = win, divisor
-        return k.window_sum(ctx.xp, x, win, divisor)
+        return pw.window_sum(ctx.xp, x, win, divisor)
 
     @staticmethod
     def backward(ctx, g):
@@ -87,7 +88,7 @@ class WindowSumT(Op, name="window_sum_t"):
     @staticmethod
     def forward(ctx, g, win, divisor):
         ctx.win, ctx.divisor = win, divisor
-        return k.window_sum_t(ctx.xp, g, win, divisor)
+        return pw.window_sum_t(ctx.xp, g, win, divisor)
 
     @staticmethod
     def backward(ctx, gg):

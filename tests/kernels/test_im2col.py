@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tensora.kernels import im2col as k
+from tensora.kernels import pool_windows as pw
 from tensora.kernels.im2col import Window
 
 
@@ -145,20 +146,20 @@ def test_pooling_pairs_are_adjoint(win):
     x = rng.standard_normal((2, 3) + win.in_size)
     g = rng.standard_normal((2, 3) + win.out_size)
     div = rng.uniform(1, 3, win.out_size)
-    assert np.isclose(np.vdot(k.window_sum(np, x, win, div), g), np.vdot(x, k.window_sum_t(np, g, win, div)))
+    assert np.isclose(np.vdot(pw.window_sum(np, x, win, div), g), np.vdot(x, pw.window_sum_t(np, g, win, div)))
     idx = rng.integers(0, win.taps, (2, 3) + win.out_size).astype(np.uint8)
-    assert np.isclose(np.vdot(k.window_select(np, x, win, idx), g), np.vdot(x, k.window_scatter(np, g, win, idx)))
+    assert np.isclose(np.vdot(pw.window_select(np, x, win, idx), g), np.vdot(x, pw.window_scatter(np, g, win, idx)))
 
 
 def test_window_max_first_tap_wins_and_leaves_the_input_alone():
     win = _window((6,), (3,), (1,), (0,), (1,))
     x = np.array([[[1.0, 4.0, 4.0, 0.0, 4.0, 2.0]]])
     keep = x.copy()
-    best, taps = k.window_max(np, x, win)
+    best, taps = pw.window_max(np, x, win)
     np.testing.assert_array_equal(best, [[[4, 4, 4, 4]]])
     np.testing.assert_array_equal(taps, [[[1, 0, 0, 1]]])
     np.testing.assert_array_equal(x, keep)
-    assert k.window_max(np, x, win, with_taps=False)[1] is None
+    assert pw.window_max(np, x, win, with_taps=False)[1] is None
 
 
 @pytest.mark.parametrize("size,kernel,stride,pad,dilation,ceil,expected", [
@@ -176,8 +177,8 @@ def test_geometry_helpers():
     assert win.span == tuple((o - 1) * s + (kk - 1) * d + 1 for o, s, kk, d in
                              zip(win.out_size, win.stride, win.kernel, win.dilation))
     assert win.taps == 6
-    assert k.disjoint(_window((4, 4), (2, 2), (2, 2), (0, 0), (1, 1)))
-    assert not k.disjoint(_window((4, 4), (2, 2), (2, 1), (0, 0), (1, 1)))
+    assert pw.disjoint(_window((4, 4), (2, 2), (2, 2), (0, 0), (1, 1)))
+    assert not pw.disjoint(_window((4, 4), (2, 2), (2, 1), (0, 0), (1, 1)))
     assert k.acc_dtype(np.float16) == np.float32 and k.acc_dtype(np.float64) == np.float64
     assert k.acc_dtype(np.int32) == np.int32
 
