@@ -23,17 +23,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(path: str | None, quantize: str | None = None, memory_budget: str | None = None):
-    """The named model, or the embedded default; --memory-budget only where loading supports it."""
-    import inspect
-
+    """The named model, or the embedded default; with a budget, its weights are tiered (tensora.memory)."""
     from tensora.models import default_model_path, load
 
-    options = {"quantize": quantize}
-    if memory_budget is not None:
-        if "memory_budget" not in inspect.signature(load).parameters:
-            raise ValueError("--memory-budget is not available yet: tensora.models.load() takes no memory_budget")
-        options["memory_budget"] = memory_budget
-    return load(path or default_model_path(), **options)
+    return load(path or default_model_path(), quantize=quantize, memory_budget=memory_budget)
 
 
 def model_name(path: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import inspect
 import os
 import signal
 import socket
@@ -12,11 +11,9 @@ import sys
 import time
 
 import httpx
-import pytest
 from serve.tiny import client
 
 from tensora.cli import main
-from tensora.models import load
 from tensora.serve import BackgroundServer, create_app
 
 
@@ -46,16 +43,6 @@ def test_chat_streams_replies_and_keeps_the_conversation(tiny_path, tiny_model, 
     assert out.count("6 tokens") == 3
 
 
-HAS_BUDGET = "memory_budget" in inspect.signature(load).parameters
-
-
-@pytest.mark.skipif(HAS_BUDGET, reason="tensora.models.load takes memory_budget in this tree")
-def test_serve_says_memory_budget_is_unavailable(tiny_path, capsys):
-    assert main(["serve", str(tiny_path), "--memory-budget", "2GiB"]) == 1
-    assert "--memory-budget is not available yet" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(not HAS_BUDGET, reason="tensora.models.load takes no memory_budget in this tree")
 def test_memory_budget_reaches_the_loader_and_serving_still_decodes(tiny_path, tiny_model):
     from tensora.cli.serve import load_model
     from tensora.models.generation import BatchDecoder, SamplingOptions
