@@ -96,14 +96,6 @@ def demo(args: argparse.Namespace) -> int:
     _section("QLoRA: training adapters on the frozen 4-bit model")
     _train_lora(load(path))
     return 0
-    t0 = time.perf_counter()
-    model = load(path)
-    print(f"loaded {path.name} in {time.perf_counter() - t0:.2f} s "
-          f"({memory_report(model).held_bytes / 2**20:.0f} MiB held, stored formats kept)")
-    question = "What is the capital of France?"
-    print(f"user: {question}\nassistant: ", end="", flush=True)
-    stream_to_terminal(model, model.chat_prompt([{"role": "user", "content": question}]), max_new_tokens=48, temperature=0)
-    return 0
 
 
 def _train_lora(model: object, steps: int = 3) -> None:
