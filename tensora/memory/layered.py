@@ -16,11 +16,8 @@ stays resident across passes is then a fixed set that no pass reads again. A wei
 by several stages (an embedding tied to lm_head) is kept in host RAM when it fits beside
 the stages streaming through: evicted between its uses it would be read twice per pass.
 
-The prefetch thread needs the GIL between its reads, and a thread that wakes while the
-compute thread runs Python waits a whole switch interval (5 ms by default) before the
-interpreter hands it over: longer than a decoder layer of a small model takes. So while a
-pass runs, the interpreter's switch interval is lowered to SWITCH_INTERVAL (restored when
-the pass ends): the prefetch thread then starts its next read within about 0.5 ms.
+While a pass runs, the interpreter's switch interval is lowered and BLAS leaves a core to
+the prefetch thread (cpu_share.py), restored when the pass ends.
 
 This works through Module forward pre/post hooks: the architectures are untouched, and the
 fused quantized kernels run on the resident buffers exactly as on an in-RAM model.
@@ -31,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import math
 import queue
-import sys
 import threading
 import time
 import weakref
@@ -46,13 +42,12 @@ from ..errors import TensoraError
 from ..nn import Module, ModuleList, Parameter
 from ..tensor import Tensor
 from ..quant import QuantizedTensor
+from .cpu_share import CpuShare
 from .errors import MemoryBudgetError
 from .handle import Handle
 from .manager import MemoryManager
 from .mapped import MappedFiles
 from .sizes import format_size
-
-SWITCH_INTERVAL = 0.0005  # seconds: the interpreter's switch interval while a pass streams (see above)
 
 
 @dataclass
@@ -102,7 +97,7 @@ class TieredModel:
         self._ahead_cache: dict[int, list[float]] = {}
         self._last_stage: int | None = None
         self._pass_first: int | None = None  # the stage the running pass started with
-        self._saved_switch: float | None = None  # the switch interval to restore when the pass ends
+        self._cpu = CpuShare()  # switch interval and BLAS threads while a pass streams
         self._entered: float = 0.0
         self._hooks: list[Any] = []
         self._prefetcher: _Prefetcher | None = None
@@ -257,8 +252,8 @@ class TieredModel:
             self._ahead_cache.clear()
         self._set_cursor(i)
         if self._pass_first is None and self._prefetcher is not None:
-            self._pass_first, self._saved_switch = i, sys.getswitchinterval()
-            sys.setswitchinterval(min(self._saved_switch, SWITCH_INTERVAL))
+            self._pass_first = i
+            self._cpu.begin()
         for b in self.stages[i].bindings:
             b.install(self.manager._acquire(b.handle, pin=True))
         self._entered = time.perf_counter()
@@ -281,9 +276,8 @@ class TieredModel:
                 self._prefetcher.request(window)
 
     def _end_pass(self) -> None:
-        if self._saved_switch is not None:
-            sys.setswitchinterval(self._saved_switch)
-        self._pass_first = self._saved_switch = None
+        self._cpu.end()
+        self._pass_first = None
 
     def close(self) -> None:
         self._end_pass()

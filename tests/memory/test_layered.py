@@ -10,9 +10,11 @@ import sys
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from threadpoolctl import threadpool_info
 
 from tensora.memory import budget
-from tensora.memory.layered import SWITCH_INTERVAL, prefetch_window
+from tensora.memory.cpu_share import SWITCH_INTERVAL, usable_cores
+from tensora.memory.layered import prefetch_window
 from tensora.models import load
 
 from .conftest import write_llama
@@ -109,14 +111,21 @@ def test_a_tied_embedding_stays_resident_when_it_fits(tmp_path):
     assert small.generate(PROMPT, max_new_tokens=5, temperature=0).token_ids == expected
 
 
-def test_switch_interval_is_lowered_during_a_pass_and_restored(tmp_path):
+def _blas_threads() -> int:
+    return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+def test_switch_interval_and_blas_threads_are_lowered_during_a_pass_and_restored(tmp_path):
     write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
     model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
     seen = []
-    model.model.layers[1].register_forward_hook(lambda module, args, out: seen.append(sys.getswitchinterval()))
-    before = sys.getswitchinterval()
+    model.model.layers[1].register_forward_hook(
+        lambda module, args, out: seen.append((sys.getswitchinterval(), _blas_threads())))
+    before, threads = sys.getswitchinterval(), _blas_threads()
     model.generate(PROMPT, max_new_tokens=3, temperature=0)
-    assert seen == [min(before, SWITCH_INTERVAL)] * 3 and sys.getswitchinterval() == before
+    # one core stays free for the prefetch thread's reads (never more BLAS threads than before)
+    assert seen == [(min(before, SWITCH_INTERVAL), min(threads, max(1, usable_cores() - 1)))] * 3
+    assert sys.getswitchinterval() == before and _blas_threads() == threads
 
 
 class DictSchedule:
