@@ -16,6 +16,12 @@ stays resident across passes is then a fixed set that no pass reads again. A wei
 by several stages (an embedding tied to lm_head) is kept in host RAM when it fits beside
 the stages streaming through: evicted between its uses it would be read twice per pass.
 
+An embedding stage (a plain float Embedding) is not brought up at all: its forward runs on
+the placeholder and its output is replaced by the rows the ids ask for, read alone from
+the table's disk copy (MemoryManager.read_rows). Streaming the whole table for one row a
+token cost a stage's read with next to no compute to hide it behind, right after lm_head,
+which has little compute either: most of the waiting of a pass under a tight budget.
+
 While a pass runs, the interpreter's switch interval is lowered and BLAS leaves a core to
 the prefetch thread (cpu_share.py), restored when the pass ends.
 
@@ -39,7 +45,7 @@ import numpy as np
 
 from ..autograd.grad_mode import is_grad_enabled
 from ..errors import TensoraError
-from ..nn import Module, ModuleList, Parameter
+from ..nn import Embedding, Module, ModuleList, Parameter
 from ..tensor import Tensor
 from ..quant import QuantizedTensor
 from .cpu_share import CpuShare
@@ -93,6 +99,7 @@ class TieredModel:
         self._kept: set[int] = set()  # handle ids kept in host RAM (see _plan_kept)
         self._streamed: list[list[Handle]] = []  # stage -> its handles that are not kept
         self._sizable: list[bool] = []  # stage -> more than an eighth of the mean stage (see _window)
+        self._lookups: set[int] = set()  # embedding stages: rows read on use, the table never brought up
         self._ahead: list[float] = []  # stage -> calls until it runs, counted from the current stage
         self._ahead_cache: dict[int, list[float]] = {}
         self._last_stage: int | None = None
@@ -148,6 +155,7 @@ class TieredModel:
         if not self.stages:
             return
         host = self.manager.budgets["host"]
+        self._lookups = {i for i, s in enumerate(self.stages) if _looks_up_rows(s)}
         largest = max(self.stages, key=lambda s: s.nbytes)
         if largest.nbytes > host:
             raise MemoryBudgetError(f"stage {largest.name} needs {format_size(largest.nbytes)} in host RAM at once, more "
@@ -157,7 +165,8 @@ class TieredModel:
             for b in stage.bindings:
                 self._stages_of.setdefault(b.handle.id, []).append(i)
         self._kept = self._plan_kept(host)
-        self._streamed = [[b.handle for b in s.bindings if b.handle.id not in self._kept] for s in self.stages]
+        self._streamed = [[b.handle for b in s.bindings if b.handle.id not in self._kept and i not in self._lookups]
+                          for i, s in enumerate(self.stages)]
         mean = sum(s.nbytes for s in self.stages) / len(self.stages)
         self._sizable = [s.nbytes * 8 > mean for s in self.stages]
         self._set_cursor(0)
@@ -165,6 +174,8 @@ class TieredModel:
         for i, stage in enumerate(self.stages):
             self._hooks.append(stage.module.register_forward_pre_hook(_weak_hook(self, "_enter", i)))
             self._hooks.append(stage.module.register_forward_hook(_weak_hook(self, "_exit", i), always_call=True))
+            if i in self._lookups:
+                self._hooks.append(stage.module.register_forward_hook(_rows_hook(self, stage.bindings[0].handle)))
         _trim_heap()
         if self.prefetch_depth > 0:
             self._prefetcher = _Prefetcher(self.manager)
@@ -254,13 +265,14 @@ class TieredModel:
         if self._pass_first is None and self._prefetcher is not None:
             self._pass_first = i
             self._cpu.begin()
-        for b in self.stages[i].bindings:
-            b.install(self.manager._acquire(b.handle, pin=True))
+        if i not in self._lookups:
+            for b in self.stages[i].bindings:
+                b.install(self.manager._acquire(b.handle, pin=True))
         self._entered = time.perf_counter()
 
     def _exit(self, i: int) -> None:
         self.manager.tracker.compute_s += time.perf_counter() - self._entered
-        for b in self.stages[i].bindings:
+        for b in () if i in self._lookups else self.stages[i].bindings:
             if b.handle.pinned_count == 1:
                 b.clear()
             self.manager._unpin(b.handle)
@@ -322,6 +334,29 @@ def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
             if method == "_enter":
                 _refuse_recording(module, args)
             getattr(t, method)(i)
+    return hook
+
+
+def _looks_up_rows(stage: Stage) -> bool:
+    """Whether the stage is an embedding whose output is weight[ids], nothing else: a float table (one
+    binding, its Parameter), no max_norm (which would rescale rows in place), forward not overridden."""
+    m = stage.module
+    return (isinstance(m, Embedding) and type(m).forward is Embedding.forward and m.max_norm is None
+            and isinstance(m.weight, Parameter) and len(stage.bindings) == 1 and m.weight.ndim == 2)
+
+
+def _rows_hook(tiered: TieredModel, handle: Handle) -> Callable[..., Any]:
+    """A forward hook of an embedding stage: its output (computed on the placeholder: zeros) replaced by the
+    rows the ids ask for (MemoryManager.read_rows). Does not keep `tiered` alive."""
+    ref = weakref.ref(tiered)
+
+    def hook(module: Module, args: Any, output: Any) -> Any:
+        t = ref()
+        if t is None:
+            return None
+        ids = args[0].numpy() if isinstance(args[0], Tensor) else np.asarray(args[0])
+        rows = t.manager.read_rows(handle, ids)
+        return Tensor(rows.reshape(ids.shape + rows.shape[1:]))
     return hook
 
 

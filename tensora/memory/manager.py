@@ -153,6 +153,30 @@ class MemoryManager:
             _state.prefetching = False
         return done
 
+    def read_rows(self, h: Handle, rows: np.ndarray) -> np.ndarray:
+        """A new array of h's rows `rows` (indices along its first axis), without bringing h up: indexed in
+        host RAM if it is resident, else only those rows read from its disk copy (an embedding lookup needs a
+        few rows of a table that would otherwise stream through whole). The read is the caller's own: all
+        of it counts as waiting."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        with self._lock:  # held through the read: h's disk copy (a spill file) cannot go meanwhile
+            self._check_alive(h)
+            while h._loading:
+                self._wait_for_change()
+            if h.tier == "host":
+                return h._array[rows]
+            out = np.empty((len(rows),) + h.shape[1:], h.dtype)
+            if not len(rows):
+                return out
+            loc, size = h._backing, out[0].nbytes
+            if rows.min() < -h.shape[0] or rows.max() >= h.shape[0]:
+                raise IndexError(f"row index out of range for {h.name or 'an array'} with {h.shape[0]} rows")
+            t0 = time.perf_counter()
+            self._reader.read_many([(DiskLocation(loc.path, loc.offset + int(r % h.shape[0]) * size, size,
+                                                  loc.spilled), out[k]) for k, r in enumerate(rows)])
+            self.tracker.move("disk", "host", out.nbytes, time.perf_counter() - t0)
+            return out
+
     @property
     def handles(self) -> list[Handle]:
         with self._lock:

@@ -73,11 +73,26 @@ def test_schedule_streams_fewer_bytes_than_lru_and_generates_the_same_tokens(tmp
     lru = _tiered(tmp_path / "m", host, tmp_path, schedule=False)
     lru_tokens, lru_per_pass = _streamed_per_pass(lru, 6)
     assert lru_tokens == expected
-    assert lru_per_pass >= size  # LRU evicts the stage needed soonest: all of the model, every pass
+    table = 256 * 64 * 4  # the embedding: its rows are read on use, the table never streams
+    assert lru_per_pass >= size - table  # LRU evicts the stage needed soonest: all of the rest, every pass
     assert per_pass < 0.8 * lru_per_pass
 
     threaded = load(tmp_path / "m", memory_budget=host, disk_dir=tmp_path)  # the real prefetch thread
     assert threaded.generate(PROMPT, max_new_tokens=6, temperature=0).token_ids == expected
+
+
+def test_an_embedding_is_looked_up_row_by_row_never_brought_up(tmp_path):
+    size = write_llama(tmp_path / "m", hidden=64, ffn=128, layers=4, vocab=4096)  # table 1 MiB, layers 148 kB
+    expected = load(tmp_path / "m").generate(PROMPT, max_new_tokens=5, temperature=0).token_ids
+    table = 4096 * 64 * 4
+    host = table + 3 * 150 * KB  # lm_head (as big as the table) and two layers
+    model = _tiered(tmp_path / "m", host, tmp_path)
+    (handle,) = [b.handle for b in model.memory.stages[0].bindings]
+    assert handle.name == "model.embed_tokens.weight"
+    tokens, per_pass = _streamed_per_pass(model, 5)
+    assert tokens == expected
+    assert handle.tier == "disk" and model.memory.manager.tracker.peak["host"] <= host
+    assert per_pass <= size - table + len(PROMPT) * 64 * 4  # the rest of the model and at most a prompt's rows
 
 
 def _tied_llama(root, **shape) -> int:
