@@ -1,6 +1,8 @@
 """How the compute thread and the prefetch thread share the CPU while a tiered pass streams.
 
-Two process-wide settings change for the length of a pass and are restored when it ends:
+Two process-wide settings change for the length of a pass (or of a generate() call, whose
+passes follow one another with the prefetch thread reading in between) and are restored
+when it ends:
 
 * The interpreter's switch interval. The prefetch thread needs the GIL between its reads,
   and a thread that wakes while the compute thread runs Python waits a whole switch
@@ -36,18 +38,19 @@ def usable_cores() -> int:
 
 
 class CpuShare:
-    """`begin()` when a pass starts streaming, `end()` when it ends (idempotent): see the module docstring."""
+    """`begin()` when streaming starts, `end()` when it ends; nested pairs (a pass inside a generate() call)
+    change nothing: the outermost pair sets and restores. See the module docstring."""
 
     def __init__(self) -> None:
         self._blas = None  # the BLAS libraries loaded in this process, found on the first pass
         self._limiter = None
         self._saved_switch: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self._saved_switch is not None
+        self._depth = 0
 
     def begin(self) -> None:
+        self._depth += 1
+        if self._depth > 1:
+            return
         self._saved_switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._saved_switch, SWITCH_INTERVAL))
         if self._blas is None:
@@ -58,6 +61,9 @@ class CpuShare:
             self._limiter = self._blas.limit(limits=min(spare, min(threads)))
 
     def end(self) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         if self._saved_switch is not None:
             sys.setswitchinterval(self._saved_switch)
             self._saved_switch = None

@@ -31,13 +31,14 @@ fused quantized kernels run on the resident buffers exactly as on an in-RAM mode
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,8 +289,24 @@ class TieredModel:
                 self._prefetcher.request(window)
 
     def _end_pass(self) -> None:
-        self._cpu.end()
-        self._pass_first = None
+        if self._pass_first is not None:
+            self._pass_first = None
+            self._cpu.end()
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Keep the CPU shared with the prefetch thread (cpu_share.py) across the passes run inside, not
+        pass by pass: between two passes of generate() the prefetch thread brings up the next pass's
+        first stages while the caller samples in Python, and with the default 5 ms switch interval it
+        waited that long for the GIL there (stages 1-3 of a pass were the ones waited for most)."""
+        if self._prefetcher is None:
+            yield
+            return
+        self._cpu.begin()
+        try:
+            yield
+        finally:
+            self._cpu.end()
 
     def close(self) -> None:
         self._end_pass()

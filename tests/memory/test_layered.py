@@ -144,6 +144,20 @@ def test_switch_interval_and_blas_threads_are_lowered_during_a_pass_and_restored
     assert sys.getswitchinterval() == before and _blas_threads() == threads
 
 
+def test_generate_keeps_the_cpu_shared_between_its_passes(tmp_path, monkeypatch):
+    """Between passes the prefetch thread is reading the next pass's first stages: the caller's sampling
+    must not hold the GIL for a default switch interval meanwhile. Restored after generate()."""
+    from tensora.models import generation
+
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
+    model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+    seen, sample = [], generation.sample
+    monkeypatch.setattr(generation, "sample", lambda *a: seen.append(sys.getswitchinterval()) or sample(*a))
+    before = sys.getswitchinterval()
+    model.generate(PROMPT, max_new_tokens=3, temperature=0)
+    assert seen == [pytest.approx(min(before, SWITCH_INTERVAL))] * 3 and sys.getswitchinterval() == before
+
+
 class DictSchedule:
     """next_use from a dict of handle id -> distance (inf for others)."""
 
