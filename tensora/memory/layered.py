@@ -267,8 +267,9 @@ class TieredModel:
             self._pass_first = i
             self._cpu.begin()
         if i not in self._lookups:
-            for b in self.stages[i].bindings:
-                b.install(self.manager._acquire(b.handle, pin=True))
+            bindings = self.stages[i].bindings
+            for b, array in zip(bindings, self.manager._acquire_all([b.handle for b in bindings], pin=True)):
+                b.install(array)
         self._entered = time.perf_counter()
 
     def _exit(self, i: int) -> None:

@@ -406,6 +406,33 @@ class MemoryManager:
         self._bring_up(h, pin=pin)
         return h._array
 
+    def _acquire_all(self, handles: list[Handle], pin: bool) -> list[np.ndarray]:
+        """_acquire for a group used together (a stage): those on disk and not in flight are claimed at once
+        and read as one batch (one system call per run of adjacent file regions), the rest are waited for
+        or brought up one by one. A stage the prefetch thread has not reached then costs one read, not one
+        per array (each a return to Python), and the prefetch thread, arriving late, finds it claimed and
+        goes on to the next stage instead of racing the caller for this one's arrays."""
+        protect = {h.id for h in handles}
+        claimed = []
+        with self._lock:
+            for h in handles:
+                self._check_alive(h)
+                if h.tier == "host" or h._loading:
+                    continue
+                buf = self._take_buffer(h.nbytes, protect)
+                if buf is None:
+                    break  # no room for more now: read these, then the rest one by one (waiting or raising)
+                h._loading = True
+                self._loading += 1
+                claimed.append((h, buf))
+        if claimed:
+            self._load(claimed, pin, background=False)
+        read = {h.id for h, _ in claimed}
+        for h in handles:
+            if h.id not in read:
+                self._bring_up(h, pin=pin)
+        return [h._array for h in handles]
+
     def _wait_for_change(self) -> None:
         """Block until another thread's transfer ends (lock held); the caller's time counts as waiting."""
         t0 = time.perf_counter()

@@ -95,6 +95,34 @@ def test_an_embedding_is_looked_up_row_by_row_never_brought_up(tmp_path):
     assert per_pass <= size - table + len(PROMPT) * 64 * 4  # the rest of the model and at most a prompt's rows
 
 
+class IdlePrefetcher:
+    """A prefetch thread that never gets to run: every stage is the caller's to bring up."""
+
+    def request(self, groups) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_stage_the_prefetch_thread_did_not_reach_is_read_as_one_batch(tmp_path, monkeypatch):
+    import tensora
+
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
+    ids = np.array([PROMPT])
+    with tensora.no_grad():
+        expected = load(tmp_path / "m")(ids).numpy()
+        model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+        model.memory._prefetcher.stop()
+        model.memory._prefetcher = IdlePrefetcher()
+        reader, batches = model.memory.manager._reader, []
+        read_many = reader.read_many
+        monkeypatch.setattr(reader, "read_many", lambda items: batches.append(len(items)) or read_many(items))
+        np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-6, atol=1e-6)
+    # embedding rows, then each decoder layer's 9 arrays in one batch, final norm, lm_head: not 9 reads a layer
+    assert batches == [len(PROMPT), 9, 9, 9, 1, 1]
+
+
 def _tied_llama(root, **shape) -> int:
     size = write_llama(root, **shape)
     tensors = load_file(str(root / "model.safetensors"))
