@@ -22,8 +22,10 @@ the table's disk copy (MemoryManager.read_rows). Streaming the whole table for o
 token cost a stage's read with next to no compute to hide it behind, right after lm_head,
 which has little compute either: most of the waiting of a pass under a tight budget.
 
-While a pass runs, the interpreter's switch interval is lowered and BLAS leaves a core to
-the prefetch thread (cpu_share.py), restored when the pass ends.
+While a pass runs (and through all the passes of a generate() call, see `streaming`), the
+interpreter's switch interval is lowered and BLAS leaves a core to the prefetch thread
+(cpu_share.py); both are restored afterwards. A stage the prefetch thread has not reached
+when it is called is read by the caller as one batch.
 
 This works through Module forward pre/post hooks: the architectures are untouched, and the
 fused quantized kernels run on the resident buffers exactly as on an in-RAM model.
