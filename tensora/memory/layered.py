@@ -16,11 +16,16 @@ stays resident across passes is then a fixed set that no pass reads again. A wei
 by several stages (an embedding tied to lm_head) is kept in host RAM when it fits beside
 the stages streaming through: evicted between its uses it would be read twice per pass.
 
-The prefetch thread needs the GIL between its reads, and a thread that wakes while the
-compute thread runs Python waits a whole switch interval (5 ms by default) before the
-interpreter hands it over: longer than a decoder layer of a small model takes. So while a
-pass runs, the interpreter's switch interval is lowered to SWITCH_INTERVAL (restored when
-the pass ends): the prefetch thread then starts its next read within about 0.5 ms.
+An embedding stage (a plain float Embedding) is not brought up at all: its forward runs on
+the placeholder and its output is replaced by the rows the ids ask for, read alone from
+the table's disk copy (MemoryManager.read_rows). Streaming the whole table for one row a
+token cost a stage's read with next to no compute to hide it behind, right after lm_head,
+which has little compute either: most of the waiting of a pass under a tight budget.
+
+While a pass runs (and through all the passes of a generate() call, see `streaming`), the
+interpreter's switch interval is lowered and BLAS leaves a core to the prefetch thread
+(cpu_share.py); both are restored afterwards. A stage the prefetch thread has not reached
+when it is called is read by the caller as one batch.
 
 This works through Module forward pre/post hooks: the architectures are untouched, and the
 fused quantized kernels run on the resident buffers exactly as on an in-RAM model.
@@ -28,14 +33,14 @@ fused quantized kernels run on the resident buffers exactly as on an in-RAM mode
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import queue
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,16 +48,15 @@ import numpy as np
 
 from ..autograd.grad_mode import is_grad_enabled
 from ..errors import TensoraError
-from ..nn import Module, ModuleList, Parameter
+from ..nn import Embedding, Module, ModuleList, Parameter
 from ..tensor import Tensor
 from ..quant import QuantizedTensor
+from .cpu_share import CpuShare
 from .errors import MemoryBudgetError
 from .handle import Handle
 from .manager import MemoryManager
 from .mapped import MappedFiles
 from .sizes import format_size
-
-SWITCH_INTERVAL = 0.0005  # seconds: the interpreter's switch interval while a pass streams (see above)
 
 
 @dataclass
@@ -98,11 +102,12 @@ class TieredModel:
         self._kept: set[int] = set()  # handle ids kept in host RAM (see _plan_kept)
         self._streamed: list[list[Handle]] = []  # stage -> its handles that are not kept
         self._sizable: list[bool] = []  # stage -> more than an eighth of the mean stage (see _window)
+        self._lookups: set[int] = set()  # embedding stages: rows read on use, the table never brought up
         self._ahead: list[float] = []  # stage -> calls until it runs, counted from the current stage
         self._ahead_cache: dict[int, list[float]] = {}
         self._last_stage: int | None = None
         self._pass_first: int | None = None  # the stage the running pass started with
-        self._saved_switch: float | None = None  # the switch interval to restore when the pass ends
+        self._cpu = CpuShare()  # switch interval and BLAS threads while a pass streams
         self._entered: float = 0.0
         self._hooks: list[Any] = []
         self._prefetcher: _Prefetcher | None = None
@@ -153,6 +158,7 @@ class TieredModel:
         if not self.stages:
             return
         host = self.manager.budgets["host"]
+        self._lookups = {i for i, s in enumerate(self.stages) if _looks_up_rows(s)}
         largest = max(self.stages, key=lambda s: s.nbytes)
         if largest.nbytes > host:
             raise MemoryBudgetError(f"stage {largest.name} needs {format_size(largest.nbytes)} in host RAM at once, more "
@@ -162,7 +168,8 @@ class TieredModel:
             for b in stage.bindings:
                 self._stages_of.setdefault(b.handle.id, []).append(i)
         self._kept = self._plan_kept(host)
-        self._streamed = [[b.handle for b in s.bindings if b.handle.id not in self._kept] for s in self.stages]
+        self._streamed = [[b.handle for b in s.bindings if b.handle.id not in self._kept and i not in self._lookups]
+                          for i, s in enumerate(self.stages)]
         mean = sum(s.nbytes for s in self.stages) / len(self.stages)
         self._sizable = [s.nbytes * 8 > mean for s in self.stages]
         self._set_cursor(0)
@@ -170,6 +177,8 @@ class TieredModel:
         for i, stage in enumerate(self.stages):
             self._hooks.append(stage.module.register_forward_pre_hook(_weak_hook(self, "_enter", i)))
             self._hooks.append(stage.module.register_forward_hook(_weak_hook(self, "_exit", i), always_call=True))
+            if i in self._lookups:
+                self._hooks.append(stage.module.register_forward_hook(_rows_hook(self, stage.bindings[0].handle)))
         _trim_heap()
         if self.prefetch_depth > 0:
             self._prefetcher = _Prefetcher(self.manager)
@@ -257,15 +266,17 @@ class TieredModel:
             self._ahead_cache.clear()
         self._set_cursor(i)
         if self._pass_first is None and self._prefetcher is not None:
-            self._pass_first, self._saved_switch = i, sys.getswitchinterval()
-            sys.setswitchinterval(min(self._saved_switch, SWITCH_INTERVAL))
-        for b in self.stages[i].bindings:
-            b.install(self.manager._acquire(b.handle, pin=True))
+            self._pass_first = i
+            self._cpu.begin()
+        if i not in self._lookups:
+            bindings = self.stages[i].bindings
+            for b, array in zip(bindings, self.manager._acquire_all([b.handle for b in bindings], pin=True)):
+                b.install(array)
         self._entered = time.perf_counter()
 
     def _exit(self, i: int) -> None:
         self.manager.tracker.compute_s += time.perf_counter() - self._entered
-        for b in self.stages[i].bindings:
+        for b in () if i in self._lookups else self.stages[i].bindings:
             if b.handle.pinned_count == 1:
                 b.clear()
             self.manager._unpin(b.handle)
@@ -281,9 +292,24 @@ class TieredModel:
                 self._prefetcher.request(window)
 
     def _end_pass(self) -> None:
-        if self._saved_switch is not None:
-            sys.setswitchinterval(self._saved_switch)
-        self._pass_first = self._saved_switch = None
+        if self._pass_first is not None:
+            self._pass_first = None
+            self._cpu.end()
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Keep the CPU shared with the prefetch thread (cpu_share.py) across the passes run inside, not
+        pass by pass: between two passes of generate() the prefetch thread brings up the next pass's
+        first stages while the caller samples in Python, and with the default 5 ms switch interval it
+        waited that long for the GIL there (stages 1-3 of a pass were the ones waited for most)."""
+        if self._prefetcher is None:
+            yield
+            return
+        self._cpu.begin()
+        try:
+            yield
+        finally:
+            self._cpu.end()
 
     def close(self) -> None:
         self._end_pass()
@@ -328,6 +354,29 @@ def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
             if method == "_enter":
                 _refuse_recording(module, args)
             getattr(t, method)(i)
+    return hook
+
+
+def _looks_up_rows(stage: Stage) -> bool:
+    """Whether the stage is an embedding whose output is weight[ids], nothing else: a float table (one
+    binding, its Parameter), no max_norm (which would rescale rows in place), forward not overridden."""
+    m = stage.module
+    return (isinstance(m, Embedding) and type(m).forward is Embedding.forward and m.max_norm is None
+            and isinstance(m.weight, Parameter) and len(stage.bindings) == 1 and m.weight.ndim == 2)
+
+
+def _rows_hook(tiered: TieredModel, handle: Handle) -> Callable[..., Any]:
+    """A forward hook of an embedding stage: its output (computed on the placeholder: zeros) replaced by the
+    rows the ids ask for (MemoryManager.read_rows). Does not keep `tiered` alive."""
+    ref = weakref.ref(tiered)
+
+    def hook(module: Module, args: Any, output: Any) -> Any:
+        t = ref()
+        if t is None:
+            return None
+        ids = args[0].numpy() if isinstance(args[0], Tensor) else np.asarray(args[0])
+        rows = t.manager.read_rows(handle, ids)
+        return Tensor(rows.reshape(ids.shape + rows.shape[1:]))
     return hook
 
 

@@ -153,6 +153,30 @@ class MemoryManager:
             _state.prefetching = False
         return done
 
+    def read_rows(self, h: Handle, rows: np.ndarray) -> np.ndarray:
+        """A new array of h's rows `rows` (indices along its first axis), without bringing h up: indexed in
+        host RAM if it is resident, else only those rows read from its disk copy (an embedding lookup needs a
+        few rows of a table that would otherwise stream through whole). The read is the caller's own: all
+        of it counts as waiting."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        with self._lock:  # held through the read: h's disk copy (a spill file) cannot go meanwhile
+            self._check_alive(h)
+            while h._loading:
+                self._wait_for_change()
+            if h.tier == "host":
+                return h._array[rows]
+            out = np.empty((len(rows),) + h.shape[1:], h.dtype)
+            if not len(rows):
+                return out
+            loc, size = h._backing, out[0].nbytes
+            if rows.min() < -h.shape[0] or rows.max() >= h.shape[0]:
+                raise IndexError(f"row index out of range for {h.name or 'an array'} with {h.shape[0]} rows")
+            t0 = time.perf_counter()
+            self._reader.read_many([(DiskLocation(loc.path, loc.offset + int(r % h.shape[0]) * size, size,
+                                                  loc.spilled), out[k]) for k, r in enumerate(rows)])
+            self.tracker.move("disk", "host", out.nbytes, time.perf_counter() - t0)
+            return out
+
     @property
     def handles(self) -> list[Handle]:
         with self._lock:
@@ -381,6 +405,33 @@ class MemoryManager:
     def _acquire(self, h: Handle, pin: bool) -> np.ndarray:
         self._bring_up(h, pin=pin)
         return h._array
+
+    def _acquire_all(self, handles: list[Handle], pin: bool) -> list[np.ndarray]:
+        """_acquire for a group used together (a stage): those on disk and not in flight are claimed at once
+        and read as one batch (one system call per run of adjacent file regions), the rest are waited for
+        or brought up one by one. A stage the prefetch thread has not reached then costs one read, not one
+        per array (each a return to Python), and the prefetch thread, arriving late, finds it claimed and
+        goes on to the next stage instead of racing the caller for this one's arrays."""
+        protect = {h.id for h in handles}
+        claimed = []
+        with self._lock:
+            for h in handles:
+                self._check_alive(h)
+                if h.tier == "host" or h._loading:
+                    continue
+                buf = self._take_buffer(h.nbytes, protect)
+                if buf is None:
+                    break  # no room for more now: read these, then the rest one by one (waiting or raising)
+                h._loading = True
+                self._loading += 1
+                claimed.append((h, buf))
+        if claimed:
+            self._load(claimed, pin, background=False)
+        read = {h.id for h, _ in claimed}
+        for h in handles:
+            if h.id not in read:
+                self._bring_up(h, pin=pin)
+        return [h._array for h in handles]
 
     def _wait_for_change(self) -> None:
         """Block until another thread's transfer ends (lock held); the caller's time counts as waiting."""

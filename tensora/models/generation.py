@@ -15,12 +15,14 @@ run reproducible.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
+from ..memory.layered import TieredModel
 from .layers import SlotKVCache, attention_mask
 
 
@@ -68,8 +70,10 @@ def generate(model: Any, prompt: Any, **options: Any) -> Completion | list[Compl
     """
     prompts, batched = _prompts(model, prompt)
     run = _Run(model, prompts, SamplingOptions(**options))
-    for _ in run.steps():
-        pass
+    memory = getattr(model, "memory", None)
+    with memory.streaming() if isinstance(memory, TieredModel) else contextlib.nullcontext():
+        for _ in run.steps():
+            pass
     return run.completions() if batched else run.completions()[0]
 
 

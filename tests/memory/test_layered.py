@@ -10,9 +10,11 @@ import sys
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from threadpoolctl import threadpool_info
 
 from tensora.memory import budget
-from tensora.memory.layered import SWITCH_INTERVAL, prefetch_window
+from tensora.memory.cpu_share import SWITCH_INTERVAL, usable_cores
+from tensora.memory.layered import prefetch_window
 from tensora.models import load
 
 from .conftest import write_llama
@@ -71,11 +73,54 @@ def test_schedule_streams_fewer_bytes_than_lru_and_generates_the_same_tokens(tmp
     lru = _tiered(tmp_path / "m", host, tmp_path, schedule=False)
     lru_tokens, lru_per_pass = _streamed_per_pass(lru, 6)
     assert lru_tokens == expected
-    assert lru_per_pass >= size  # LRU evicts the stage needed soonest: all of the model, every pass
+    table = 256 * 64 * 4  # the embedding: its rows are read on use, the table never streams
+    assert lru_per_pass >= size - table  # LRU evicts the stage needed soonest: all of the rest, every pass
     assert per_pass < 0.8 * lru_per_pass
 
     threaded = load(tmp_path / "m", memory_budget=host, disk_dir=tmp_path)  # the real prefetch thread
     assert threaded.generate(PROMPT, max_new_tokens=6, temperature=0).token_ids == expected
+
+
+def test_an_embedding_is_looked_up_row_by_row_never_brought_up(tmp_path):
+    size = write_llama(tmp_path / "m", hidden=64, ffn=128, layers=4, vocab=4096)  # table 1 MiB, layers 148 kB
+    expected = load(tmp_path / "m").generate(PROMPT, max_new_tokens=5, temperature=0).token_ids
+    table = 4096 * 64 * 4
+    host = table + 3 * 150 * KB  # lm_head (as big as the table) and two layers
+    model = _tiered(tmp_path / "m", host, tmp_path)
+    (handle,) = [b.handle for b in model.memory.stages[0].bindings]
+    assert handle.name == "model.embed_tokens.weight"
+    tokens, per_pass = _streamed_per_pass(model, 5)
+    assert tokens == expected
+    assert handle.tier == "disk" and model.memory.manager.tracker.peak["host"] <= host
+    assert per_pass <= size - table + len(PROMPT) * 64 * 4  # the rest of the model and at most a prompt's rows
+
+
+class IdlePrefetcher:
+    """A prefetch thread that never gets to run: every stage is the caller's to bring up."""
+
+    def request(self, groups) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_stage_the_prefetch_thread_did_not_reach_is_read_as_one_batch(tmp_path, monkeypatch):
+    import tensora
+
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
+    ids = np.array([PROMPT])
+    with tensora.no_grad():
+        expected = load(tmp_path / "m")(ids).numpy()
+        model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+        model.memory._prefetcher.stop()
+        model.memory._prefetcher = IdlePrefetcher()
+        reader, batches = model.memory.manager._reader, []
+        read_many = reader.read_many
+        monkeypatch.setattr(reader, "read_many", lambda items: batches.append(len(items)) or read_many(items))
+        np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-6, atol=1e-6)
+    # embedding rows, then each decoder layer's 9 arrays in one batch, final norm, lm_head: not 9 reads a layer
+    assert batches == [len(PROMPT), 9, 9, 9, 1, 1]
 
 
 def _tied_llama(root, **shape) -> int:
@@ -109,14 +154,36 @@ def test_a_tied_embedding_stays_resident_when_it_fits(tmp_path):
     assert small.generate(PROMPT, max_new_tokens=5, temperature=0).token_ids == expected
 
 
-def test_switch_interval_is_lowered_during_a_pass_and_restored(tmp_path):
+def _blas_threads() -> int:
+    return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+def test_switch_interval_and_blas_threads_are_lowered_during_a_pass_and_restored(tmp_path):
     write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
     model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
     seen = []
-    model.model.layers[1].register_forward_hook(lambda module, args, out: seen.append(sys.getswitchinterval()))
+    model.model.layers[1].register_forward_hook(
+        lambda module, args, out: seen.append((sys.getswitchinterval(), _blas_threads())))
+    before, threads = sys.getswitchinterval(), _blas_threads()
+    model.generate(PROMPT, max_new_tokens=3, temperature=0)
+    # one core stays free for the prefetch thread's reads (never more BLAS threads than before)
+    # (the interpreter keeps the interval in whole microseconds: 1e-4 reads back as 9.99...e-05)
+    assert seen == [(pytest.approx(min(before, SWITCH_INTERVAL)), min(threads, max(1, usable_cores() - 1)))] * 3
+    assert sys.getswitchinterval() == before and _blas_threads() == threads
+
+
+def test_generate_keeps_the_cpu_shared_between_its_passes(tmp_path, monkeypatch):
+    """Between passes the prefetch thread is reading the next pass's first stages: the caller's sampling
+    must not hold the GIL for a default switch interval meanwhile. Restored after generate()."""
+    from tensora.models import generation
+
+    write_llama(tmp_path / "m", hidden=64, ffn=128, layers=3, vocab=256)
+    model = load(tmp_path / "m", memory_budget=400 * KB, disk_dir=tmp_path)
+    seen, sample = [], generation.sample
+    monkeypatch.setattr(generation, "sample", lambda *a: seen.append(sys.getswitchinterval()) or sample(*a))
     before = sys.getswitchinterval()
     model.generate(PROMPT, max_new_tokens=3, temperature=0)
-    assert seen == [min(before, SWITCH_INTERVAL)] * 3 and sys.getswitchinterval() == before
+    assert seen == [pytest.approx(min(before, SWITCH_INTERVAL))] * 3 and sys.getswitchinterval() == before
 
 
 class DictSchedule:

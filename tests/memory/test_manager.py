@@ -124,6 +124,27 @@ def test_own_file_reads_the_region_without_copy(tmp_path):
         np.testing.assert_array_equal(h.get(), data.reshape(10, 100))
 
 
+def test_read_rows_reads_only_those_rows_and_leaves_the_handle_where_it_is(tmp_path):
+    data = np.arange(1000, dtype=np.float32).reshape(10, 100)  # reference: NumPy fancy indexing
+    path = tmp_path / "table.bin"
+    path.write_bytes(b"\0" * 64 + data.tobytes())
+    rows = np.array([[7, 0], [7, -1]])
+    with budget(host=10 * KB, disk_dir=tmp_path) as mm:
+        h = mm.own_file(str(path), 64, (10, 100), np.float32, name="table")
+        np.testing.assert_array_equal(mm.read_rows(h, rows), data[rows.reshape(-1)])
+        assert h.tier == "disk" and mm.tracker.now["host"] == 0  # not brought up, nothing held
+        t = mm.tracker
+        assert t.moved["disk->host"] == 4 * 400 and t.wait_s == t.transfer_s > 0  # 4 rows, the caller's read
+        with pytest.raises(IndexError):
+            mm.read_rows(h, [10])
+        h.get()
+        np.testing.assert_array_equal(mm.read_rows(h, [3, 3]), data[[3, 3]])  # resident: indexed, not read
+        assert t.moved["disk->host"] == 4 * 400 + data.nbytes
+        x = mm.own(np.ones((4, 3), np.float32), name="x")  # a spilled activation: rows from its spill file
+        assert x.evict() and x.tier == "disk"
+        np.testing.assert_array_equal(mm.read_rows(x, [1]), np.ones((1, 3), np.float32))
+
+
 def test_stale_spill_dirs_of_dead_processes_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f"{disk_mod.PREFIX}{int(dead.stdout)}-12345-abc"
