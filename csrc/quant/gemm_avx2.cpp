@@ -317,6 +317,7 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
                                             ~std::uintptr_t(31));
     __m256i *sums = buf + seg * 16;
     std::vector<float> acc(2 * n_x * 8);
+    const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
     for (std::size_t g = g0; g < g1; ++g) {
         const std::size_t r0 = g * 8, nr = std::min<std::size_t>(8, w.rows - r0);
         const std::uint8_t *rows[8];
@@ -325,11 +326,21 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
             rr[i] = r0 + std::min<std::size_t>(i, nr - 1);  // tail: repeat the last row
             rows[i] = kern.row(w, rr[i]);
         }
+        // The next group's bytes, a segment's share at a time, while this one computes:
+        // a model's weights stream from DRAM, and the decode would otherwise wait on them.
+        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
+        const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
+        const std::size_t next_bytes = next_rows * stride;
+        for (std::size_t i = 0; i < next_rows; ++i)
+            for (std::size_t off = 0; off < kern.side_bytes(w); off += 64)
+                _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, r0 + 8 + i)) + off, _MM_HINT_T0);
         fill_tables(kern, w, rows, rr, nc, tables);
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (std::size_t c0 = 0; c0 < nc; c0 += kSegChunks) {
             const std::size_t c1 = std::min(nc, c0 + kSegChunks);
             decode_segment(kern, rows, nc, c0, c1, tables, buf);
+            for (std::size_t off = next_bytes * c0 / nc; next && off < next_bytes * c1 / nc; off += 64)
+                _mm_prefetch(next + off, _MM_HINT_T0);
             for (std::size_t m = 0; m < n_x; m += kRowsPerPass)
                 rows_pass_any<K>(int(std::min<std::size_t>(kRowsPerPass, n_x - m)), buf, a, m, c0, c1, tables,
                                  &acc[16 * m], sums);

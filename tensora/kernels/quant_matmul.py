@@ -83,10 +83,12 @@ FUSED_MAX_ROWS = 64
 HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32,
                 "fp8_e4m3": 16, "fp8_e5m2": 16}
 #: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
-#: measured on W 11008 x 4096 and SmolLM2's 3072 x 576 (2 cores): it pays a transpose of
-#: each decoded chunk that the fused kernel skips, and saves a decode per two rows and
-#: a lane reduction per row; with a heavy decode (``HEAVY_DECODE``) 4 rows repay it.
-GEMM_MIN_ROWS = 8
+#: measured on W 11008 x 4096 and in SmolLM2 decode steps (2 cores): it pays a transpose
+#: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
+#: a lane reduction per row. Light formats break even near 8 rows in a model (weights
+#: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
+#: (``HEAVY_DECODE``) 4 rows repay it.
+GEMM_MIN_ROWS = 12
 GEMM_MIN_ROWS_HEAVY = 4
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
