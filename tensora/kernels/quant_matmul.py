@@ -77,11 +77,13 @@ TILE_BYTES = 4 << 20
 #: linearly with the rows (about 0.6 ms per row at 4 bits), BLAS's less than linearly,
 #: and tiles also pay a decode. Formats with a light decode (one mask or table lookup
 #: per value) cross over near 64 rows; those with sub-scales, fifth/sixth bits or two
-#: tables per value near 16-32; FP8's fused kernel keeps float activations (an FMA
-#: per weight, as BLAS) and only wins while decoding dominates.
+#: tables per value near 16-32. FP8's fused kernel keeps float activations (an FMA per
+#: weight, as BLAS), yet tiles pay a float32 decode of every weight that costs more:
+#: at 32 rows fused runs at 1.2-1.4x NumPy float32 and tiles at 0.3-0.6x, at 64 rows
+#: fused still leads (1.05x against 0.4-0.5x).
+#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one for all but FP8.)
 FUSED_MAX_ROWS = 64
-HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32,
-                "fp8_e4m3": 16, "fp8_e5m2": 16}
+HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
 #: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
 #: measured on W 11008 x 4096 and in SmolLM2 decode steps (2 cores): it pays a transpose
 #: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
