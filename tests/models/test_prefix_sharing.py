@@ -67,6 +67,22 @@ def test_shared_prefix_gives_the_cache_and_tokens_of_the_prompt_alone(fmt):
     assert seq.completion().token_ids == alone.completion().token_ids
 
 
+def test_module_path_shares_prefixes_too():
+    """A model the fast path does not take (a hook forces the module path) writes the suffix
+    at the shared start through LayerCache.update, and ends with the same tokens."""
+    model = tiny("q4_0")
+    model.model.layers[0].register_forward_pre_hook(lambda m, args: None)
+    system = list(range(10, 30))
+    dec = BatchDecoder(model)
+    dec.join(system + [40, 41], GREEDY)
+    seq = dec.join(system + [60, 61, 62], GREEDY)
+    assert dec.shared_tokens == len(system)
+    while dec.active:
+        dec.step()
+    assert seq.completion().token_ids == model.generate(system + [60, 61, 62], max_new_tokens=8, temperature=0,
+                                                        stop_token_ids=[]).token_ids
+
+
 def test_shares_only_what_a_row_holds_and_never_the_last_token():
     model = tiny("q4_0")
     dec = BatchDecoder(model)
