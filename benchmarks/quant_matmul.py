@@ -122,8 +122,8 @@ def main() -> None:
         t1 = per_call_us(lambda: run(x1), min_time=budget) / 1e3
         t32 = per_call_us(lambda: run(x32), min_time=budget) / 1e3
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
-        fused = 32 <= min(qm.FUSED_MAX_ROWS, qm.HEAVY_DECODE.get(name, qm.FUSED_MAX_ROWS))
-        path = "-" if lib is None else "fused" if fused else "tiles+BLAS"
+        picked = None if lib is None else qm.native_linear(lib, name, 32)
+        path = "-" if lib is None else "tiles+BLAS" if picked is None else picked.__name__
         rows.append((label, nbytes / 2**20, t1, base[1] / t1, nbytes / t1 / 1e6, t32, base[32] / t32, path))
         print(f"  {label}: quantized in {setup:.1f} s", file=sys.stderr)
 

@@ -175,17 +175,25 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
     const float *v = a.values + (b * a.kv_heads + j) * a.cap * d;
     for (std::size_t step = 0; step < a.t; ++step) {
         const bool *seen = a.mask + (b * a.t + step) * a.s;
+        // Keys past the last one this query sees are skipped, not summed as zeros: the
+        // order of the sums (8 lanes, then a tail) then depends on the query's own keys
+        // only, not on how many keys the call holds for other rows or longer prompts, so
+        // a row batched with others (or prefilled after a shared prefix) gets the bits it
+        // would get alone.
+        std::size_t end = a.s;
+        while (end > 0 && !seen[end - 1])
+            --end;
         for (std::size_t h = j * g; h < (j + 1) * g; ++h) {
             const float *q = a.q + ((b * a.t + step) * a.heads + h) * d;
             float top = -std::numeric_limits<float>::infinity();
-            for (std::size_t s = 0; s < a.s; ++s) {
+            for (std::size_t s = 0; s < end; ++s) {
                 p[s] = seen[s] ? dot(q, k + s * d, d) * a.scale : 0.0f;
                 if (seen[s])
                     top = std::max(top, p[s]);
             }
             std::size_t s = 0;
             v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (; s + 8 <= a.s; s += 8) {
+            for (; s + 8 <= end; s += 8) {
                 v8f e = exp8(load8(p + s) - top);
                 for (int l = 0; l < 8; ++l)
                     e[l] = seen[s + l] ? e[l] : 0.0f;
@@ -193,14 +201,14 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
                 acc += e;
             }
             float sum = hsum(acc);
-            for (; s < a.s; ++s) {
+            for (; s < end; ++s) {
                 p[s] = seen[s] ? std::exp(p[s] - top) : 0.0f;
                 sum += p[s];
             }
             float *o = a.out + ((b * a.t + step) * a.heads + h) * d;
             std::fill(o, o + d, 0.0f);
             const float inv = 1.0f / sum;
-            for (std::size_t s = 0; s < a.s; ++s) {
+            for (std::size_t s = 0; s < end; ++s) {
                 if (p[s] == 0.0f)
                     continue;
                 const float w = p[s] * inv;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "check.h"
+#include "gemm.h"
 #include "quant.h"
 
 namespace tensora::quant {
@@ -286,6 +287,28 @@ void py_gemv(const std::string &format, nb::dict dict, std::size_t rows, std::si
         gemv(w, xp, m, y, t);
 }
 
+// quant_gemm: quant_linear's contract, computed by gemm() (gemm.h) for several rows.
+void py_gemm(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
+             const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads) {
+    Parts parts(format, dict);
+    QuantView w = make_view(format, dict, rows, cols, group, parts);
+    check_array<float>(x, "x");
+    if (x.ndim() != 2 || std::size_t(x.shape(1)) != cols)
+        fail("x: expected shape (M, " + std::to_string(cols) + ")");
+    const std::size_t m = x.shape(0);
+    float *y = matrix(out, "out", m, rows);
+    const auto *xp = static_cast<const float *>(x.data());
+    check_out(parts, xp, m * cols, y, m * rows);
+    std::size_t t = threads_of(threads);
+    if (m == 0 || rows == 0)
+        return;
+    nb::gil_scoped_release no_gil;
+    if (cols == 0)
+        std::fill(y, y + m * rows, 0.0f);
+    else
+        gemm(w, xp, m, y, t);
+}
+
 void py_gemv_t(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
                const nb::ndarray<nb::ro> &g, const OutArray &out, std::size_t group, long threads) {
     Parts parts(format, dict);
@@ -335,6 +358,11 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out = x @ W.T for the (rows, cols) matrix W packed as `parts` in `format`;\n"
           "x float32 (M, cols), out float32 (M, rows), both C-contiguous. `group` is the\n"
           "int4 group size or nf4/fp4 block size (0 for the others). Releases the GIL.");
+    m.def("quant_gemm", &py_gemm, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
+          "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
+          "quant_linear for several activation rows: each weight chunk is decoded once for\n"
+          "all of them (csrc/quant/gemm.h); every row of out is bit for bit quant_linear's\n"
+          "result for that row alone. Releases the GIL.");
     m.def("quant_linear_grad_input", &py_gemv_t, "format"_a, "parts"_a, "rows"_a, "cols"_a, "g"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "out = g @ W; g float32 (M, rows), out float32 (M, cols). Releases the GIL.");

@@ -17,7 +17,11 @@ memory is bounded whatever N is. The native bodies run, for few activation rows
 (``FUSED_MAX_ROWS``, lower for formats with a heavier decode: ``HEAVY_DECODE``), the
 fused kernel (csrc/quant/fused_avx2.cpp: each 32-value chunk of 8 weight rows is
 decoded in registers and multiplied there, two activation rows per pass, on every
-core); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+core); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row kernel
+(csrc/quant/gemm_avx2.cpp: each chunk decoded once for all rows, then 16 multiply-adds
+per chunk and row with no reduction across lanes), which gives every row bit for bit
+the fused kernel's result, so a row's output does not depend on how many rows share
+the call; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -73,11 +77,25 @@ TILE_BYTES = 4 << 20
 #: linearly with the rows (about 0.6 ms per row at 4 bits), BLAS's less than linearly,
 #: and tiles also pay a decode. Formats with a light decode (one mask or table lookup
 #: per value) cross over near 64 rows; those with sub-scales, fifth/sixth bits or two
-#: tables per value near 16-32; FP8's fused kernel keeps float activations (an FMA
-#: per weight, as BLAS) and only wins while decoding dominates.
+#: tables per value near 16-32. FP8's fused kernel keeps float activations (an FMA per
+#: weight, as BLAS), yet tiles pay a float32 decode of every weight that costs more:
+#: at 32 rows fused runs at 1.2-1.4x NumPy float32 and tiles at 0.3-0.6x, at 64 rows
+#: fused still leads (1.05x against 0.4-0.5x).
+#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one for all but FP8.)
 FUSED_MAX_ROWS = 64
-HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32,
-                "fp8_e4m3": 16, "fp8_e5m2": 16}
+HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
+#: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
+#: measured on W 11008 x 4096 and in SmolLM2 decode steps (2 cores): it pays a transpose
+#: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
+#: a lane reduction per row. Light formats break even near 8 rows in a model (weights
+#: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
+#: (``HEAVY_DECODE``) 4 rows repay it.
+GEMM_MIN_ROWS = 12
+GEMM_MIN_ROWS_HEAVY = 4
+#: Rows up to which it beats native tiles + BLAS (measured as above).
+GEMM_MAX_ROWS = 128
+#: Formats without a multi-row kernel: FP8's fused kernel keeps float activations.
+NO_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.
 GRAD_FUSED_MAX_ROWS = 8
@@ -172,6 +190,17 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
     return {"parts": dict(parts), "group": int(group or 0)}
 
 
+def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | None:
+    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
+    (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
+    low = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS
+    if low <= m <= GEMM_MAX_ROWS and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
+        return lib.quant_gemm
+    if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
+        return lib.quant_linear
+    return None
+
+
 def _decode_into(lib: ModuleType, fmt: str, args: dict, rows: int, cols: int, r0: int, r1: int,
                  buf: np.ndarray) -> np.ndarray:
     # One thread: BLAS's workers still spin between the tile products, and decoding on
@@ -189,9 +218,10 @@ def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapp
         return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    if x.shape[0] <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
+    fused = native_linear(lib, fmt, x.shape[0])
+    if fused is not None:
         out = np.empty((x.shape[0], rows), np.float32)
-        lib.quant_linear(fmt, args["parts"], rows, cols, x, out, group=args["group"])
+        fused(fmt, args["parts"], rows, cols, x, out, group=args["group"])
         return out
     out_t = np.empty((rows, x.shape[0]), np.float32)
     step = _tile_rows(cols)

@@ -252,6 +252,14 @@ class BatchDecoder:
     a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
     Greedy outputs equal those of generate() on the prompt alone.
 
+    Prefix sharing: chat prompts repeat their template and system prompt (SmolLM2's is 29
+    of a typical 46 tokens), and a position's keys and values depend only on the tokens up
+    to it. So `join` copies the longest prefix (at least MIN_SHARED_PREFIX tokens) that an
+    active sequence already holds in its cache row and prefills only the rest, as vLLM's
+    automatic prefix caching does. The kernels compute each token's row on its own (the
+    fused and multi-row quantized products, per-row norms and rotations, per-query
+    attention), so the copied keys are those the prompt would compute itself.
+
         >>> from tensora.models import default_model_path, load
         >>> model = load(default_model_path())
         >>> ids_a, ids_b = (model.tokenizer.encode(t) for t in ("The capital of France is", "1, 2, 3,"))
@@ -264,10 +272,15 @@ class BatchDecoder:
         True
     """
 
+    #: Shortest common prefix worth copying: below it, a copy per layer and row costs about
+    #: what recomputing those few tokens would.
+    MIN_SHARED_PREFIX = 8
+
     def __init__(self, model: Any) -> None:
         self.model = model
         self.cache = SlotKVCache(model.new_cache(1, 1), model.max_positions)
         self.active: list[BatchedSequence] = []  # active[i] lives in cache row i
+        self.shared_tokens = 0  # prompt tokens copied instead of computed, for tests and benchmarks
 
     def join(self, prompt: list[int], opts: SamplingOptions) -> BatchedSequence:
         """Prefill `prompt` and sample its first token; it stays active unless that already ended it."""
@@ -280,21 +293,42 @@ class BatchDecoder:
         t = len(prompt)
         row = self.cache.add_row(t + opts.max_new_tokens)
         try:
+            src, shared = self._longest_prefix(prompt)
+            if shared:
+                self.cache.copy_prefix(src, row, shared)
             view = self.cache.row_view(row)
             view.key_mask[:, :t] = True
-            mask = attention_mask(view.key_mask, 0, t, model.sliding_window)
+            mask = attention_mask(view.key_mask, shared, t - shared, model.sliding_window)
             with no_grad():
-                logits = model.next_token_logits(np.array([prompt], dtype=np.int64), np.arange(t)[None], mask,
-                                                 view, 0).astype(np.float64)
+                logits = model.next_token_logits(np.array([prompt[shared:]], dtype=np.int64),
+                                                 np.arange(shared, t)[None], mask, view, shared).astype(np.float64)
         except BaseException:
             self.cache.remove_row(row)
             raise
+        self.shared_tokens += shared
         self.cache.lengths[row] = t
         self.active.append(seq)
         seq._take(logits[0])
         if seq.finished:
             self.leave(seq)
         return seq
+
+    def _longest_prefix(self, prompt: list[int]) -> tuple[int, int]:
+        """(row, n): the active row whose cached tokens share the longest prefix with `prompt`,
+        n of them (0 below MIN_SHARED_PREFIX); at most len(prompt) - 1, since the last prompt
+        token must run to give the logits."""
+        want = np.asarray(prompt[:-1], dtype=np.int64)
+        best_row, best = -1, 0
+        for i, seq in enumerate(self.active):
+            held = seq.row.prompt + seq.row.tokens  # the cache holds the first lengths[i] of these
+            n = min(int(self.cache.lengths[i]), want.size)
+            if n <= best:
+                continue
+            differ = np.flatnonzero(want[:n] != np.asarray(held[:n], dtype=np.int64))
+            common = int(differ[0]) if differ.size else n
+            if common > best:
+                best_row, best = i, common
+        return (best_row, best) if best >= self.MIN_SHARED_PREFIX else (-1, 0)
 
     def step(self) -> list[BatchedSequence]:
         """One token for every active sequence (one batched forward); returns them. Finished ones have left."""

@@ -229,6 +229,15 @@ class SlotKVCache:
         if last == 0:  # idle: give back what a long or wide burst made it grow to
             self._allocate(1, 16)
 
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Copy the keys and values of positions [0, length) of row `src` into row `dst`."""
+        if not (0 <= src < self.rows and 0 <= dst < self.rows and 0 <= length <= self.lengths[src]):
+            raise ValueError(f"cannot copy {length} positions from row {src} (length "
+                             f"{self.lengths[src] if 0 <= src < self.rows else '-'}) to row {dst} of {self.rows}")
+        for c in self.layers:
+            c.keys[dst, :, :length] = c.keys[src, :, :length]
+            c.values[dst, :, :length] = c.values[src, :, :length]
+
     def row_view(self, row: int) -> KVCache:
         """A batch-1 KVCache writing into `row` (views share storage): for prefilling it alone."""
         view = KVCache.__new__(KVCache)

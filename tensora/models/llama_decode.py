@@ -73,7 +73,6 @@ class Projection:
             fmt, _, parts = self.quant
             args = qk._native_args(fmt, self.quant[1], parts)
             self.native = None if args is None else (native.load(), args["parts"], args["group"])
-            self.fused_rows = min(qk.FUSED_MAX_ROWS, qk.HEAVY_DECODE.get(fmt, qk.FUSED_MAX_ROWS))
             self.q8_0 = _body(dk.gemv_q8_0) if fmt == "q8_0" and self.native is not None else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -82,13 +81,14 @@ class Projection:
         elif self.q8_0 is not None and x.shape[0] == 1:
             parts, shape = self.quant[2], (self.rows, self.cols)
             out = self.q8_0(x, parts["blocks"], shape, self._decode)
-        elif self.native is not None and x.shape[0] <= self.fused_rows:
-            lib, parts, group = self.native
-            out = np.empty((x.shape[0], self.rows), np.float32)
-            lib.quant_linear(self.quant[0], parts, self.rows, self.cols, x, out, group=group)
         else:
             fmt, options, parts = self.quant
-            out = qk.quant_linear(x, fmt, options, parts, (self.rows, self.cols), self._decode)
+            fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0])
+            if fused is not None:  # the fused or the multi-row kernel, called directly
+                out = np.empty((x.shape[0], self.rows), np.float32)
+                fused(fmt, self.native[1], self.rows, self.cols, x, out, group=self.native[2])
+            else:
+                out = qk.quant_linear(x, fmt, options, parts, (self.rows, self.cols), self._decode)
         if self.bias is not None:
             out += self.bias
         return out

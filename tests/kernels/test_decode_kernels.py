@@ -150,6 +150,20 @@ def test_attention_native(simd, b, t, h, kvh, s):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+def test_attention_native_ignores_keys_past_the_last_seen(simd):
+    """A query's result depends on the keys it sees, not on how many the call holds (other
+    rows' lengths, a longer prompt): bit for bit, so batched rows equal rows run alone."""
+    h, kvh, d, cap = 4, 2, 64, 40
+    q, keys, values = _f32(1, 1, h, d), _f32(1, kvh, cap, d), _f32(1, kvh, cap, d)
+    outs = []
+    for s in (13, 16, 17, 24, 40):
+        mask = np.zeros((1, 1, s), bool)
+        mask[..., :13] = True
+        outs.append(dk.gqa_attention.run_native(q, keys, values, mask, 0.125, np.empty((1, 1, h * d), np.float32)))
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
+
+
 # -- malformed calls raise ------------------------------------------------------------------
 
 

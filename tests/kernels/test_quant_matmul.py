@@ -228,6 +228,7 @@ def test_native_tile_paths(name, options, lib, monkeypatch):
     """Past the fused kernel's row limit: native tiles into a reused buffer, then BLAS."""
     fmt, parts, w, decode = make(name, options)
     monkeypatch.setattr(qm, "FUSED_MAX_ROWS", 2)
+    monkeypatch.setattr(qm, "GEMM_MAX_ROWS", 2)  # nor the multi-row kernel
     monkeypatch.setattr(qm, "GRAD_FUSED_MAX_ROWS", 2)
     monkeypatch.setattr(qm, "TILE_BYTES", 5 * COLS * 4)
     rng = np.random.default_rng(4)

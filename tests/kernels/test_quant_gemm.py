@@ -1,0 +1,216 @@
+"""The multi-row quantized product ``tensora._C.quant_gemm`` (csrc/quant/gemm_avx2.cpp) and
+its dispatch from tensora/kernels/quant_matmul.py.
+
+References: float64 ``x @ W.T`` with the format's own dequantized weight
+(tensora.quant.formats, tested bit for bit in tests/quant), within the fused kernel's error
+bound (quant_matmul's module docstring: exact products with activations rounded to 15 bits
+per 32 values); and, bit for bit, the fused kernel ``quant_linear`` run on each activation
+row alone, which is what makes batched decoding compute what each sequence would alone.
+Shapes are odd on purpose: N not a multiple of the 8-row groups, K with a tail of chunks
+that is not a multiple of 8, and K longer than one L1 segment (32 chunks). Bad inputs
+must raise, never crash. Every test needs the extension and skips under TENSORA_NO_NATIVE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensora.backend import native
+from tensora.kernels import quant_matmul as qm
+from tensora.quant.formats import FORMATS, get_format
+
+CASES = [
+    ("q4_0", {}), ("q4_1", {}), ("q5_0", {}), ("q5_1", {}), ("q8_0", {}),
+    ("q2_k", {}), ("q3_k", {}), ("q4_k", {}), ("q5_k", {}), ("q6_k", {}),
+    ("iq4_nl", {}), ("mxfp4", {}), ("nvfp4", {}),
+    ("int8", {}), ("int8", {"threshold": 3.0}),
+    ("int4", {"group_size": 32}), ("int4", {"group_size": 64, "symmetric": False}),
+    ("int4", {"group_size": 128, "symmetric": False}),
+    ("nf4", {}), ("nf4", {"block_size": 128, "double_quant": True}),
+    ("fp4", {"block_size": 32}), ("fp4", {"double_quant": True}),
+    ("fp8_e4m3", {}), ("fp8_e5m2", {}),
+]
+IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in CASES]
+K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
+ROW_COUNTS = (2, 3, 5, 8, 13, 32)
+
+
+@pytest.fixture(scope="module")
+def lib():
+    module = native.load()
+    if module is None:
+        _, reason = native.status()
+        if reason.startswith("disabled by"):
+            pytest.skip(reason)
+        pytest.fail(f"tensora._C did not load: {reason}")
+    if not hasattr(module, "quant_gemm"):
+        pytest.fail("tensora._C has no quant_gemm: a stale build")
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _restore_simd():
+    yield
+    module = native.load()
+    if module is not None:
+        module.set_simd("auto")
+
+
+_cache: dict = {}
+
+
+def make(name: str, options: dict, rows: int, cols: int):
+    """(parts, dense float32 W, group argument) for random weights with a few large columns."""
+    key = (name, tuple(sorted(options.items())), rows, cols)
+    if key not in _cache:
+        if name not in FORMATS:
+            pytest.skip(f"format {name} is not registered")
+        fmt = get_format(name, **options)
+        rng = np.random.default_rng(rows * 7 + cols)
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        w[:, :: max(1, cols // 7)] *= 4.0  # uneven scales; LLM.int8 outlier columns
+        parts = fmt.quantize(w)
+        opts = fmt.options()
+        group = int(opts.get("group_size") or 0) if name == "int4" else int(opts.get("block_size") or 0) \
+            if name in ("nf4", "fp4") else 0
+        _cache[key] = (parts, fmt.dequantize_rows(parts, (rows, cols), 0, rows), group)
+    return _cache[key]
+
+
+def shapes(name: str) -> list[tuple[int, int]]:
+    """(N, K): one and several L1 segments, K-quants in whole 256-value super-blocks."""
+    if name in K_QUANTS:
+        return [(37, 512), (19, 1280)]
+    if name == "int4":
+        return [(37, 384), (19, 1280)]
+    return [(37, 288), (19, 1312)]
+
+
+def bound(x: np.ndarray, w: np.ndarray, name: str, options: dict) -> np.ndarray:
+    """The fused kernel's error bound against float64 (quant_matmul's module docstring)."""
+    x64, aw = x.astype(np.float64), np.abs(w.astype(np.float64))
+    b = 1e-5 * (np.abs(x64) @ aw.T) + 1e-30
+    if name.startswith("fp8"):  # float activations: only summation order
+        return b
+    m, k = x.shape
+    amax = np.abs(x64).reshape(m, k // 32, 32).max(-1).repeat(32, -1)
+    b += (amax @ aw.T) / 32766 * 1.001
+    if name == "nf4":  # the code book held in multiples of 2**-12
+        bs = options.get("block_size", 64)
+        flat = aw.ravel()  # blocks run over the flattened matrix, the last one short
+        blocks = np.concatenate([flat, np.zeros(-flat.size % bs)]).reshape(-1, bs).max(-1)
+        per_value = blocks.repeat(bs)[: flat.size].reshape(w.shape)
+        b += (np.abs(x64) @ per_value.T) / 8192 * 1.001
+    return b
+
+
+def gemm(lib, name, parts, x, rows, group, **kw) -> np.ndarray:
+    out = np.empty((x.shape[0], rows), np.float32)
+    lib.quant_gemm(name, dict(parts), rows, x.shape[1], x, out, group=group, **kw)
+    return out
+
+
+def single_rows(lib, name, parts, x, rows, group) -> np.ndarray:
+    out = np.empty((x.shape[0], rows), np.float32)
+    for m in range(x.shape[0]):
+        lib.quant_linear(name, dict(parts), rows, x.shape[1], x[m:m + 1], out[m:m + 1], group=group)
+    return out
+
+
+@pytest.mark.parametrize("name,options", CASES, ids=IDS)
+def test_gemm_matches_float64_and_each_row_alone(name, options, lib):
+    rng = np.random.default_rng(11)
+    for rows, cols in shapes(name):
+        parts, w, group = make(name, options, rows, cols)
+        for m in ROW_COUNTS:
+            x = rng.standard_normal((m, cols)).astype(np.float32)
+            x[:, 5] = 0.0
+            if m > 2:
+                x[1, 32:64] = 0.0  # an all-zero chunk (d = 0)
+            got = gemm(lib, name, parts, x, rows, group)
+            err = np.abs(got.astype(np.float64) - x.astype(np.float64) @ w.astype(np.float64).T)
+            lim = bound(x, w, name, options)
+            assert np.all(err <= lim), f"{rows}x{cols}, M={m}: error {np.max(err - lim):.3g} over the bound"
+            np.testing.assert_array_equal(got, single_rows(lib, name, parts, x, rows, group),
+                                          err_msg=f"{rows}x{cols}, M={m}: rows differ from quant_linear alone")
+
+
+@pytest.mark.parametrize("name", ["q4_1", "q6_k", "nvfp4"])
+def test_gemm_same_result_for_any_thread_count(name, lib):
+    parts, w, group = make(name, {}, 37, 512)
+    x = np.random.default_rng(12).standard_normal((9, 512)).astype(np.float32)
+    outs = [gemm(lib, name, parts, x, 37, group, threads=t) for t in (1, 2, 5)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_gemm_baseline_simd_takes_the_float_path(lib):
+    parts, w, group = make("q4_k", {}, 37, 512)
+    x = np.random.default_rng(13).standard_normal((6, 512)).astype(np.float32)
+    lib.set_simd("baseline")
+    got = gemm(lib, "q4_k", parts, x, 37, group)
+    err = np.abs(got.astype(np.float64) - x.astype(np.float64) @ w.astype(np.float64).T)
+    assert np.all(err <= 1e-5 * (np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T) + 1e-30)
+
+
+def test_gemm_propagates_inf_and_nan(lib):
+    parts, w, group = make("q4_0", {}, 37, 288)
+    x = np.random.default_rng(14).standard_normal((4, 288)).astype(np.float32)
+    x[0, 3], x[2, 100] = np.inf, np.nan
+    got = gemm(lib, "q4_0", parts, x, 37, group)
+    with np.errstate(invalid="ignore"):  # inf * 0 in the reference too
+        want = x.astype(np.float64) @ w.astype(np.float64).T
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    ok = np.isfinite(want)
+    assert np.allclose(got[ok], want[ok], rtol=1e-4, atol=1e-3)
+
+
+def test_gemm_rejects_bad_inputs(lib):
+    parts, w, group = make("q4_0", {}, 37, 288)
+    x = np.ones((4, 288), np.float32)
+    out = np.empty((4, 37), np.float32)
+    with pytest.raises(TypeError):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, x.astype(np.float64), out)
+    with pytest.raises(ValueError, match="shape"):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, np.ones((4, 256), np.float32), out)
+    with pytest.raises(ValueError, match="shape"):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, x, np.empty((4, 36), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        lib.quant_gemm("q4_0", dict(parts), 38, 288, x, np.empty((4, 38), np.float32))
+    with pytest.raises(ValueError, match="missing part 'blocks'"):
+        lib.quant_gemm("q4_0", {}, 37, 288, x, out)
+    with pytest.raises(ValueError, match="unknown quantized format"):
+        lib.quant_gemm("q4_9", dict(parts), 37, 288, x, out)
+    with pytest.raises(ValueError, match="threads"):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, x, out, threads=-1)
+    buf = np.ones(4 * 288 + 4 * 37, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, buf[:4 * 288].reshape(4, 288), buf[1000:1148].reshape(4, 37))
+    with pytest.raises(ValueError, match="group"):
+        lib.quant_gemm("q4_0", dict(parts), 37, 288, x, out, group=32)
+
+
+@pytest.mark.parametrize("name", ["q4_1", "q3_k", "fp8_e4m3"])
+def test_dispatch_gives_each_row_its_result_alone(name, lib):
+    """quant_linear's native body, at every row count of the dispatch, row by row equal
+    to the batch-1 product (the kernels are row-independent up to GEMM_MAX_ROWS)."""
+    parts, w, group = make(name, {}, 37, 512)
+    fmt = get_format(name)
+
+    def decode(a, b):
+        return fmt.dequantize_rows(parts, (37, 512), a, b)
+
+    x = np.random.default_rng(15).standard_normal((qm.GEMM_MAX_ROWS, 512)).astype(np.float32)
+    alone = np.concatenate([qm.quant_linear.run_native(x[m:m + 1], name, {}, parts, (37, 512), decode)
+                            for m in range(x.shape[0])])
+    for m in (2, qm.GEMM_MIN_ROWS_HEAVY, qm.GEMM_MIN_ROWS, 33, qm.GEMM_MAX_ROWS):
+        if name in qm.NO_GEMM and m > qm.HEAVY_DECODE.get(name, qm.FUSED_MAX_ROWS):
+            continue  # FP8 past its fused limit takes tiles + BLAS, another summation order
+        got = qm.quant_linear.run_native(x[:m], name, {}, parts, (37, 512), decode)
+        np.testing.assert_array_equal(got, alone[:m], err_msg=f"M={m}")
+    picked = {m: qm.native_linear(lib, name, m) for m in (1, qm.GEMM_MIN_ROWS, qm.GEMM_MAX_ROWS + 1)}
+    assert picked[1] is lib.quant_linear
+    assert picked[qm.GEMM_MIN_ROWS] is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
+    assert picked[qm.GEMM_MAX_ROWS + 1] is None
