@@ -12,6 +12,9 @@
 // scaling it. Results therefore differ from it only by float32 rounding of the scaled
 // sums (a few ulp of the row's magnitude). Needs AVX2, FMA and F16C; otherwise, or for
 // activations holding inf/NaN or tiny values, the caller gets False and uses quant_linear.
+// On CPUs with AVX-512 VNNI quant_linear itself runs a VNNI kernel for one activation
+// row (csrc/quant/fused_vnni.cpp), as fast as this one for q8_0: it is called instead, so
+// both paths keep giving the same numbers.
 #include "decode.h"
 
 #include <nanobind/ndarray.h>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "check.h"
+#include "quant/fused.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -161,6 +165,16 @@ bool py_gemv_q8_0(const InArray &blocks, std::size_t rows, std::size_t cols, con
     const auto *px = static_cast<const float *>(x.data());
     auto *po = static_cast<float *>(out.data());
     nb::gil_scoped_release no_gil;
+    if (quant::vnni_supported()) {  // quant_linear's VNNI kernel: the same numerics as the module path
+        quant::QuantView v;
+        v.format = quant::Format::q8_0;
+        v.rows = rows;
+        v.cols = cols;
+        v.codes = w;
+        v.row_bytes = row_bytes;
+        bool ok = false;
+        return quant::gemv_vnni(v, px, po, 0, &ok) && ok;
+    }
     return gemv(w, rows, cols, px, po);
 #else
     return false;

@@ -10,6 +10,11 @@
 // exception whose code book is not integer: it is held in multiples of 2**-12
 // (|error| <= absmax / 8192 per weight). FP8 keeps float activations and decodes
 // each byte to float through the F16C converter (no activation rounding at all).
+//
+// One activation row on CPUs with AVX-512 VNNI (gemv_vnni): the same kind of 15-bit
+// activations (step amax / 16256, |x - x~| <= amax_chunk / 32512) held as two signed
+// bytes, weights decoded to bytes (code books: NF4 times 127 rounded, |error| <=
+// absmax / 254; FP4 times 96, its 1/192 held as 1/96) and vpdpbusd's exact int32 sums.
 #pragma once
 
 #include <cstddef>
@@ -25,6 +30,15 @@ bool fused_supported(const QuantView &w);
 // unwritten, when x holds inf or NaN (the float path then gives IEEE results).
 void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y,
                 std::size_t threads, bool *ok);
+
+// gemv_fused's kernel for one activation row with byte products (fused_vnni.cpp),
+// used where vnni_supported(): false (nothing written) when it has no such kernel for
+// this CPU, level or format; else it ran, and *ok is as for gemv_fused.
+bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads, bool *ok);
+
+// Whether gemv_vnni's kernels run now: the CPU has AVX-512 VNNI and VL, AVX2, FMA and
+// F16C, and vnni_active() (csrc/simd.h) allows them.
+bool vnni_supported();
 
 // gemv_fused's FP8 kernel (fp8_avx2.cpp), for K a multiple of 32.
 void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);

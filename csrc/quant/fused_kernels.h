@@ -8,7 +8,8 @@
 // 1: a minimum per chunk, 2: one per half chunk), kSplit (a scale per 16 values),
 // kSub (int16 sub-scales per 16 multiplied into the weights), kOffset (subtracted
 // from every code, via the activation sums), kLines (cache lines of codes per chunk
-// of 8 rows, for prefetching).
+// of 8 rows, for prefetching), kRowFill (fill_rows gives one chunk's scales of 8 rows,
+// no transpose needed: formats with a scale in every 32-value block).
 #pragma once
 
 #include "avx2_util.h"
@@ -35,6 +36,7 @@ struct KernelBase {
     static constexpr bool kSplit = false, kSub = false;
     static constexpr int kOffset = 0;
     static constexpr int kLines = 3;
+    static constexpr bool kRowFill = false;
     std::size_t row_bytes = 0;
     const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * row_bytes; }
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
@@ -57,10 +59,15 @@ struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOff, kWithMin, kFifth>> {
     static constexpr int kMin = kWithMin ? 1 : 0;
     static constexpr int kOffset = kOff;
     static constexpr int kLines = int(8 * kSize + 63) / 64;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const {
         *sc = f16(b + kSize * c);
         if (kWithMin)
             *mn = f16(b + kSize * c + 2);
+    }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {f16_rows(rows, kSize * c), kWithMin ? f16_rows(rows, kSize * c + 2) : _mm256_setzero_ps(),
+                _mm256_setzero_ps()};
     }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
@@ -86,7 +93,11 @@ using KQ5_1 = KLegacy<2 + 2 + 4 + 16, 8, 0, true, true>;
 
 struct KQ8_0 : KernelBase<KQ8_0> {
     static constexpr int kLines = (8 * 34 + 63) / 64;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = f16(b + 34 * c); }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {f16_rows(rows, 34 * c), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         return {f16x8(b + 34 * c0, 34), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
@@ -107,7 +118,12 @@ FUSED_TARGET inline __m256 e8m0_half8(__m256i e) {
 template <bool kMx>
 struct KLut4 : KernelBase<KLut4<kMx>> {  // IQ4_NL (fp16 scale) and MXFP4 (E8M0 scale)
     static constexpr std::size_t kSize = kMx ? 17 : 18, kQs = kMx ? 1 : 2;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = kMx ? e8m0_half(b[kSize * c]) : f16(b + kSize * c); }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {kMx ? e8m0_half8(u8_rows(rows, kSize * c)) : f16_rows(rows, kSize * c), _mm256_setzero_ps(),
+                _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
         if (!kMx)

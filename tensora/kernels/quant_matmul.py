@@ -17,7 +17,7 @@ memory is bounded whatever N is. The native bodies run, for few activation rows
 (``FUSED_MAX_ROWS``, lower for formats with a heavier decode: ``HEAVY_DECODE``), the
 fused kernel (csrc/quant/fused_avx2.cpp: each 32-value chunk of 8 weight rows is
 decoded in registers and multiplied there, two activation rows per pass, on every
-core); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+core; for one row its 8-bit variant, csrc/quant/fused_vnni.cpp, where the CPU has one); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -40,6 +40,15 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   irrational and is held in multiples of 2**-12, which adds
   ``(|x| @ absmax_per_value.T) / 8192``. Inputs holding inf or NaN take the float
   path, so they propagate as in the reference.
+- Its variant for one activation row (M = 1, the GEMV of batch-1 decoding) on CPUs with
+  AVX-512 VNNI (``lib.vnni()``; ``lib.set_simd("avx2")`` turns it off), for every
+  integer format but Q2_K, Q3_K and Q6_K: weights decode to bytes and ``vpdpbusd``
+  multiplies them, as llama.cpp does, but with the same 15-bit activations held as two
+  signed bytes (step ``amax / 16256``, so ``/ 32512`` in the bound), because llama.cpp's
+  8-bit ones (``amax / 127``) move the logits ~0.5% and change SmolLM2's greedy answers.
+  Code books become bytes: NF4 times 127 rounded, adding ``(|x| @ absmax_per_value.T) /
+  254``, and FP4 times 96, exact but for its smallest magnitude (1/192 held as 1/96),
+  adding ``/ 192``.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format
