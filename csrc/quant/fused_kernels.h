@@ -332,6 +332,14 @@ struct KInt4 : KernelBase<KInt4<kSym>> {
         // would stall on store forwarding.
         const std::size_t g0 = r * (w.cols / w.group);
         const auto *h = static_cast<const std::uint16_t *>(w.scale) + g0;
+        if (shift == 0) {  // a group per chunk: 8 consecutive scales (and zero points)
+            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(h + c0)));
+            if (kSym)
+                return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
+            const __m256 zf = _mm256_cvtepi32_ps(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0 + c0))));
+            return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
+        }
         const std::size_t g[8] = {c0 >> shift, (c0 + 1) >> shift, (c0 + 2) >> shift, (c0 + 3) >> shift,
                                   (c0 + 4) >> shift, (c0 + 5) >> shift, (c0 + 6) >> shift, (c0 + 7) >> shift};
         __m256 s = _mm256_cvtph_ps(_mm_setr_epi16(short(h[g[0]]), short(h[g[1]]), short(h[g[2]]), short(h[g[3]]),
@@ -359,6 +367,7 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     static constexpr float kUnit = kNf4 ? 4096.0f : 192.0f;
     alignas(16) std::uint8_t lo_bytes[16], hi_bytes[16];
     int shift = 0;  // element -> block index
+    const float *map = dynamic_map();  // double quantization's code book
     explicit KBnb(const QuantView &w) {
         shift = log2_exact(w.group);
         for (int k = 0; k < 16; ++k) {
@@ -377,8 +386,16 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::size_t e0 = r * w.cols + c0 * kChunk;
         float a[8];  // each chunk lies in one block (blocks hold >= 32 values)
-        for (std::size_t j = 0; j < 8; ++j)
-            a[j] = bnb_absmax(w, (e0 + j * kChunk) >> shift);
+        if (w.double_quant) {  // bnb_absmax's arithmetic, without its per-value branch and call
+            const auto *code = static_cast<const std::uint8_t *>(w.scale);
+            for (std::size_t j = 0; j < 8; ++j) {
+                const std::size_t blk = (e0 + j * kChunk) >> shift;
+                a[j] = map[code[blk]] * w.absmax_scale[blk / 256] + w.absmax_offset;
+            }
+        } else {
+            for (std::size_t j = 0; j < 8; ++j)
+                a[j] = static_cast<const float *>(w.scale)[(e0 + j * kChunk) >> shift];
+        }
         // From registers, not a stored array (store forwarding would stall the load).
         __m256 v = _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
         return {_mm256_mul_ps(v, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};

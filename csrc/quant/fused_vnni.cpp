@@ -128,14 +128,8 @@ VNNI_TARGET bool quantize_act8(const float *x, std::size_t cols, Layout layout, 
     return true;
 }
 
-// u8 x s8 dot products of 4 bytes accumulated into acc; signed weights by the sign
-// trick (|w| times x with w's sign).
-template <bool kSigned>
-VNNI_TARGET inline __m256i dot(__m256i acc, __m256i w, __m256i x) {
-    if (kSigned)
-        return _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
-    return _mm256_dpbusd_epi32(acc, w, x);
-}
+// u8 x s8 dot products of 4 bytes accumulated into acc.
+VNNI_TARGET inline __m256i dot(__m256i acc, __m256i w, __m256i x) { return _mm256_dpbusd_epi32(acc, w, x); }
 
 // Products with both activation digits, as 128 * hi + lo: the exact int32 sums of w
 // times Q (|sum| <= 32 * 255 * 16320 < 2**31).
@@ -183,15 +177,14 @@ VNNI_TARGET void run_groups8(const K &kern, const B &bytes, const QuantView &w, 
             const __m256i xa2 = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 2));  // lo digits
             const __m256i xb2 = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 3));
             const __m256i zero = _mm256_setzero_si256();
-            constexpr bool kS = B::kSigned;
             __m256i sa[4], sb[4];
             for (int p = 0; p < 4; ++p) {  // rows p and p + 4
                 Pair v = bytes.get(rows[p], rows[p + 4], c);
                 if (B::kSplit) {
-                    sa[p] = digits(dot<kS>(zero, v.a, xa), dot<kS>(zero, v.a, xa2));
-                    sb[p] = digits(dot<kS>(zero, v.b, xb), dot<kS>(zero, v.b, xb2));
+                    sa[p] = digits(dot(zero, v.a, xa), dot(zero, v.a, xa2));
+                    sb[p] = digits(dot(zero, v.b, xb), dot(zero, v.b, xb2));
                 } else {
-                    sa[p] = digits(dot<kS>(dot<kS>(zero, v.a, xa), v.b, xb), dot<kS>(dot<kS>(zero, v.a, xa2), v.b, xb2));
+                    sa[p] = digits(dot(dot(zero, v.a, xa), v.b, xb), dot(dot(zero, v.a, xa2), v.b, xb2));
                 }
             }
             const __m256 xd = _mm256_set1_ps(a.d[c]);
