@@ -38,11 +38,11 @@ namespace {
 // [-127, 127] and lo in [-64, 63]: each 32-value chunk is 64 bytes, the 32 hi digits
 // then the 32 lo digits, in the format's layout order. Per chunk also the sums of Q for
 // the offsets (so: offset * sum, so16: per half chunk) and minimums (ds = d * sum).
-struct Act8 {
+struct ActBytes {
     std::vector<std::int8_t> q;
     std::vector<float> d, ds;
     std::vector<std::int32_t> so, so16;
-    explicit Act8(std::size_t cols)
+    explicit ActBytes(std::size_t cols)
         : q(2 * cols + 32), d(cols / kChunk), ds(cols / kChunk), so(cols / kChunk), so16(2 * cols / kChunk) {}
     // 32-byte aligned chunks for the broadcast loads.
     std::int8_t *codes() {
@@ -50,11 +50,11 @@ struct Act8 {
     }
 };
 
-constexpr float kActMax8 = 127.0f * 128.0f;  // the largest |Q| whose hi digit is 127
+constexpr float kActMaxBytes = 127.0f * 128.0f;  // the largest |Q| whose hi digit is 127
 
 // False for inf / NaN or chunks too tiny to scale (the caller takes the float path).
-VNNI_TARGET bool quantize_act8(const float *x, std::size_t cols, Layout layout, int offset, float d_scale,
-                               Act8 &a) {
+VNNI_TARGET bool quantize_act_bytes(const float *x, std::size_t cols, Layout layout, int offset, float d_scale,
+                                   ActBytes &a) {
     int perm[kChunk];
     for (int p = 0; p < int(kChunk); ++p)
         perm[p] = layout_index(layout, p);
@@ -76,8 +76,8 @@ VNNI_TARGET bool quantize_act8(const float *x, std::size_t cols, Layout layout, 
         h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
         const float amax = _mm_cvtss_f32(h);
         if (amax > 0.0f && amax < 0x1p-90f)
-            return false;  // kActMax8 / amax would overflow
-        const __m256 inv = _mm256_set1_ps(amax > 0.0f ? kActMax8 / amax : 0.0f);
+            return false;  // kActMaxBytes / amax would overflow
+        const __m256 inv = _mm256_set1_ps(amax > 0.0f ? kActMaxBytes / amax : 0.0f);
         __m256i hi[4], lo[4];
         __m256i sum = _mm256_setzero_si256();
         for (int j = 0; j < 4; ++j) {  // round to nearest even; |Q| <= 16256
@@ -118,7 +118,7 @@ VNNI_TARGET bool quantize_act8(const float *x, std::size_t cols, Layout layout, 
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
         const std::int32_t total = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1)));
-        const float d = amax / kActMax8;
+        const float d = amax / kActMaxBytes;
         a.d[c] = d * d_scale;
         a.ds[c] = d * float(total);
         a.so[c] = offset * total;
@@ -141,8 +141,8 @@ VNNI_TARGET inline __m256i row_sums(const __m256i *v) {
 }
 
 template <class K, class B>
-VNNI_TARGET void run_groups8(const K &kern, const B &bytes, const QuantView &w, const Act8 &a,
-                             const std::int8_t *xq, float *y, std::size_t g0, std::size_t g1) {
+VNNI_TARGET void run_groups_bytes(const K &kern, const B &bytes, const QuantView &w, const ActBytes &a,
+                                  const std::int8_t *xq, float *y, std::size_t g0, std::size_t g1) {
     const std::size_t nc = w.cols / kChunk;
     Tables t(nc, false);
     const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
@@ -214,17 +214,17 @@ VNNI_TARGET void run_groups8(const K &kern, const B &bytes, const QuantView &w, 
 }
 
 template <class K>
-bool run8(const K &kern, const QuantView &w, const float *x, float *y, std::size_t threads) {
+bool run_bytes(const K &kern, const QuantView &w, const float *x, float *y, std::size_t threads) {
     using B = Bytes<K>;
     const B bytes(kern);
-    Act8 a(w.cols);
-    if (!quantize_act8(x, w.cols, B::kLayout, B::kOffset, B::kDScale, a))
+    ActBytes a(w.cols);
+    if (!quantize_act_bytes(x, w.cols, B::kLayout, B::kOffset, B::kDScale, a))
         return false;
     const std::int8_t *xq = a.codes();
     const std::size_t groups = (w.rows + 7) / 8;
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / w.cols);
     parallel_for(groups, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
-        run_groups8(kern, bytes, w, a, xq, y, lo, hi);
+        run_groups_bytes(kern, bytes, w, a, xq, y, lo, hi);
     });
     return true;
 }
@@ -246,7 +246,7 @@ bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads
         return false;
     auto go = [&](auto kern) {
         kern.row_bytes = w.row_bytes;
-        *ok = run8(kern, w, x, y, threads);
+        *ok = run_bytes(kern, w, x, y, threads);
         return true;
     };
     switch (w.format) {

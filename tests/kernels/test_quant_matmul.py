@@ -276,6 +276,19 @@ def test_native_propagates_inf_and_nan(lib):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
+def test_native_fp8_nan_codes_give_nan_rows(lib, simd):
+    """e4m3 bytes x1111111 are NaN: a row holding one gives NaN in every kernel, as the
+    reference product does (the half trick alone would read them as 480)."""
+    fmt, parts, w, decode = make("fp8_e4m3", {})
+    parts = dict(parts, qweight=parts["qweight"].copy())
+    parts["qweight"][4, 100] = 0x7F
+    parts["qweight"][9, 3] = 0xFF
+    for m in (1, 3):
+        x = np.random.default_rng(9).standard_normal((m, COLS)).astype(np.float32)
+        got = qm.quant_linear.run_native(x, "fp8_e4m3", {}, parts, (ROWS, COLS), decode)
+        assert np.isnan(got[:, [4, 9]]).all() and not np.isnan(np.delete(got, [4, 9], axis=1)).any()
+
+
 def test_native_handles_tiny_activations(lib):
     """Chunks of subnormal activations cannot be scaled to integers: the float path runs."""
     fmt, parts, w, decode = make("q8_0", {})
