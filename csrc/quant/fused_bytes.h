@@ -3,16 +3,16 @@
 // Bytes<K> decodes chunk c (32 values) of two weight rows i and j at once into two
 // vectors of bytes, each holding 16 values of row i in its low 128 bits and the same
 // 16 positions of row j in its high 128 bits: `a` the chunk's layout positions 0..15,
-// `b` positions 16..31. vpdpbusd multiplies them with the chunk's activations
-// bytes broadcast to both halves, so one int32 vector holds two rows' partial sums and
-// the reduction across rows costs half of what one row per vector would.
+// `b` positions 16..31. vpdpbusd multiplies them with the chunk's activation bytes
+// broadcast to both halves, so one int32 vector holds two rows' partial sums and the
+// reduction across rows costs half of what one row per vector would.
 //
 // Bytes are unsigned (the u8 operand of vpdpbusd): codes stored with an offset keep
 // it (kOffset, subtracted through the activation sums, as the AVX2 kernel does), and
-// signed code books and signed bytes (Q8_0, int8) become themselves plus 128. Scales come from
-// the kernel's own fill / fill8 (fused_kernels.h), times kDScale when the kernel's
-// int16 code book unit differs from the byte one. Formats whose sub-scales multiply
-// int16 weights (Q2_K, Q3_K, Q6_K) have no Bytes and keep the AVX2 kernel.
+// signed code books and signed bytes (Q8_0, int8) become themselves plus 128. Scales
+// come from the kernel's own fill / fill8 (fused_kernels.h), times kDScale when the
+// kernel's int16 code book unit differs from the byte one. Formats whose sub-scales
+// multiply int16 weights (Q2_K, Q3_K, Q6_K) have no Bytes and keep the AVX2 kernel.
 #pragma once
 
 #include <cmath>
