@@ -2,19 +2,19 @@
 // has AVX2, FMA and F16C and the layout allows it (fused_supported).
 //
 // Integer formats: each activation row is rounded to 15-bit integers per 32 values
-// (d = amax / 16383, as llama.cpp's q8 activations but with 2**7 times finer steps),
+// (d = amax / 16256, as llama.cpp's q8 activations but with 2**7 times finer steps),
 // weights are decoded to exact int16 values in registers, and vpmaddwd accumulates
 // exact int32 dot products per 32-value chunk, 8 weight rows at a time; one float
 // multiply-add per chunk and row applies the scales. The only rounding besides float32
-// accumulation is that of the activation: |x - x~| <= amax_chunk / 32766. NF4 is the
+// accumulation is that of the activation: |x - x~| <= amax_chunk / 32512. NF4 is the
 // exception whose code book is not integer: it is held in multiples of 2**-12
 // (|error| <= absmax / 8192 per weight). FP8 keeps float activations and decodes
 // each byte to float through the F16C converter (no activation rounding at all).
 //
-// One activation row on CPUs with AVX-512 VNNI (gemv_vnni): the same kind of 15-bit
-// activations (step amax / 16256, |x - x~| <= amax_chunk / 32512) held as two signed
-// bytes, weights decoded to bytes (code books: NF4 times 127 rounded, |error| <=
-// absmax / 254; FP4 times 96, its 1/192 held as 1/96) and vpdpbusd's exact int32 sums.
+// One activation row on CPUs with AVX-512 VNNI (gemv_vnni): the same 15-bit activations
+// held as two signed bytes, weights decoded to bytes (code books: NF4 times 127 rounded,
+// |error| <= absmax / 254; FP4 times 96, its 1/192 held as 1/96) and vpdpbusd's exact
+// int32 sums.
 #pragma once
 
 #include <cstddef>

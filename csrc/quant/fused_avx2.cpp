@@ -30,10 +30,12 @@ namespace tensora::quant {
 namespace fused {
 namespace {
 
-constexpr float kActMax = 16383.0f;  // 15-bit activations keep every int32 chunk sum exact
+// 15-bit activations keep every int32 chunk sum exact; 127 * 128, so that the VNNI kernel's
+// two bytes per value (fused_vnni.cpp) hold the same integers.
+constexpr float kActMax = 16256.0f;
 
 // One activation row, quantized per chunk: q = round(x / d) in layout order,
-// d = amax / 16383; and the sums the scale step needs per chunk: so = offset * sum(q)
+// d = amax / 16256; and the sums the scale step needs per chunk: so = offset * sum(q)
 // (codes stored with an offset), ds = d * sum(q) (minimums), ds16 = d * the sums of q
 // over positions 0..15 and 16..31 (minimums per half chunk).
 struct Act {
@@ -66,7 +68,7 @@ FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, 
         const float amax = _mm_cvtss_f32(h);
         std::int16_t *qc = q + c * kChunk;
         if (amax > 0.0f && amax < 0x1p-90f)
-            return false;  // 16383 / amax would overflow: tiny inputs take the float path
+            return false;  // 16256 / amax would overflow: tiny inputs take the float path
         if (amax == 0.0f) {
             std::memset(qc, 0, kChunk * sizeof(std::int16_t));
             d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
@@ -80,7 +82,7 @@ FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, 
                                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
         std::int32_t lo = 0, hi = 0;
         for (int p = 0; p < int(kChunk); ++p) {
-            std::int32_t v = std::clamp(t[perm[p]], -16383, 16383);
+            std::int32_t v = std::clamp(t[perm[p]], -16256, 16256);
             qc[p] = std::int16_t(v);
             (p < 16 ? lo : hi) += v;
         }

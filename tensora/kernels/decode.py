@@ -195,7 +195,6 @@ def gemv_q8_0(x: np.ndarray, blocks: np.ndarray, shape: tuple[int, int],
 
     The native body (csrc/decode_gemv.cpp) streams W row by row with quant_linear's 15-bit
     activations; it agrees with quant_linear's within float32 rounding of the scaled sums.
-    Where quant_linear has its VNNI kernel for one row it runs that one.
     """
     return qk.quant_linear.reference(x, "q8_0", {}, {"blocks": blocks}, shape, decode_rows)
 

@@ -32,9 +32,9 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   products summed in another order, ``|native - ref| <= 1e-5 * (|x| @ |W|.T)``
   (float32 rounding is ~6e-8 per operation; 1e-5 leaves room for K ~ 10**5 terms).
 - The fused integer kernel (all other formats): x is rounded to 15-bit integers per 32
-  values (step ``amax / 16383``: llama.cpp's Q8 activations with 128x finer steps), so
+  values (step ``amax / 16256``: llama.cpp's Q8 activations with 128x finer steps), so
   that weights decode to exact int16 and ``vpmaddwd`` sums exactly; the result is the
-  exact product with that perturbed x, ``|native - ref| <= (|W| @ a.T) / 32766 +
+  exact product with that perturbed x, ``|native - ref| <= (|W| @ a.T) / 32512 +
   1e-5 * (|x| @ |W|.T)`` with ``a`` each value's 32-chunk amax (about 3e-5 of the
   output's scale, a hundredth of a 4-bit format's own error). NF4's code book is
   irrational and is held in multiples of 2**-12, which adds
@@ -44,8 +44,8 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   AVX-512 VNNI (``lib.vnni()``; ``lib.set_simd("avx2")`` turns it off), for every
   integer format but Q2_K, Q3_K and Q6_K: weights decode to bytes and ``vpdpbusd``
   multiplies them, as llama.cpp does, but with the same 15-bit activations held as two
-  signed bytes (step ``amax / 16256``, so ``/ 32512`` in the bound), because llama.cpp's
-  8-bit ones (``amax / 127``) move the logits ~0.5% and change SmolLM2's greedy answers.
+  signed bytes (the same integers, so the same bound), because llama.cpp's 8-bit ones
+  (``amax / 127``) move the logits ~0.5% and change SmolLM2's greedy answers.
   Code books become bytes: NF4 times 127 rounded, adding ``(|x| @ absmax_per_value.T) /
   254``, and FP4 times 96, exact but for its smallest magnitude (1/192 held as 1/96),
   adding ``/ 192``.

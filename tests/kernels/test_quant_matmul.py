@@ -94,8 +94,8 @@ def _restore_simd():
 
 
 # Formats with the VNNI kernel for one activation row (csrc/quant/fused_vnni.cpp, where
-# lib.vnni()): 15-bit activations of step amax / 16256 (two bytes each), code books in
-# bytes. The others, and every format without it, run the fused AVX2 kernel.
+# lib.vnni()): the same 15-bit activations (two bytes each), code books in bytes. The
+# others, and every format without it, run the fused AVX2 kernel.
 VNNI_FORMATS = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "iq4_nl", "mxfp4", "int8", "int4",
                 "nf4", "fp4", "nvfp4"}
 
@@ -109,7 +109,7 @@ def linear_bound(x, w, name, options, parts):
         lib = native.load()
         vnni = m == 1 and name in VNNI_FORMATS and lib is not None and lib.vnni()
         amax = np.abs(x64).reshape(m, k // 32, 32).max(-1).repeat(32, -1)
-        bound += (amax @ aw.T) / (32512 if vnni else 32766) * 1.001
+        bound += (amax @ aw.T) / 32512 * 1.001
         # Code books held in integer steps of absmax: NF4 in 2**-12 (AVX2 kernel) or 1/127
         # (VNNI), FP4 in 1/96 (VNNI; exact in the AVX2 kernel's 1/192).
         steps = {"nf4": 254 if vnni else 8192, "fp4": 192 if vnni else 0}.get(name, 0)
