@@ -4,7 +4,7 @@
 // kernel for q8_0, and slower for the 4-bit formats, which therefore keep that one.
 //
 // Same numerics as the fused kernel of csrc/quant/fused_avx2.cpp: x is rounded per 32
-// values to 15-bit integers (step amax / 16383, nearest even), weights decode to exact
+// values to 15-bit integers (step amax / 16256, nearest even), weights decode to exact
 // int16 codes and vpmaddwd sums exactly. The difference is the order of work: each
 // weight row is read once, front to back, and its chunk products stay in eight float
 // lanes (one FMA per chunk with the chunk's scale), summed across lanes once per row;
@@ -12,6 +12,9 @@
 // scaling it. Results therefore differ from it only by float32 rounding of the scaled
 // sums (a few ulp of the row's magnitude). Needs AVX2, FMA and F16C; otherwise, or for
 // activations holding inf/NaN or tiny values, the caller gets False and uses quant_linear.
+// quant_linear's kernel for one row on CPUs with AVX-512 VNNI (csrc/quant/fused_vnni.cpp)
+// rounds x the same way, so it agrees with this one just as well; it is ~20% slower on
+// q8_0 decoding (benchmarks/generate.py), so this one stays.
 #include "decode.h"
 
 #include <nanobind/ndarray.h>
@@ -72,14 +75,14 @@ GEMV_TARGET bool quantize_x(const float *x, std::size_t cols, std::int16_t *q, f
             d[c] = 0.0f;
             continue;
         }
-        const __m256 inv = _mm256_set1_ps(16383.0f / amax);
+        const __m256 inv = _mm256_set1_ps(16256.0f / amax);
         alignas(32) std::int32_t t[kChunk];
         for (int j = 0; j < 4; ++j)
             _mm256_store_si256(reinterpret_cast<__m256i *>(t + 8 * j),
                                _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
         for (std::size_t i = 0; i < kChunk; ++i)
-            qc[i] = std::int16_t(std::clamp(t[i], -16383, 16383));
-        d[c] = amax / 16383.0f;
+            qc[i] = std::int16_t(std::clamp(t[i], -16256, 16256));
+        d[c] = amax / 16256.0f;
     }
     return true;
 }

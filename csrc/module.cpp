@@ -107,5 +107,8 @@ NB_MODULE(_C, m) {
                                          tensora::simd_name(tensora::best_simd()) +
                                          ")").c_str());
           }, "name"_a,
-          "Select 'auto', 'baseline' or 'avx2' loops (tests compare them).");
+          "Select 'auto', 'baseline', 'avx2' or 'vnni' (avx2 plus AVX-512 VNNI's byte dot\n"
+          "products, which 'auto' enables where the CPU has them) loops (tests compare them).");
+    m.def("vnni", [] { return tensora::vnni_active(); },
+          "Whether the batch-1 quantized kernel uses AVX-512 VNNI now.");
 }

@@ -25,9 +25,14 @@ enum class Simd { baseline = 0, avx2 = 1 };
 Simd best_simd();
 // Level kernels use now: best_simd() unless set_simd() lowered it.
 Simd active_simd();
-// Selects a level by name ("auto", "baseline", "avx2"); false if unknown or not
-// supported here. For tests and benchmarks that compare the variants.
+// Selects a level by name ("auto", "baseline", "avx2", "vnni"); false if unknown or
+// not supported here. For tests and benchmarks that compare the variants. "vnni" is
+// avx2 plus the byte dot products of AVX-512 VNNI (the batch-1 quantized kernel,
+// csrc/quant/fused_vnni.cpp), which "auto" also enables where the CPU has them.
 bool set_simd(const std::string &name);
+// Whether kernels may use AVX-512 VNNI now (the CPU has it with VL; the level is
+// "auto" or "vnni").
+bool vnni_active();
 const char *simd_name(Simd s);
 
 }  // namespace tensora

@@ -22,6 +22,8 @@ enum class Layout {
     natural,   // 0..15 | 16..31 (GGUF low/high nibbles, bytes)
     even_odd,  // even elements | odd elements (low nibble = element 2i)
     odd_even_pairs,  // odds 1..15, evens 0..14 | odds 17..31, evens 16..30 (byte unpacks)
+    odd_even,  // odd elements | even elements (high nibble = element 2i, VNNI kernel)
+    halves_even_odd,  // evens 0..14, odds 1..15 | evens 16..30, odds 17..31 (NVFP4, VNNI kernel)
 };
 
 inline int layout_index(Layout layout, int p) {
@@ -29,6 +31,8 @@ inline int layout_index(Layout layout, int p) {
         case Layout::natural: return p;
         case Layout::even_odd: return p < 16 ? 2 * p : 2 * (p - 16) + 1;
         case Layout::odd_even_pairs: return (p & 16) + 2 * (p & 7) + (((p >> 3) & 1) ^ 1);
+        case Layout::odd_even: return p < 16 ? 2 * p + 1 : 2 * (p - 16);
+        case Layout::halves_even_odd: return (p & 16) + 2 * (p & 7) + ((p >> 3) & 1);
     }
     return p;
 }
@@ -51,6 +55,29 @@ FUSED_TARGET inline __m256 f16x8(const std::uint8_t *p, std::size_t stride) {
         std::memcpy(&h[j], p + j * stride, 2);
     return _mm256_cvtph_ps(_mm_setr_epi16(short(h[0]), short(h[1]), short(h[2]), short(h[3]),
                                           short(h[4]), short(h[5]), short(h[6]), short(h[7])));
+}
+
+// The fp16 values at rows[i] + off of 8 rows, as floats (chunk c's scales of a group
+// of rows, already in table order). Gathered in general-purpose registers, whose ALUs
+// idle in the fused kernels while the vector shuffle ports are their bottleneck.
+FUSED_TARGET inline __m256 f16_rows(const std::uint8_t *const *rows, std::size_t off) {
+    std::uint64_t lo = 0, hi = 0;
+    for (int i = 0; i < 4; ++i) {
+        std::uint16_t a, b;
+        std::memcpy(&a, rows[i] + off, 2);
+        std::memcpy(&b, rows[i + 4] + off, 2);
+        lo |= std::uint64_t(a) << (16 * i);
+        hi |= std::uint64_t(b) << (16 * i);
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x(std::int64_t(hi), std::int64_t(lo)));
+}
+
+// The bytes at rows[i] + off of 8 rows, as int32 lanes.
+FUSED_TARGET inline __m256i u8_rows(const std::uint8_t *const *rows, std::size_t off) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i)
+        v |= std::uint64_t(rows[i][off]) << (8 * i);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(std::int64_t(v)));
 }
 
 // Eight bytes as floats.

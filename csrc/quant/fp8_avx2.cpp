@@ -2,7 +2,8 @@
 // each byte becomes a float through the F16C half converter: e5m2 is the upper byte of
 // a half; e4m3's sign-extended byte shifted left by 7 (bit 14 cleared) is a half of
 // 2**-8 its value, subnormals included. Each 8 bytes are decoded once for up to 4
-// activation rows. Exact products summed in float32: no activation rounding.
+// activation rows (one row: 16 at a time with AVX-512 where allowed, run_fp8_rows512).
+// Exact products summed in float32: no activation rounding.
 #include "fused.h"
 
 #include <algorithm>
@@ -83,10 +84,73 @@ FUSED_TARGET void run_fp8_rows(const QuantView &w, const float *x, std::size_t n
     }
 }
 
+#define AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f")))
+
+// Sixteen FP8 bytes as floats (the same half trick, 16 at a time).
+template <bool kE4M3>
+AVX512_TARGET inline __m512 fp8x16(const std::uint8_t *p) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    __m256i h;
+    if (kE4M3)
+        h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7), _mm256_set1_epi16(short(0xbfff)));
+    else
+        h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 8);
+    return _mm512_cvtph_ps(h);
+}
+
+// One activation row on CPUs with AVX-512 (the "vnni" level): two weight rows at a time,
+// 16 products per instruction, the NaN bytes checked in the same pass. At batch 1 the
+// AVX2 loop above costs about three times the memory time of the bytes it reads.
+template <bool kE4M3>
+AVX512_TARGET void run_fp8_rows512(const QuantView &w, const float *x, float *y, std::size_t r0, std::size_t r1) {
+    const float *scale = static_cast<const float *>(w.scale);
+    const __m256i nan_code = _mm256_set1_epi8(0x7f);
+    for (std::size_t r = r0; r < r1; r += 2) {
+        const std::size_t rb = std::min(r + 1, r1 - 1);  // an odd last row pairs with itself
+        const std::uint8_t *qa = w.codes + r * w.row_bytes, *qb = w.codes + rb * w.row_bytes;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+        __m256i nan_a = _mm256_setzero_si256(), nan_b = _mm256_setzero_si256();
+        for (std::size_t k = 0; k < w.cols; k += 32) {
+            const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+            a0 = _mm512_fmadd_ps(fp8x16<kE4M3>(qa + k), x0, a0);
+            a1 = _mm512_fmadd_ps(fp8x16<kE4M3>(qa + k + 16), x1, a1);
+            b0 = _mm512_fmadd_ps(fp8x16<kE4M3>(qb + k), x0, b0);
+            b1 = _mm512_fmadd_ps(fp8x16<kE4M3>(qb + k + 16), x1, b1);
+            if (kE4M3) {  // bytes x1111111 are NaN (the half trick reads 480)
+                const auto *va = reinterpret_cast<const __m256i *>(qa + k), *vb = reinterpret_cast<const __m256i *>(qb + k);
+                nan_a = _mm256_or_si256(nan_a, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(va), nan_code), nan_code));
+                nan_b = _mm256_or_si256(nan_b, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(vb), nan_code), nan_code));
+            }
+        }
+        const float k8 = kE4M3 ? 256.0f : 1.0f;  // e4m3 through halves is 2**-8 of the value
+        const float sa = scale[w.per_channel ? r : 0] * k8, sb = scale[w.per_channel ? rb : 0] * k8;
+        const float nan = bits_to_float(0x7fc00000u);
+        y[r] = _mm256_testz_si256(nan_a, nan_a) ? _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * sa : nan;
+        y[rb] = _mm256_testz_si256(nan_b, nan_b) ? _mm512_reduce_add_ps(_mm512_add_ps(b0, b1)) * sb : nan;
+    }
+}
+
+bool avx512_ok() {
+    static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f");
+    }();
+    return ok && vnni_active();
+}
+
 }  // namespace
 
 void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / w.cols);
+    if (n_x == 1 && avx512_ok()) {
+        parallel_for(w.rows, threads, grain, 2, [&](std::size_t lo, std::size_t hi) {
+            if (w.format == Format::fp8_e4m3)
+                run_fp8_rows512<true>(w, x, y, lo, hi);
+            else
+                run_fp8_rows512<false>(w, x, y, lo, hi);
+        });
+        return;
+    }
     parallel_for(w.rows, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
         if (w.format == Format::fp8_e4m3)
             run_fp8_rows<true>(w, x, n_x, y, lo, hi);

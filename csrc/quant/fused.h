@@ -2,14 +2,19 @@
 // has AVX2, FMA and F16C and the layout allows it (fused_supported).
 //
 // Integer formats: each activation row is rounded to 15-bit integers per 32 values
-// (d = amax / 16383, as llama.cpp's q8 activations but with 2**7 times finer steps),
+// (d = amax / 16256, as llama.cpp's q8 activations but with 2**7 times finer steps),
 // weights are decoded to exact int16 values in registers, and vpmaddwd accumulates
 // exact int32 dot products per 32-value chunk, 8 weight rows at a time; one float
 // multiply-add per chunk and row applies the scales. The only rounding besides float32
-// accumulation is that of the activation: |x - x~| <= amax_chunk / 32766. NF4 is the
+// accumulation is that of the activation: |x - x~| <= amax_chunk / 32512. NF4 is the
 // exception whose code book is not integer: it is held in multiples of 2**-12
 // (|error| <= absmax / 8192 per weight). FP8 keeps float activations and decodes
 // each byte to float through the F16C converter (no activation rounding at all).
+//
+// One activation row on CPUs with AVX-512 VNNI (gemv_vnni): the same 15-bit activations
+// held as two signed bytes, weights decoded to bytes (code books: NF4 times 127 rounded,
+// |error| <= absmax / 254; FP4 times 96, its 1/192 held as 1/96) and vpdpbusd's exact
+// int32 sums.
 #pragma once
 
 #include <cstddef>
@@ -25,6 +30,15 @@ bool fused_supported(const QuantView &w);
 // unwritten, when x holds inf or NaN (the float path then gives IEEE results).
 void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y,
                 std::size_t threads, bool *ok);
+
+// gemv_fused's kernel for one activation row with byte products (fused_vnni.cpp),
+// used where vnni_supported(): false (nothing written) when it has no such kernel for
+// this CPU, level or format; else it ran, and *ok is as for gemv_fused.
+bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads, bool *ok);
+
+// Whether gemv_vnni's kernels run now: the CPU has AVX-512 VNNI and VL, AVX2, FMA and
+// F16C, and vnni_active() (csrc/simd.h) allows them.
+bool vnni_supported();
 
 // gemv_fused's FP8 kernel (fp8_avx2.cpp), for K a multiple of 32.
 void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);

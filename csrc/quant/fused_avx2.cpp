@@ -21,118 +21,23 @@
 #include "simd.h"
 
 #if TENSORA_HAVE_AVX2_VARIANT
+#include "act_quant.h"
 #include "avx2_util.h"
 #include "fused_kernels.h"
+#include "fused_tables.h"
 
 namespace tensora::quant {
 
 namespace fused {
 namespace {
 
-constexpr float kActMax = 16383.0f;  // 15-bit activations keep every int32 chunk sum exact
-
-// One activation row, quantized per chunk: q = round(x / d) in layout order,
-// d = amax / 16383; and the sums the scale step needs per chunk: so = offset * sum(q)
-// (codes stored with an offset), ds = d * sum(q) (minimums), ds16 = d * the sums of q
-// over positions 0..15 and 16..31 (minimums per half chunk).
+// One activation row as quantize_act (act_quant.h) leaves it.
 struct Act {
     const std::int16_t *q;
     const float *d;
     const std::int32_t *so;
     const float *ds, *ds16;
 };
-
-FUSED_TARGET bool quantize_act(const float *x, std::size_t cols, Layout layout, int offset, std::int16_t *q,
-                               float *d, std::int32_t *so, float *ds, float *ds16) {
-    int perm[kChunk];
-    for (int p = 0; p < int(kChunk); ++p)
-        perm[p] = layout_index(layout, p);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 inf = _mm256_set1_ps(__builtin_inff());
-    for (std::size_t c = 0; c < cols / kChunk; ++c) {
-        const float *xc = x + c * kChunk;
-        __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
-        for (int j = 0; j < 4; ++j) {
-            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xc + 8 * j), abs_mask);
-            m = _mm256_max_ps(m, a);
-            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // inf or NaN
-        }
-        if (!_mm256_testz_ps(bad, bad))
-            return false;  // the caller takes the float path, which propagates them
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const float amax = _mm_cvtss_f32(h);
-        std::int16_t *qc = q + c * kChunk;
-        if (amax > 0.0f && amax < 0x1p-90f)
-            return false;  // 16383 / amax would overflow: tiny inputs take the float path
-        if (amax == 0.0f) {
-            std::memset(qc, 0, kChunk * sizeof(std::int16_t));
-            d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
-            so[c] = 0;
-            continue;
-        }
-        const __m256 inv = _mm256_set1_ps(kActMax / amax);
-        alignas(32) std::int32_t t[kChunk];
-        for (int j = 0; j < 4; ++j)  // round to nearest even
-            _mm256_store_si256(reinterpret_cast<__m256i *>(t + 8 * j),
-                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
-        std::int32_t lo = 0, hi = 0;
-        for (int p = 0; p < int(kChunk); ++p) {
-            std::int32_t v = std::clamp(t[perm[p]], -16383, 16383);
-            qc[p] = std::int16_t(v);
-            (p < 16 ? lo : hi) += v;
-        }
-        d[c] = amax / kActMax;
-        so[c] = offset * (lo + hi);
-        ds[c] = d[c] * float(lo + hi);
-        ds16[2 * c] = d[c] * float(lo);
-        ds16[2 * c + 1] = d[c] * float(hi);
-    }
-    return true;
-}
-
-// Scratch of one thread: per-chunk tables of the current group of 8 rows, [chunk][row]
-// (sub-scales [row][half chunk]).
-struct Tables {
-    std::vector<float> sc, mn, mn2;
-    std::vector<std::int16_t> isc;
-    Tables(std::size_t nc, bool sub) : sc(nc * 8), mn(nc * 8), mn2(nc * 8), isc(sub ? 8 * 2 * nc : 0) {}
-};
-
-// Fills the tables for chunks c0 .. c0 + 7 of the 8 rows (vector fills, transposed),
-// or the last nc - c0 < 8 chunks one by one.
-template <class K>
-FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
-                             const std::size_t *rr, std::size_t c0, std::size_t nc, Tables &t) {
-    if (c0 + 8 > nc) {
-        for (std::size_t c = c0; c < nc; ++c)
-            for (int i = 0; i < 8; ++i)
-                kern.fill(w, rows[i], rr[i], c, &t.sc[c * 8 + i], &t.mn[c * 8 + i], &t.mn2[c * 8 + i],
-                          K::kSub ? &t.isc[i * 2 * nc + 2 * c] : nullptr);
-        return;
-    }
-    __m256 s[8], m[8], m2[8];
-    for (int i = 0; i < 8; ++i) {
-        Scales8 v = kern.fill8(w, rows[i], rr[i], c0, K::kSub ? &t.isc[i * 2 * nc + 2 * c0] : nullptr);
-        s[i] = v.sc;
-        m[i] = v.mn;
-        m2[i] = v.mn2;
-    }
-    transpose8(s);
-    for (int j = 0; j < 8; ++j)
-        _mm256_storeu_ps(&t.sc[(c0 + j) * 8], s[j]);
-    if (K::kMin) {
-        transpose8(m);
-        for (int j = 0; j < 8; ++j)
-            _mm256_storeu_ps(&t.mn[(c0 + j) * 8], m[j]);
-    }
-    if (K::kMin == 2 || K::kSplit) {
-        transpose8(m2);
-        for (int j = 0; j < 8; ++j)
-            _mm256_storeu_ps(&t.mn2[(c0 + j) * 8], m2[j]);
-    }
-}
 
 // Chunk c's share for 8 rows from their int32 sums over madd lanes 0-3 (lo) and 4-7
 // (hi): the scaled sums go to *acc, the minimums' terms to *acc_min (two chains).
@@ -313,30 +218,33 @@ void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y, s
         kern.row_bytes = w.row_bytes;
         *ok = run(kern, w, x, n_x, y, threads);
     };
-    switch (w.format) {
-        case Format::q4_0: go(KQ4_0{}); break;
-        case Format::q4_1: go(KQ4_1{}); break;
-        case Format::q5_0: go(KQ5_0{}); break;
-        case Format::q5_1: go(KQ5_1{}); break;
-        case Format::q8_0: go(KQ8_0{}); break;
-        case Format::q2_k: go(KQ2_K{}); break;
-        case Format::q3_k: go(KQ3_K{}); break;
-        case Format::q4_k: go(KQ45_K<false>{}); break;
-        case Format::q5_k: go(KQ45_K<true>{}); break;
-        case Format::q6_k: go(KQ6_K{}); break;
-        case Format::iq4_nl: go(KLut4<false>{}); break;
-        case Format::mxfp4: go(KLut4<true>{}); break;
-        case Format::int8: go(KInt8{}); break;
-        case Format::int4:
-            if (w.symmetric)
-                go(KInt4<true>(w));
-            else
-                go(KInt4<false>(w));
-            break;
-        case Format::nf4: go(KBnb<true>(w)); break;
-        case Format::fp4: go(KBnb<false>(w)); break;
-        case Format::nvfp4: go(KNvfp4{}); break;
-        default: *ok = false; return;
+    // One activation row: the 8-bit kernel (fused_vnni.cpp) where the CPU and format have one.
+    if (n_x != 1 || !gemv_vnni(w, x, y, threads, ok)) {
+        switch (w.format) {
+            case Format::q4_0: go(KQ4_0{}); break;
+            case Format::q4_1: go(KQ4_1{}); break;
+            case Format::q5_0: go(KQ5_0{}); break;
+            case Format::q5_1: go(KQ5_1{}); break;
+            case Format::q8_0: go(KQ8_0{}); break;
+            case Format::q2_k: go(KQ2_K{}); break;
+            case Format::q3_k: go(KQ3_K{}); break;
+            case Format::q4_k: go(KQ45_K<false>{}); break;
+            case Format::q5_k: go(KQ45_K<true>{}); break;
+            case Format::q6_k: go(KQ6_K{}); break;
+            case Format::iq4_nl: go(KLut4<false>{}); break;
+            case Format::mxfp4: go(KLut4<true>{}); break;
+            case Format::int8: go(KInt8{}); break;
+            case Format::int4:
+                if (w.symmetric)
+                    go(KInt4<true>(w));
+                else
+                    go(KInt4<false>(w));
+                break;
+            case Format::nf4: go(KBnb<true>(w)); break;
+            case Format::fp4: go(KBnb<false>(w)); break;
+            case Format::nvfp4: go(KNvfp4{}); break;
+            default: *ok = false; return;
+        }
     }
     if (*ok && w.format == Format::int8 && w.n_outliers)
         fused::add_outliers(w, x, n_x, y);

@@ -8,7 +8,8 @@
 // 1: a minimum per chunk, 2: one per half chunk), kSplit (a scale per 16 values),
 // kSub (int16 sub-scales per 16 multiplied into the weights), kOffset (subtracted
 // from every code, via the activation sums), kLines (cache lines of codes per chunk
-// of 8 rows, for prefetching).
+// of 8 rows, for prefetching), kRowFill (fill_rows gives one chunk's scales of 8 rows,
+// no transpose needed: formats with a scale in every 32-value block).
 #pragma once
 
 #include "avx2_util.h"
@@ -35,6 +36,7 @@ struct KernelBase {
     static constexpr bool kSplit = false, kSub = false;
     static constexpr int kOffset = 0;
     static constexpr int kLines = 3;
+    static constexpr bool kRowFill = false;
     std::size_t row_bytes = 0;
     const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * row_bytes; }
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
@@ -57,10 +59,15 @@ struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOff, kWithMin, kFifth>> {
     static constexpr int kMin = kWithMin ? 1 : 0;
     static constexpr int kOffset = kOff;
     static constexpr int kLines = int(8 * kSize + 63) / 64;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const {
         *sc = f16(b + kSize * c);
         if (kWithMin)
             *mn = f16(b + kSize * c + 2);
+    }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {f16_rows(rows, kSize * c), kWithMin ? f16_rows(rows, kSize * c + 2) : _mm256_setzero_ps(),
+                _mm256_setzero_ps()};
     }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
@@ -86,7 +93,11 @@ using KQ5_1 = KLegacy<2 + 2 + 4 + 16, 8, 0, true, true>;
 
 struct KQ8_0 : KernelBase<KQ8_0> {
     static constexpr int kLines = (8 * 34 + 63) / 64;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = f16(b + 34 * c); }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {f16_rows(rows, 34 * c), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         return {f16x8(b + 34 * c0, 34), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
@@ -107,7 +118,12 @@ FUSED_TARGET inline __m256 e8m0_half8(__m256i e) {
 template <bool kMx>
 struct KLut4 : KernelBase<KLut4<kMx>> {  // IQ4_NL (fp16 scale) and MXFP4 (E8M0 scale)
     static constexpr std::size_t kSize = kMx ? 17 : 18, kQs = kMx ? 1 : 2;
+    static constexpr bool kRowFill = true;
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = kMx ? e8m0_half(b[kSize * c]) : f16(b + kSize * c); }
+    FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
+        return {kMx ? e8m0_half8(u8_rows(rows, kSize * c)) : f16_rows(rows, kSize * c), _mm256_setzero_ps(),
+                _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
         if (!kMx)
@@ -316,6 +332,14 @@ struct KInt4 : KernelBase<KInt4<kSym>> {
         // would stall on store forwarding.
         const std::size_t g0 = r * (w.cols / w.group);
         const auto *h = static_cast<const std::uint16_t *>(w.scale) + g0;
+        if (shift == 0) {  // a group per chunk: 8 consecutive scales (and zero points)
+            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(h + c0)));
+            if (kSym)
+                return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
+            const __m256 zf = _mm256_cvtepi32_ps(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0 + c0))));
+            return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
+        }
         const std::size_t g[8] = {c0 >> shift, (c0 + 1) >> shift, (c0 + 2) >> shift, (c0 + 3) >> shift,
                                   (c0 + 4) >> shift, (c0 + 5) >> shift, (c0 + 6) >> shift, (c0 + 7) >> shift};
         __m256 s = _mm256_cvtph_ps(_mm_setr_epi16(short(h[g[0]]), short(h[g[1]]), short(h[g[2]]), short(h[g[3]]),
@@ -343,6 +367,7 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     static constexpr float kUnit = kNf4 ? 4096.0f : 192.0f;
     alignas(16) std::uint8_t lo_bytes[16], hi_bytes[16];
     int shift = 0;  // element -> block index
+    const float *map = dynamic_map();  // double quantization's code book
     explicit KBnb(const QuantView &w) {
         shift = log2_exact(w.group);
         for (int k = 0; k < 16; ++k) {
@@ -361,8 +386,16 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::size_t e0 = r * w.cols + c0 * kChunk;
         float a[8];  // each chunk lies in one block (blocks hold >= 32 values)
-        for (std::size_t j = 0; j < 8; ++j)
-            a[j] = bnb_absmax(w, (e0 + j * kChunk) >> shift);
+        if (w.double_quant) {  // bnb_absmax's arithmetic, without its per-value branch and call
+            const auto *code = static_cast<const std::uint8_t *>(w.scale);
+            for (std::size_t j = 0; j < 8; ++j) {
+                const std::size_t blk = (e0 + j * kChunk) >> shift;
+                a[j] = map[code[blk]] * w.absmax_scale[blk / 256] + w.absmax_offset;
+            }
+        } else {
+            for (std::size_t j = 0; j < 8; ++j)
+                a[j] = static_cast<const float *>(w.scale)[(e0 + j * kChunk) >> shift];
+        }
         // From registers, not a stored array (store forwarding would stall the load).
         __m256 v = _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
         return {_mm256_mul_ps(v, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};

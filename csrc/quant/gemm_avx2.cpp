@@ -19,6 +19,7 @@
 #include "simd.h"
 
 #if TENSORA_HAVE_AVX2_VARIANT
+#include "act_quant.h"
 #include "avx2_util.h"
 #include "fused_kernels.h"
 
@@ -30,13 +31,11 @@ namespace {
 using fused::kChunk;
 using fused::Layout;
 
-constexpr float kActMax = 16383.0f;    // the fused GEMV's activation range (fused.h)
 constexpr std::size_t kSegChunks = 32;  // 32 chunks of 8 rows: a 16 KiB int16 buffer
 constexpr int kRowsPerPass = 4;         // activation rows sharing each buffer load
 
-// Activation rows quantized as the fused GEMV quantizes them (fused_avx2.cpp's
-// quantize_act, operation for operation): q = round-to-even(x * (16383 / amax)) per
-// 32 values in layout order, d = amax / 16383, and the sums its scale step uses.
+// Activation rows quantized as the fused GEMV quantizes them (act_quant.h's
+// quantize_act, the same function): 15-bit integers per 32 values in layout order.
 struct Acts {
     std::size_t nc = 0;
     std::vector<std::int16_t> q_store;
@@ -44,56 +43,6 @@ struct Acts {
     std::vector<float> d, ds, ds16;
     std::vector<std::int32_t> so;
 };
-
-FUSED_TARGET bool quantize_row(const float *x, std::size_t nc, Layout layout, int offset, std::int16_t *q,
-                               float *d, std::int32_t *so, float *ds, float *ds16) {
-    int perm[kChunk];
-    for (int p = 0; p < int(kChunk); ++p)
-        perm[p] = fused::layout_index(layout, p);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 inf = _mm256_set1_ps(__builtin_inff());
-    for (std::size_t c = 0; c < nc; ++c) {
-        const float *xc = x + c * kChunk;
-        __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
-        for (int j = 0; j < 4; ++j) {
-            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xc + 8 * j), abs_mask);
-            m = _mm256_max_ps(m, a);
-            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // inf or NaN
-        }
-        if (!_mm256_testz_ps(bad, bad))
-            return false;
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const float amax = _mm_cvtss_f32(h);
-        std::int16_t *qc = q + c * kChunk;
-        if (amax > 0.0f && amax < 0x1p-90f)
-            return false;  // 16383 / amax would overflow
-        if (amax == 0.0f) {
-            std::memset(qc, 0, kChunk * sizeof(std::int16_t));
-            d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
-            so[c] = 0;
-            continue;
-        }
-        const __m256 inv = _mm256_set1_ps(kActMax / amax);
-        alignas(32) std::int32_t t[kChunk];
-        for (int j = 0; j < 4; ++j)
-            _mm256_store_si256(reinterpret_cast<__m256i *>(t + 8 * j),
-                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
-        std::int32_t lo = 0, hi = 0;
-        for (int p = 0; p < int(kChunk); ++p) {
-            std::int32_t v = std::clamp(t[perm[p]], -16383, 16383);
-            qc[p] = std::int16_t(v);
-            (p < 16 ? lo : hi) += v;
-        }
-        d[c] = amax / kActMax;
-        so[c] = offset * (lo + hi);
-        ds[c] = d[c] * float(lo + hi);
-        ds16[2 * c] = d[c] * float(lo);
-        ds16[2 * c + 1] = d[c] * float(hi);
-    }
-    return true;
-}
 
 template <class K>
 bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
@@ -107,7 +56,7 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     a.ds16.resize(n_x * 2 * nc);
     a.so.resize(n_x * nc);
     for (std::size_t m = 0; m < n_x; ++m)
-        if (!quantize_row(x + m * cols, nc, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
+        if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
                           &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;

@@ -17,11 +17,11 @@ memory is bounded whatever N is. The native bodies run, for few activation rows
 (``FUSED_MAX_ROWS``, lower for formats with a heavier decode: ``HEAVY_DECODE``), the
 fused kernel (csrc/quant/fused_avx2.cpp: each 32-value chunk of 8 weight rows is
 decoded in registers and multiplied there, two activation rows per pass, on every
-core); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row kernel
+core; for one row its byte variant, csrc/quant/fused_vnni.cpp, where the CPU has
+AVX-512 VNNI); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row kernel
 (csrc/quant/gemm_avx2.cpp: each chunk decoded once for all rows, then 16 multiply-adds
 per chunk and row with no reduction across lanes), which gives every row bit for bit
-the fused kernel's result, so a row's output does not depend on how many rows share
-the call; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+the fused kernel's result; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -36,14 +36,23 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   products summed in another order, ``|native - ref| <= 1e-5 * (|x| @ |W|.T)``
   (float32 rounding is ~6e-8 per operation; 1e-5 leaves room for K ~ 10**5 terms).
 - The fused integer kernel (all other formats): x is rounded to 15-bit integers per 32
-  values (step ``amax / 16383``: llama.cpp's Q8 activations with 128x finer steps), so
+  values (step ``amax / 16256``: llama.cpp's Q8 activations with 128x finer steps), so
   that weights decode to exact int16 and ``vpmaddwd`` sums exactly; the result is the
-  exact product with that perturbed x, ``|native - ref| <= (|W| @ a.T) / 32766 +
+  exact product with that perturbed x, ``|native - ref| <= (|W| @ a.T) / 32512 +
   1e-5 * (|x| @ |W|.T)`` with ``a`` each value's 32-chunk amax (about 3e-5 of the
   output's scale, a hundredth of a 4-bit format's own error). NF4's code book is
   irrational and is held in multiples of 2**-12, which adds
   ``(|x| @ absmax_per_value.T) / 8192``. Inputs holding inf or NaN take the float
   path, so they propagate as in the reference.
+- Its variant for one activation row (M = 1, the GEMV of batch-1 decoding) on CPUs with
+  AVX-512 VNNI (``lib.vnni()``; ``lib.set_simd("avx2")`` turns it off), for every
+  integer format but Q2_K, Q3_K and Q6_K: weights decode to bytes and ``vpdpbusd``
+  multiplies them, as llama.cpp does, but with the same 15-bit activations held as two
+  signed bytes (the same integers, so the same bound), because llama.cpp's 8-bit ones
+  (``amax / 127``) move the logits ~0.5% and change SmolLM2's greedy answers.
+  Code books become bytes: NF4 times 127 rounded, adding ``(|x| @ absmax_per_value.T) /
+  254``, and FP4 times 96, exact but for its smallest magnitude (1/192 held as 1/96),
+  adding ``/ 192``.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format

@@ -73,10 +73,10 @@ def lib():
     return module
 
 
-@pytest.fixture(params=["avx2", "baseline"])
+@pytest.fixture(params=["vnni", "avx2", "baseline"])
 def simd(request, lib):
-    """Both instruction-set variants of the native loops: the fused AVX2 kernels and the
-    portable float path."""
+    """Every instruction-set variant of the native loops: the fused kernels with the VNNI
+    one for one activation row, the fused AVX2 kernels alone, and the portable float path."""
     try:
         lib.set_simd(request.param)
     except ValueError:
@@ -93,21 +93,33 @@ def _restore_simd():
         module.set_simd("auto")
 
 
+# Formats with the VNNI kernel for one activation row (csrc/quant/fused_vnni.cpp, where
+# lib.vnni()): the same 15-bit activations (two bytes each), code books in bytes. The
+# others, and every format without it, run the fused AVX2 kernel.
+VNNI_FORMATS = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "iq4_nl", "mxfp4", "int8", "int4",
+                "nf4", "fp4", "nvfp4"}
+
+
 def linear_bound(x, w, name, options, parts):
     """|native - reference| allowed for x @ w.T (see the module docstring of quant_matmul)."""
     x64, aw = x.astype(np.float64), np.abs(w.astype(np.float64))
     bound = 1e-5 * (np.abs(x64) @ aw.T) + 1e-30
     m, k = x.shape
     if k % 32 == 0 and not name.startswith("fp8"):  # 15-bit activations, per 32 values
+        lib = native.load()
+        vnni = m == 1 and name in VNNI_FORMATS and lib is not None and lib.vnni()
         amax = np.abs(x64).reshape(m, k // 32, 32).max(-1).repeat(32, -1)
-        bound += (amax @ aw.T) / 32766 * 1.001
-        if name == "nf4":  # the code book in multiples of 2**-12
+        bound += (amax @ aw.T) / 32512 * 1.001
+        # Code books held in integer steps of absmax: NF4 in 2**-12 (AVX2 kernel) or 1/127
+        # (VNNI), FP4 in 1/96 (VNNI; exact in the AVX2 kernel's 1/192).
+        steps = {"nf4": 254 if vnni else 8192, "fp4": 192 if vnni else 0}.get(name, 0)
+        if steps:
             bs = options.get("block_size", 64)
             flat = np.abs(w.astype(np.float64)).ravel()
             pad = -flat.size % bs
             blocks = np.concatenate([flat, np.zeros(pad)]).reshape(-1, bs).max(-1)
             per_value = blocks.repeat(bs)[: flat.size].reshape(w.shape)
-            bound += (np.abs(x64) @ per_value.T) / 8192 * 1.001
+            bound += (np.abs(x64) @ per_value.T) / steps * 1.001
     return bound
 
 
@@ -265,8 +277,21 @@ def test_native_propagates_inf_and_nan(lib):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
+def test_native_fp8_nan_codes_give_nan_rows(lib, simd):
+    """e4m3 bytes x1111111 are NaN: a row holding one gives NaN in every kernel, as the
+    reference product does (the half trick alone would read them as 480)."""
+    fmt, parts, w, decode = make("fp8_e4m3", {})
+    parts = dict(parts, qweight=parts["qweight"].copy())
+    parts["qweight"][4, 100] = 0x7F
+    parts["qweight"][9, 3] = 0xFF
+    for m in (1, 3):
+        x = np.random.default_rng(9).standard_normal((m, COLS)).astype(np.float32)
+        got = qm.quant_linear.run_native(x, "fp8_e4m3", {}, parts, (ROWS, COLS), decode)
+        assert np.isnan(got[:, [4, 9]]).all() and not np.isnan(np.delete(got, [4, 9], axis=1)).any()
+
+
 def test_native_handles_tiny_activations(lib):
-    """Chunks of subnormal activations cannot be scaled to 15 bits: the float path runs."""
+    """Chunks of subnormal activations cannot be scaled to integers: the float path runs."""
     fmt, parts, w, decode = make("q8_0", {})
     x = np.random.default_rng(8).standard_normal((1, COLS)).astype(np.float32) * np.float32(1e-39)
     got = qm.quant_linear.run_native(x, "q8_0", {}, parts, (ROWS, COLS), decode)

@@ -1,0 +1,72 @@
+// The activation rounding shared by the integer kernels (fused_avx2.cpp's GEMV and
+// gemm_avx2.cpp's multi-row product, which must give each row the same bits): one
+// row rounded to 15-bit integers per 32-value chunk, in the chunk's layout order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "avx2_util.h"
+
+namespace tensora::quant::fused {
+
+// 15-bit activations keep every int32 chunk sum exact; 127 * 128, so that the VNNI kernel's
+// two bytes per value (fused_vnni.cpp) hold the same integers.
+constexpr float kActMax = 16256.0f;
+
+// q = round-to-even(x / d) per chunk in layout order, d = amax / 16256; and the sums
+// the scale step needs per chunk: so = offset * sum(q) (codes stored with an offset),
+// ds = d * sum(q) (minimums), ds16 = d * the sums of q over positions 0..15 and 16..31
+// (minimums per half chunk). False (nothing usable written) for inf/NaN or tiny inputs.
+FUSED_TARGET inline bool quantize_act(const float *x, std::size_t cols, Layout layout, int offset, std::int16_t *q,
+                               float *d, std::int32_t *so, float *ds, float *ds16) {
+    int perm[kChunk];
+    for (int p = 0; p < int(kChunk); ++p)
+        perm[p] = layout_index(layout, p);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(__builtin_inff());
+    for (std::size_t c = 0; c < cols / kChunk; ++c) {
+        const float *xc = x + c * kChunk;
+        __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int j = 0; j < 4; ++j) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xc + 8 * j), abs_mask);
+            m = _mm256_max_ps(m, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // inf or NaN
+        }
+        if (!_mm256_testz_ps(bad, bad))
+            return false;  // the caller takes the float path, which propagates them
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = _mm_cvtss_f32(h);
+        std::int16_t *qc = q + c * kChunk;
+        if (amax > 0.0f && amax < 0x1p-90f)
+            return false;  // 16256 / amax would overflow: tiny inputs take the float path
+        if (amax == 0.0f) {
+            std::memset(qc, 0, kChunk * sizeof(std::int16_t));
+            d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
+            so[c] = 0;
+            continue;
+        }
+        const __m256 inv = _mm256_set1_ps(kActMax / amax);
+        alignas(32) std::int32_t t[kChunk];
+        for (int j = 0; j < 4; ++j)  // round to nearest even
+            _mm256_store_si256(reinterpret_cast<__m256i *>(t + 8 * j),
+                               _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + 8 * j), inv)));
+        std::int32_t lo = 0, hi = 0;
+        for (int p = 0; p < int(kChunk); ++p) {
+            std::int32_t v = std::clamp(t[perm[p]], -16256, 16256);
+            qc[p] = std::int16_t(v);
+            (p < 16 ? lo : hi) += v;
+        }
+        d[c] = amax / kActMax;
+        so[c] = offset * (lo + hi);
+        ds[c] = d[c] * float(lo + hi);
+        ds16[2 * c] = d[c] * float(lo);
+        ds16[2 * c + 1] = d[c] * float(hi);
+    }
+    return true;
+}
+
+}  // namespace tensora::quant::fused

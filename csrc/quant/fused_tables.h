@@ -1,0 +1,65 @@
+// The per-chunk scale tables of a group of 8 weight rows, shared by the fused kernels
+// of fused_avx2.cpp (15-bit activations) and fused_vnni.cpp (byte products): both
+// fill them ahead of use, a block of 8 chunks at a time, from the formats' fill / fill8.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "avx2_util.h"
+#include "fused_kernels.h"
+
+namespace tensora::quant::fused {
+
+// Scratch of one thread: per-chunk tables of the current group of 8 rows, [chunk][row]
+// (sub-scales [row][half chunk]).
+struct Tables {
+    std::vector<float> sc, mn, mn2;
+    std::vector<std::int16_t> isc;
+    Tables(std::size_t nc, bool sub) : sc(nc * 8), mn(nc * 8), mn2(nc * 8), isc(sub ? 8 * 2 * nc : 0) {}
+};
+
+// Fills the tables for chunks c0 .. c0 + 7 of the 8 rows (one chunk of 8 rows at a time,
+// or vector fills of 8 chunks per row, transposed), or the last nc - c0 < 8 chunks.
+template <class K>
+FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
+                             const std::size_t *rr, std::size_t c0, std::size_t nc, Tables &t) {
+    if constexpr (K::kRowFill) {
+        for (std::size_t c = c0; c < std::min(c0 + 8, nc); ++c) {
+            Scales8 v = kern.fill_rows(rows, c);
+            _mm256_storeu_ps(&t.sc[c * 8], v.sc);
+            if (K::kMin)
+                _mm256_storeu_ps(&t.mn[c * 8], v.mn);
+        }
+        return;
+    }
+    if (c0 + 8 > nc) {
+        for (std::size_t c = c0; c < nc; ++c)
+            for (int i = 0; i < 8; ++i)
+                kern.fill(w, rows[i], rr[i], c, &t.sc[c * 8 + i], &t.mn[c * 8 + i], &t.mn2[c * 8 + i],
+                          K::kSub ? &t.isc[i * 2 * nc + 2 * c] : nullptr);
+        return;
+    }
+    __m256 s[8], m[8], m2[8];
+    for (int i = 0; i < 8; ++i) {
+        Scales8 v = kern.fill8(w, rows[i], rr[i], c0, K::kSub ? &t.isc[i * 2 * nc + 2 * c0] : nullptr);
+        s[i] = v.sc;
+        m[i] = v.mn;
+        m2[i] = v.mn2;
+    }
+    transpose8(s);
+    for (int j = 0; j < 8; ++j)
+        _mm256_storeu_ps(&t.sc[(c0 + j) * 8], s[j]);
+    if (K::kMin) {
+        transpose8(m);
+        for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(&t.mn[(c0 + j) * 8], m[j]);
+    }
+    if (K::kMin == 2 || K::kSplit) {
+        transpose8(m2);
+        for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(&t.mn2[(c0 + j) * 8], m2[j]);
+    }
+}
+
+}  // namespace tensora::quant::fused
