@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -103,16 +104,14 @@ Geom geometry(const char *fn, const X &x, const W &w_like, const Y &y_like, Pair
     return g;
 }
 
-// The zero-padded copy of x, (N, C, HB, WB).
-std::vector<float> pad_input(const Geom &g, const float *x, std::size_t threads) {
-    std::vector<float> xp(g.n * g.c * g.plane(), 0.0f);
+// Writes `planes` consecutive input planes (H, W) zero-padded to (HB, WB) planes at dst.
+void pad_planes(const Geom &g, const float *x, std::size_t planes, float *dst) {
     const std::size_t cols = std::min(g.w, g.wb > g.pw ? g.wb - g.pw : 0);
-    parallel_for(g.n * g.c, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
-        for (std::size_t p = lo; p < hi; ++p)
-            for (std::size_t r = g.ph; r < std::min(g.hb, g.h + g.ph); ++r)
-                std::copy_n(x + (p * g.h + r - g.ph) * g.w, cols, xp.data() + p * g.plane() + r * g.wb + g.pw);
-    });
-    return xp;
+    const std::size_t rows_end = std::min(g.hb, g.h + g.ph);
+    std::fill_n(dst, planes * g.plane(), 0.0f);
+    for (std::size_t p = 0; p < planes; ++p)
+        for (std::size_t r = std::min(g.ph, rows_end); r < rows_end; ++r)
+            std::copy_n(x + (p * g.h + r - g.ph) * g.w, cols, dst + p * g.plane() + r * g.wb + g.pw);
 }
 
 // Offset in the padded copy of each tap (channel of the group, ky, kx), in weight order.
@@ -148,19 +147,19 @@ std::vector<Piece> pieces_of(const Geom &g) {
 
 struct Fwd {
     const Geom &g;
-    const float *xp, *wp, *bp;
+    const float *wp, *bp;
     const std::ptrdiff_t *off;
     const std::vector<Piece> &pieces;
     float *y;
     std::size_t ob;  // channels per block: 4, or 1 for one output channel per group
 };
 
-void fwd_block_base(const Fwd &f, std::size_t n, std::size_t grp, std::size_t blk) {
+// One block of output channels of sample n, group grp, from the group's padded planes x.
+void fwd_block_base(const Fwd &f, const float *x, std::size_t n, std::size_t grp, std::size_t blk) {
     const Geom &g = f.g;
     const std::size_t taps = g.taps(), o0 = blk * f.ob, valid = std::min(f.ob, g.og() - o0);
     const std::size_t nblk = (g.og() + f.ob - 1) / f.ob;
     const float *w = f.wp + (grp * nblk + blk) * taps * f.ob;
-    const float *x = f.xp + (n * g.c + grp * g.cg()) * g.plane();
     for (std::size_t j = 0; j < valid; ++j) {
         float *y = f.y + ((n * g.o + grp * g.og() + o0 + j) * g.oh) * g.ow;
         for (std::size_t r = 0; r < g.oh; ++r)
@@ -245,13 +244,12 @@ CONV_TARGET void fwd_pieces(const Fwd &f, const float *x, const float *w, const 
         fwd_tile<OB, 1>(x, f.pieces.data() + i, w, b, f.off, taps, y, ystride, valid);
 }
 
-CONV_TARGET void fwd_block_avx2(const Fwd &f, std::size_t n, std::size_t grp, std::size_t blk) {
+CONV_TARGET void fwd_block_avx2(const Fwd &f, const float *x, std::size_t n, std::size_t grp, std::size_t blk) {
     const Geom &g = f.g;
     const std::size_t o0 = blk * f.ob, valid = std::min(f.ob, g.og() - o0);
     const std::size_t nblk = (g.og() + f.ob - 1) / f.ob;
     const float *w = f.wp + (grp * nblk + blk) * g.taps() * f.ob;
     const float *b = f.bp + (grp * nblk + blk) * f.ob;
-    const float *x = f.xp + (n * g.c + grp * g.cg()) * g.plane();
     float *y = f.y + ((n * g.o + grp * g.og() + o0) * g.oh) * g.ow;
     if (f.ob == 4)
         fwd_pieces<4, 2>(f, x, w, b, y, valid);  // 8 accumulators + 2 inputs + 1 weight of 16 registers
@@ -274,18 +272,23 @@ void forward(const Geom &g, const float *x, const float *w, const float *bias, f
     }
     const std::size_t work = g.n * g.o * g.oh * g.ow * taps;
     const std::size_t threads = work >= (std::size_t(1) << 18) ? 0 : 1;  // below, waking the pool costs more
-    const std::vector<float> xp = pad_input(g, x, threads);
     const std::vector<std::ptrdiff_t> off = tap_offsets(g);
     const std::vector<Piece> pieces = pieces_of(g);
-    const Fwd f{g, xp.data(), wp.data(), bp.data(), off.data(), pieces, y, ob};
+    const Fwd f{g, wp.data(), bp.data(), off.data(), pieces, y, ob};
     auto body = fwd_block_base;
 #if TENSORA_HAVE_AVX2_VARIANT
     if (active_simd() == Simd::avx2)
         body = fwd_block_avx2;
 #endif
-    parallel_for(g.n * g.groups * nblk, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
-        for (std::size_t i = lo; i < hi; ++i)
-            body(f, i / (g.groups * nblk), i / nblk % g.groups, i % nblk);
+    // A task is one (sample, group): its input planes are padded into a buffer of the thread's that
+    // stays in cache for every block of output channels (no padded copy of the whole input).
+    parallel_for(g.n * g.groups, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
+        std::vector<float> planes(g.cg() * g.plane());
+        for (std::size_t i = lo; i < hi; ++i) {
+            pad_planes(g, x + i * g.cg() * g.h * g.w, g.cg(), planes.data());
+            for (std::size_t blk = 0; blk < nblk; ++blk)
+                body(f, planes.data(), i / g.groups, i % g.groups, blk);
+        }
     });
 }
 
@@ -324,29 +327,33 @@ void wgt_block_base(const Wgt &f, std::size_t grp, std::size_t blk) {
 
 #if TENSORA_HAVE_AVX2_VARIANT
 
-// Adds one sample's products for OB channels (gradient planes gy[j]) and taps off[0..TB), over
-// every piece of the output, to the vector sums in part.
+// Adds the products of samples 0 .. ns (padded planes xs[s], gradient planes gy[s * OB + j] of
+// the OB channels) for taps off[0..TB), over every piece of the output, to the vector sums in part.
 template <int OB, int TB>
-CONV_TARGET void wgt_tile(const std::vector<Piece> &pieces, const float *x, const float *const *gy,
-                          const std::ptrdiff_t *off, float *part) {
+CONV_TARGET void wgt_tile(const std::vector<Piece> &pieces, std::size_t ns, const float *const *xs,
+                          const float *const *gy, const std::ptrdiff_t *off, float *part) {
     __m256 acc[OB][TB];
     TENSORA_UNROLL
     for (int j = 0; j < OB; ++j)
         TENSORA_UNROLL
         for (int t = 0; t < TB; ++t)
             acc[j][t] = _mm256_loadu_ps(part + (j * TB + t) * kLanes);
-    for (const Piece &p : pieces) {
-        __m256 gv[OB];
-        TENSORA_UNROLL
-        for (int j = 0; j < OB; ++j)
-            gv[j] = p.width == kLanes ? _mm256_loadu_ps(gy[j] + p.y)
-                                      : _mm256_maskload_ps(gy[j] + p.y, tail_mask(p.width));
-        TENSORA_UNROLL
-        for (int t = 0; t < TB; ++t) {
-            const __m256 xv = _mm256_loadu_ps(x + off[t] + p.x);  // lanes past the row meet zero gy
+    for (std::size_t smp = 0; smp < ns; ++smp) {
+        const float *const *gs = gy + smp * OB;
+        const float *x = xs[smp];
+        for (const Piece &p : pieces) {
+            __m256 gv[OB];
             TENSORA_UNROLL
             for (int j = 0; j < OB; ++j)
-                acc[j][t] = _mm256_fmadd_ps(gv[j], xv, acc[j][t]);
+                gv[j] = p.width == kLanes ? _mm256_loadu_ps(gs[j] + p.y)
+                                          : _mm256_maskload_ps(gs[j] + p.y, tail_mask(p.width));
+            TENSORA_UNROLL
+            for (int t = 0; t < TB; ++t) {
+                const __m256 xv = _mm256_loadu_ps(x + off[t] + p.x);  // lanes past the row meet zero gy
+                TENSORA_UNROLL
+                for (int j = 0; j < OB; ++j)
+                    acc[j][t] = _mm256_fmadd_ps(gv[j], xv, acc[j][t]);
+            }
         }
     }
     TENSORA_UNROLL
@@ -356,25 +363,35 @@ CONV_TARGET void wgt_tile(const std::vector<Piece> &pieces, const float *x, cons
             _mm256_storeu_ps(part + (j * TB + t) * kLanes, acc[j][t]);
 }
 
+// Samples a pass over the taps takes at a time: enough outputs (~256) that the sums' loads and
+// stores around each tile are amortised, few enough that their planes stay in cache.
+std::size_t samples_per_pass(const Geom &g) {
+    return std::clamp<std::size_t>(256 / std::max<std::size_t>(g.oh * g.ow, 1), 1, 16);
+}
+
 template <int OB, int TB>
 CONV_TARGET void wgt_block(const Wgt &f, std::size_t grp, std::size_t blk) {
     const Geom &g = f.g;
     const std::size_t taps = g.taps(), o0 = grp * g.og() + blk * f.ob;
     const std::size_t valid = std::min<std::size_t>(OB, g.og() - blk * OB);
-    const std::size_t nt = (taps + TB - 1) / TB;
+    const std::size_t nt = (taps + TB - 1) / TB, per = samples_per_pass(g);
     std::vector<float> part(nt * OB * TB * kLanes, 0.0f);
     // The last tap block repeats the last tap where taps run out (its sums are dropped).
     std::vector<std::ptrdiff_t> off(nt * TB);
     for (std::size_t t = 0; t < off.size(); ++t)
         off[t] = f.off[std::min(t, taps - 1)];
-    for (std::size_t n = 0; n < g.n; ++n) {
-        const float *rows[OB];
-        TENSORA_UNROLL
-        for (int j = 0; j < OB; ++j)  // channels past the group's last repeat its last row (dropped)
-            rows[j] = f.gy + (n * g.o + o0 + std::min<std::size_t>(j, valid - 1)) * g.oh * g.ow;
-        const float *x = f.xp + (n * g.c + grp * g.cg()) * g.plane();
+    std::vector<const float *> xs(per), rows(per * OB);
+    for (std::size_t n0 = 0; n0 < g.n; n0 += per) {
+        const std::size_t ns = std::min(per, g.n - n0);
+        for (std::size_t smp = 0; smp < ns; ++smp) {
+            const std::size_t n = n0 + smp;
+            xs[smp] = f.xp + (n * g.c + grp * g.cg()) * g.plane();
+            for (std::size_t j = 0; j < OB; ++j)  // channels past the group's last repeat its last row (dropped)
+                rows[smp * OB + j] = f.gy + (n * g.o + o0 + std::min<std::size_t>(j, valid - 1)) * g.oh * g.ow;
+        }
         for (std::size_t b = 0; b < nt; ++b)
-            wgt_tile<OB, TB>(f.pieces, x, rows, off.data() + b * TB, part.data() + b * OB * TB * kLanes);
+            wgt_tile<OB, TB>(f.pieces, ns, xs.data(), rows.data(), off.data() + b * TB,
+                             part.data() + b * OB * TB * kLanes);
     }
     for (std::size_t b = 0; b < nt; ++b)
         for (std::size_t j = 0; j < valid; ++j)
@@ -403,10 +420,14 @@ void weight_grad(const Geom &g, const float *x, const float *gy, float *dw) {
     std::fill_n(dw, g.o * g.taps(), 0.0f);
     if (g.n == 0 || g.oh == 0 || g.ow == 0)
         return;
-    const std::vector<float> xp = pad_input(g, x, threads);
+    // The padded copy of all of x, (N, C, HB, WB): every block of output channels reads all samples.
+    const std::unique_ptr<float[]> xp(new float[g.n * g.c * g.plane()]);
+    parallel_for(g.n * g.c, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
+        pad_planes(g, x + lo * g.h * g.w, hi - lo, xp.get() + lo * g.plane());
+    });
     const std::vector<std::ptrdiff_t> off = tap_offsets(g);
     const std::vector<Piece> pieces = pieces_of(g);
-    const Wgt f{g, xp.data(), gy, off.data(), pieces, dw, ob};
+    const Wgt f{g, xp.get(), gy, off.data(), pieces, dw, ob};
     auto body = wgt_block_base;
 #if TENSORA_HAVE_AVX2_VARIANT
     if (active_simd() == Simd::avx2)
