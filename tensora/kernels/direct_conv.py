@@ -36,11 +36,12 @@ from .registry import kernel
 if TYPE_CHECKING:  # im2col.py imports this module to route convs here
     from .im2col import Window
 
-# When im2col.py hands a conv here (measured on one core of a Zen 4, float32): the forward whenever
-# rows (C/G * kh * kw) are few, where it is 1.7x faster than im2col + GEMM on a 3-channel 32x32 first
-# layer, or the output is at least a vector (8) wide, where it still wins with many rows (1.5x at 64
-# channels on 16x16, 1.4x at 32 on 8x8); on 4x4 maps half of each vector is idle and GEMM wins. The
-# weight gradient only for few rows: its tiles hold 4 channels x 2 taps, and at 288 rows BLAS wins.
+# When im2col.py hands a conv here (measured on one core of a Zen 4, float32): whenever rows
+# (C/G * kh * kw) are few, where the forward is 1.7x and the weight gradient 1.8x faster than
+# im2col + GEMM on a 3-channel 32x32 first layer, or the output is at least a vector (8) wide, where
+# the forward still wins with many rows (1.5x at 64 channels on 16x16, 1.4x at 32 on 8x8) and the
+# weight gradient breaks even with patch rows + GEMM on one core, but runs on every core where the
+# patch-row copy runs on one. On 4x4 maps half of each vector is idle and GEMM wins.
 DIRECT_MAX_ROWS = 64
 DIRECT_MIN_WIDTH = 8
 
@@ -52,15 +53,10 @@ def _native_2d(x: np.ndarray, win: Window) -> bool:
             and conv2d_direct.body_for(x) == "native")
 
 
-def forward_applies(x: np.ndarray, w_shape: tuple, win: Window) -> bool:
-    """Whether im2col.conv should run conv2d_direct for input x and a weight of w_shape (see above)."""
+def applies(x: np.ndarray, w_shape: tuple, win: Window) -> bool:
+    """Whether im2col.py should run conv2d_direct / conv2d_weight_direct for input x and a weight of
+    w_shape (see above); an output gradient must be float32 too."""
     return _native_2d(x, win) and (w_shape[1] * win.taps <= DIRECT_MAX_ROWS or win.out_size[1] >= DIRECT_MIN_WIDTH)
-
-
-def weight_applies(x: np.ndarray, g: np.ndarray, win: Window, groups: int) -> bool:
-    """Whether im2col.conv_weight should run conv2d_weight_direct for input x, output gradient g."""
-    return (_native_2d(x, win) and isinstance(g, np.ndarray) and g.dtype == np.float32
-            and x.shape[1] // groups * win.taps <= DIRECT_MAX_ROWS)
 
 
 def _check(x: np.ndarray, w_shape: tuple, out_shape: tuple, win: Window, groups: int, fn: str) -> None:

@@ -412,7 +412,7 @@ def conv_and_cols(xp: Any, x: Any, w: Any, b: Any, win: Window, groups: int) -> 
     n, c = x.shape[:2]
     o = w.shape[0]
     acc = acc_dtype(x.dtype)
-    if direct_conv.forward_applies(x, w.shape, win):
+    if direct_conv.applies(x, w.shape, win):
         return direct_conv.conv2d_direct(x, w, b, win, groups), None
     if _depthwise(w, groups):
         return _depthwise_conv(xp, x, w, b, win), None
@@ -438,7 +438,7 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
     cg = w.shape[1]
     acc = acc_dtype(y.dtype)
     flipped = _flipped_window(win)
-    direct = flipped is not None and direct_conv.forward_applies(y, (groups * cg, o // groups) + win.kernel, flipped)
+    direct = flipped is not None and direct_conv.applies(y, (groups * cg, o // groups) + win.kernel, flipped)
     if flipped is not None and (o // groups <= cg or _use_rows(win, cg, groups) or direct):
         # Stride 1: a plain conv of y with the flipped, transposed kernel. It skips col2im's k*k
         # read-add-write passes, and its columns are no wider than col2im's (O/G <= C/G). Where the
@@ -484,7 +484,7 @@ def conv_weight(xp: Any, x: Any, g: Any, win: Window, groups: int, cols: Any = N
     n, c = x.shape[:2]
     o = g.shape[1]
     acc = acc_dtype(x.dtype)
-    if direct_conv.weight_applies(x, g, win, groups):
+    if direct_conv.applies(x, (o, c // groups) + win.kernel, win) and g.dtype == x.dtype:
         return direct_conv.conv2d_weight_direct(x, g, win, groups)
     if o == groups and c == groups:
         return _depthwise_weight(xp, x, g.astype(acc, copy=False), win).astype(x.dtype)

@@ -148,10 +148,13 @@ def test_bad_arguments_raise_errors_naming_the_shapes(lib):
 
 def test_im2col_routes_float32_2d_convs_here_only_with_the_extension(lib):
     x, w, b, g, win = _case((2, 3, 10, 10), 8, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-    assert dc.forward_applies(x, w.shape, win) and dc.weight_applies(x, g, win, 1)
-    assert not dc.forward_applies(x.astype(np.float64), w.shape, win)
+    assert dc.applies(x, w.shape, win)
+    assert not dc.applies(x.astype(np.float64), w.shape, win)
     strided = Window(win.in_size, (10, 5), win.kernel, (1, 2), win.pad, win.dilation)
-    assert not dc.forward_applies(x, w.shape, strided)
+    assert not dc.applies(x, w.shape, strided)
+    # Many rows on a 4x4 map: GEMM's.
+    small = Window((4, 4), (4, 4), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert not dc.applies(np.zeros((2, 32, 4, 4), np.float32), (8, 32, 3, 3), small)
     y, cols = im2col.conv_and_cols(np, x, w, b, win, 1)
     assert cols is None  # no columns were built
     want = im2col.conv(np, x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), win, 1)
