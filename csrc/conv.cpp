@@ -11,8 +11,8 @@
 // channels x 2 taps) of vector partial sums over positions, one sample at a time so that
 // sample's gradient rows and input planes stay in cache for every tap.
 //
-// Width stride must be 1 (vector loads of consecutive inputs); height stride and both
-// dilations are free. Loops are compiled twice (baseline and AVX2+FMA, chosen at run
+// Any stride and dilation: the padded copy is split by column phase of the width stride, so
+// vector loads always read consecutive inputs. Loops are compiled twice (baseline and AVX2+FMA, chosen at run
 // time, csrc/simd.h). Every shape is checked before memory is touched.
 #include "conv.h"
 
@@ -63,16 +63,19 @@ std::string shape_of(const A &a) {
 
 std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-// Sizes of one call. The padded copy of x holds, per (sample, channel), the HB x WB
-// inputs the windows read (zeros outside x), WB covering whole vectors of outputs.
+// Sizes of one call. The padded copy of x holds, per (sample, channel), the HB x (SW x WB)
+// inputs the windows read (zeros outside x), split by column into SW phases of HB x WB
+// (phase k holds padded columns k, k + SW, ...): a width stride then reads consecutive
+// elements of one phase, so vector loads work for every stride. WB covers whole vectors of
+// outputs.
 struct Geom {
-    std::size_t n, c, h, w, o, oh, ow, kh, kw, sh, ph, pw, dh, dw, groups;
+    std::size_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups;
     std::size_t hb, wb;
 
     std::size_t cg() const { return c / groups; }
     std::size_t og() const { return o / groups; }
     std::size_t taps() const { return cg() * kh * kw; }
-    std::size_t plane() const { return hb * wb; }
+    std::size_t plane() const { return sw * hb * wb; }
 };
 
 // Validates the arrays against each other and the window; returns the sizes.
@@ -87,12 +90,10 @@ Geom geometry(const char *fn, const X &x, const W &w_like, const Y &y_like, Pair
     if (x.ndim() != 4 || w_like.ndim() != 4 || y_like.ndim() != 4)
         fail(name + ": expected 4-D input, weight and output, got " + shape_of(x) + ", " + shape_of(w_like) +
              ", " + shape_of(y_like));
-    if (sh < 1 || dh < 1 || dw < 1 || ph < 0 || pw < 0 || groups < 1)
+    if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || ph < 0 || pw < 0 || groups < 1)
         fail(name + ": stride and dilation must be positive, padding non-negative, groups positive");
-    if (sw != 1)
-        fail(name + ": only stride 1 along the width is supported, got " + std::to_string(sw));
     Geom g{x.shape(0), x.shape(1), x.shape(2), x.shape(3), w_like.shape(0), y_like.shape(2), y_like.shape(3),
-           w_like.shape(2), w_like.shape(3), std::size_t(sh), std::size_t(ph), std::size_t(pw),
+           w_like.shape(2), w_like.shape(3), std::size_t(sh), std::size_t(sw), std::size_t(ph), std::size_t(pw),
            std::size_t(dh), std::size_t(dw), std::size_t(groups), 0, 0};
     const bool fits = g.c % g.groups == 0 && g.o % g.groups == 0 && w_like.shape(1) * g.groups == g.c &&
                       y_like.shape(0) == g.n && y_like.shape(1) == g.o && g.kh > 0 && g.kw > 0;
@@ -100,27 +101,36 @@ Geom geometry(const char *fn, const X &x, const W &w_like, const Y &y_like, Pair
         fail(name + ": shapes do not fit: input " + shape_of(x) + ", weight " + shape_of(w_like) + ", output " +
              shape_of(y_like) + ", groups " + std::to_string(groups));
     g.hb = g.oh == 0 ? 0 : (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    g.wb = round_up(g.ow, kLanes) + (g.kw - 1) * g.dw;
+    g.wb = round_up(g.ow, kLanes) + (g.kw - 1) * g.dw / g.sw;
     return g;
 }
 
-// Writes `planes` consecutive input planes (H, W) zero-padded to (HB, WB) planes at dst.
+// Writes `planes` consecutive input planes (H, W) zero-padded and split into phases at dst.
 void pad_planes(const Geom &g, const float *x, std::size_t planes, float *dst) {
-    const std::size_t cols = std::min(g.w, g.wb > g.pw ? g.wb - g.pw : 0);
     const std::size_t rows_end = std::min(g.hb, g.h + g.ph);
     std::fill_n(dst, planes * g.plane(), 0.0f);
     for (std::size_t p = 0; p < planes; ++p)
-        for (std::size_t r = std::min(g.ph, rows_end); r < rows_end; ++r)
-            std::copy_n(x + (p * g.h + r - g.ph) * g.w, cols, dst + p * g.plane() + r * g.wb + g.pw);
+        for (std::size_t k = 0; k < g.sw; ++k) {
+            float *phase = dst + p * g.plane() + k * g.hb * g.wb;
+            // Element j of a phase row is padded column j * SW + k, input column that minus PW.
+            const std::size_t j0 = g.pw > k ? (g.pw - k + g.sw - 1) / g.sw : 0;
+            for (std::size_t r = std::min(g.ph, rows_end); r < rows_end; ++r) {
+                const float *src = x + (p * g.h + r - g.ph) * g.w;
+                for (std::size_t j = j0; j < g.wb && j * g.sw + k - g.pw < g.w; ++j)
+                    phase[r * g.wb + j] = src[j * g.sw + k - g.pw];
+            }
+        }
 }
 
-// Offset in the padded copy of each tap (channel of the group, ky, kx), in weight order.
+// Offset in the padded copy of each tap (channel of the group, ky, kx), in weight order: tap
+// column kx * DW = a * SW + k reads phase k, a elements on from the output position.
 std::vector<std::ptrdiff_t> tap_offsets(const Geom &g) {
     std::vector<std::ptrdiff_t> off;
     for (std::size_t c = 0; c < g.cg(); ++c)
         for (std::size_t i = 0; i < g.kh; ++i)
             for (std::size_t j = 0; j < g.kw; ++j)
-                off.push_back(std::ptrdiff_t(c * g.plane() + i * g.dh * g.wb + j * g.dw));
+                off.push_back(std::ptrdiff_t(c * g.plane() + (j * g.dw % g.sw) * g.hb * g.wb + i * g.dh * g.wb +
+                                             j * g.dw / g.sw));
     return off;
 }
 
@@ -487,7 +497,7 @@ std::vector<std::string> bind(nb::module_ &m) {
     m.def("conv2d_direct", &py_conv2d_direct, "x"_a.noconvert(), "weight"_a.noconvert(), "bias"_a.noconvert(),
           "out"_a.noconvert(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
           "out (N, O, OH, OW) = conv2d of x (N, C, H, W) with weight (O, C/groups, KH, KW) plus bias (O,)\n"
-          "or none (an empty array); leading padding (ph, pw), width stride 1. Releases the GIL.");
+          "or none (an empty array); leading padding (ph, pw). Releases the GIL.");
     m.def("conv2d_weight_direct", &py_conv2d_weight_direct, "x"_a.noconvert(), "grad_out"_a.noconvert(),
           "out"_a.noconvert(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
           "out (O, C/groups, KH, KW) = conv2d's weight gradient for input x and output gradient\n"

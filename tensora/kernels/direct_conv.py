@@ -12,7 +12,7 @@ faster than im2col and GEMM.
 - ``conv2d_weight_direct(x, g, win, groups)``: dw (O, C/G, kh, kw), the weight gradient
   for the output gradient g (N, O, *out).
 
-Both take float32 arrays and a `Window` with stride 1 along the width. The reference bodies
+Both take float32 arrays and a 2-D `Window` (any stride, padding, dilation). The reference bodies
 sum tap by tap in float32; the native ones sum in another order and agree within 1e-5
 relative to the size of the sums (float32 rounding).
 
@@ -47,9 +47,9 @@ DIRECT_MIN_WIDTH = 8
 
 
 def _native_2d(x: np.ndarray, win: Window) -> bool:
-    """A float32 NumPy 2-D conv with width stride 1, and the native body present to run it (the
+    """A float32 NumPy 2-D conv, and the native body present to run it (the
     reference bodies are the definition, slower than im2col + GEMM)."""
-    return (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 4 and win.stride[1] == 1
+    return (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 4
             and conv2d_direct.body_for(x) == "native")
 
 
@@ -64,8 +64,6 @@ def _check(x: np.ndarray, w_shape: tuple, out_shape: tuple, win: Window, groups:
     if x.dtype != np.float32 or x.ndim != 4 or len(w_shape) != 4:
         raise TypeError(f"{fn}: expected a float32 (N, C, H, W) input and a 4-D weight, got {x.dtype} "
                         f"{x.shape} and {w_shape}")
-    if win.stride[1] != 1:
-        raise ValueError(f"{fn}: only stride 1 along the width is supported, got stride {win.stride}")
     n, c = x.shape[:2]
     if groups < 1 or c % groups or w_shape[0] % groups or w_shape[1] * groups != c \
             or tuple(x.shape[2:]) != win.in_size or tuple(w_shape[2:]) != win.kernel \
