@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import direct_conv
+from . import conv_phases, direct_conv
 
 
 @dataclass(frozen=True)
@@ -447,6 +447,11 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
         kernel = w.reshape((groups, o // groups, cg) + win.kernel).swapaxes(1, 2)
         kernel = kernel[(Ellipsis,) + (slice(None, None, -1),) * len(win.kernel)]
         return conv(xp, y, kernel.reshape((groups * cg, o // groups) + win.kernel), b, flipped, groups)
+    if flipped is None:
+        phases = conv_phases.plan(win)
+        widest = max(phases, key=lambda ph: math.prod(ph.window.kernel))
+        if direct_conv.applies(y, (groups * cg, o // groups) + widest.window.kernel, widest.window):
+            return _conv_transpose_phases(xp, y, w, b, win, phases, groups)
     if _depthwise(w, groups):
         x = _depthwise_transpose(xp, y.astype(acc, copy=False), w.astype(acc, copy=False), win)
         if b is not None:
@@ -459,6 +464,26 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
     if b is not None:
         x += b.astype(acc, copy=False).reshape((1, groups * cg) + (1,) * len(win.in_size))
     return x.astype(y.dtype, copy=False)
+
+
+def _conv_transpose_phases(xp: Any, y: Any, w: Any, b: Any, win: Window, phases: list, groups: int) -> Any:
+    """conv_transpose of a strided conv as one stride-1 conv of y per phase of x (conv_phases.py):
+    the direct kernels run those on every core, where col2im's overlapping adds run on one."""
+    n, o = y.shape[:2]
+    cg = w.shape[1]
+    # (C, O/G, *kernel): each group's kernel with its in and out channels swapped, as for `flipped`.
+    kernel = w.reshape((groups, o // groups, cg) + win.kernel).swapaxes(1, 2)
+    kernel = kernel.reshape((groups * cg, o // groups) + win.kernel)
+    x = xp.empty((n, groups * cg) + win.in_size, dtype=y.dtype)
+    for ph in phases:
+        out = x[(Ellipsis,) + tuple(slice(p, None, s) for p, s in zip(ph.phase, win.stride))]
+        if 0 in ph.window.kernel:  # no tap reaches these positions: only the bias
+            out[...] = 0 if b is None else b.reshape((1, -1) + (1,) * len(win.kernel))
+            continue
+        sub = kernel[(slice(None), slice(None)) + xp.ix_(*ph.taps)]
+        ys = y[(Ellipsis,) + tuple(slice(k, None) for k in ph.skip)]
+        out[...] = conv(xp, ys, sub, b, ph.window, groups)
+    return x
 
 
 def _conv_transpose_cols(xp: Any, y: Any, w: Any, win: Window, groups: int) -> Any:
