@@ -5,11 +5,11 @@
 // dimension of 27, where BLAS runs far from peak, and building the columns copies the
 // input nine times over in runs of one image row; the copy and the product's layout
 // transposes cost more than the arithmetic. Instead each output tile (up to 4 output
-// channels x 16 positions of one row) stays in registers while every tap of every input
+// channels x 16 outputs) stays in registers while every tap of every input
 // channel of its group adds to it: the input is read from a zero-padded copy (one pass),
-// and nothing else is materialised. The weight gradient keeps tiles of (4 output
-// channels x 2 taps) of vector partial sums over positions, one sample at a time so that
-// sample's gradient rows and input planes stay in cache for every tap.
+// and nothing else is materialised. The weight gradient keeps tiles of (3 output
+// channels x 4 taps) of vector partial sums over positions, a few samples at a time so
+// that their gradient rows and input planes stay in cache for every tap.
 //
 // Any stride and dilation: the padded copy is split by column phase of the width stride, so
 // vector loads always read consecutive inputs. Loops are compiled twice (baseline and AVX2+FMA, chosen at run
@@ -415,8 +415,8 @@ CONV_TARGET void wgt_block(const Wgt &f, std::size_t grp, std::size_t blk) {
 }
 
 CONV_TARGET void wgt_block_avx2(const Wgt &f, std::size_t grp, std::size_t blk) {
-    if (f.ob == 4)
-        wgt_block<4, 2>(f, grp, blk);  // 8 sums + 4 gradient rows + 1 input of 16 registers
+    if (f.ob == 3)
+        wgt_block<3, 4>(f, grp, blk);  // 12 sums + 3 gradient rows + 1 input: 7 loads per 12 FMAs
     else
         wgt_block<1, 4>(f, grp, blk);
 }
@@ -424,7 +424,7 @@ CONV_TARGET void wgt_block_avx2(const Wgt &f, std::size_t grp, std::size_t blk) 
 #endif  // TENSORA_HAVE_AVX2_VARIANT
 
 void weight_grad(const Geom &g, const float *x, const float *gy, float *dw) {
-    const std::size_t ob = g.og() >= 4 ? 4 : 1, nblk = (g.og() + ob - 1) / ob;
+    const std::size_t ob = g.og() >= 3 ? 3 : 1, nblk = (g.og() + ob - 1) / ob;
     const std::size_t work = g.n * g.o * g.oh * g.ow * g.taps();
     const std::size_t threads = work >= (std::size_t(1) << 18) ? 0 : 1;
     std::fill_n(dw, g.o * g.taps(), 0.0f);
