@@ -427,7 +427,7 @@ CONV_TARGET void wgt_block_avx2(const Wgt &f, std::size_t grp, std::size_t blk) 
     if (f.ob == 3)
         wgt_block<3, 4>(f, grp, blk);  // 12 sums + 3 gradient rows + 1 input: 7 loads per 12 FMAs
     else
-        wgt_block<1, 4>(f, grp, blk);
+        wgt_block<1, 9>(f, grp, blk);  // 9 sums + 1 gradient row + 1 input: a 3x3 depthwise in one block
 }
 
 #endif  // TENSORA_HAVE_AVX2_VARIANT
