@@ -1,7 +1,8 @@
-// Direct 2-D convolution and its weight gradient for convs with few inputs per output
-// (tensora/kernels/direct_conv.py holds the NumPy references and the contract).
+// Direct 2-D convolution and its weight gradient, float32, with no column copies
+// (tensora/kernels/direct_conv.py holds the NumPy references, the contract and when
+// im2col.py routes a conv here).
 //
-// Why not im2col + GEMM here: a first layer (3 channels, 3x3 taps) has a GEMM inner
+// Why not im2col + GEMM: a first layer (3 channels, 3x3 taps) has a GEMM inner
 // dimension of 27, where BLAS runs far from peak, and building the columns copies the
 // input nine times over in runs of one image row; the copy and the product's layout
 // transposes cost more than the arithmetic. Instead each output tile (up to 4 output
@@ -12,8 +13,8 @@
 // that their gradient rows and input planes stay in cache for every tap.
 //
 // Any stride and dilation: the padded copy is split by column phase of the width stride, so
-// vector loads always read consecutive inputs. Loops are compiled twice (baseline and AVX2+FMA, chosen at run
-// time, csrc/simd.h). Every shape is checked before memory is touched.
+// vector loads always read consecutive inputs. Loops are compiled twice (baseline and
+// AVX2+FMA, chosen at run time, csrc/simd.h). Every shape is checked before memory is touched.
 #include "conv.h"
 
 #include <nanobind/ndarray.h>
