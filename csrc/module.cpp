@@ -16,6 +16,7 @@
 
 #include "cast.h"
 #include "check.h"
+#include "conv.h"
 #include "decode.h"
 #include "parallel.h"
 #include "quant/bind.h"
@@ -92,6 +93,8 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::decode::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::decode::bind_gemv(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::conv::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },

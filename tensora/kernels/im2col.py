@@ -10,6 +10,9 @@ windows into one contiguous column array with a strided view (`im2col`) and
 does a single matmul per group; its transposes scatter columns back with one
 shifted-slice add per kernel tap (`col2im`), so the Python loops run over the
 k*k taps, never over pixels. Pooling (pool_windows.py) reuses the same taps loop.
+Float32 2-D convs with few rows per output or outputs at least 8 wide go to the
+native direct kernels instead (direct_conv.py), and a strided transpose there runs
+as one stride-1 conv per output phase (conv_phases.py).
 
 Arrays are laid out (N, C, *spatial). The functions take the array module
 `xp` (NumPy or CuPy) and return arrays; they know nothing of Tensor.
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+
+from . import conv_phases, direct_conv
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,8 @@ def conv_and_cols(xp: Any, x: Any, w: Any, b: Any, win: Window, groups: int) -> 
     n, c = x.shape[:2]
     o = w.shape[0]
     acc = acc_dtype(x.dtype)
+    if direct_conv.applies(x, w.shape, win):
+        return direct_conv.conv2d_direct(x, w, b, win, groups), None
     if _depthwise(w, groups):
         return _depthwise_conv(xp, x, w, b, win), None
     if _use_rows(win, c, groups):
@@ -434,13 +441,20 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
     cg = w.shape[1]
     acc = acc_dtype(y.dtype)
     flipped = _flipped_window(win)
-    if flipped is not None and (o // groups <= cg or _use_rows(win, cg, groups)):
+    direct = flipped is not None and direct_conv.applies(y, (groups * cg, o // groups) + win.kernel, flipped)
+    if flipped is not None and (o // groups <= cg or _use_rows(win, cg, groups) or direct):
         # Stride 1: a plain conv of y with the flipped, transposed kernel. It skips col2im's k*k
         # read-add-write passes, and its columns are no wider than col2im's (O/G <= C/G). Where the
-        # transpose would run on patch rows it wins even on wider ones: row2im adds runs of only C.
+        # transpose would run on patch rows it wins even on wider ones: row2im adds runs of only C;
+        # so does a direct conv, which builds no columns at all.
         kernel = w.reshape((groups, o // groups, cg) + win.kernel).swapaxes(1, 2)
         kernel = kernel[(Ellipsis,) + (slice(None, None, -1),) * len(win.kernel)]
         return conv(xp, y, kernel.reshape((groups * cg, o // groups) + win.kernel), b, flipped, groups)
+    if flipped is None:
+        phases = conv_phases.plan(win)
+        widest = max(phases, key=lambda ph: math.prod(ph.window.kernel))
+        if direct_conv.applies(y, (groups * cg, o // groups) + widest.window.kernel, widest.window):
+            return _conv_transpose_phases(xp, y, w, b, win, phases, groups)
     if _depthwise(w, groups):
         x = _depthwise_transpose(xp, y.astype(acc, copy=False), w.astype(acc, copy=False), win)
         if b is not None:
@@ -453,6 +467,26 @@ def conv_transpose(xp: Any, y: Any, w: Any, b: Any, win: Window, groups: int) ->
     if b is not None:
         x += b.astype(acc, copy=False).reshape((1, groups * cg) + (1,) * len(win.in_size))
     return x.astype(y.dtype, copy=False)
+
+
+def _conv_transpose_phases(xp: Any, y: Any, w: Any, b: Any, win: Window, phases: list, groups: int) -> Any:
+    """conv_transpose of a strided conv as one stride-1 conv of y per phase of x (conv_phases.py):
+    the direct kernels run those on every core, where col2im's overlapping adds run on one."""
+    n, o = y.shape[:2]
+    cg = w.shape[1]
+    # (C, O/G, *kernel): each group's kernel with its in and out channels swapped, as for `flipped`.
+    kernel = w.reshape((groups, o // groups, cg) + win.kernel).swapaxes(1, 2)
+    kernel = kernel.reshape((groups * cg, o // groups) + win.kernel)
+    x = xp.empty((n, groups * cg) + win.in_size, dtype=y.dtype)
+    for ph in phases:
+        out = x[(Ellipsis,) + tuple(slice(p, None, s) for p, s in zip(ph.phase, win.stride))]
+        if 0 in ph.window.kernel:  # no tap reaches these positions: only the bias
+            out[...] = 0 if b is None else b.reshape((1, -1) + (1,) * len(win.kernel))
+            continue
+        sub = kernel[(slice(None), slice(None)) + xp.ix_(*ph.taps)]
+        ys = y[(Ellipsis,) + tuple(slice(k, None) for k in ph.skip)]
+        out[...] = conv(xp, ys, sub, b, ph.window, groups)
+    return x
 
 
 def _conv_transpose_cols(xp: Any, y: Any, w: Any, win: Window, groups: int) -> Any:
@@ -478,6 +512,8 @@ def conv_weight(xp: Any, x: Any, g: Any, win: Window, groups: int, cols: Any = N
     n, c = x.shape[:2]
     o = g.shape[1]
     acc = acc_dtype(x.dtype)
+    if direct_conv.applies(x, (o, c // groups) + win.kernel, win) and g.dtype == x.dtype:
+        return direct_conv.conv2d_weight_direct(x, g, win, groups)
     if o == groups and c == groups:
         return _depthwise_weight(xp, x, g.astype(acc, copy=False), win).astype(x.dtype)
     if _use_rows(win, c, groups):

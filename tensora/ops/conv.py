@@ -5,11 +5,14 @@ writes, kernel, stride, leading padding, dilation) and are each other's
 gradients, so gradients of any order stay inside these three:
 
     Conv(x, w)            y  = windows of x times w          (im2col + one matmul per group, or
-                                                              patch rows + one matmul)
+                                                              patch rows + one matmul, or a direct
+                                                              native kernel for float32 2-D)
     ConvTranspose(y, w)   x  = the transpose of Conv in x    (matmul + col2im, or for stride 1
-                                                              a conv with the flipped kernel)
+                                                              a conv with the flipped kernel, or
+                                                              one stride-1 conv per output phase)
     ConvWeight(x, y)      dw = the transpose of Conv in w    (im2col + matmul summed over the batch;
-                                                              Conv's backward hands it the forward's columns)
+                                                              Conv's backward hands it the forward's
+                                                              columns; or a direct native kernel)
 
 d Conv / dx is ConvTranspose, d Conv / dw is ConvWeight; d ConvTranspose / dy is
 Conv and d ConvTranspose / dw is ConvWeight (with the roles of x and y swapped);
