@@ -12,9 +12,10 @@
 // each byte to float through the F16C converter (no activation rounding at all).
 //
 // One activation row on CPUs with AVX-512 VNNI (gemv_vnni): the same 15-bit activations
-// held as two signed bytes, weights decoded to bytes (code books: NF4 times 127 rounded,
-// |error| <= absmax / 254; FP4 times 96, its 1/192 held as 1/96) and vpdpbusd's exact
-// int32 sums.
+// held as two signed bytes, weights decoded to bytes and vpdpbusd's exact int32 sums, for
+// the formats whose values are whole bytes; the same integers as the int16 kernels, so
+// the same result, bit for bit. NF4's and FP4's code books are not (NF4 is irrational,
+// FP4's 1/192 is not a multiple of the 1/96 its other values share): they stay int16.
 #pragma once
 
 #include <cstddef>

@@ -163,28 +163,6 @@ struct Bytes<KInt4<kSym>> : BytesBase {
     }
 };
 
-// NF4 / FP4: element 2i in the high nibble, so odds then evens. The code books in
-// bytes: NF4 times 127 rounded (|error| <= 1/254 of absmax per weight); FP4 times 96,
-// exact but for its smallest magnitude, 1/192, held as 1/96 (error 1/192 of absmax).
-template <bool kNf4>
-struct Bytes<KBnb<kNf4>> : BytesBase {
-    static constexpr Layout kLayout = Layout::odd_even;
-    static constexpr int kOffset = 128;
-    static constexpr float kUnit = kNf4 ? 127.0f : 96.0f;
-    static constexpr float kDScale = KBnb<kNf4>::kUnit / kUnit;  // fill8 divides absmax by the int16 unit
-    alignas(16) std::uint8_t table[16];
-    explicit Bytes(const KBnb<kNf4> &) {
-        for (int k = 0; k < 16; ++k) {
-            const float v = (kNf4 ? kNF4[k] : kFP4[k]) * kUnit;
-            table[k] = std::uint8_t(int(std::lround(v)) + 128);
-        }
-    }
-    FUSED_TARGET Pair get(const std::uint8_t *bi, const std::uint8_t *bj, std::size_t c) const {
-        Pair v = nibbles(load2(bi + 16 * c, bj + 16 * c));
-        return {lookup(table, v.a), lookup(table, v.b)};
-    }
-};
-
 // NVFP4: a scale per 16 values (kSplit), so each half of the chunk is one 8-byte run:
 // its low nibbles (evens) then its high nibbles (odds).
 template <>

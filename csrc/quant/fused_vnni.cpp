@@ -261,10 +261,9 @@ bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads
         case Format::mxfp4: return go(KLut4<true>{});
         case Format::int8: return go(KInt8{});
         case Format::int4: return w.symmetric ? go(KInt4<true>(w)) : go(KInt4<false>(w));
-        case Format::nf4: return go(KBnb<true>(w));
-        case Format::fp4: return go(KBnb<false>(w));
         case Format::nvfp4: return go(KNvfp4{});
-        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8
+        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8; NF4 and
+                                  // FP4, whose code books are not whole bytes (exact in int16)
     }
 }
 

@@ -45,14 +45,18 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   ``(|x| @ absmax_per_value.T) / 8192``. Inputs holding inf or NaN take the float
   path, so they propagate as in the reference.
 - Its variant for one activation row (M = 1, the GEMV of batch-1 decoding) on CPUs with
-  AVX-512 VNNI (``lib.vnni()``; ``lib.set_simd("avx2")`` turns it off), for every
-  integer format but Q2_K, Q3_K and Q6_K: weights decode to bytes and ``vpdpbusd``
-  multiplies them, as llama.cpp does, but with the same 15-bit activations held as two
-  signed bytes (the same integers, so the same bound), because llama.cpp's 8-bit ones
-  (``amax / 127``) move the logits ~0.5% and change SmolLM2's greedy answers.
-  Code books become bytes: NF4 times 127 rounded, adding ``(|x| @ absmax_per_value.T) /
-  254``, and FP4 times 96, exact but for its smallest magnitude (1/192 held as 1/96),
-  adding ``/ 192``.
+  AVX-512 VNNI (``lib.vnni()``; ``lib.set_simd("avx2")`` turns it off), for the formats
+  whose weights are whole bytes (all integer formats but Q2_K, Q3_K and Q6_K; not NF4 or
+  FP4, whose code books are not): weights decode to bytes and ``vpdpbusd`` multiplies
+  them, as llama.cpp does, but with the same 15-bit activations held as two signed bytes,
+  the same integers and the same scale steps, so bit for bit the int16 kernel's result.
+  llama.cpp's 8-bit activations (``amax / 127``) would halve the products but move the
+  logits ~0.5% and change SmolLM2's greedy answers.
+
+Rows are independent: a row's result does not depend on how many rows share the call,
+bit for bit, so batched decoding computes what each sequence would alone. FP8 is the
+exception: its one-row AVX-512 loop sums in another order than its multi-row fused
+kernel, so an FP8 row agrees with itself batched within the float bound above.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format

@@ -132,8 +132,11 @@ def test_gemm_matches_float64_and_each_row_alone(name, options, lib):
             err = np.abs(got.astype(np.float64) - x.astype(np.float64) @ w.astype(np.float64).T)
             lim = bound(x, w, name, options)
             assert np.all(err <= lim), f"{rows}x{cols}, M={m}: error {np.max(err - lim):.3g} over the bound"
-            np.testing.assert_array_equal(got, single_rows(lib, name, parts, x, rows, group),
-                                          err_msg=f"{rows}x{cols}, M={m}: rows differ from quant_linear alone")
+            alone = single_rows(lib, name, parts, x, rows, group)
+            if name.startswith("fp8"):  # one row takes FP8's AVX-512 loop: another summation order
+                assert np.all(np.abs(got.astype(np.float64) - alone) <= lim), f"{rows}x{cols}, M={m}"
+            else:
+                np.testing.assert_array_equal(got, alone, err_msg=f"{rows}x{cols}, M={m}: rows differ from alone")
 
 
 @pytest.mark.parametrize("name", ["q4_1", "q6_k", "nvfp4"])
@@ -209,7 +212,10 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
         if name in qm.NO_GEMM and m > qm.HEAVY_DECODE.get(name, qm.FUSED_MAX_ROWS):
             continue  # FP8 past its fused limit takes tiles + BLAS, another summation order
         got = qm.quant_linear.run_native(x[:m], name, {}, parts, (37, 512), decode)
-        np.testing.assert_array_equal(got, alone[:m], err_msg=f"M={m}")
+        if name in qm.NO_GEMM:  # FP8's one-row AVX-512 loop sums in another order than its fused kernel
+            np.testing.assert_allclose(got, alone[:m], rtol=1e-5, atol=1e-5, err_msg=f"M={m}")
+        else:
+            np.testing.assert_array_equal(got, alone[:m], err_msg=f"M={m}")
     picked = {m: qm.native_linear(lib, name, m) for m in (1, qm.GEMM_MIN_ROWS, qm.GEMM_MAX_ROWS + 1)}
     assert picked[1] is lib.quant_linear
     assert picked[qm.GEMM_MIN_ROWS] is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
