@@ -21,6 +21,7 @@
 #include "parallel.h"
 #include "quant/bind.h"
 #include "simd.h"
+#include "softmax.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -95,6 +96,8 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::decode::bind_gemv(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::conv::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::softmax::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },

@@ -5,6 +5,10 @@ inputs do not overflow) and works in place on one buffer: max, subtract, exp,
 sum, divide, the same passes a hand-written NumPy softmax makes. float16 and
 bfloat16 inputs are computed in float32 and cast back, as PyTorch does.
 
+Small inputs along the last axis (at most kernels.softmax.SMALL elements, float32 or
+float64) take the `softmax_rows` kernel instead: one native call for what is otherwise
+five ufunc calls whose overhead outweighs their arithmetic.
+
 The backward of softmax and log_softmax is one op each (`SoftmaxBackward`,
 `LogSoftmaxBackward`): a single fused pass instead of four recorded ops. Their
 own backwards are written in tensor ops, so second derivatives work.
@@ -20,6 +24,7 @@ from .. import dtypes as dt
 from ..autograd.function import Op
 from ..errors import DTypeError, fmt_shape
 from ..tensor import Tensor
+from ..kernels.softmax import SMALL, softmax_rows
 from .elementwise import exp
 from .reduce import acc_dtype, count, keepdim_shape, out_shape, reduce_dims
 from .registry import register
@@ -33,6 +38,16 @@ def _axis(x: Any, dim: int) -> tuple[int | None, bool]:
     input, which "reduces" over no axis) reduces whole, to a scalar: NumPy broadcasts that in its
     fast loop, where a keepdims (1,) array takes the general iterator (~0.3 us more per op)."""
     return (dim, True) if x.ndim > 1 else (None, False)
+
+
+def _small_rows(xp: Any, x: Any, dim: int, dtype: Any) -> bool:
+    """Whether softmax_rows takes this input: NumPy, float32/64 kept as is, the last axis,
+    contiguous, and small (where ufunc call overhead dominates)."""
+    return (xp is np and 0 < x.size <= SMALL and x.dtype is dtype and dim == x.ndim - 1
+            and (dtype is _F32 or dtype is _F64) and x.flags.c_contiguous)
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _shifted(xp: Any, x: Any, axis: int | None, keep: bool, dtype: Any) -> Any:
@@ -59,6 +74,8 @@ class Softmax(Op, name="softmax"):
             ctx.dim = dim
         if x.size == 0:
             out = x.astype(dtype)
+        elif _small_rows(xp, x, dim, dtype):
+            out = softmax_rows(x, np.empty_like(x), False)
         else:
             y = _shifted(xp, x, axis, keep, dtype)
             xp.exp(y, out=y)
@@ -104,6 +121,8 @@ class LogSoftmax(Op, name="log_softmax"):
         ctx.dim = dim
         if x.size == 0:
             out = x.astype(dtype)
+        elif _small_rows(xp, x, dim, dtype):
+            out = softmax_rows(x, np.empty_like(x), True)
         else:
             y = _shifted(xp, x, axis, keep, dtype)
             y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=keep))
