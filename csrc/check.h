@@ -34,6 +34,18 @@ inline std::string dtype_name(nb::dlpack::dtype dt) {
     return name;
 }
 
+// A ValueError with this message (the kernels' one way of refusing an argument).
+[[noreturn]] inline void fail(const std::string &msg) { throw nb::value_error(msg.c_str()); }
+
+// "(2, 3)": an array's shape as error messages print it.
+template <typename A>
+std::string shape_of(const A &a) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < a.ndim(); ++i)
+        s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + ")";
+}
+
 // Checks that `a` is a CPU array of element type T, C-contiguous (strides of size-1
 // axes are ignored, as NumPy does) and aligned for T. `what` names the argument.
 template <typename T, typename Array>

@@ -52,15 +52,6 @@ using Pair = std::tuple<long, long>;
 
 constexpr std::size_t kLanes = 8;  // floats per AVX2 vector; rows of the padded copy are whole vectors long
 
-[[noreturn]] void fail(const std::string &msg) { throw nb::value_error(msg.c_str()); }
-
-template <typename A>
-std::string shape_of(const A &a) {
-    std::string s = "(";
-    for (std::size_t i = 0; i < a.ndim(); ++i)
-        s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + ")";
-}
 
 std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 

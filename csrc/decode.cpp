@@ -33,15 +33,6 @@ using namespace nb::literals;
 using InArray = nb::ndarray<nb::ro>;
 using OutArray = nb::ndarray<>;
 
-[[noreturn]] void fail(const std::string &msg) { throw nb::value_error(msg.c_str()); }
-
-template <typename A>
-std::string shape_of(const A &a) {
-    std::string s = "(";
-    for (std::size_t i = 0; i < a.ndim(); ++i)
-        s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + ")";
-}
 
 template <typename A>
 void need_ndim(const A &a, std::size_t ndim, const char *what) {

@@ -59,13 +59,6 @@ void run(const InArray &x, const OutArray &out, bool log) {
     rows(static_cast<const T *>(x.data()), static_cast<T *>(out.data()), x.size() / n, n, log);
 }
 
-std::string shape_of(const InArray &a) {
-    std::string s = "(";
-    for (std::size_t i = 0; i < a.ndim(); ++i)
-        s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + ")";
-}
-
 void py_softmax_rows(const InArray &x, const OutArray &out, bool log) {
     if (x.ndim() == 0 || x.size() == 0)
         throw nb::value_error(("softmax_rows: x must have at least one dimension and one element, got shape " +

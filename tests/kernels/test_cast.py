@@ -88,19 +88,6 @@ def widen_reference_bits(x: np.ndarray) -> np.ndarray:
     return bfloat16_to_float32.reference(x).view(np.uint32)
 
 
-@pytest.fixture(scope="module")
-def lib():
-    """tensora._C. Skips when TENSORA_NO_NATIVE disables it; fails when it is missing
-    otherwise, so a build that silently lost its extension does not pass."""
-    module = native.load()
-    if module is None:
-        _, reason = native.status()
-        if reason.startswith("disabled by"):
-            pytest.skip(reason)
-        pytest.fail(f"tensora._C did not load: {reason}")
-    return module
-
-
 def _use_simd(lib, level):
     try:
         lib.set_simd(level)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensora.backend import native
 from tensora.kernels import decode as dk
 
 RNG = np.random.default_rng(0)
@@ -20,17 +19,6 @@ RNG = np.random.default_rng(0)
 
 def _f32(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def lib():
-    module = native.load()
-    if module is None:
-        _, reason = native.status()
-        if reason.startswith("disabled by"):
-            pytest.skip(reason)
-        pytest.fail(f"tensora._C did not load: {reason}")
-    return module
 
 
 @pytest.fixture(params=["avx2", "baseline"])

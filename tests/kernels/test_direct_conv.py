@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensora.backend import native
 from tensora.kernels import direct_conv as dc
 from tensora.kernels import im2col
 from tensora.kernels.im2col import Window
@@ -53,17 +52,6 @@ def _case(shape, o, kernel, stride, pad, dilation, groups):
 
 def _close(got, want, scale):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(scale).max())))
-
-
-@pytest.fixture(scope="module")
-def lib():
-    module = native.load()
-    if module is None:
-        _, reason = native.status()
-        if reason.startswith("disabled by"):
-            pytest.skip(reason)
-        pytest.fail(f"tensora._C did not load: {reason}")
-    return module
 
 
 @pytest.fixture(params=["avx2", "baseline"])

@@ -60,19 +60,6 @@ def make(name: str, options: dict, shape=(ROWS, COLS), seed=0):
     return _cache[key]
 
 
-@pytest.fixture(scope="module")
-def lib():
-    """tensora._C. Skips when TENSORA_NO_NATIVE disables it; fails when it is missing
-    otherwise, so a build that silently lost its extension does not pass."""
-    module = native.load()
-    if module is None:
-        _, reason = native.status()
-        if reason.startswith("disabled by"):
-            pytest.skip(reason)
-        pytest.fail(f"tensora._C did not load: {reason}")
-    return module
-
-
 @pytest.fixture(params=["vnni", "avx2", "baseline"])
 def simd(request, lib):
     """Every instruction-set variant of the native loops: the fused kernels with the VNNI
@@ -91,8 +78,6 @@ def _restore_simd():
     module = native.load()
     if module is not None:
         module.set_simd("auto")
-
-
 
 
 def linear_bound(x, w, name, options, parts):

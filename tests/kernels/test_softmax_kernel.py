@@ -13,19 +13,7 @@ import numpy as np
 import pytest
 
 import tensora
-from tensora.backend import native
 from tensora.kernels import softmax as sk
-
-
-@pytest.fixture(scope="module")
-def lib():
-    module = native.load()
-    if module is None:
-        _, reason = native.status()
-        if reason.startswith("disabled by"):
-            pytest.skip(reason)
-        pytest.fail(f"tensora._C did not load: {reason}")
-    return module
 
 
 def _formula(x: np.ndarray, log: bool) -> np.ndarray:
