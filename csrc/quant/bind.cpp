@@ -266,8 +266,11 @@ void check_out(const Parts &parts, const float *in, std::size_t in_n, float *out
         fail("out: must not overlap the input array");
 }
 
-void py_gemv(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
-             const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads) {
+// quant_linear and quant_gemm share one contract: y (M, rows) = x (M, cols) @ W.T, checked
+// here; Product is gemv() or gemm() (gemm.h, several rows at once).
+template <void (*Product)(const QuantView &, const float *, std::size_t, float *, std::size_t)>
+void py_product(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
+                const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads) {
     Parts parts(format, dict);
     QuantView w = make_view(format, dict, rows, cols, group, parts);
     check_array<float>(x, "x");
@@ -284,29 +287,7 @@ void py_gemv(const std::string &format, nb::dict dict, std::size_t rows, std::si
     if (cols == 0)
         std::fill(y, y + m * rows, 0.0f);
     else
-        gemv(w, xp, m, y, t);
-}
-
-// quant_gemm: quant_linear's contract, computed by gemm() (gemm.h) for several rows.
-void py_gemm(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
-             const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads) {
-    Parts parts(format, dict);
-    QuantView w = make_view(format, dict, rows, cols, group, parts);
-    check_array<float>(x, "x");
-    if (x.ndim() != 2 || std::size_t(x.shape(1)) != cols)
-        fail("x: expected shape (M, " + std::to_string(cols) + ")");
-    const std::size_t m = x.shape(0);
-    float *y = matrix(out, "out", m, rows);
-    const auto *xp = static_cast<const float *>(x.data());
-    check_out(parts, xp, m * cols, y, m * rows);
-    std::size_t t = threads_of(threads);
-    if (m == 0 || rows == 0)
-        return;
-    nb::gil_scoped_release no_gil;
-    if (cols == 0)
-        std::fill(y, y + m * rows, 0.0f);
-    else
-        gemm(w, xp, m, y, t);
+        Product(w, xp, m, y, t);
 }
 
 void py_gemv_t(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
@@ -353,12 +334,12 @@ bool py_fused(const std::string &format, nb::dict dict, std::size_t rows, std::s
 }  // namespace
 
 std::vector<std::string> bind(nb::module_ &m) {
-    m.def("quant_linear", &py_gemv, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
+    m.def("quant_linear", &py_product<gemv>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "out = x @ W.T for the (rows, cols) matrix W packed as `parts` in `format`;\n"
           "x float32 (M, cols), out float32 (M, rows), both C-contiguous. `group` is the\n"
           "int4 group size or nf4/fp4 block size (0 for the others). Releases the GIL.");
-    m.def("quant_gemm", &py_gemm, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
+    m.def("quant_gemm", &py_product<gemm>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "quant_linear for several activation rows: each weight chunk is decoded once for\n"
           "all of them (csrc/quant/gemm.h); every row of out is bit for bit quant_linear's\n"
