@@ -1,4 +1,4 @@
-"""The fixture every native-kernel test shares."""
+"""The fixtures the native-kernel tests share."""
 
 from __future__ import annotations
 
@@ -18,3 +18,15 @@ def lib():
             pytest.skip(reason)
         pytest.fail(f"tensora._C did not load: {reason}")
     return module
+
+
+@pytest.fixture(params=["avx2", "baseline"])
+def simd(request, lib):
+    """Runs the test once per instruction-set variant of the native loops (a test file with
+    more variants, such as VNNI, defines its own)."""
+    try:
+        lib.set_simd(request.param)
+    except ValueError:
+        pytest.skip(f"no {request.param} loops on this CPU or build")
+    yield request.param
+    lib.set_simd("auto")

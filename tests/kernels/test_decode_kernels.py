@@ -21,16 +21,6 @@ def _f32(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-@pytest.fixture(params=["avx2", "baseline"])
-def simd(request, lib):
-    try:
-        lib.set_simd(request.param)
-    except ValueError:
-        pytest.skip(f"no {request.param} loops on this CPU or build")
-    yield request.param
-    lib.set_simd("auto")
-
-
 def _attention_formula(q, keys, values, mask, scale):
     b, t, h, d = q.shape
     g = h // keys.shape[1]

@@ -54,16 +54,6 @@ def _close(got, want, scale):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(scale).max())))
 
 
-@pytest.fixture(params=["avx2", "baseline"])
-def simd(request, lib):
-    try:
-        lib.set_simd(request.param)
-    except ValueError:
-        pytest.skip(f"no {request.param} loops on this CPU or build")
-    yield request.param
-    lib.set_simd("auto")
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_reference_matches_the_im2col_path_in_float64(case):
     x, w, b, g, win = _case(*case)
