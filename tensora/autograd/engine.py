@@ -7,7 +7,7 @@ path from the outputs to what is asked for.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor

@@ -10,7 +10,7 @@ nothing copied), writing each phase's output to x[..., phase::s].
 
 Geometry only: it plans windows and index sets, and knows nothing of the arrays' module.
 
-    >>> from tensora.kernels.im2col import Window
+    >>> from tensora.kernels.windows import Window
     >>> win = Window((4,), (2,), (3,), (2,), (1,), (1,))  # conv 4 -> 2, k3 s2 p1
     >>> [(p.phase, p.taps, p.window.pad, p.window.kernel) for p in plan(win)]
     [((0,), ((1,),), (0,), (1,)), ((1,), ((2, 0),), (0,), (2,))]
@@ -21,10 +21,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:  # im2col.py imports this module
-    from .im2col import Window
+from .windows import Window
 
 
 class Phase(NamedTuple):

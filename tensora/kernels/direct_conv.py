@@ -17,7 +17,7 @@ Both take float32 arrays and a 2-D `Window` (any stride, padding, dilation). The
 sum tap by tap in float32; the native ones sum in another order and agree within 1e-5
 relative to the size of the sums (float32 rounding).
 
-    >>> from tensora.kernels.im2col import Window
+    >>> from tensora.kernels.windows import Window
     >>> win = Window((3, 3), (3, 3), (3, 3), (1, 1), (1, 1), (1, 1))
     >>> conv2d_direct(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32), None, win, 1)[0, 0]
     array([[4., 6., 4.],
@@ -28,14 +28,13 @@ relative to the size of the sums (float32 rounding).
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from .registry import kernel
 
-if TYPE_CHECKING:  # im2col.py imports this module to route convs here
-    from .im2col import Window
+from .windows import Window
 
 # When im2col.py hands a conv here (measured on one core of a Zen 4, float32): whenever rows
 # (C/G * kh * kw) are few, where the forward is 1.7x and the weight gradient 1.8x faster than

@@ -1,11 +1,7 @@
-"""Sliding-window kernels for convolution and pooling, on arrays of any array module.
+"""Convolution over sliding windows, on arrays of any array module.
 
-Every op here reads windows laid out by a `Window`: along each spatial dim,
-output position `o` and kernel tap `t` read the input at
-
-    i = o * stride + t * dilation - pad
-
-(positions outside [0, in_size) read the fill value). Convolution gathers the
+Windows are laid out by a `Window` (windows.py: which input position each output
+position and kernel tap read, padding, and the taps loop). Convolution gathers the
 windows into one contiguous column array with a strided view (`im2col`) and
 does a single matmul per group; its transposes scatter columns back with one
 shifted-slice add per kernel tap (`col2im`), so the Python loops run over the
@@ -23,118 +19,11 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Any, Iterator
 
-import numpy as np
 
 from . import conv_phases, direct_conv
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where each output position of a sliding window reads its input, one entry per spatial dim."""
-
-    in_size: tuple[int, ...]
-    out_size: tuple[int, ...]
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    pad: tuple[int, ...]        # leading padding; the trailing side is whatever the last window needs
-    dilation: tuple[int, ...]
-
-    # Cached (in the instance dict, which a frozen dataclass still has): every kernel asks several times.
-    @functools.cached_property
-    def span(self) -> tuple[int, ...]:
-        """Padded length the windows cover: (out - 1) * stride + (kernel - 1) * dilation + 1."""
-        return tuple(max(0, (o - 1) * s + (k - 1) * d + 1)
-                     for o, k, s, d in zip(self.out_size, self.kernel, self.stride, self.dilation))
-
-    @functools.cached_property
-    def taps(self) -> int:
-        return math.prod(self.kernel)
-
-
-def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """Output length of a pooling window (torch's pooling_output_shape, with its ceil_mode rule)."""
-    num = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
-    out = num // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window must start inside the input or the left padding
-    return out
-
-
-def acc_dtype(dtype: Any) -> Any:
-    """The dtype arithmetic runs in: float32 for 16- and 8-bit floats (as PyTorch accumulates), else dtype."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iub" or dtype.itemsize >= 4:
-        return dtype
-    return np.dtype(np.float32)  # float16, and ml_dtypes' bfloat16 / float8 (NumPy kind "V")
-
-
-def _span_slices(win: Window) -> tuple[list[slice], list[slice]]:
-    """(slices of the input, slices of the span-sized array) of the input positions some window reads."""
-    src, dst = [], []
-    for size, lo, length in zip(win.in_size, win.pad, win.span):
-        stop = max(min(size, length - lo), 0)  # input positions some window reads: [0, stop)
-        src.append(slice(0, stop))
-        dst.append(slice(lo, lo + stop))
-    return src, dst
-
-
-def pad_to_span(xp: Any, x: Any, win: Window, fill: Any = 0) -> Any:
-    """x (..., *in) as (..., *span): `pad` fill values in front, the tail padded or cut to fit."""
-    nd = len(win.in_size)
-    lead = x.shape[:x.ndim - nd]
-    span = win.span
-    src, dst = _span_slices(win)
-    if all(lo == 0 for lo in win.pad) and all(s.stop == length for s, length in zip(src, span)):
-        return x[(Ellipsis, *src)]  # no padding needed: a view
-    out = xp.full(lead + span, fill, dtype=x.dtype)
-    out[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
-    return out
-
-
-def windows(xp: Any, xs: Any, win: Window) -> Any:
-    """A strided view (..., *kernel, *out) of a span-sized array (no copy)."""
-    nd = len(win.in_size)
-    lead = xs.ndim - nd
-    st = xs.strides
-    shape = xs.shape[:lead] + win.kernel + win.out_size
-    strides = st[:lead] + tuple(st[lead + i] * win.dilation[i] for i in range(nd)) \
-        + tuple(st[lead + i] * win.stride[i] for i in range(nd))
-    return xp.lib.stride_tricks.as_strided(xs, shape=shape, strides=strides)
-
-
-def taps(win: Window) -> Iterator[tuple[int, tuple[int, ...], tuple[slice, ...]]]:
-    """(flat tap number, tap offsets, slices of the span-sized array it reads) for every kernel tap.
-
-    Nothing when the output is empty (a slice for zero outputs cannot be written as start:stop:step).
-    """
-    if empty_output(win):
-        return
-    for flat, offs in enumerate(itertools.product(*[range(k) for k in win.kernel])):
-        yield flat, offs, tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
-                                for t, o, s, d in zip(offs, win.out_size, win.stride, win.dilation))
-
-
-def empty_output(win: Window) -> bool:
-    return any(o == 0 for o in win.out_size)
-
-
-def crop_from_span(xp: Any, buf: Any, win: Window) -> Any:
-    """The inverse of pad_to_span for gradients: buf (..., *span) -> (..., *in), zeros where unread."""
-    nd = len(win.in_size)
-    lead = buf.shape[:buf.ndim - nd]
-    src, dst = [], []
-    for size, lo, length in zip(win.in_size, win.pad, win.span):
-        stop = max(min(size, length - lo), 0)
-        src.append(slice(lo, lo + stop))
-        dst.append(slice(0, stop))
-    if all(lo == 0 for lo in win.pad) and win.span == win.in_size:
-        return buf
-    out = xp.zeros(lead + win.in_size, dtype=buf.dtype)
-    out[(Ellipsis, *dst)] = buf[(Ellipsis, *src)]
-    return out
+from .windows import Window, acc_dtype, crop_from_span, empty_output, pad_to_span, span_slices, taps, windows
 
 
 # -- convolution --------------------------------------------------------------------
@@ -194,7 +83,7 @@ def _plane(xp: Any, x: Any, win: Window, dtype: Any = None) -> Any:
     """x (N, C, *in) zero-padded to (N, C, span_0 + 1, *col_grid[1:]), in `dtype` (default x's). The
     extra slice of dim 0 keeps every tap's run (it overshoots by less than a slice) in its plane."""
     out = xp.zeros(x.shape[:2] + (win.span[0] + 1,) + col_grid(win, True)[1:], dtype=dtype or x.dtype)
-    src, dst = _span_slices(win)
+    src, dst = span_slices(win)
     out[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
     return out
 
@@ -281,7 +170,7 @@ def col2im(xp: Any, cols: Any, win: Window, n: int, flat: bool) -> Any:
         buf = xp.zeros((n, c) + win.span, dtype=cols.dtype)
         for _, offs, sl in taps(win):
             buf[(Ellipsis, *sl)] += per_tap[every + offs]
-    src, dst = _span_slices(win)
+    src, dst = span_slices(win)
     out = xp.zeros((n, c) + win.in_size, dtype=cols.dtype)
     out[(Ellipsis, *src)] = buf[(Ellipsis, *dst)]
     return out
@@ -340,7 +229,7 @@ def im2row(xp: Any, x: Any, win: Window, dtype: Any = None) -> Any:
     """
     n, c = x.shape[:2]
     plane = xp.zeros((n,) + win.span + (c,), dtype=dtype or x.dtype)
-    src, dst = _span_slices(win)
+    src, dst = span_slices(win)
     xp.copyto(plane[(slice(None), *dst)], _channels_last(x[(Ellipsis, *src)]), casting="unsafe")
     return xp.ascontiguousarray(_patches(xp, plane, win)).reshape(n * math.prod(win.out_size), -1)
 
@@ -354,7 +243,7 @@ def row2im(xp: Any, rows: Any, win: Window, n: int) -> Any:
     every = (slice(None),) * (1 + len(win.out_size))
     for offs in itertools.product(*[range(k) for k in win.kernel]):
         runs[every + offs] += per_tap[every + offs]
-    src, dst = _span_slices(win)
+    src, dst = span_slices(win)
     out = xp.zeros((n, c) + win.in_size, dtype=rows.dtype)
     out[(Ellipsis, *src)] = _channels_first(buf[(slice(None), *dst)])
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .im2col import Window, acc_dtype, crop_from_span, empty_output, pad_to_span, taps, windows
+from .windows import Window, acc_dtype, crop_from_span, empty_output, pad_to_span, taps, windows
 
 
 def lowest(dtype: Any) -> Any:

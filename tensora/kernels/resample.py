@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .im2col import acc_dtype
+from .windows import acc_dtype
 
 DENSE_RESAMPLE_RATIO = 16  # measured: BLAS beats take + multiply + add up to ~16-32 inputs per tap
 

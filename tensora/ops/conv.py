@@ -31,7 +31,7 @@ from ..amp import autocast_op
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
 from ..kernels import im2col as k
-from ..kernels.im2col import Window
+from ..kernels.windows import Window, acc_dtype
 from ..tensor import Tensor
 from .registry import register
 
@@ -50,7 +50,7 @@ class ChannelSum(Op, name="channel_sum"):
         ctx.shape = g.shape
         xp = ctx.xp
         n, c = g.shape[:2]
-        acc = k.acc_dtype(g.dtype)
+        acc = acc_dtype(g.dtype)
         if acc not in (np.float32, np.float64) or g.size == 0:
             return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
         per_sample = xp.matmul(xp.ones(n, dtype=acc), g.reshape(n, -1).astype(acc, copy=False))  # (C * L,)

@@ -10,7 +10,6 @@ torch's bit for bit, only in distribution.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
-from ..kernels import im2col as k
 from ..kernels import pool_windows as pw
-from ..kernels.im2col import Window
+from ..kernels import windows as k
+from ..kernels.windows import Window
 from ..tensor import Tensor
 from .conv import check_dtypes
 from .interpolate import adaptive_table, resample_dims

@@ -7,7 +7,6 @@ torch's in distribution, not bit for bit. Each row is computed in float64 on the
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 

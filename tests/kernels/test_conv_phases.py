@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tensora.kernels import conv_phases, direct_conv, im2col
-from tensora.kernels.im2col import Window
+from tensora.kernels.windows import Window
 
 RNG = np.random.default_rng(0)
 

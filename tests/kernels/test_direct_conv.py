@@ -15,7 +15,7 @@ import pytest
 
 from tensora.kernels import direct_conv as dc
 from tensora.kernels import im2col
-from tensora.kernels.im2col import Window
+from tensora.kernels.windows import Window
 
 RNG = np.random.default_rng(0)
 

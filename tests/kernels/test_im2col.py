@@ -7,7 +7,8 @@ import pytest
 
 from tensora.kernels import im2col as k
 from tensora.kernels import pool_windows as pw
-from tensora.kernels.im2col import Window
+from tensora.kernels import windows
+from tensora.kernels.windows import Window
 
 
 def _window(in_size, kernel, stride, pad, dilation):
@@ -169,7 +170,7 @@ def test_window_max_first_tap_wins_and_leaves_the_input_alone():
     (7, 3, 2, 1, 2, False, 3), (1, 1, 1, 0, 1, True, 1),
 ])
 def test_pool_out_size(size, kernel, stride, pad, dilation, ceil, expected):
-    assert k.pool_out_size(size, kernel, stride, pad, dilation, ceil) == expected
+    assert windows.pool_out_size(size, kernel, stride, pad, dilation, ceil) == expected
 
 
 def test_geometry_helpers():
@@ -179,8 +180,8 @@ def test_geometry_helpers():
     assert win.taps == 6
     assert pw.disjoint(_window((4, 4), (2, 2), (2, 2), (0, 0), (1, 1)))
     assert not pw.disjoint(_window((4, 4), (2, 2), (2, 1), (0, 0), (1, 1)))
-    assert k.acc_dtype(np.float16) == np.float32 and k.acc_dtype(np.float64) == np.float64
-    assert k.acc_dtype(np.int32) == np.int32
+    assert windows.acc_dtype(np.float16) == np.float32 and windows.acc_dtype(np.float64) == np.float64
+    assert windows.acc_dtype(np.int32) == np.int32
 
 
 @pytest.mark.parametrize("win", WINDOWS)
