@@ -116,26 +116,13 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts,
                              float *y, std::size_t g0, std::size_t g1) {
     const std::size_t nc = w.cols / kChunk;
     Tables tables(nc, K::kSub);
-    const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
-    const std::size_t side_bytes = kern.side_bytes(w);
     for (std::size_t g = g0; g < g1; ++g) {
-        const std::size_t r0 = g * 8, nr = std::min<std::size_t>(8, w.rows - r0);
-        const std::uint8_t *rows[8];
-        std::size_t rr[8];
-        for (int i = 0; i < 8; ++i) {
-            rr[i] = r0 + std::min<std::size_t>(i, nr - 1);  // tail: repeat the last row
-            rows[i] = kern.row(w, rr[i]);
-        }
-        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
-        const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
-        const std::size_t next_bytes = next_rows * stride, next_step = (next_bytes + nc - 1) / nc;
-        // Scales kept beside the codes (int4, nf4, nvfp4, ...): fetch the next group's
-        // while this one computes (its codes are prefetched chunk by chunk below).
-        if (g + 1 < g1)
-            for (std::size_t i = 0; i < 8; ++i)
-                for (std::size_t off = 0; off < side_bytes; off += 64)
-                    _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, std::min(w.rows - 1, r0 + 8 + i))) + off,
-                                 _MM_HINT_T0);
+        const RowGroup<K> grp(kern, w, g, g1);
+        const auto &rows = grp.rows;
+        const auto &rr = grp.rr;
+        const std::size_t r0 = grp.r0, nr = grp.nr;
+        const char *next = grp.next;
+        const std::size_t next_bytes = grp.next_bytes, next_step = (next_bytes + nc - 1) / nc;
         for (std::size_t m = 0; m < n_x; m += 2) {
             alignas(32) float out[2][8];
             __m256 acc[2];

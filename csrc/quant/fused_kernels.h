@@ -22,6 +22,35 @@ struct Scales8 {
     __m256 sc, mn, mn2;
 };
 
+// Group g of 8 weight rows as the kernels walk them (a short last group repeats its last
+// row; only nr results are stored), and the next group of this thread's range [g0, g1):
+// where its codes start and how many bytes they span, for the caller to prefetch a slice
+// per chunk while this group computes. The next group's side scales (kept apart from the
+// codes: int4, nf4, nvfp4, ...) are prefetched here, whole.
+template <class K>
+struct RowGroup {
+    std::size_t r0, nr;
+    const std::uint8_t *rows[8];
+    std::size_t rr[8];
+    const char *next = nullptr;  // the next group's codes, or none at the range's end
+    std::size_t next_bytes = 0;
+    FUSED_TARGET RowGroup(const K &kern, const QuantView &w, std::size_t g, std::size_t g1)
+        : r0(g * 8), nr(std::min<std::size_t>(8, w.rows - g * 8)) {
+        for (std::size_t i = 0; i < 8; ++i) {
+            rr[i] = r0 + std::min<std::size_t>(i, nr - 1);
+            rows[i] = kern.row(w, rr[i]);
+        }
+        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
+        if (next_rows == 0)
+            return;
+        next = reinterpret_cast<const char *>(kern.row(w, r0 + 8));
+        next_bytes = next_rows * std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
+        for (std::size_t i = 0; i < next_rows; ++i)
+            for (std::size_t off = 0; off < kern.side_bytes(w); off += 64)
+                _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, r0 + 8 + i)) + off, _MM_HINT_T0);
+    }
+};
+
 #define FILL_ARGS [[maybe_unused]] const QuantView &w, [[maybe_unused]] const std::uint8_t *b,          \
                   [[maybe_unused]] std::size_t r, [[maybe_unused]] std::size_t c, float *sc,             \
                   [[maybe_unused]] float *mn, [[maybe_unused]] float *mn2, [[maybe_unused]] std::int16_t *isc

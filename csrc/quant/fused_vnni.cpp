@@ -145,24 +145,13 @@ VNNI_TARGET void run_groups_bytes(const K &kern, const B &bytes, const QuantView
                                   const std::int8_t *xq, float *y, std::size_t g0, std::size_t g1) {
     const std::size_t nc = w.cols / kChunk;
     Tables t(nc, false);
-    const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
-    const std::size_t side_bytes = kern.side_bytes(w);
     for (std::size_t g = g0; g < g1; ++g) {
-        const std::size_t r0 = g * 8, nr = std::min<std::size_t>(8, w.rows - r0);
-        const std::uint8_t *rows[8];
-        std::size_t rr[8];
-        for (int i = 0; i < 8; ++i) {
-            rr[i] = r0 + std::min<std::size_t>(i, nr - 1);  // tail: repeat the last row
-            rows[i] = kern.row(w, rr[i]);
-        }
-        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
-        const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
-        const std::size_t next_bytes = next_rows * stride, next_step = (next_bytes + nc - 1) / nc;
-        if (next)
-            for (std::size_t i = 0; i < 8; ++i)
-                for (std::size_t off = 0; off < side_bytes; off += 64)
-                    _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, std::min(w.rows - 1, r0 + 8 + i))) + off,
-                                 _MM_HINT_T0);
+        const RowGroup<K> grp(kern, w, g, g1);
+        const auto &rows = grp.rows;
+        const auto &rr = grp.rr;
+        const std::size_t r0 = grp.r0, nr = grp.nr;
+        const char *next = grp.next;
+        const std::size_t next_bytes = grp.next_bytes, next_step = (next_bytes + nc - 1) / nc;
         __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
         fill_block(kern, w, rows, rr, 0, nc, t);
         for (std::size_t c = 0; c < nc; ++c) {

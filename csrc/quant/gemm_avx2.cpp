@@ -266,23 +266,15 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
                                             ~std::uintptr_t(31));
     __m256i *sums = buf + seg * 16;
     std::vector<float> acc(2 * n_x * 8);
-    const std::size_t stride = std::size_t(kern.row(w, 1) - kern.row(w, 0));  // rows are contiguous
     for (std::size_t g = g0; g < g1; ++g) {
-        const std::size_t r0 = g * 8, nr = std::min<std::size_t>(8, w.rows - r0);
-        const std::uint8_t *rows[8];
-        std::size_t rr[8];
-        for (int i = 0; i < 8; ++i) {
-            rr[i] = r0 + std::min<std::size_t>(i, nr - 1);  // tail: repeat the last row
-            rows[i] = kern.row(w, rr[i]);
-        }
         // The next group's bytes, a segment's share at a time, while this one computes:
         // a model's weights stream from DRAM, and the decode would otherwise wait on them.
-        const std::size_t next_rows = g + 1 < g1 ? std::min<std::size_t>(8, w.rows - r0 - 8) : 0;
-        const char *next = next_rows ? reinterpret_cast<const char *>(kern.row(w, r0 + 8)) : nullptr;
-        const std::size_t next_bytes = next_rows * stride;
-        for (std::size_t i = 0; i < next_rows; ++i)
-            for (std::size_t off = 0; off < kern.side_bytes(w); off += 64)
-                _mm_prefetch(reinterpret_cast<const char *>(kern.side(w, r0 + 8 + i)) + off, _MM_HINT_T0);
+        const fused::RowGroup<K> grp(kern, w, g, g1);
+        const auto &rows = grp.rows;
+        const auto &rr = grp.rr;
+        const std::size_t r0 = grp.r0, nr = grp.nr;
+        const char *next = grp.next;
+        const std::size_t next_bytes = grp.next_bytes;
         fill_tables(kern, w, rows, rr, nc, tables);
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (std::size_t c0 = 0; c0 < nc; c0 += kSegChunks) {
