@@ -12,5 +12,7 @@ namespace tensora::decode {
 std::vector<std::string> bind(nanobind::module_ &m);
 // Registers gemv_q8_0 (csrc/decode_gemv.cpp).
 std::vector<std::string> bind_gemv(nanobind::module_ &m);
+// Registers gemv_f32 (csrc/decode_sgemv.cpp).
+std::vector<std::string> bind_sgemv(nanobind::module_ &m);
 
 }  // namespace tensora::decode

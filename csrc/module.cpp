@@ -95,6 +95,8 @@ NB_MODULE(_C, m) {
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::decode::bind_gemv(m))
         kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::decode::bind_sgemv(m))
+        kernel_names().push_back(std::move(name));
     for (auto &name : tensora::conv::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::softmax::bind(m))

@@ -15,12 +15,15 @@ strings them together):
   (B, T, heads, D) over the first S cached keys (B, kv_heads, capacity, D), query head h
   reading kv head ``h // (heads / kv_heads)``, ``mask`` (B, T, S) True where a key is seen;
 - ``gemv_q8_0(x, blocks, shape, decode_rows)``: quant_linear's product for one row and a
-  q8_0 weight, streamed row by row (faster than the fused 8-row kernel for this format).
+  q8_0 weight, streamed row by row (faster than the fused 8-row kernel for this format);
+- ``gemv_f32(x, w, out)``: ``x @ w.T`` for one row and a float32 weight (N, K), rows split
+  over the native pool (faster than OpenBLAS's sgemv on the decode shapes).
 
 Each is a NumPy reference body plus a native body (csrc/decode.cpp) doing the same float32
 operations: ``rms_norm_rows`` and ``silu_mul`` agree within 1e-6 relative (the native sum
 of squares is ordered differently, exp differs in the last bit), ``rotary_qkv`` bit for
-bit, ``gqa_attention`` within 1e-5 relative (scores and sums in another order).
+bit, ``gqa_attention`` within 1e-5 relative (scores and sums in another order), ``gemv_f32``
+within float32 rounding of the dot products (another summation order than BLAS's).
 
     >>> x = np.ones((1, 4), np.float32)
     >>> out = np.empty_like(x)
@@ -205,3 +208,16 @@ def _gemv_q8_0_native(lib, x, blocks, shape, decode_rows):
     if lib.gemv_q8_0(blocks, shape[0], shape[1], x, out):
         return out
     return qk.quant_linear(x, "q8_0", {}, {"blocks": blocks}, shape, decode_rows)  # no AVX2, or inf/NaN in x
+
+
+@kernel("gemv_f32")
+def gemv_f32(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = x @ w.T`` for x (1, K), w (N, K) and out (1, N) float32; returns out."""
+    return np.matmul(x, w.T, out=out)
+
+
+@gemv_f32.native_body
+def _gemv_f32_native(lib, x, w, out):
+    if not lib.gemv_f32(w, x, out):  # no AVX2/FMA here: BLAS
+        np.matmul(x, w.T, out=out)
+    return out

@@ -66,7 +66,8 @@ class Projection:
         self.rows, self.cols = sum(rows), int(weights[0].shape[1])
         if all(isinstance(w, Tensor) for w in weights):
             self.quant = None
-            self.weight_t = _merge_dense(linears).T
+            self.weight = _merge_dense(linears)
+            self.gemv = _body(dk.gemv_f32) if self.weight.flags.c_contiguous else None
         else:
             self.quant = _merge_quantized(linears)
             self.format_obj = weights[0].format
@@ -76,8 +77,10 @@ class Projection:
             self.q8_0 = _body(dk.gemv_q8_0) if fmt == "q8_0" and self.native is not None else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.quant is None:
-            out = np.matmul(x, self.weight_t)
+        if self.quant is None and x.shape[0] == 1 and self.gemv is not None:
+            out = self.gemv(x, self.weight, np.empty((1, self.rows), np.float32))
+        elif self.quant is None:
+            out = np.matmul(x, self.weight.T)
         elif self.q8_0 is not None and x.shape[0] == 1:
             parts, shape = self.quant[2], (self.rows, self.cols)
             out = self.q8_0(x, parts["blocks"], shape, self._decode)

@@ -219,3 +219,37 @@ def test_gemv_q8_0_propagates_nan_and_checks_shapes(lib):
         lib.gemv_q8_0(blocks, 9, 64, _f32(1, 64), np.empty((1, 9), np.float32))
     with pytest.raises(ValueError):
         lib.gemv_q8_0(blocks, 8, 64, _f32(2, 64), np.empty((1, 8), np.float32))
+
+
+# -- gemv_f32 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 13), (37, 64), (300, 771), (2048, 96)])
+def test_gemv_f32_native_agrees_with_float64(lib, simd, n, k):
+    # row counts around the 8-row groups and the per-thread blocks; cols with an 8-lane tail
+    w, x = _f32(n, k), _f32(1, k)
+    out = np.full((1, n), np.nan, np.float32)
+    got = dk.gemv_f32.run_native(x, w, out)
+    assert got is out
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    # float32 sums of k products: within k * eps of the sum of magnitudes
+    bound = k * np.finfo(np.float32).eps * (np.abs(x).astype(np.float64) @ np.abs(w).T)
+    assert np.all(np.abs(got - want) <= bound)
+    np.testing.assert_allclose(dk.gemv_f32.reference(x, w, np.empty_like(out)), want, rtol=0, atol=bound.max())
+
+
+def test_gemv_f32_checks_shapes_and_overlap(lib):
+    w, x = _f32(8, 16), _f32(1, 16)
+    with pytest.raises(ValueError):
+        lib.gemv_f32(w, _f32(1, 15), np.empty((1, 8), np.float32))
+    with pytest.raises(ValueError):
+        lib.gemv_f32(w, _f32(2, 16), np.empty((2, 8), np.float32))
+    with pytest.raises(ValueError):
+        lib.gemv_f32(w, x, np.empty((1, 9), np.float32))
+    with pytest.raises(TypeError):
+        lib.gemv_f32(w.astype(np.float64), x, np.empty((1, 8), np.float32))
+    with pytest.raises(ValueError):
+        lib.gemv_f32(w.T, x, np.empty((1, 8), np.float32))  # not C-contiguous
+    buf = np.zeros(16, np.float32)
+    with pytest.raises(ValueError):  # out inside x
+        lib.gemv_f32(w, buf.reshape(1, 16), buf[8:].reshape(1, 8))
