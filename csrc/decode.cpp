@@ -3,7 +3,8 @@
 // gqa_attention.
 //
 // At decode time each call handles one or a few rows, microseconds of work, so they
-// run on the calling thread except attention over long contexts, which is split over
+// run on the calling thread except attention over more than 64 KiB of cached keys and
+// values (a 12-head layer past ~20 positions) or over a prompt, which is split over
 // (batch row, kv head) pairs on the persistent pool. Every shape, dtype, stride and
 // position is checked before memory is touched; a bad call raises a Python exception.
 // Loops are compiled twice (baseline and AVX2, chosen at run time, csrc/simd.h); sums
@@ -160,6 +161,58 @@ struct Attn {
     float scale;
 };
 
+// Scores of keys k[0..n) (rows of d floats) against q, each exactly as dot() sums it;
+// four keys at a time, so four sums are in flight instead of one latency-bound chain.
+// While the keys stream in, the matching value rows are prefetched: they are read next,
+// and at decode time both come from DRAM (the weights read since the last step evicted
+// them), so their loads overlap the score loop instead of following it.
+__attribute__((always_inline)) inline void scores(const float *q, const float *k, const float *v, std::size_t n,
+                                                   std::size_t d, float *p) {
+    std::size_t s = 0;
+    for (; s + 4 <= n; s += 4) {
+        const float *k0 = k + s * d;
+        for (std::size_t line = 0; line < 4 * d; line += 16)
+            __builtin_prefetch(v + s * d + line);
+        v8f acc[4] = {{0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0},
+                      {0, 0, 0, 0, 0, 0, 0, 0}};
+        std::size_t i = 0;
+        for (; i + 8 <= d; i += 8) {
+            const v8f qv = load8(q + i);
+            for (std::size_t j = 0; j < 4; ++j)
+                acc[j] += qv * load8(k0 + j * d + i);
+        }
+        for (std::size_t j = 0; j < 4; ++j) {
+            float sum = hsum(acc[j]);
+            for (std::size_t r = i; r < d; ++r)
+                sum += q[r] * k0[j * d + r];
+            p[s + j] = sum;
+        }
+    }
+    for (; s < n; ++s) {
+        __builtin_prefetch(v + s * d);
+        p[s] = dot(q, k + s * d, d);
+    }
+}
+
+// o[0..w) = sum over s < n of p[s] * inv * v[s][0..w) for w = 8 * V (<= d): the sum of
+// each element accumulates in a register, in the order of s, as o[i] += w * v[i] would.
+template <std::size_t V>
+__attribute__((always_inline)) inline void weigh(const float *p, float inv, const float *v, std::size_t n,
+                                                  std::size_t d, float *o) {
+    v8f acc[V];
+    for (std::size_t j = 0; j < V; ++j)
+        acc[j] = splat(0.0f);
+    for (std::size_t s = 0; s < n; ++s) {
+        if (p[s] == 0.0f)
+            continue;
+        const v8f w = splat(p[s] * inv);
+        for (std::size_t j = 0; j < V; ++j)
+            acc[j] += w * load8(v + s * d + 8 * j);
+    }
+    for (std::size_t j = 0; j < V; ++j)
+        store8(o + 8 * j, acc[j]);
+}
+
 __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pair, float *p) {
     const std::size_t b = pair / a.kv_heads, j = pair % a.kv_heads, g = a.heads / a.kv_heads, d = a.dim;
     const float *k = a.keys + (b * a.kv_heads + j) * a.cap * d;
@@ -176,9 +229,10 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
             --end;
         for (std::size_t h = j * g; h < (j + 1) * g; ++h) {
             const float *q = a.q + ((b * a.t + step) * a.heads + h) * d;
+            scores(q, k, v, end, d, p);
             float top = -std::numeric_limits<float>::infinity();
             for (std::size_t s = 0; s < end; ++s) {
-                p[s] = seen[s] ? dot(q, k + s * d, d) * a.scale : 0.0f;
+                p[s] = seen[s] ? p[s] * a.scale : 0.0f;
                 if (seen[s])
                     top = std::max(top, p[s]);
             }
@@ -197,18 +251,18 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
                 sum += p[s];
             }
             float *o = a.out + ((b * a.t + step) * a.heads + h) * d;
-            std::fill(o, o + d, 0.0f);
             const float inv = 1.0f / sum;
-            for (std::size_t s = 0; s < end; ++s) {
-                if (p[s] == 0.0f)
-                    continue;
-                const float w = p[s] * inv;
-                const float *vs = v + s * d;
-                std::size_t i = 0;
-                for (; i + 8 <= d; i += 8)
-                    store8(o + i, load8(o + i) + w * load8(vs + i));
-                for (; i < d; ++i)
-                    o[i] += w * vs[i];
+            std::size_t c = 0;
+            for (; c + 64 <= d; c += 64)
+                weigh<8>(p, inv, v + c, end, d, o + c);
+            for (; c + 8 <= d; c += 8)
+                weigh<1>(p, inv, v + c, end, d, o + c);
+            for (; c < d; ++c) {
+                float acc1 = 0.0f;
+                for (std::size_t r = 0; r < end; ++r)
+                    if (p[r] != 0.0f)
+                        acc1 += p[r] * inv * v[r * d + c];
+                o[c] = acc1;
             }
         }
     }
@@ -351,8 +405,11 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
            t, h, kvh, d, cap, s, float(scale)};
     const auto body = active_simd() == Simd::avx2 ? attend_avx2 : attend_base;
     const std::size_t pairs = b * kvh;
-    // below ~64k multiply-adds a pair, waking the pool costs more than it saves
-    const std::size_t threads = b * t * h * s * d >= (std::size_t(1) << 17) ? 0 : 1;
+    // The pool's split costs a few microseconds; it pays from ~128k multiply-adds (a
+    // prompt), or from 64 KiB of keys and values: a decode step reads them from DRAM,
+    // and two cores stream them about twice as fast as one.
+    const std::size_t kv_bytes = 2 * b * kvh * s * d * sizeof(float);
+    const std::size_t threads = b * t * h * s * d >= (std::size_t(1) << 17) || kv_bytes >= (std::size_t(1) << 16) ? 0 : 1;
     nb::gil_scoped_release no_gil;
     parallel_for(pairs, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
         std::vector<float> p(s);
