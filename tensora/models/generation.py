@@ -191,7 +191,7 @@ class _Run:
         with no_grad():
             while True:
                 mask = attention_mask(cache.key_mask, start, ids.shape[1], model.sliding_window)
-                logits = model.next_token_logits(ids, positions, mask, cache, start).astype(np.float64)
+                logits = model.next_token_logits(ids, positions, mask, cache, start)  # float32; sample widens
                 start += ids.shape[1]
                 for r, row_logits in zip(rows, logits):
                     if r.finish_reason is None:
@@ -361,7 +361,16 @@ class BatchDecoder:
 
 
 def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, seen: list[int]) -> int:
-    """One token from float64 logits (modified in place) under `o`; `seen` feeds the repetition penalty."""
+    """One token from logits under `o`; `seen` feeds the repetition penalty.
+
+    float64 logits are modified in place; float32 ones are widened to a float64 copy first,
+    except for plain greedy decoding, whose argmax is the same either way (the widening is
+    exact and keeps the order): at batch 1 that copy of the vocabulary's logits cost as much
+    as a decoder layer's norms.
+    """
+    if o.temperature == 0 and o.repetition_penalty == 1.0:
+        return int(np.argmax(logits))
+    logits = np.asarray(logits, np.float64)
     if o.repetition_penalty != 1.0:
         seen_ids = np.unique(np.array(seen))
         picked = logits[seen_ids]

@@ -195,6 +195,9 @@ class LlamaDecoder:
         self.scale = 1.0 / math.sqrt(self.head_dim)
         w = model.model.embed_tokens.weight
         self.embed = w if isinstance(w, QuantizedTensor) else w.detach().numpy()
+        # a decode step's one quantized row, decoded by the native decoder called directly
+        self.embed_args = None if not isinstance(w, QuantizedTensor) else qk._native_args(
+            w.format.name, w.format.options(), w.packed())
         self.layers = [_Layer(layer) for layer in model.model.layers]
         self.norm, self.norm_eps = _array(model.model.norm.weight), _eps(model.model.norm)
         self.lm_head = Projection([model.lm_head])
@@ -259,13 +262,15 @@ class LlamaDecoder:
         rows, cols = (int(s) for s in w.shape)
         if ids.min() < 0 or ids.max() >= rows:
             raise IndexError(f"token id out of range for an embedding of {rows} rows")
-        fmt, parts = w.format, w.packed()
-
-        def decode(a: int, b: int) -> np.ndarray:
-            return fmt.dequantize_rows(parts, (rows, cols), a, b)
-
-        return np.concatenate([qk.quant_dequantize_rows(fmt.name, fmt.options(), parts, (rows, cols), int(i),
-                                                        int(i) + 1, decode) for i in ids])
+        fmt, parts, args = w.format, w.packed(), self.embed_args
+        out = np.empty((ids.size, cols), np.float32)
+        for j, i in enumerate(ids.tolist()):
+            if args is None:  # no native decoder for this format (or no extension): NumPy's
+                out[j] = fmt.dequantize_rows(parts, (rows, cols), i, i + 1)[0]
+            else:
+                native.load().quant_dequantize_rows(fmt.name, args["parts"], rows, cols, i, i + 1, out[j:j + 1],
+                                                    group=args["group"], threads=1)
+        return out
 
 
 def _body(k: Kernel) -> Callable[..., Any]:
