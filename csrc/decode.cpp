@@ -1,6 +1,6 @@
 // Fused kernels of a Llama-style decoder step (tensora/kernels/decode.py holds the
-// NumPy references and the contract of each): rms_norm_rows, rotary_qkv, silu_mul,
-// gqa_attention.
+// NumPy references and the contract of each): rms_norm_rows, add_rms_norm_rows,
+// rotary_qkv, silu_mul, gqa_attention.
 //
 // At decode time each call handles one or a few rows, microseconds of work, so they
 // run on the calling thread except attention over more than 64 KiB of cached keys and
@@ -152,6 +152,24 @@ TENSORA_TARGET_AVX2 void rms_rows_avx2(const float *x, const float *w, float *ou
     rms_rows(x, w, out, m, k, eps);
 }
 
+// x += delta, then rms_rows: a residual add and the next norm, which reads the sum.
+__attribute__((always_inline)) inline void add_rms_rows(float *x, const float *delta, const float *w, float *out,
+                                                         std::size_t m, std::size_t k, float eps) {
+    for (std::size_t i = 0; i < m * k; ++i)
+        x[i] += delta[i];
+    rms_rows(x, w, out, m, k, eps);
+}
+
+void add_rms_rows_base(float *x, const float *delta, const float *w, float *out, std::size_t m, std::size_t k,
+                       float eps) {
+    add_rms_rows(x, delta, w, out, m, k, eps);
+}
+
+TENSORA_TARGET_AVX2 void add_rms_rows_avx2(float *x, const float *delta, const float *w, float *out, std::size_t m,
+                                           std::size_t k, float eps) {
+    add_rms_rows(x, delta, w, out, m, k, eps);
+}
+
 // One (batch row, kv head) pair: its g query heads at each of the T steps.
 struct Attn {
     const float *q, *keys, *values;
@@ -273,7 +291,10 @@ TENSORA_TARGET_AVX2 void attend_avx2(const Attn &a, std::size_t pair, float *p) 
 
 // -- bound kernels --------------------------------------------------------------------
 
-void py_rms_norm_rows(const InArray &x, const InArray &weight, const OutArray &out, double eps) {
+// The checks rms_norm_rows and add_rms_norm_rows share: x (M, K), weight (K,), out like
+// x and apart from both.
+template <typename X>
+void check_rms(const X &x, const InArray &weight, const OutArray &out, const char *name) {
     check_array<float>(x, "x");
     check_array<float>(weight, "weight");
     check_array<float>(out, "out");
@@ -282,14 +303,36 @@ void py_rms_norm_rows(const InArray &x, const InArray &weight, const OutArray &o
     need_ndim(out, 2, "out");
     const std::size_t m = x.shape(0), k = x.shape(1);
     if (weight.shape(0) != k || out.shape(0) != m || out.shape(1) != k)
-        fail("rms_norm_rows: x " + shape_of(x) + ", weight " + shape_of(weight) + " and out do not fit");
+        fail(std::string(name) + ": x " + shape_of(x) + ", weight " + shape_of(weight) + " and out do not fit");
     if (overlap(x, out) || overlap(weight, out))
-        fail("rms_norm_rows: out must not overlap the inputs");
+        fail(std::string(name) + ": out must not overlap the inputs");
+}
+
+void py_rms_norm_rows(const InArray &x, const InArray &weight, const OutArray &out, double eps) {
+    check_rms(x, weight, out, "rms_norm_rows");
     const auto *px = static_cast<const float *>(x.data());
     const auto *pw = static_cast<const float *>(weight.data());
     auto *po = static_cast<float *>(out.data());
     nb::gil_scoped_release no_gil;
-    (active_simd() == Simd::avx2 ? rms_rows_avx2 : rms_rows_base)(px, pw, po, m, k, float(eps));
+    (active_simd() == Simd::avx2 ? rms_rows_avx2 : rms_rows_base)(px, pw, po, x.shape(0), x.shape(1), float(eps));
+}
+
+void py_add_rms_norm_rows(const OutArray &x, const InArray &delta, const InArray &weight, const OutArray &out,
+                          double eps) {
+    check_rms(x, weight, out, "add_rms_norm_rows");
+    check_array<float>(delta, "delta");
+    need_ndim(delta, 2, "delta");
+    if (delta.shape(0) != x.shape(0) || delta.shape(1) != x.shape(1))
+        fail("add_rms_norm_rows: delta " + shape_of(delta) + " does not fit x " + shape_of(x));
+    if (overlap(delta, x) || overlap(delta, out) || overlap(weight, x))
+        fail("add_rms_norm_rows: x, delta, weight and out must not overlap");
+    auto *px = static_cast<float *>(x.data());
+    const auto *pd = static_cast<const float *>(delta.data());
+    const auto *pw = static_cast<const float *>(weight.data());
+    auto *po = static_cast<float *>(out.data());
+    nb::gil_scoped_release no_gil;
+    (active_simd() == Simd::avx2 ? add_rms_rows_avx2 : add_rms_rows_base)(px, pd, pw, po, x.shape(0), x.shape(1),
+                                                                          float(eps));
 }
 
 void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, const InArray &starts,
@@ -423,6 +466,9 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
 std::vector<std::string> bind(nb::module_ &m) {
     m.def("rms_norm_rows", &py_rms_norm_rows, "x"_a.noconvert(), "weight"_a.noconvert(), "out"_a.noconvert(),
           "eps"_a, "out = x / sqrt(mean(x^2) + eps) * weight per row; x, out (M, K) float32. Releases the GIL.");
+    m.def("add_rms_norm_rows", &py_add_rms_norm_rows, "x"_a.noconvert(), "delta"_a.noconvert(),
+          "weight"_a.noconvert(), "out"_a.noconvert(), "eps"_a,
+          "x += delta, then out = x / sqrt(mean(x^2) + eps) * weight per row. Releases the GIL.");
     m.def("rotary_qkv", &py_rotary_qkv, "qkv"_a.noconvert(), "cos"_a.noconvert(), "sin"_a.noconvert(),
           "starts"_a.noconvert(), "q_out"_a.noconvert(), "keys"_a.noconvert(), "values"_a.noconvert(),
           nb::kw_only(), "heads"_a, "kv_heads"_a,
@@ -432,7 +478,7 @@ std::vector<std::string> bind(nb::module_ &m) {
     m.def("gqa_attention", &py_gqa_attention, "q"_a.noconvert(), "keys"_a.noconvert(), "values"_a.noconvert(),
           "mask"_a.noconvert(), "out"_a.noconvert(), "scale"_a,
           "Masked softmax attention of q (B, T, H, D) over cached keys/values (B, KVH, cap, D).");
-    return {"rms_norm_rows", "rotary_qkv", "silu_mul", "gqa_attention"};
+    return {"rms_norm_rows", "add_rms_norm_rows", "rotary_qkv", "silu_mul", "gqa_attention"};
 }
 
 }  // namespace tensora::decode

@@ -1,5 +1,5 @@
-// Registers the fused decoder-step kernels (rms_norm_rows, rotary_qkv, silu_mul,
-// gqa_attention; csrc/decode.cpp) on the extension module; returns their names.
+// Registers the fused decoder-step kernels (rms_norm_rows, add_rms_norm_rows, rotary_qkv,
+// silu_mul, gqa_attention; csrc/decode.cpp) on the extension module; returns their names.
 #pragma once
 
 #include <nanobind/nanobind.h>

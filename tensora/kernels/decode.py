@@ -6,6 +6,8 @@ microseconds. These kernels do one job each in one pass (tensora/models/llama_de
 strings them together):
 
 - ``rms_norm_rows(x, weight, eps, out)``: ``x / sqrt(mean(x^2) + eps) * weight`` per row;
+- ``add_rms_norm_rows(x, delta, weight, eps, out)``: ``x += delta`` (the residual add), then
+  rms_norm_rows of the sum: one call where a step had two;
 - ``rotary_qkv(qkv, cos, sin, heads, kv_heads, starts, q_out, keys, values)``: rotates the
   query and key heads of fused q|k|v projection rows (transformers' rotate-half layout),
   writes the rotated queries to ``q_out`` and the rotated keys and the values into the KV
@@ -20,7 +22,7 @@ strings them together):
   over the native pool (faster than OpenBLAS's sgemv on the decode shapes).
 
 Each is a NumPy reference body plus a native body (csrc/decode.cpp) doing the same float32
-operations: ``rms_norm_rows`` and ``silu_mul`` agree within 1e-6 relative (the native sum
+operations: ``rms_norm_rows``, ``add_rms_norm_rows`` and ``silu_mul`` agree within 1e-6 relative (the native sum
 of squares is ordered differently, exp differs in the last bit), ``rotary_qkv`` bit for
 bit, ``gqa_attention`` within 1e-5 relative (scores and sums in another order), ``gemv_f32``
 within float32 rounding of the dot products (another summation order than BLAS's).
@@ -58,6 +60,17 @@ def rms_norm_rows(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray
     np.multiply(x, np.float32(1) / np.sqrt(var + np.float32(eps)), out=out)
     out *= weight
     return out
+
+
+@kernel("add_rms_norm_rows")
+def add_rms_norm_rows(x: np.ndarray, delta: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> np.ndarray:
+    """``x += delta`` in place, then ``out = rms_norm_rows(x)``; x, delta, out (M, K) float32; returns out."""
+    _check(x, 2, "add_rms_norm_rows x")
+    _check(delta, 2, "add_rms_norm_rows delta")
+    if delta.shape != x.shape:
+        raise ValueError(f"add_rms_norm_rows: delta {delta.shape} does not fit x {x.shape}")
+    x += delta
+    return rms_norm_rows.reference(x, weight, eps, out)
 
 
 @kernel("rotary_qkv")
@@ -171,6 +184,12 @@ def _attention_shapes(q, keys, values, mask, out) -> tuple[int, ...]:
 @rms_norm_rows.native_body
 def _rms_norm_rows_native(lib, x, weight, eps, out):
     lib.rms_norm_rows(x, weight, out, float(eps))
+    return out
+
+
+@add_rms_norm_rows.native_body
+def _add_rms_norm_rows_native(lib, x, delta, weight, eps, out):
+    lib.add_rms_norm_rows(x, delta, weight, out, float(eps))
     return out
 
 

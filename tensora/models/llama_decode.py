@@ -200,12 +200,16 @@ class LlamaDecoder:
             w.format.name, w.format.options(), w.packed())
         self.layers = [_Layer(layer) for layer in model.model.layers]
         self.norm, self.norm_eps = _array(model.model.norm.weight), _eps(model.model.norm)
+        # each layer's residual add is fused with the norm that reads its sum: the next
+        # layer's input norm, after the last layer the final norm
+        self.next_norms = [(layer.norm1, layer.eps1) for layer in self.layers[1:]] + [(self.norm, self.norm_eps)]
         self.lm_head = Projection([model.lm_head])
         rope = model.rotary()
         self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
         self.max_positions = rope.max_positions
         self.fingerprint = _fingerprint(model)  # after merging: the rebound views
-        self.kernels = [_body(k) for k in (dk.rms_norm_rows, dk.rotary_qkv, dk.gqa_attention, dk.silu_mul)]
+        self.kernels = [_body(k) for k in (dk.rms_norm_rows, dk.add_rms_norm_rows, dk.rotary_qkv, dk.gqa_attention,
+                                           dk.silu_mul)]
 
     def logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: KVCache | SlotKVCache,
                start: int) -> np.ndarray:
@@ -235,23 +239,19 @@ class LlamaDecoder:
         xn = np.empty_like(x)
         q = np.empty((m, h * d), np.float32)
         att = np.empty((b, t, h * d), np.float32)
+        act = np.empty((m, self.layers[0].down.cols), np.float32)
         q4, att2 = q.reshape(b, t, h, d), att.reshape(m, h * d)
-        rms_norm, rotary, attention, silu_mul = self.kernels
-        for layer, (keys, values) in zip(self.layers, kv):
-            rms_norm(x, layer.norm1, layer.eps1, xn)
+        rms_norm, add_rms_norm, rotary, attention, silu_mul = self.kernels
+        rms_norm(x, self.layers[0].norm1, self.layers[0].eps1, xn)
+        for layer, (keys, values), (norm, eps) in zip(self.layers, kv, self.next_norms):
             qkv = _run(layer.qkv, xn)
             rotary(qkv, cos, sin, h, kvh, starts, q, keys, values)
             attention(q4, keys, values, seen, self.scale, att)
-            x += layer.o(att2)
-            rms_norm(x, layer.norm2, layer.eps2, xn)
-            gu = _run(layer.gate_up, xn)
-            act = np.empty((m, gu.shape[1] // 2), np.float32)
-            silu_mul(gu, act)
-            x += layer.down(act)
-        last = np.ascontiguousarray(x.reshape(b, t, -1)[:, -1])
-        out = np.empty_like(last)
-        rms_norm(last, self.norm, self.norm_eps, out)
-        return self.lm_head(out)
+            add_rms_norm(x, layer.o(att2), layer.norm2, layer.eps2, xn)
+            silu_mul(_run(layer.gate_up, xn), act)
+            add_rms_norm(x, layer.down(act), norm, eps, xn)
+        # the final norm ran on every row (rows are normalised independently); keep the last position's
+        return self.lm_head(np.ascontiguousarray(xn.reshape(b, t, -1)[:, -1]))
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         w = self.embed

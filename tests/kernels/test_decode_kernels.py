@@ -47,6 +47,15 @@ def test_rms_norm_reference():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_add_rms_norm_reference_adds_in_place_then_normalises_the_sum():
+    x, delta, w = _f32(3, 40), _f32(3, 40), _f32(40)
+    total = x.astype(np.float64) + delta
+    got = dk.add_rms_norm_rows.reference(x, delta, w, 1e-5, np.empty_like(x))
+    np.testing.assert_array_equal(x, (total.astype(np.float32)))  # x holds the float32 sum
+    want = total / np.sqrt((total ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_silu_mul_reference():
     gu = _f32(2, 2 * 24)
     got = dk.silu_mul.reference(gu, np.empty((2, 24), np.float32))
@@ -92,6 +101,16 @@ def test_rms_norm_native(simd, m, k):
     x, w = _f32(m, k), _f32(k)
     ref = dk.rms_norm_rows.reference(x, w, 1e-6, np.empty_like(x))
     got = dk.rms_norm_rows.run_native(x, w, 1e-6, np.empty_like(x))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("m,k", [(1, 576), (5, 37)])
+def test_add_rms_norm_native(simd, m, k):
+    x, delta, w = _f32(m, k), _f32(m, k), _f32(k)
+    x_ref, x_got = x.copy(), x.copy()
+    ref = dk.add_rms_norm_rows.reference(x_ref, delta, w, 1e-6, np.empty_like(x))
+    got = dk.add_rms_norm_rows.run_native(x_got, delta, w, 1e-6, np.empty_like(x))
+    np.testing.assert_array_equal(x_got, x_ref)  # one float32 add each
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -154,6 +173,8 @@ def test_bad_arguments_raise(body, request):
         getattr(dk.rms_norm_rows, body)(x, _f32(7), 1e-6, np.empty_like(x))
     with pytest.raises(TypeError):
         getattr(dk.rms_norm_rows, body)(x.astype(np.float64), _f32(8), 1e-6, np.empty_like(x))
+    with pytest.raises(ValueError):
+        getattr(dk.add_rms_norm_rows, body)(x, _f32(2, 7), _f32(8), 1e-6, np.empty_like(x))
     with pytest.raises(ValueError):
         getattr(dk.silu_mul, body)(_f32(2, 9), np.empty((2, 4), np.float32))
     b, h, kvh, d, cap = 1, 2, 1, 4, 3
