@@ -451,8 +451,8 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
     // The pool's split costs a few microseconds; it pays from ~128k multiply-adds (a
     // prompt), or from 64 KiB of keys and values: a decode step reads them from DRAM,
     // and two cores stream them about twice as fast as one.
-    const std::size_t kv_bytes = 2 * b * kvh * s * d * sizeof(float);
-    const std::size_t threads = b * t * h * s * d >= (std::size_t(1) << 17) || kv_bytes >= (std::size_t(1) << 16) ? 0 : 1;
+    const std::size_t macs = b * t * h * s * d, kv_bytes = 2 * b * kvh * s * d * sizeof(float);
+    const std::size_t threads = macs >= (std::size_t(1) << 17) || kv_bytes >= (std::size_t(1) << 16) ? 0 : 1;
     nb::gil_scoped_release no_gil;
     parallel_for(pairs, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
         std::vector<float> p(s);
