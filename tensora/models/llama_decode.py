@@ -9,9 +9,9 @@ needed this path computes the same step with the kernels directly:
     for each layer:
         qkv = [q|k|v](rms_norm(x))           one GEMV: q/k/v weights merged
         rotate q, k; store k, v in the cache  rotary_qkv
-        x += o(attention(q, cache))           gqa_attention
+        x += o(attention(q, cache))           gqa_attention; the add in the next norm's call
         gu = [gate|up](rms_norm(x))           one GEMV: gate/up weights merged
-        x += down(silu(g) * u)                silu_mul
+        x += down(silu(g) * u)                silu_mul; add_rms_norm_rows again
     logits = lm_head(rms_norm(x)[last])
 
 Merging: q/k/v (and gate/up) weights of the same kind (all dense float32, or all in one
@@ -20,7 +20,8 @@ first use, and the modules' weights are rebound to views of the merged buffer, s
 does not double and both paths keep reading the same bytes. Quantized products call the
 fused GEMV of tensora/kernels/quant_matmul.py with the same activations as the module
 path (its output rows do not depend on which other rows are computed with them), dense
-ones BLAS.
+ones the native float32 GEMV for one row (a decode step) and BLAS for more. Each
+Projection binds its one-row kernel and arguments once: a step makes ~50 such calls.
 
 The path is taken only where it computes exactly what the module path would: float32
 weights and activations, plain Linear / Embedding / RMSNorm modules (no LoRA, no other
