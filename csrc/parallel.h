@@ -6,7 +6,7 @@
 // spins on an atomic count before it sleeps: a thread that sleeps between two GEMVs
 // takes a futex wake-up, and on a virtual machine an idle vCPU's wake-up costs 10-20 us,
 // as much as the 2-thread split of a 768x768 product saves (a q4_0 768x768 GEMV on 2
-// threads took 29-31 us with a blocking wait, 16-21 us spinning, 20-26 us on one thread).
+// threads took 29-31 us with a blocking wait, 12-21 us spinning, 20-26 us on one thread).
 // One loop uses the pool at a time; a second
 // caller arriving meanwhile (another Python thread, the GIL released) runs its loop on
 // its own thread. A forked child (DataLoader workers) gets a fresh pool: the parent's
