@@ -224,9 +224,10 @@ class LlamaDecoder:
             w.format.name, w.format.options(), w.packed())
         self.layers = [_Layer(layer) for layer in model.model.layers]
         self.norm, self.norm_eps = _array(model.model.norm.weight), _eps(model.model.norm)
-        # each layer's residual add is fused with the norm that reads its sum: the next
-        # layer's input norm, after the last layer the final norm
-        self.next_norms = [(layer.norm1, layer.eps1) for layer in self.layers[1:]] + [(self.norm, self.norm_eps)]
+        # the norms in the order a step applies them: each layer's residual add is fused
+        # with the norm that reads its sum, the next layer's input norm or the final norm
+        self.norms = [(layer.norm1, layer.eps1) for layer in self.layers] + [(self.norm, self.norm_eps)]
+        self.ffn = c.intermediate_size
         self.lm_head = Projection([model.lm_head])
         rope = model.rotary()
         self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
@@ -263,11 +264,11 @@ class LlamaDecoder:
         xn = np.empty_like(x)
         q = np.empty((m, h * d), np.float32)
         att = np.empty((b, t, h * d), np.float32)
-        act = np.empty((m, self.layers[0].down.cols), np.float32)
+        act = np.empty((m, self.ffn), np.float32)
         q4, att2 = q.reshape(b, t, h, d), att.reshape(m, h * d)
         rms_norm, add_rms_norm, rotary, attention, silu_mul = self.kernels
-        rms_norm(x, self.layers[0].norm1, self.layers[0].eps1, xn)
-        for layer, (keys, values), (norm, eps) in zip(self.layers, kv, self.next_norms):
+        rms_norm(x, *self.norms[0], xn)
+        for layer, (keys, values), (norm, eps) in zip(self.layers, kv, self.norms[1:]):
             qkv = _run(layer.qkv, xn)
             rotary(qkv, cos, sin, h, kvh, starts, q, keys, values)
             attention(q4, keys, values, seen, self.scale, att)

@@ -61,7 +61,8 @@ def _steps(model, prompt: np.ndarray, steps: int, fast: bool) -> list[np.ndarray
 
 
 VARIANTS = {"gqa": {}, "mha": {"num_key_value_heads": 4}, "qkv_bias": {"qkv_bias": True, "o_bias": True},
-            "window": {"sliding_window": 5}, "mqa_odd_dims": {"num_key_value_heads": 1, "head_dim": 6}}
+            "window": {"sliding_window": 5}, "mqa_odd_dims": {"num_key_value_heads": 1, "head_dim": 6},
+            "no_layers": {"num_hidden_layers": 0}}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
