@@ -183,15 +183,6 @@ GEMM_VNNI_TARGET void chunk_sums_vnni(const __m256i *buf, const std::int16_t *co
     }
 }
 
-bool cpu_vnni() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vnni");
-    }();
-    return ok;
-}
-
 // kM activation rows (m0 ..) over chunks [c0, c1) of the segment in buf, adding into
 // their accumulators acc[16 m ..] (scaled sums) and acc[16 m + 8 ..] (minimum terms)
 // exactly as fused_avx2.cpp's apply_scales does, chunk after chunk.
@@ -202,7 +193,7 @@ FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, s
     const std::int16_t *q[kM];
     for (int m = 0; m < kM; ++m)
         q[m] = a.q + (m0 + m) * nc * kChunk;
-    if (cpu_vnni())
+    if (vnni_active())  // the CPU has it and set_simd allows it ("avx2" tests the other loop)
         chunk_sums_vnni<kM>(buf, q, c0, c1, sums);
     else
         chunk_sums_avx2<kM>(buf, q, c0, c1, sums);

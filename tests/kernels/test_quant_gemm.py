@@ -113,8 +113,19 @@ def single_rows(lib, name, parts, x, rows, group) -> np.ndarray:
     return out
 
 
+@pytest.fixture(params=["vnni", "avx2"])
+def level(request, lib):
+    """Both integer-sum loops of the multi-row kernel: AVX-512 VNNI's vpdpwssd and AVX2's
+    vpmaddwd + vpaddd (skipped where the CPU lacks VNNI)."""
+    try:
+        lib.set_simd(request.param)
+    except ValueError:
+        pytest.skip(f"no {request.param} loops on this CPU or build")
+    return request.param
+
+
 @pytest.mark.parametrize("name,options", CASES, ids=IDS)
-def test_gemm_matches_float64_and_each_row_alone(name, options, lib):
+def test_gemm_matches_float64_and_each_row_alone(name, options, lib, level):
     rng = np.random.default_rng(11)
     for rows, cols in shapes(name):
         parts, w, group = make(name, options, rows, cols)
