@@ -97,20 +97,9 @@ struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOff, kWithMin, kFifth>> {
     FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
         if (!kWithMin)
             return {f16_rows(rows, kSize * c), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        // Scale and minimum are adjacent: one 4-byte load per row, split in vector registers.
-        std::uint64_t q[4];
-        for (int i = 0; i < 4; ++i) {
-            std::uint32_t a, b;
-            std::memcpy(&a, rows[2 * i] + kSize * c, 4);
-            std::memcpy(&b, rows[2 * i + 1] + kSize * c, 4);
-            q[i] = a | std::uint64_t(b) << 32;
-        }
-        const __m256i v = _mm256_setr_epi64x(std::int64_t(q[0]), std::int64_t(q[1]), std::int64_t(q[2]),
-                                             std::int64_t(q[3]));
-        __m256i w = _mm256_packus_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(v, 16));
-        w = _mm256_permute4x64_epi64(w, 0xd8);  // scales of rows 0-7, then their minimums
-        return {_mm256_cvtph_ps(_mm256_castsi256_si128(w)), _mm256_cvtph_ps(_mm256_extracti128_si256(w, 1)),
-                _mm256_setzero_ps()};
+        Scales8 v{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        f16_pair_rows(rows, kSize * c, &v.sc, &v.mn);  // scale and minimum are adjacent
+        return v;
     }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
