@@ -72,7 +72,8 @@ FUSED_TARGET inline __m256i dword_rows(const std::uint8_t *const *rows, std::siz
 }
 
 // The fp16 values at rows[i] + off of 8 rows, as floats (chunk c's scales of a group of
-// rows, already in table order); reads 2 bytes past each.
+// rows, already in table order). The 2 bytes after each are read too: callers take a
+// scale at the start of its block.
 FUSED_TARGET inline __m256 f16_rows(const std::uint8_t *const *rows, std::size_t off) {
     const __m256i v = _mm256_and_si256(dword_rows(rows, off), _mm256_set1_epi32(0xffff));
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08)));

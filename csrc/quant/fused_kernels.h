@@ -441,15 +441,19 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
                              _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224)),
             _mm_cvtsi32_si128(shift));
         if (w.double_quant) {  // bnb_absmax's arithmetic: map[code] * absmax_scale[block / 256] + offset
-            const auto *code = static_cast<const std::uint8_t *>(w.scale) + blk0;
-            const __m256i codes = _mm256_permutevar8x32_epi32(
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(code))), rel);
+            // The code book's values of the 8 blocks, looked up in general-purpose registers
+            // (a gather instruction is slower on common cores), then permuted as the plain absmax.
+            std::uint64_t code;
+            std::memcpy(&code, static_cast<const std::uint8_t *>(w.scale) + blk0, 8);
+            const __m256 values = _mm256_setr_ps(map[code & 255], map[(code >> 8) & 255], map[(code >> 16) & 255],
+                                                 map[(code >> 24) & 255], map[(code >> 32) & 255],
+                                                 map[(code >> 40) & 255], map[(code >> 48) & 255], map[code >> 56]);
             // Blocks blk0 .. blk0 + 7 span at most two groups of 256.
             const __m256i second = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(int(blk0 & 255)), rel), 8);
             const __m256 group = _mm256_blendv_ps(_mm256_set1_ps(w.absmax_scale[blk0 / 256]),
                                                   _mm256_set1_ps(w.absmax_scale[(blk0 + 7) / 256]),
                                                   _mm256_castsi256_ps(_mm256_cmpgt_epi32(second, _mm256_setzero_si256())));
-            return _mm256_add_ps(_mm256_mul_ps(_mm256_i32gather_ps(map, codes, 4), group),
+            return _mm256_add_ps(_mm256_mul_ps(_mm256_permutevar8x32_ps(values, rel), group),
                                  _mm256_set1_ps(w.absmax_offset));
         }
         return _mm256_permutevar8x32_ps(_mm256_loadu_ps(static_cast<const float *>(w.scale) + blk0), rel);
