@@ -57,19 +57,37 @@ FUSED_TARGET inline __m256 f16x8(const std::uint8_t *p, std::size_t stride) {
                                           short(h[4]), short(h[5]), short(h[6]), short(h[7])));
 }
 
-// The fp16 values at rows[i] + off of 8 rows, as floats (chunk c's scales of a group
-// of rows, already in table order). Gathered in general-purpose registers, whose ALUs
-// idle in the fused kernels while the vector shuffle ports are their bottleneck.
-FUSED_TARGET inline __m256 f16_rows(const std::uint8_t *const *rows, std::size_t off) {
-    std::uint64_t lo = 0, hi = 0;
+// The 4 bytes at rows[i] + off of 8 rows as int32 lanes: 4-byte loads paired in
+// general-purpose registers, whose ALUs idle in the fused kernels while the vector shuffle
+// ports are their bottleneck (a gather instruction is slower still).
+FUSED_TARGET inline __m256i dword_rows(const std::uint8_t *const *rows, std::size_t off) {
+    std::int64_t q[4];
     for (int i = 0; i < 4; ++i) {
-        std::uint16_t a, b;
-        std::memcpy(&a, rows[i] + off, 2);
-        std::memcpy(&b, rows[i + 4] + off, 2);
-        lo |= std::uint64_t(a) << (16 * i);
-        hi |= std::uint64_t(b) << (16 * i);
+        std::uint32_t a, b;
+        std::memcpy(&a, rows[2 * i] + off, 4);
+        std::memcpy(&b, rows[2 * i + 1] + off, 4);
+        q[i] = std::int64_t(a | std::uint64_t(b) << 32);
     }
-    return _mm256_cvtph_ps(_mm_set_epi64x(std::int64_t(hi), std::int64_t(lo)));
+    return _mm256_setr_epi64x(q[0], q[1], q[2], q[3]);
+}
+
+// The fp16 values at rows[i] + off of 8 rows, as floats (chunk c's scales of a group of
+// rows, already in table order). The 2 bytes after each are read too: callers take a
+// scale at the start of its block.
+FUSED_TARGET inline __m256 f16_rows(const std::uint8_t *const *rows, std::size_t off) {
+    const __m256i v = _mm256_and_si256(dword_rows(rows, off), _mm256_set1_epi32(0xffff));
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08)));
+}
+
+// The fp16 pairs at rows[i] + off of 8 rows: the first halves as floats in *first, the
+// second ones in *second (Q4_1's scale and minimum, with one load per row).
+FUSED_TARGET inline void f16_pair_rows(const std::uint8_t *const *rows, std::size_t off, __m256 *first,
+                                       __m256 *second) {
+    const __m256i v = dword_rows(rows, off);
+    __m256i w = _mm256_packus_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(v, 16));
+    w = _mm256_permute4x64_epi64(w, 0xd8);  // first halves of rows 0-3, 4-7, then the second ones
+    *first = _mm256_cvtph_ps(_mm256_castsi256_si128(w));
+    *second = _mm256_cvtph_ps(_mm256_extracti128_si256(w, 1));
 }
 
 // The bytes at rows[i] + off of 8 rows, as int32 lanes.

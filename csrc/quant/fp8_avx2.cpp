@@ -110,7 +110,15 @@ AVX512_TARGET void run_fp8_rows512(const QuantView &w, const float *x, float *y,
         const std::uint8_t *qa = w.codes + r * w.row_bytes, *qb = w.codes + rb * w.row_bytes;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
         __m256i nan_a = _mm256_setzero_si256(), nan_b = _mm256_setzero_si256();
+        // The next pair of rows, a cache line of each per 64 bytes read of this pair's
+        // bytes (the rows are contiguous): at batch 1 the hardware prefetcher alone
+        // leaves this loop waiting on memory for a third of its time.
+        const std::size_t next_rows = std::min<std::size_t>(2, r1 - std::min(r1, r + 2));
+        const char *next = reinterpret_cast<const char *>(w.codes + (r + 2) * w.row_bytes);
         for (std::size_t k = 0; k < w.cols; k += 32) {
+            if ((k & 63) == 0)
+                for (std::size_t i = 0; i < next_rows; ++i)
+                    _mm_prefetch(next + i * w.row_bytes + k, _MM_HINT_T0);
             const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
             a0 = _mm512_fmadd_ps(fp8x16<kE4M3>(qa + k), x0, a0);
             a1 = _mm512_fmadd_ps(fp8x16<kE4M3>(qa + k + 16), x1, a1);

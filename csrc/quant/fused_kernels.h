@@ -95,8 +95,11 @@ struct KLegacy : KernelBase<KLegacy<kSize, kQs, kOff, kWithMin, kFifth>> {
             *mn = f16(b + kSize * c + 2);
     }
     FUSED_TARGET Scales8 fill_rows(const std::uint8_t *const *rows, std::size_t c) const {
-        return {f16_rows(rows, kSize * c), kWithMin ? f16_rows(rows, kSize * c + 2) : _mm256_setzero_ps(),
-                _mm256_setzero_ps()};
+        if (!kWithMin)
+            return {f16_rows(rows, kSize * c), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        Scales8 v{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        f16_pair_rows(rows, kSize * c, &v.sc, &v.mn);  // scale and minimum are adjacent
+        return v;
     }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         const std::uint8_t *p = b + kSize * c0;
@@ -396,9 +399,11 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     static constexpr float kUnit = kNf4 ? 4096.0f : 192.0f;
     alignas(16) std::uint8_t lo_bytes[16], hi_bytes[16];
     int shift = 0;  // element -> block index
+    std::size_t blocks = 0;
     const float *map = dynamic_map();  // double quantization's code book
     explicit KBnb(const QuantView &w) {
         shift = log2_exact(w.group);
+        blocks = (w.rows * w.cols + w.group - 1) >> shift;
         for (int k = 0; k < 16; ++k) {
             float v = (kNf4 ? kNF4[k] : kFP4[k]) * kUnit;
             auto q = std::uint16_t(std::int16_t(v < 0 ? v - 0.5f : v + 0.5f));
@@ -412,22 +417,46 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
     }
     std::size_t side_bytes(const QuantView &w) const { return (w.cols >> shift) * (w.double_quant ? 1 : 4) + 4; }
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = bnb_absmax(w, (r * w.cols + c * kChunk) >> shift) / kUnit; }
+    // Chunk j of the 8 lies in block blk0 + rel[j], rel[j] in 0..7 (blocks hold >= 32
+    // values): the 8 blocks from blk0 are read as one vector and permuted, where they
+    // exist. Per chunk, the scalar fills cost more than the kernel's integer work.
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
-        const std::size_t e0 = r * w.cols + c0 * kChunk;
-        float a[8];  // each chunk lies in one block (blocks hold >= 32 values)
-        if (w.double_quant) {  // bnb_absmax's arithmetic, without its per-value branch and call
-            const auto *code = static_cast<const std::uint8_t *>(w.scale);
-            for (std::size_t j = 0; j < 8; ++j) {
-                const std::size_t blk = (e0 + j * kChunk) >> shift;
-                a[j] = map[code[blk]] * w.absmax_scale[blk / 256] + w.absmax_offset;
-            }
-        } else {
+        const std::size_t e0 = r * w.cols + c0 * kChunk, blk0 = e0 >> shift;
+        __m256 a;
+        if (blk0 + 8 > blocks) {  // the matrix's last blocks: one at a time
+            float s[8];
             for (std::size_t j = 0; j < 8; ++j)
-                a[j] = static_cast<const float *>(w.scale)[(e0 + j * kChunk) >> shift];
+                s[j] = bnb_absmax(w, (e0 + j * kChunk) >> shift);
+            a = _mm256_loadu_ps(s);
+        } else {
+            a = absmax8(w, e0, blk0);
         }
-        // From registers, not a stored array (store forwarding would stall the load).
-        __m256 v = _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-        return {_mm256_mul_ps(v, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        return {_mm256_mul_ps(a, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
+    // The absmax of the blocks of chunks e0 / 32 .. e0 / 32 + 7, given that blocks blk0 ..
+    // blk0 + 7 exist.
+    FUSED_TARGET __m256 absmax8(const QuantView &w, std::size_t e0, std::size_t blk0) const {
+        const __m256i rel = _mm256_srl_epi32(
+            _mm256_add_epi32(_mm256_set1_epi32(int(e0 & ((std::size_t(1) << shift) - 1))),
+                             _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224)),
+            _mm_cvtsi32_si128(shift));
+        if (w.double_quant) {  // bnb_absmax's arithmetic: map[code] * absmax_scale[block / 256] + offset
+            // The code book's values of the 8 blocks, looked up in general-purpose registers
+            // (a gather instruction is slower on common cores), then permuted as the plain absmax.
+            std::uint64_t code;
+            std::memcpy(&code, static_cast<const std::uint8_t *>(w.scale) + blk0, 8);
+            const __m256 values = _mm256_setr_ps(map[code & 255], map[(code >> 8) & 255], map[(code >> 16) & 255],
+                                                 map[(code >> 24) & 255], map[(code >> 32) & 255],
+                                                 map[(code >> 40) & 255], map[(code >> 48) & 255], map[code >> 56]);
+            // Blocks blk0 .. blk0 + 7 span at most two groups of 256.
+            const __m256i second = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(int(blk0 & 255)), rel), 8);
+            const __m256 group = _mm256_blendv_ps(_mm256_set1_ps(w.absmax_scale[blk0 / 256]),
+                                                  _mm256_set1_ps(w.absmax_scale[(blk0 + 7) / 256]),
+                                                  _mm256_castsi256_ps(_mm256_cmpgt_epi32(second, _mm256_setzero_si256())));
+            return _mm256_add_ps(_mm256_mul_ps(_mm256_permutevar8x32_ps(values, rel), group),
+                                 _mm256_set1_ps(w.absmax_offset));
+        }
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(static_cast<const float *>(w.scale) + blk0), rel);
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         // The 16 bytes in both halves, the upper half shifted by 4: low nibbles (odd

@@ -213,6 +213,9 @@ def test_native_decode_is_bit_exact(name, options, lib, simd):
     ("nf4", {"block_size": 64}, (7, 96)),   # blocks straddle rows, chunks do not
     ("nf4", {"block_size": 32}, (7, 33)),   # odd row length: rows start mid-byte
     ("fp4", {"block_size": 128, "double_quant": True}, (5, 100)),
+    # Scale fills of 8 chunks (fill8): odd rows start mid-block.
+    ("nf4", {"block_size": 64, "double_quant": True}, (61, 288)),
+    ("fp4", {"block_size": 64}, (9, 288)),
     ("int4", {"group_size": 32}, (3, 64)),
 ])
 def test_native_odd_shapes(name, options, shape, lib):
@@ -225,6 +228,27 @@ def test_native_odd_shapes(name, options, shape, lib):
         assert_within(got, want, linear_bound(x, w, name, fmt.options(), parts))
     got = qm.quant_dequantize_rows.run_native(name, fmt.options(), parts, shape, 0, shape[0], decode)
     np.testing.assert_array_equal(got, w)
+
+
+def test_native_double_quant_scale_groups(lib):
+    """Double quantization keeps one absmax scale per 256 blocks: where a fill of 8 chunks
+    crosses from one group to the next, each chunk must take its own group's scale (the
+    groups differ 16-fold here, so the wrong one would be far outside the bound)."""
+    shape, options = (61, 288), {"block_size": 32, "double_quant": True}  # row 28 fills blocks 252..259
+    fmt = get_format("nf4", **options)
+    w = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    w.reshape(-1)[256 * 32:] *= 16.0  # blocks 256 on: the second group
+    parts = fmt.quantize(w)
+
+    def decode(a, b):
+        return fmt.dequantize_rows(parts, shape, a, b)
+
+    dense = decode(0, shape[0])
+    x = np.random.default_rng(7).standard_normal((3, shape[1])).astype(np.float32)
+    for m in (1, 3):
+        want = qm.quant_linear.reference(x[:m], "nf4", fmt.options(), parts, shape, decode)
+        got = qm.quant_linear.run_native(x[:m], "nf4", fmt.options(), parts, shape, decode)
+        assert_within(got, want, linear_bound(x[:m], dense, "nf4", fmt.options(), parts))
 
 
 @pytest.mark.parametrize("name,options", [("q4_k", {}), ("nf4", {}), ("int8", {"threshold": 3.0})])
