@@ -473,7 +473,10 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out"_a.noconvert(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
           "out (O, C/groups, KH, KW) = conv2d's weight gradient for input x and output gradient\n"
           "grad_out (N, O, OH, OW). Releases the GIL.");
-    return {"conv2d_direct", "conv2d_weight_direct"};
+    std::vector<std::string> names{"conv2d_direct", "conv2d_weight_direct"};
+    for (auto &name : bind_pool(m))
+        names.push_back(std::move(name));
+    return names;
 }
 
 }  // namespace tensora::conv
