@@ -238,7 +238,7 @@ CONV_TARGET void fwd_block_avx2(const Fwd &f, const float *x, std::size_t n, std
 #endif  // TENSORA_HAVE_AVX2_VARIANT
 
 void forward(const Geom &g, const float *x, const float *w, const float *bias, float *y) {
-    const bool by_channel = channel_tiles(g);
+    const bool by_channel = channel_tiles(g, false);
     const std::size_t ob = by_channel ? kChannelBlock : g.og() >= 4 ? 4 : 1;
     const std::size_t nblk = (g.og() + ob - 1) / ob, taps = g.taps();
     std::vector<float> wp(g.groups * nblk * taps * ob, 0.0f), bp(g.groups * nblk * ob, 0.0f);
@@ -404,7 +404,7 @@ void weight_grad(const Geom &g, const float *x, const float *gy, float *dw) {
     });
     const std::vector<std::ptrdiff_t> off = tap_offsets(g);
 #if TENSORA_HAVE_AVX2_VARIANT
-    if (channel_tiles(g))
+    if (channel_tiles(g, true))
         return weight_grad_channels(g, xp.get(), gy, off.data(), dw, threads);
 #endif
     const std::vector<Piece> pieces = pieces_of(g);

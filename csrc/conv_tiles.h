@@ -73,9 +73,10 @@ constexpr std::size_t kChannelBlock = 16;  // two vectors of output channels
 // Where each output position reads tap (0, 0) in its sample's padded planes, in output order.
 std::vector<std::ptrdiff_t> positions_of(const Geom &g);
 
-// Whether the channel-tile bodies run this conv's forward and weight gradient (AVX2 active,
-// enough output channels per group, an output narrower than a vector).
-bool channel_tiles(const Geom &g);
+// Whether the channel-tile bodies run this conv's forward (weight_grad false) or weight gradient:
+// AVX2 active, enough output channels per group, an output narrower than a vector (the weight
+// gradient: at most a vector wide).
+bool channel_tiles(const Geom &g, bool weight_grad);
 
 #if TENSORA_HAVE_AVX2_VARIANT
 // The forward of one block of output channels of sample n, group grp, from the group's padded planes x.
