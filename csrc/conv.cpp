@@ -15,6 +15,8 @@
 // Any stride and dilation: the padded copy is split by column phase of the width stride, so
 // vector loads always read consecutive inputs. Loops are compiled twice (baseline and
 // AVX2+FMA, chosen at run time, csrc/simd.h). Every shape is checked before memory is touched.
+// Maps narrower than a vector with 16+ output channels per group take channel tiles instead
+// (csrc/conv_channels.cpp) inside the same forward and weight-gradient drivers.
 #include "conv.h"
 
 #include <nanobind/ndarray.h>
@@ -29,16 +31,10 @@
 #include <vector>
 
 #include "check.h"
+#include "conv_tiles.h"
 #include "parallel.h"
 #include "simd.h"
 
-#if TENSORA_HAVE_AVX2_VARIANT
-#include <immintrin.h>
-#define CONV_TARGET __attribute__((target("avx2,fma")))
-// Tiles index their accumulators by loop counters: unrolled early, the accumulators become
-// registers (otherwise GCC keeps them in memory and stores all of them every tap).
-#define TENSORA_UNROLL _Pragma("GCC unroll 16")
-#endif
 
 namespace tensora::conv {
 
@@ -50,25 +46,10 @@ using InArray = nb::ndarray<nb::ro>;
 using OutArray = nb::ndarray<>;
 using Pair = std::tuple<long, long>;
 
-constexpr std::size_t kLanes = 8;  // floats per AVX2 vector; rows of the padded copy are whole vectors long
 
 
 std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-// Sizes of one call. The padded copy of x holds, per (sample, channel), the HB x (SW x WB)
-// inputs the windows read (zeros outside x), split by column into SW phases of HB x WB
-// (phase k holds padded columns k, k + SW, ...): a width stride then reads consecutive
-// elements of one phase, so vector loads work for every stride. WB covers whole vectors of
-// outputs.
-struct Geom {
-    std::size_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups;
-    std::size_t hb, wb;
-
-    std::size_t cg() const { return c / groups; }
-    std::size_t og() const { return o / groups; }
-    std::size_t taps() const { return cg() * kh * kw; }
-    std::size_t plane() const { return sw * hb * wb; }
-};
 
 // Validates the arrays against each other and the window; returns the sizes.
 // x (N, C, H, W), w_like (O, C/G, KH, KW), y_like (N, O, OH, OW).
@@ -140,12 +121,6 @@ std::vector<std::ptrdiff_t> tap_offsets(const Geom &g) {
 // Output channels go in blocks of OB within a group; wp holds each block's weights as
 // [tap][OB] (zeros past the group's last channel) and bp its biases.
 
-// Up to 8 consecutive outputs of one row: where they read in the padded plane (tap (0, 0)) and
-// where they go in the output plane. A tile takes several pieces, of one row or of several.
-struct Piece {
-    std::ptrdiff_t x, y;
-    std::size_t width;
-};
 
 std::vector<Piece> pieces_of(const Geom &g) {
     std::vector<Piece> out;
@@ -156,14 +131,6 @@ std::vector<Piece> pieces_of(const Geom &g) {
     return out;
 }
 
-struct Fwd {
-    const Geom &g;
-    const float *wp, *bp;
-    const std::ptrdiff_t *off;
-    const std::vector<Piece> &pieces;
-    float *y;
-    std::size_t ob;  // channels per block: 4, or 1 for one output channel per group
-};
 
 // One block of output channels of sample n, group grp, from the group's padded planes x.
 void fwd_block_base(const Fwd &f, const float *x, std::size_t n, std::size_t grp, std::size_t blk) {
@@ -271,7 +238,9 @@ CONV_TARGET void fwd_block_avx2(const Fwd &f, const float *x, std::size_t n, std
 #endif  // TENSORA_HAVE_AVX2_VARIANT
 
 void forward(const Geom &g, const float *x, const float *w, const float *bias, float *y) {
-    const std::size_t ob = g.og() >= 4 ? 4 : 1, nblk = (g.og() + ob - 1) / ob, taps = g.taps();
+    const bool by_channel = channel_tiles(g, false);
+    const std::size_t ob = by_channel ? kChannelBlock : g.og() >= 4 ? 4 : 1;
+    const std::size_t nblk = (g.og() + ob - 1) / ob, taps = g.taps();
     std::vector<float> wp(g.groups * nblk * taps * ob, 0.0f), bp(g.groups * nblk * ob, 0.0f);
     for (std::size_t o = 0; o < g.o; ++o) {
         const std::size_t grp = o / g.og(), blk = (o % g.og()) / ob, j = o % g.og() % ob;
@@ -284,11 +253,14 @@ void forward(const Geom &g, const float *x, const float *w, const float *bias, f
     const std::size_t work = g.n * g.o * g.oh * g.ow * taps;
     const std::size_t threads = work >= (std::size_t(1) << 18) ? 0 : 1;  // below, waking the pool costs more
     const std::vector<std::ptrdiff_t> off = tap_offsets(g);
-    const std::vector<Piece> pieces = pieces_of(g);
-    const Fwd f{g, wp.data(), bp.data(), off.data(), pieces, y, ob};
+    const std::vector<Piece> pieces = by_channel ? std::vector<Piece>() : pieces_of(g);
+    const std::vector<std::ptrdiff_t> positions = by_channel ? positions_of(g) : std::vector<std::ptrdiff_t>();
+    const Fwd f{g, wp.data(), bp.data(), off.data(), pieces, positions, y, ob};
     auto body = fwd_block_base;
 #if TENSORA_HAVE_AVX2_VARIANT
-    if (active_simd() == Simd::avx2)
+    if (by_channel)
+        body = fwd_block_channels;
+    else if (active_simd() == Simd::avx2)
         body = fwd_block_avx2;
 #endif
     // A task is one (sample, group): its input planes are padded into a buffer of the thread's that
@@ -374,12 +346,6 @@ CONV_TARGET void wgt_tile(const std::vector<Piece> &pieces, std::size_t ns, cons
             _mm256_storeu_ps(part + (j * TB + t) * kLanes, acc[j][t]);
 }
 
-// Samples a pass over the taps takes at a time: enough outputs (~256) that the sums' loads and
-// stores around each tile are amortised, few enough that their planes stay in cache.
-std::size_t samples_per_pass(const Geom &g) {
-    return std::clamp<std::size_t>(256 / std::max<std::size_t>(g.oh * g.ow, 1), 1, 16);
-}
-
 template <int OB, int TB>
 CONV_TARGET void wgt_block(const Wgt &f, std::size_t grp, std::size_t blk) {
     const Geom &g = f.g;
@@ -437,6 +403,10 @@ void weight_grad(const Geom &g, const float *x, const float *gy, float *dw) {
         pad_planes(g, x + lo * g.h * g.w, hi - lo, xp.get() + lo * g.plane());
     });
     const std::vector<std::ptrdiff_t> off = tap_offsets(g);
+#if TENSORA_HAVE_AVX2_VARIANT
+    if (channel_tiles(g, true))
+        return weight_grad_channels(g, xp.get(), gy, off.data(), dw, threads);
+#endif
     const std::vector<Piece> pieces = pieces_of(g);
     const Wgt f{g, xp.get(), gy, off.data(), pieces, dw, ob};
     auto body = wgt_block_base;
@@ -503,7 +473,10 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out"_a.noconvert(), "stride"_a, "padding"_a, "dilation"_a, "groups"_a,
           "out (O, C/groups, KH, KW) = conv2d's weight gradient for input x and output gradient\n"
           "grad_out (N, O, OH, OW). Releases the GIL.");
-    return {"conv2d_direct", "conv2d_weight_direct"};
+    std::vector<std::string> names{"conv2d_direct", "conv2d_weight_direct"};
+    for (auto &name : bind_pool(m))
+        names.push_back(std::move(name));
+    return names;
 }
 
 }  // namespace tensora::conv

@@ -6,8 +6,8 @@ windows into one contiguous column array with a strided view (`im2col`) and
 does a single matmul per group; its transposes scatter columns back with one
 shifted-slice add per kernel tap (`col2im`), so the Python loops run over the
 k*k taps, never over pixels. Pooling (pool_windows.py) reuses the same taps loop.
-Float32 2-D convs with few rows per output or outputs at least 8 wide go to the
-native direct kernels instead (direct_conv.py), and a strided transpose there runs
+Float32 2-D convs with few rows per output, outputs at least 8 wide or 16+ output
+channels per group go to the native direct kernels instead (direct_conv.py), and a strided transpose there runs
 as one stride-1 conv per output phase (conv_phases.py).
 
 Arrays are laid out (N, C, *spatial). The functions take the array module

@@ -3,7 +3,7 @@
 The reference bodies against the im2col path in float64 (itself checked against torch in
 tests/ops/test_conv_torch.py); the native bodies against the reference, in both
 instruction-set variants, within float32 rounding of the sums. Odd widths (vector tails),
-maps up to 8 wide (tiles of whole rows), strides in either dim, dilations, asymmetric
+maps up to 8 wide (tiles of whole rows), channel tiles on narrower maps, strides in either dim, dilations, asymmetric
 padding, groups and depthwise convs; bad shapes and arguments must raise, never crash. Native tests
 skip when TENSORA_NO_NATIVE disables the extension and fail when it is missing otherwise.
 """
@@ -32,6 +32,11 @@ CASES = [
     ((2, 8, 16, 16), 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),       # stride 2: two column phases
     ((1, 4, 11, 23), 6, (2, 3), (3, 3), (1, 2), (2, 2), 2),       # stride 3 with dilation 2 and groups
     ((2, 3, 9, 40), 4, (3, 4), (1, 2), (0, 3), (1, 3), 1),        # width stride only, wide rows
+    # Channel tiles (16+ output channels a group, outputs narrower than a vector):
+    ((3, 32, 4, 4), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1),       # the digits CNN's third layer
+    ((2, 6, 5, 7), 40, (3, 3), (1, 1), (1, 1), (1, 1), 2),        # 20 a group: a part-filled block; 5-position tail
+    ((2, 1, 6, 6), 16, (2, 3), (2, 2), (0, 1), (1, 2), 1),        # strides, dilation, 6 taps: one tap block
+    ((1, 3, 7, 9), 17, (3, 2), (1, 3), (1, 0), (2, 1), 1),        # width stride 3 (3 phases), 1 channel past a block
 ]
 
 
@@ -96,7 +101,7 @@ def test_empty_batch_and_bias_only_output(lib):
     x, w, b, g, win = _case((1, 2, 1, 1), 3, (1, 1), (1, 1), (2, 2), (1, 1), 1)
     y = dc.conv2d_direct.run_native(x, w, b, win, 1)
     np.testing.assert_allclose(y[0, :, 0, 0], b)
-    np.testing.assert_allclose(y[0, :, 2, 2], b + w[:, :, 0, 0] @ x[0, :, 0, 0], rtol=1e-6)
+    _close(y[0, :, 2, 2], b + w[:, :, 0, 0] @ x[0, :, 0, 0], b)  # float32 sums in another order
 
 
 def test_bad_arguments_raise_errors_naming_the_shapes(lib):
@@ -129,9 +134,11 @@ def test_im2col_routes_float32_2d_convs_here_only_with_the_extension(lib):
     x, w, b, g, win = _case((2, 3, 10, 10), 8, (3, 3), (1, 1), (1, 1), (1, 1), 1)
     assert dc.applies(x, w.shape, win)
     assert not dc.applies(x.astype(np.float64), w.shape, win)
-    # Many rows on a 4x4 map: GEMM's.
+    # Many rows on a 4x4 map: GEMM's with few output channels a group, channel tiles' with 16 or more.
     small = Window((4, 4), (4, 4), (3, 3), (1, 1), (1, 1), (1, 1))
     assert not dc.applies(np.zeros((2, 32, 4, 4), np.float32), (8, 32, 3, 3), small)
+    assert dc.applies(np.zeros((2, 32, 4, 4), np.float32), (16, 32, 3, 3), small)
+    assert not dc.applies(np.zeros((2, 32, 4, 4), np.float32), (16, 16, 3, 3), small)  # 8 a group
     y, cols = im2col.conv_and_cols(np, x, w, b, win, 1)
     assert cols is None  # no columns were built
     want = im2col.conv(np, x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), win, 1)

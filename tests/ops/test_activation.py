@@ -12,6 +12,7 @@ import pytest
 from optest import check_op
 
 import tensora
+from tensora.autograd import gradgradcheck
 
 np_erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -70,6 +71,20 @@ def test_gradients_at_kinks_follow_torch():
         x.grad = None
         fn(x).sum().backward()
         np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-15)
+
+
+def test_relu_gradient_drops_non_finite_gradients_where_the_output_is_zero():
+    # torch's threshold_backward: 0 wherever y <= 0, whatever g holds there (a product g * mask would give NaN).
+    x = tensora.tensor([-1.0, 0.0, 2.0, 3.0, -4.0], requires_grad=True)
+    g = tensora.tensor([np.inf, np.nan, np.inf, 1.5, -np.inf])
+    tensora.relu(x).backward(g)
+    np.testing.assert_array_equal(x.grad.numpy(), np.float32([0.0, 0.0, np.inf, 1.5, 0.0]))
+    x.grad = None
+    tensora.relu(x).backward(tensora.tensor([2.0, 3.0, 4.0, -5.0, 6.0]))
+    np.testing.assert_array_equal(x.grad.numpy(), np.float32([0.0, 0.0, 4.0, -5.0, 0.0]))
+    # Its own gradient is itself: relu's second derivative in g, by finite differences.
+    xd = tensora.tensor([-1.0, 0.5, 2.0], dtype=tensora.float64, requires_grad=True)
+    assert gradgradcheck(tensora.relu, [xd])
 
 
 def test_tails_do_not_overflow():

@@ -123,8 +123,11 @@ def test_conv2d_on_patch_rows_matches_loops_and_double_backward(stride):
     assert gradgradcheck(lambda x, w, b: tensora.conv2d(x, w, b, stride=stride, padding=1), [x, w, b])
 
 
-def test_bias_gradient_is_the_channel_sum():
+@pytest.mark.parametrize("blas_min", [0, 1 << 20])  # BLAS's matrix-vector products, NumPy's row sums
+def test_bias_gradient_is_the_channel_sum(blas_min, monkeypatch):
+    from tensora.ops import conv
     from tensora.ops.conv import ChannelSum
+    monkeypatch.setattr(conv, "BLAS_MIN_SIZE", blas_min)
     g = np.random.default_rng(5).standard_normal((3, 4, 5, 2))
     for dtype in (tensora.float64, tensora.float32, tensora.float16, tensora.bfloat16):
         low = tensora.tensor(g, dtype=dtype)
