@@ -8,7 +8,8 @@ example. Models:
                mask, batch 16 x 64 tokens, MSE to a random target
 Both libraries run with the same thread count: torch's pool is set to NumPy's BLAS thread
 count (NumPy's own ops are single-threaded; only its BLAS calls use threads), then both are
-pinned to one thread for the 1-thread columns (threadpoolctl limits OpenBLAS at run time).
+pinned to one thread for the 1-thread columns (tensora.set_num_threads caps its native pool
+and, through threadpoolctl, OpenBLAS).
 Ratios are tensora time / torch time at the same thread count; the target (issue [C]) is
 <= 1.2x torch. Best of the repeats, tensora and torch alternating.
 
@@ -35,7 +36,7 @@ try:
     import torch
 except ImportError:
     torch = None
-from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+from threadpoolctl import threadpool_info  # noqa: E402
 
 BATCH, SEQ, D_MODEL = 64, 64, 128
 
@@ -100,13 +101,16 @@ def _timed(steps: tuple, threads: int, min_time: float) -> tuple[float, float | 
     """(tensora ms, torch ms) per step, both libraries on `threads` threads; tensora is timed before
     and after torch, its best kept."""
     t_step, r_step = steps
-    with threadpool_limits(threads, user_api="blas"):
+    tensora.set_num_threads(threads)
+    try:
         t = per_call_us(t_step, min_time) / 1e3
         if r_step is None:
             return t, None
         torch.set_num_threads(threads)
         p = per_call_us(r_step, min_time) / 1e3
         return min(t, per_call_us(t_step, min_time) / 1e3), p
+    finally:
+        tensora.set_num_threads(None)
 
 
 def rows(min_time: float, threads: int) -> list[tuple]:

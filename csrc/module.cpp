@@ -105,7 +105,9 @@ NB_MODULE(_C, m) {
     m.def("kernels", [] { return kernel_names(); },
           "Names of the kernels this build provides.");
     m.def("auto_threads", [] { return tensora::auto_threads(); },
-          "Most threads a kernel uses when threads=0 (hardware count, capped at 8).");
+          "Most threads a kernel uses (usable cores capped at 8, or the set_thread_limit cap).");
+    m.def("set_thread_limit", [](std::size_t n) { tensora::thread_limit().store(n); }, "n"_a,
+          "Cap every kernel loop at n threads (0 lifts the cap).");
     m.def("simd", [] { return std::string(tensora::simd_name(tensora::active_simd())); },
           "Instruction set the kernel loops use now: 'avx2' or 'baseline'.");
     m.def("set_simd", [](const std::string &name) {

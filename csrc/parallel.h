@@ -34,11 +34,11 @@
 
 namespace tensora {
 
-// Threads used when the caller asks for "auto" (0): the CPUs this process may run on
-// (its affinity mask on Linux, as taskset or a container sets it, else the hardware
-// count), capped, because streaming loops saturate memory bandwidth after a few cores.
+// The CPUs this process may run on (its affinity mask on Linux, as taskset or a
+// container sets it, else the hardware count), capped, because streaming loops saturate
+// memory bandwidth after a few cores. The pool is sized for this many threads.
 // Cached: glibc's hardware_concurrency() reads /sys on every call (~7 us).
-inline std::size_t auto_threads() {
+inline std::size_t max_threads() {
     static const std::size_t n = [] {
         unsigned hw = std::thread::hardware_concurrency();
 #if defined(__linux__)
@@ -51,6 +51,20 @@ inline std::size_t auto_threads() {
     return n;
 }
 
+// The user's cap (tensora.set_num_threads), 0 = none. Like torch.set_num_threads it
+// bounds every loop, explicit thread counts included, so that a process sharing the
+// machine (or a benchmark's one-thread column) really runs on that many cores.
+inline std::atomic<std::size_t> &thread_limit() {
+    static std::atomic<std::size_t> limit{0};
+    return limit;
+}
+
+// Threads used when the caller asks for "auto" (0), and the most any loop uses.
+inline std::size_t auto_threads() {
+    const std::size_t limit = thread_limit().load(std::memory_order_relaxed);
+    return limit == 0 ? max_threads() : std::min(limit, max_threads());
+}
+
 class ThreadPool {
   public:
     using Task = std::function<void(std::size_t)>;
@@ -61,7 +75,7 @@ class ThreadPool {
         static ThreadPool *pool = nullptr;  // leaked on purpose: no joins at interpreter exit
         std::lock_guard<std::mutex> lock(guard);
         if (pool == nullptr || pool->pid_ != getpid())
-            pool = new ThreadPool(auto_threads() - 1);  // a child's inherited pool has no threads
+            pool = new ThreadPool(max_threads() - 1);  // a child's inherited pool has no threads
         return pool;
     }
 
@@ -192,6 +206,8 @@ void parallel_for(std::size_t n, std::size_t threads, std::size_t grain,
         return;
     if (threads == 0)
         threads = std::min(auto_threads(), std::max<std::size_t>(n / grain, 1));
+    else
+        threads = std::min(threads, auto_threads());
     std::size_t blocks = (n + align - 1) / align;
     threads = std::clamp<std::size_t>(threads, 1, blocks);
     std::size_t per = (blocks + threads - 1) / threads * align;  // elements per chunk

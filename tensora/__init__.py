@@ -13,6 +13,7 @@ from . import utils  # noqa: F401 - tensora.utils.checkpoint(fn, *args)
 from .autograd import (enable_grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad,
                        set_grad_enabled)
 from .backend import native as _native
+from .backend.threads import get_num_threads, set_num_threads
 from .creation import *  # noqa: F403 - the creation API is public by design
 from .creation import __all__ as _creation_all
 from .device import device
@@ -45,6 +46,7 @@ def native_available() -> tuple[bool, str]:
 __all__ = (["Tensor", "Size", "device", "Generator", "manual_seed", "seed", "initial_seed",
             "get_rng_state", "set_rng_state", "no_grad", "enable_grad", "set_grad_enabled",
             "inference_mode", "is_grad_enabled", "is_inference_mode_enabled", "native_available",
+            "set_num_threads", "get_num_threads",
             "promote_types", "result_type", "can_cast", "get_default_dtype", "set_default_dtype",
             "is_tensor", "autocast", "GradScaler", "save", "load", "save_checkpoint", "load_checkpoint", "TensoraError", "ShapeError", "DTypeError", "DeviceError", "AutogradError"]
            + list(_creation_all) + list(_FUNCTIONS) + list(dtypes.DTYPES))

@@ -16,6 +16,7 @@ def info(args: argparse.Namespace) -> int:
 
     import tensora
     from tensora.backend import BACKENDS
+    from tensora.backend.threads import usable_cores
 
     ok, why = tensora.native_available()
     print(f"tensora   {tensora.__version__}")
@@ -25,8 +26,8 @@ def info(args: argparse.Namespace) -> int:
     for name, backend in BACKENDS.items():
         avail, reason = backend.availability()
         print(f"{name:<9} {'available' if avail else 'unavailable'}: {reason}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    print(f"threads   {cores} usable cores; native kernels use {min(cores, 8)}; BLAS: {_blas_threads()}")
+    cores = usable_cores()
+    print(f"threads   {cores} usable cores; native kernels use {tensora.get_num_threads()}; BLAS: {_blas_threads()}")
     total, available = _memory()
     print(f"memory    {total / 2**30:.1f} GiB total, {available / 2**30:.1f} GiB available")
     return 0

@@ -22,19 +22,13 @@ when it ends:
 
 from __future__ import annotations
 
-import os
 import sys
 
 from threadpoolctl import ThreadpoolController
 
+from ..backend.threads import usable_cores
+
 SWITCH_INTERVAL = 0.0001  # seconds: the interpreter's switch interval while a pass streams
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class CpuShare:

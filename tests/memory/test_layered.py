@@ -13,7 +13,8 @@ from safetensors.numpy import load_file, save_file
 from threadpoolctl import threadpool_info
 
 from tensora.memory import budget
-from tensora.memory.cpu_share import SWITCH_INTERVAL, usable_cores
+from tensora.backend.threads import usable_cores
+from tensora.memory.cpu_share import SWITCH_INTERVAL
 from tensora.memory.layered import prefetch_window
 from tensora.models import load
 
