@@ -301,7 +301,7 @@ class BatchDecoder:
             mask = attention_mask(view.key_mask, shared, t - shared, model.sliding_window)
             with no_grad():
                 logits = model.next_token_logits(np.array([prompt[shared:]], dtype=np.int64),
-                                                 np.arange(shared, t)[None], mask, view, shared).astype(np.float64)
+                                                 np.arange(shared, t)[None], mask, view, shared)
         except BaseException:
             self.cache.remove_row(row)
             raise
@@ -340,7 +340,8 @@ class BatchDecoder:
         positions = cache.lengths[:n, None].copy()
         mask = cache.decode_mask(model.sliding_window)
         with no_grad():
-            logits = model.next_token_logits(ids, positions, mask, cache, 0).astype(np.float64)
+            # float32: sample() widens a row only where its options need float64 (not greedy)
+            logits = model.next_token_logits(ids, positions, mask, cache, 0)
         cache.lengths[:n] += 1
         for s, row_logits in zip(stepped, logits):
             s._take(row_logits)

@@ -122,6 +122,10 @@ class KVCache:
     keys, so left-padded batches of prompts of different lengths attend only to their own tokens.
     """
 
+    #: The SlotKVCache this is a view of (SlotKVCache.row_view), else None: model-level checks
+    #: done once per cache (llama_decode.fast_path) then hold for every view of the same cache.
+    owner: Any = None
+
     def __init__(self, layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int,
                  dtype: dt.DType) -> None:
         shape = (batch, kv_heads, capacity, head_dim)
@@ -244,6 +248,7 @@ class SlotKVCache:
         view.layers = [LayerCache(c.keys[row:row + 1], c.values[row:row + 1]) for c in self.layers]
         view.capacity, view.length = self.capacity, 0
         view.key_mask = np.zeros((1, self.capacity), dtype=bool)
+        view.owner = self
         return view
 
     def decode_mask(self, window: int | None) -> Tensor:

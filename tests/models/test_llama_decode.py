@@ -157,6 +157,24 @@ def test_falls_back_when_tiered_hooked_or_differentiating():
     assert llama_decode.fast_path(model, model.new_cache(1, 4)) is None  # gradients on
 
 
+def test_row_views_of_a_slot_cache_are_checked_with_it(monkeypatch):
+    """A serving engine prefills each join through a row view of its slot cache: the
+    eligibility checks run once for the cache, not again for every view and step after it."""
+    from tensora.models.layers import SlotKVCache
+
+    model, checks = tiny(), []
+    real = llama_decode.eligible
+    monkeypatch.setattr(llama_decode, "eligible", lambda m: checks.append(1) or real(m))
+    slots = SlotKVCache(model.new_cache(1, 1), model.max_positions)
+    slots.add_row(8)
+    slots.add_row(8)
+    with no_grad():
+        decoders = {id(llama_decode.fast_path(model, c)) for c in (slots, slots.row_view(0), slots.row_view(1), slots)}
+        assert len(decoders) == 1 and len(checks) == 1
+        assert llama_decode.fast_path(model, model.new_cache(1, 4)) is not None  # another cache: checked again
+    assert len(checks) == 2
+
+
 def test_numpy_bodies_give_the_same_tokens(monkeypatch):
     """The reference kernels (what TENSORA_NO_NATIVE=1 runs) against the native ones."""
     from tensora.kernels import decode as dk
