@@ -246,8 +246,9 @@ class BatchedSequence:
 class BatchDecoder:
     """Continuous batching: prompts join at any time, decode together one token per step, leave at once.
 
-    `join` prefills a prompt alone (batch 1, exactly as generate() would) into a fresh row of
-    a SlotKVCache and samples its first token; `step` runs one batched forward over every
+    `join` prefills a prompt into a fresh row of a SlotKVCache and samples its first token
+    (`join_many` prefills prompts that arrive together in one forward, each row computing
+    what it would alone); `step` runs one batched forward over every
     active sequence, each at its own position, and samples each row under its own options;
     a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
     Greedy outputs equal those of generate() on the prompt alone.
@@ -284,48 +285,117 @@ class BatchDecoder:
 
     def join(self, prompt: list[int], opts: SamplingOptions) -> BatchedSequence:
         """Prefill `prompt` and sample its first token; it stays active unless that already ended it."""
-        if not prompt:
-            raise ValueError("a prompt must hold at least one token")
-        seq, model = BatchedSequence(self.model, prompt, opts), self.model
-        if opts.max_new_tokens == 0:
-            seq.row.finish_reason = "length"
-            return seq
-        t = len(prompt)
-        row = self.cache.add_row(t + opts.max_new_tokens)
-        try:
+        (result,) = self.join_many([(prompt, opts)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def join_many(self, requests: Sequence[tuple[list[int], SamplingOptions]]) -> list[BatchedSequence | Exception]:
+        """Join several prompts at once: what `join` does for each, prefilled in as few forward
+        passes as prefix sharing allows. Returns, in order, each one's sequence or the error
+        that refused it alone (a prompt too long, say); a failed forward fails its group.
+
+        Clients of a server arrive in bursts (they start, finish and come back together), and
+        a joint prefill reads every weight once per burst instead of once per prompt, and pays
+        the per-call overheads once. Suffixes of different lengths are right-padded: each row
+        starts at its own length, its padding lands past it (positions the next steps
+        overwrite before any query may see them), and its logits are read at its last real
+        position, so every row computes what it would alone.
+        """
+        results: list[BatchedSequence | Exception] = []
+        pending = []
+        for prompt, opts in requests:
+            if not prompt:
+                results.append(ValueError("a prompt must hold at least one token"))
+                continue
+            if opts.max_new_tokens == 0:
+                seq = BatchedSequence(self.model, prompt, opts)
+                seq.row.finish_reason = "length"
+                results.append(seq)
+                continue
+            if len(prompt) + opts.max_new_tokens > self.model.max_positions:
+                results.append(ValueError(f"prompt of {len(prompt)} tokens + max_new_tokens {opts.max_new_tokens} "
+                                          f"exceeds the model's context of {self.model.max_positions} tokens"))
+                continue
+            seq = BatchedSequence(self.model, prompt, opts)
+            results.append(seq)
+            pending.append(seq)
+        while pending:
+            group, pending = self._next_group(pending)
+            try:
+                self._prefill(group)
+            except Exception as exc:  # a model error: this group's prompts fail, later ones still try
+                for seq, _, _ in group:
+                    results[results.index(seq)] = exc
+        return results
+
+    def _next_group(self, seqs: list[BatchedSequence]) -> tuple[list[tuple[BatchedSequence, int, int]],
+                                                                    list[BatchedSequence]]:
+        """([(sequence, source row, shared length)], the rest): the sequences to prefill together now.
+
+        One waits for a later group where a sequence of this group will hold a longer prefix of
+        its prompt than any active row does (the first of a burst of chats computes the
+        template, the others copy it), or where its padding would reach past the positions
+        the group's rows reserve."""
+        group: list[tuple[BatchedSequence, int, int]] = []
+        later = []
+        for seq in seqs:
+            prompt = seq.row.prompt
             src, shared = self._longest_prefix(prompt)
-            if shared:
-                self.cache.copy_prefix(src, row, shared)
-            view = self.cache.row_view(row)
-            view.key_mask[:, :t] = True
-            mask = attention_mask(view.key_mask, shared, t - shared, model.sliding_window)
+            wait = any(_common_prefix(prompt[:-1], g.row.prompt) >= max(shared + 1, self.MIN_SHARED_PREFIX)
+                       for g, _, _ in group)
+            members = group + [(seq, src, shared)]
+            suffix = max(len(g.row.prompt) - n for g, _, n in members)
+            reserved = max(len(g.row.prompt) + g.opts.max_new_tokens for g, _, _ in members)
+            if group and (wait or max(n for _, _, n in members) + suffix > reserved):
+                later.append(seq)
+            else:
+                group = members
+        return group, later
+
+    def _prefill(self, group: list[tuple[BatchedSequence, int, int]]) -> None:
+        """One forward over the group's prompt suffixes (see join_many); then each samples its first token."""
+        model, cache, first = self.model, self.cache, self.cache.rows
+        suffix = max(len(seq.row.prompt) - shared for seq, _, shared in group)
+        try:
+            for seq, src, shared in group:
+                # reserving its own positions makes room for every row's padding (_next_group)
+                row = cache.add_row(len(seq.row.prompt) + seq.opts.max_new_tokens)
+                if shared:
+                    cache.copy_prefix(src, row, shared)
+                cache.lengths[row] = shared
+            view = cache.rows_view(first, len(group))
+            ids = np.array([_padded(seq.row.prompt[shared:], suffix) for seq, _, shared in group], dtype=np.int64)
+            positions = view.lengths[:, None] + np.arange(suffix)[None, :]
+            last = np.array([len(seq.row.prompt) - shared - 1 for seq, _, shared in group])
             with no_grad():
-                logits = model.next_token_logits(np.array([prompt[shared:]], dtype=np.int64),
-                                                 np.arange(shared, t)[None], mask, view, shared)
+                logits = model.next_token_logits(ids, positions, view.decode_mask(model.sliding_window, suffix),
+                                                 view, 0, last)
         except BaseException:
-            self.cache.remove_row(row)
+            while cache.rows > first:
+                cache.remove_row(cache.rows - 1)
             raise
-        self.shared_tokens += shared
-        self.cache.lengths[row] = t
-        self.active.append(seq)
-        seq._take(logits[0])
-        if seq.finished:
-            self.leave(seq)
-        return seq
+        for i, (seq, _, shared) in enumerate(group):
+            cache.lengths[first + i] = len(seq.row.prompt)
+            self.shared_tokens += shared
+            self.active.append(seq)
+        for (seq, _, _), row_logits in zip(group, logits):
+            seq._take(row_logits)
+        for seq, _, _ in group:
+            if seq.finished:
+                self.leave(seq)
 
     def _longest_prefix(self, prompt: list[int]) -> tuple[int, int]:
         """(row, n): the active row whose cached tokens share the longest prefix with `prompt`,
         n of them (0 below MIN_SHARED_PREFIX); at most len(prompt) - 1, since the last prompt
         token must run to give the logits."""
-        want = np.asarray(prompt[:-1], dtype=np.int64)
         best_row, best = -1, 0
         for i, seq in enumerate(self.active):
             held = seq.row.prompt + seq.row.tokens  # the cache holds the first lengths[i] of these
-            n = min(int(self.cache.lengths[i]), want.size)
+            n = min(int(self.cache.lengths[i]), len(prompt) - 1)
             if n <= best:
                 continue
-            differ = np.flatnonzero(want[:n] != np.asarray(held[:n], dtype=np.int64))
-            common = int(differ[0]) if differ.size else n
+            common = _common_prefix(prompt[:n], held[:n])
             if common > best:
                 best_row, best = i, common
         return (best_row, best) if best >= self.MIN_SHARED_PREFIX else (-1, 0)
@@ -359,6 +429,18 @@ class BatchDecoder:
         last = self.active.pop()
         if last is not seq:
             self.active[i] = last
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.asarray(a[:n], dtype=np.int64) != np.asarray(b[:n], dtype=np.int64))
+    return int(differ[0]) if differ.size else n
+
+
+def _padded(ids: list[int], length: int) -> list[int]:
+    """ids right-padded to `length` with their last token (any id would do: padding is never read)."""
+    return ids + ids[-1:] * (length - len(ids))
 
 
 def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, seen: list[int]) -> int:

@@ -237,8 +237,9 @@ class LlamaDecoder:
                                            dk.silu_mul)]
 
     def logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: KVCache | SlotKVCache,
-               start: int) -> np.ndarray:
-        """float32 logits (B, vocab) of each row's last position, writing the new keys into `cache`.
+               start: int, last: np.ndarray | None = None) -> np.ndarray:
+        """float32 logits (B, vocab) of each row's last position (or of position `last[b]`, for
+        right-padded prompts), writing the new keys into `cache`.
 
         Arguments as LlamaForCausalLM.hidden_states takes them (ids (B, T) int, positions (B, T));
         a SlotKVCache writes each row at its own length, as its layers' `update` does.
@@ -276,7 +277,8 @@ class LlamaDecoder:
             silu_mul(_run(layer.gate_up, xn), act)
             add_rms_norm(x, layer.down(act), norm, eps, xn)
         # the final norm ran on every row (rows are normalised independently); keep the last position's
-        return self.lm_head(np.ascontiguousarray(xn.reshape(b, t, -1)[:, -1]))
+        picked = xn.reshape(b, t, -1)[:, -1] if last is None else xn.reshape(b, t, -1)[np.arange(b), last]
+        return self.lm_head(np.ascontiguousarray(picked))
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         w = self.embed

@@ -2,7 +2,8 @@
 
 Requests arrive from the event loop (`submit`, never blocking it) into a bounded queue; a
 full queue refuses at once (`QueueFull`, answered 429 with Retry-After) instead of growing.
-Between decode steps the worker takes waiting requests into free rows (prefill, then join),
+Between decode steps the worker takes waiting requests into free rows (all that wait are
+prefilled together: clients come in bursts, BatchDecoder.join_many),
 runs one batched step over everything active, and hands each request its new text through
 an asyncio queue on the caller's loop. A request whose client went away is dropped before
 the next step, freeing its row at once.
@@ -127,9 +128,7 @@ class Engine:
                 while self._waiting and len(running) + len(joining) < self.max_batch:
                     joining.append(self._waiting.popleft())
             try:
-                for request in joining:
-                    if not request.cancelled:
-                        self._join(request, running)
+                self._join([request for request in joining if not request.cancelled], running)
                 for key, request in list(running.items()):
                     if request.cancelled:
                         self.decoder.leave(request.sequence)
@@ -147,16 +146,18 @@ class Engine:
             request._put(exc)
         running.clear()
 
-    def _join(self, request: Request, running: dict[int, Request]) -> None:
-        try:
-            seq = self.decoder.join(request.prompt, request.options)
-        except Exception as exc:  # this request's fault (or a model error): it alone fails
-            request._put(exc)
+    def _join(self, requests: list[Request], running: dict[int, Request]) -> None:
+        if not requests:
             return
-        request.sequence = seq
-        self._deliver(request)
-        if not seq.finished:
-            running[id(seq)] = request
+        results = self.decoder.join_many([(request.prompt, request.options) for request in requests])
+        for request, seq in zip(requests, results):
+            if isinstance(seq, Exception):  # this request's fault (or a model error in its group): it fails
+                request._put(seq)
+                continue
+            request.sequence = seq
+            self._deliver(request)
+            if not seq.finished:
+                running[id(seq)] = request
 
     def _step(self, running: dict[int, Request]) -> None:
         try:
