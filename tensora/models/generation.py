@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
 from ..memory.layered import TieredModel
 from .layers import SlotKVCache, attention_mask
+from .tokenizer import StreamDecoder
 
 
 @dataclass
@@ -121,10 +122,16 @@ def _prompts(model: Any, prompt: Any) -> tuple[list[list[int]], bool]:
 
 @dataclass
 class _Row:
-    """One sequence of the batch: its prompt, what it generated, its text so far, whether it ended."""
+    """One sequence of the batch: its prompt, what it generated, its text so far, whether it ended.
+
+    The text grows by the pieces of an incremental detokenizer (tokenizer.StreamDecoder: each
+    token re-decodes a short window, never an unfinished UTF-8 character), not by decoding
+    every generated token again at each step, which made a generation quadratic in its
+    length; stop strings are looked for only where the new piece can have completed one.
+    """
 
     prompt: list[int]
-    decode: Callable[[list[int]], str] | None
+    stream: StreamDecoder | None
     stop: Sequence[str]
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
@@ -133,23 +140,34 @@ class _Row:
 
     def add(self, token: int, stop_ids: set[int]) -> None:
         if token in stop_ids:
-            self.finish_reason = "stop"
+            self.end("stop")
             return
         self.tokens.append(token)
-        if self.decode is None:
+        if self.stream is not None:
+            self._extend(self.stream.push(token))
+
+    def end(self, reason: str) -> None:
+        """Finish with `reason`; characters the detokenizer held back come out (as U+FFFD if unfinished)."""
+        if self.stream is not None:
+            self._extend(self.stream.flush())
+        if self.finish_reason is None:
+            self.finish_reason = reason
+
+    def _extend(self, piece: str) -> None:
+        if not piece:
             return
-        self.text = self.decode(self.tokens)
+        searched = max(0, len(self.text) - max((len(s) for s in self.stop), default=0) + 1)
+        self.text += piece
         for s in self.stop:
-            at = self.text.find(s)
+            at = self.text.find(s, searched)
             if at >= 0:
-                self.text, self.finish_reason = self.text[:at], "stop"
+                self.text, self.finish_reason, self.stream = self.text[:at], "stop", None
 
     def pending_text(self, final: bool) -> str:
-        """New text that is safe to show: not an incomplete character, not a possible stop-string prefix."""
+        """New text that is safe to show: not a possible stop-string prefix (the detokenizer
+        never gives an unfinished character)."""
         end = len(self.text)
         if not final and self.finish_reason is None:
-            while end > self.emitted and self.text[end - 1] == "\ufffd":
-                end -= 1  # an unfinished multi-byte character
             hold = max((len(s) - 1 for s in self.stop), default=0)
             end = max(self.emitted, end - hold)
         delta = self.text[self.emitted:end]
@@ -162,9 +180,7 @@ class _Run:
 
     def __init__(self, model: Any, prompts: list[list[int]], opts: SamplingOptions) -> None:
         self.model, self.opts = model, opts
-        tok = model.tokenizer
-        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
-        self.rows = [_Row(p, decode, tuple(opts.stop)) for p in prompts]
+        self.rows = [_Row(p, _stream(model), tuple(opts.stop)) for p in prompts]
         self.stop_ids = stop_ids_of(model, opts)
         self.rng = np.random.default_rng(opts.seed)
         longest = max(len(p) for p in prompts)
@@ -197,7 +213,7 @@ class _Run:
                     if r.finish_reason is None:
                         r.add(self._sample(row_logits, r), self.stop_ids)
                         if r.finish_reason is None and len(r.tokens) >= opts.max_new_tokens:
-                            r.finish_reason = "length"
+                            r.end("length")
                 yield
                 if all(r.finish_reason is not None for r in rows):
                     return
@@ -218,9 +234,7 @@ class BatchedSequence:
     """One prompt inside a BatchDecoder: its tokens and text so far, its own sampling options and generator."""
 
     def __init__(self, model: Any, prompt: list[int], opts: SamplingOptions) -> None:
-        tok = model.tokenizer
-        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
-        self.row, self.opts = _Row(prompt, decode, tuple(opts.stop)), opts
+        self.row, self.opts = _Row(prompt, _stream(model), tuple(opts.stop)), opts
         self.stop_ids = stop_ids_of(model, opts)
         self.rng = np.random.default_rng(opts.seed)
 
@@ -240,7 +254,7 @@ class BatchedSequence:
         r = self.row
         r.add(sample(logits, self.opts, self.rng, r.prompt + r.tokens), self.stop_ids)
         if r.finish_reason is None and len(r.tokens) >= self.opts.max_new_tokens:
-            r.finish_reason = "length"
+            r.end("length")
 
 
 class BatchDecoder:
@@ -429,6 +443,11 @@ class BatchDecoder:
         last = self.active.pop()
         if last is not seq:
             self.active[i] = last
+
+
+def _stream(model: Any) -> StreamDecoder | None:
+    """A fresh incremental detokenizer of the model's tokenizer (None without one)."""
+    return None if model.tokenizer is None else StreamDecoder(model.tokenizer, skip_special_tokens=True)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
