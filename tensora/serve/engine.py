@@ -47,10 +47,7 @@ class Request:
         self.cancelled = True
 
     def _put(self, item: Delta | BaseException) -> None:  # called from the worker thread
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancelled = True
+        _send([(self, item)])
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         while True:
@@ -69,13 +66,43 @@ class Request:
         raise RuntimeError("generation ended without a completion")
 
 
-class Engine:
-    """Runs `model` in one thread, decoding up to `max_batch` requests together; at most `max_queue` wait."""
+def _send(items: list[tuple[Request, Delta | BaseException]]) -> None:
+    """Hand items to their requests (from the worker thread): one wake-up of each event loop per
+    batch, not one per request. Each wake-up makes the loop's thread take the GIL from the
+    worker; at 8 rows, a call per row cost ~0.1 ms of a ~27 ms step each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Delta | BaseException]]] = {}
+    for request, item in items:
+        by_loop.setdefault(request._loop, []).append((request, item))
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, batch)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            for request, _ in batch:
+                request.cancelled = True
 
-    def __init__(self, model: Any, max_batch: int = 8, max_queue: int = 64) -> None:
-        if max_batch < 1 or max_queue < 0:
-            raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch}, {max_queue}")
+
+def _put_all(batch: list[tuple[Request, Delta | BaseException]]) -> None:  # on the event loop
+    for request, item in batch:
+        request._queue.put_nowait(item)
+
+
+class Engine:
+    """Runs `model` in one thread, decoding up to `max_batch` requests together; at most `max_queue` wait.
+
+    Between two decode steps it prefills waiting requests of up to `prefill_tokens` prompt
+    tokens together (at least one request): a joint prefill costs about the sum of its
+    prompts' (the products are linear in rows past a few), so a larger one gains little
+    throughput while every request of it and every running row waits for all of it. With
+    32 chats arriving at once, one prefill of them all doubled the median time to first
+    token (650 -> 1230 ms on 2 cores); ~256 tokens keep the gain of joint prefills at 8.
+    """
+
+    def __init__(self, model: Any, max_batch: int = 8, max_queue: int = 64, prefill_tokens: int = 256) -> None:
+        if max_batch < 1 or max_queue < 0 or prefill_tokens < 1:
+            raise ValueError(f"max_batch and prefill_tokens must be >= 1 and max_queue >= 0, got {max_batch}, "
+                             f"{prefill_tokens}, {max_queue}")
         self.model, self.max_batch, self.max_queue = model, max_batch, max_queue
+        self.prefill_tokens = prefill_tokens
         self._waiting: collections.deque[Request] = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -124,9 +151,11 @@ class Engine:
                     self._wake.wait()
                 if self._stopping:
                     break
-                joining = []
-                while self._waiting and len(running) + len(joining) < self.max_batch:
+                joining, tokens = [], 0
+                while self._waiting and len(running) + len(joining) < self.max_batch and (
+                        not joining or tokens + len(self._waiting[0].prompt) <= self.prefill_tokens):
                     joining.append(self._waiting.popleft())
+                    tokens += len(joining[-1].prompt)
             try:
                 self._join([request for request in joining if not request.cancelled], running)
                 for key, request in list(running.items()):
@@ -150,14 +179,16 @@ class Engine:
         if not requests:
             return
         results = self.decoder.join_many([(request.prompt, request.options) for request in requests])
+        out: list[tuple[Request, Delta | BaseException]] = []
         for request, seq in zip(requests, results):
             if isinstance(seq, Exception):  # this request's fault (or a model error in its group): it fails
-                request._put(seq)
+                out.append((request, seq))
                 continue
             request.sequence = seq
-            self._deliver(request)
+            self._deliver(request, out)
             if not seq.finished:
                 running[id(seq)] = request
+        _send(out)
 
     def _step(self, running: dict[int, Request]) -> None:
         try:
@@ -167,17 +198,20 @@ class Engine:
             return
         self.steps += 1
         self.rows_stepped += len(stepped)
+        out: list[tuple[Request, Delta | BaseException]] = []
         for seq in stepped:
             request = running[id(seq)]
-            self._deliver(request)
+            self._deliver(request, out)
             if seq.finished:
                 del running[id(seq)]
+        _send(out)
 
     @staticmethod
-    def _deliver(request: Request) -> None:
+    def _deliver(request: Request, out: list[tuple[Request, Delta | BaseException]]) -> None:
+        """Append the request's new text (and its completion, once finished) to `out`."""
         seq = request.sequence
         text = seq.pending_text()
         if seq.finished:
-            request._put(Delta(text, seq.completion()))
+            out.append((request, Delta(text, seq.completion())))
         elif text:
-            request._put(Delta(text))
+            out.append((request, Delta(text)))
