@@ -122,10 +122,6 @@ class KVCache:
     keys, so left-padded batches of prompts of different lengths attend only to their own tokens.
     """
 
-    #: The SlotKVCache this is a view of (SlotKVCache.row_view), else None: model-level checks
-    #: done once per cache (llama_decode.fast_path) then hold for every view of the same cache.
-    owner: Any = None
-
     def __init__(self, layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int,
                  dtype: dt.DType) -> None:
         shape = (batch, kv_heads, capacity, head_dim)
@@ -168,14 +164,15 @@ class SlotKVCache:
 
     Active rows are kept packed in [0, rows): a row that leaves is replaced by the last one,
     so a decode step runs over exactly the live sequences. Rows that join together are
-    prefilled together through `rows_view` (or one alone through `row_view`), each from its
-    own length; a decode step then writes each row's new key at that row's own length
-    (`lengths`), and `decode_mask` hides every position a row has not filled. Batch and time capacity grow on demand (doubling) and
-    shrink back when the last row leaves, so memory follows what is in use, not the largest
-    batch times the longest context.
+    prefilled together through `rows_view`, each from its own length; a decode step then
+    writes each row's new key at that row's own length (`lengths`), and `decode_mask` hides
+    every position a row has not filled. Batch and time capacity grow on demand (doubling)
+    and shrink back when the last row leaves, so memory follows what is in use, not the
+    largest batch times the longest context.
     """
 
-    #: The cache this is a view of (`rows_view`), else None; as KVCache.owner.
+    #: The cache this is a view of (`rows_view`), else None: model-level checks done once per
+    #: cache (llama_decode.fast_path) then hold for every view of the same cache.
     owner: Any = None
 
     def __init__(self, prototype: KVCache, max_positions: int) -> None:
@@ -244,15 +241,6 @@ class SlotKVCache:
         for c in self.layers:
             c.keys[dst, :, :length] = c.keys[src, :, :length]
             c.values[dst, :, :length] = c.values[src, :, :length]
-
-    def row_view(self, row: int) -> KVCache:
-        """A batch-1 KVCache writing into `row` (views share storage): for prefilling it alone."""
-        view = KVCache.__new__(KVCache)
-        view.layers = [LayerCache(c.keys[row:row + 1], c.values[row:row + 1]) for c in self.layers]
-        view.capacity, view.length = self.capacity, 0
-        view.key_mask = np.zeros((1, self.capacity), dtype=bool)
-        view.owner = self
-        return view
 
     def rows_view(self, first: int, count: int) -> SlotKVCache:
         """Rows [first, first + count) as a SlotKVCache of their own (storage and lengths shared),

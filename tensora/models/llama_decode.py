@@ -367,7 +367,8 @@ def fast_path(model: Any, cache: Any) -> LlamaDecoder | None:
     """The model's prepared decoder, or None where the module path must run.
 
     Checked once per cache object (a generation, or a serving engine's slot cache together
-    with the row views its joins prefill through: the checks cost ~3 ms, a tenth of a join),
+    with the views of its rows that joins prefill through: the checks cost ~3 ms, a tenth of
+    a join),
     so they do not run at every step; a decoder is rebuilt when a weight was reassigned.
     """
     if is_grad_enabled():

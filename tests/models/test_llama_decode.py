@@ -158,8 +158,8 @@ def test_falls_back_when_tiered_hooked_or_differentiating():
 
 
 def test_row_views_of_a_slot_cache_are_checked_with_it(monkeypatch):
-    """A serving engine prefills each join through a row view of its slot cache: the
-    eligibility checks run once for the cache, not again for every view and step after it."""
+    """A serving engine prefills joins through row views of its slot cache: the eligibility
+    checks run once for the cache, not again for every view and step after it."""
     from tensora.models.layers import SlotKVCache
 
     model, checks = tiny(), []
@@ -169,7 +169,8 @@ def test_row_views_of_a_slot_cache_are_checked_with_it(monkeypatch):
     slots.add_row(8)
     slots.add_row(8)
     with no_grad():
-        decoders = {id(llama_decode.fast_path(model, c)) for c in (slots, slots.row_view(0), slots.row_view(1), slots)}
+        views = (slots, slots.rows_view(0, 1), slots.rows_view(1, 1), slots.rows_view(0, 2), slots)
+        decoders = {id(llama_decode.fast_path(model, c)) for c in views}
         assert len(decoders) == 1 and len(checks) == 1
         assert llama_decode.fast_path(model, model.new_cache(1, 4)) is not None  # another cache: checked again
     assert len(checks) == 2
