@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from ..errors import TensoraError
-from ..models.generation import BatchDecoder, BatchedSequence, Completion, SamplingOptions
+from ..models.batching import BatchDecoder, BatchedSequence
+from ..models.generation import Completion, SamplingOptions
 
 
 class QueueFull(TensoraError):

@@ -16,7 +16,8 @@ import tensora
 from tensora.autograd.grad_mode import no_grad
 from tensora.models import llama_decode
 from tensora.models.base import CausalLM
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.models.layers import attention_mask
 from tensora.models.llama import LlamaConfig, LlamaForCausalLM
 from tensora.quant import quantize

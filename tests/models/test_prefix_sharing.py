@@ -1,4 +1,4 @@
-"""BatchDecoder's prefix sharing (tensora/models/generation.py): a joining prompt copies the
+"""BatchDecoder's prefix sharing (tensora/models/batching.py): a joining prompt copies the
 keys and values of the longest prefix an active row holds instead of recomputing them.
 
 Reference: the same prompt joined into a decoder of its own (nothing to share). With a
@@ -15,7 +15,8 @@ import pytest
 
 import tensora
 from tensora.backend import native
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.models.llama import LlamaConfig, LlamaForCausalLM
 from tensora.quant import quantize
 

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.serve import Engine, QueueFull
 
 
