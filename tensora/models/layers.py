@@ -242,6 +242,21 @@ class SlotKVCache:
             c.keys[dst, :, :length] = c.keys[src, :, :length]
             c.values[dst, :, :length] = c.values[src, :, :length]
 
+    def read_prefix(self, row: int, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of row `row`'s keys and values at positions [0, length), per layer: (kv_heads, length, D) each."""
+        if not (0 <= row < self.rows and 0 <= length <= self.lengths[row]):
+            raise ValueError(f"cannot read {length} positions of row {row} of {self.rows}")
+        return [(c.keys.numpy()[row, :, :length].copy(), c.values.numpy()[row, :, :length].copy()) for c in self.layers]
+
+    def write_prefix(self, row: int, saved: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Write what read_prefix returned (or a prefix of it) at positions [0, length) of row `row`."""
+        length = saved[0][0].shape[1] if saved else 0
+        if not (0 <= row < self.rows and len(saved) == self.n_layers and length <= self.capacity):
+            raise ValueError(f"cannot write {len(saved)} layers of {length} positions to row {row} of {self.rows}")
+        for c, (k, v) in zip(self.layers, saved):
+            c.keys.numpy()[row, :, :length] = k
+            c.values.numpy()[row, :, :length] = v
+
     def rows_view(self, first: int, count: int) -> SlotKVCache:
         """Rows [first, first + count) as a SlotKVCache of their own (storage and lengths shared),
         for one forward pass over them: prefilling the prompts that join together."""

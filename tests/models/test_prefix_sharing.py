@@ -155,3 +155,25 @@ def test_a_failed_joint_prefill_frees_its_rows():
     results = dec.join_many([([5, 6, 7], GREEDY), ([8, 9], GREEDY)])
     assert all(isinstance(r, RuntimeError) for r in results)
     assert dec.cache.rows == len(dec.active) == 1
+
+
+@pytest.mark.parametrize("path", ["fast", "module"])
+def test_the_last_prompt_to_leave_is_kept_for_the_next_join(path):
+    """A lone client's next chat (nothing active) copies its template from the prompt of the
+    sequence that left last, and still decodes what it would alone."""
+    model = tiny("q4_0")
+    if path == "module":
+        model.model.layers[0].register_forward_pre_hook(lambda m, args: None)
+    system = list(range(10, 30))
+    dec = BatchDecoder(model)
+    first = dec.join(system + [40, 41], GREEDY)
+    while dec.active:
+        dec.step()
+    assert first.finished and dec.cache.rows == 0 and dec.shared_tokens == 0
+    second = dec.join(system + [60, 61, 62], GREEDY)
+    assert dec.shared_tokens == len(system)
+    while dec.active:
+        dec.step()
+    assert second.completion().token_ids == _alone(model, system + [60, 61, 62])
+    dec.join([1, 2, 3] * 4, GREEDY)  # shares nothing with what is kept: computed whole
+    assert dec.shared_tokens == len(system)
