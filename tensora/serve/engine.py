@@ -2,9 +2,9 @@
 
 Requests arrive from the event loop (`submit`, never blocking it) into a bounded queue; a
 full queue refuses at once (`QueueFull`, answered 429 with Retry-After) instead of growing.
-Between decode steps the worker takes waiting requests into free rows (all that wait are
-prefilled together: clients come in bursts, BatchDecoder.join_many),
-runs one batched step over everything active, and hands each request its new text through
+Between decode steps the worker takes waiting requests into free rows (those that wait
+together are prefilled together, up to a token budget: clients come in bursts,
+BatchDecoder.join_many), runs one batched step over everything active, and hands each request its new text through
 an asyncio queue on the caller's loop. A request whose client went away is dropped before
 the next step, freeing its row at once.
 """
@@ -48,7 +48,10 @@ class Request:
         self.cancelled = True
 
     def _put(self, item: Delta | BaseException) -> None:  # called from the worker thread
-        _send([(self, item)])
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled = True
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         while True:
@@ -65,26 +68,6 @@ class Request:
             if delta.completion is not None:
                 return delta.completion
         raise RuntimeError("generation ended without a completion")
-
-
-def _send(items: list[tuple[Request, Delta | BaseException]]) -> None:
-    """Hand items to their requests (from the worker thread): one wake-up of each event loop per
-    batch, not one per request. Each wake-up makes the loop's thread take the GIL from the
-    worker; at 8 rows, a call per row cost ~0.1 ms of a ~27 ms step each."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Delta | BaseException]]] = {}
-    for request, item in items:
-        by_loop.setdefault(request._loop, []).append((request, item))
-    for loop, batch in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_put_all, batch)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            for request, _ in batch:
-                request.cancelled = True
-
-
-def _put_all(batch: list[tuple[Request, Delta | BaseException]]) -> None:  # on the event loop
-    for request, item in batch:
-        request._queue.put_nowait(item)
 
 
 class Engine:
@@ -180,16 +163,14 @@ class Engine:
         if not requests:
             return
         results = self.decoder.join_many([(request.prompt, request.options) for request in requests])
-        out: list[tuple[Request, Delta | BaseException]] = []
         for request, seq in zip(requests, results):
             if isinstance(seq, Exception):  # this request's fault (or a model error in its group): it fails
-                out.append((request, seq))
+                request._put(seq)
                 continue
             request.sequence = seq
-            self._deliver(request, out)
+            self._deliver(request)
             if not seq.finished:
                 running[id(seq)] = request
-        _send(out)
 
     def _step(self, running: dict[int, Request]) -> None:
         try:
@@ -199,20 +180,17 @@ class Engine:
             return
         self.steps += 1
         self.rows_stepped += len(stepped)
-        out: list[tuple[Request, Delta | BaseException]] = []
         for seq in stepped:
             request = running[id(seq)]
-            self._deliver(request, out)
+            self._deliver(request)
             if seq.finished:
                 del running[id(seq)]
-        _send(out)
 
     @staticmethod
-    def _deliver(request: Request, out: list[tuple[Request, Delta | BaseException]]) -> None:
-        """Append the request's new text (and its completion, once finished) to `out`."""
+    def _deliver(request: Request) -> None:
         seq = request.sequence
         text = seq.pending_text()
         if seq.finished:
-            out.append((request, Delta(text, seq.completion())))
+            request._put(Delta(text, seq.completion()))
         elif text:
-            out.append((request, Delta(text)))
+            request._put(Delta(text))
