@@ -4,8 +4,8 @@ Requests arrive from the event loop (`submit`, never blocking it) into a bounded
 full queue refuses at once (`QueueFull`, answered 429 with Retry-After) instead of growing.
 Between decode steps the worker takes waiting requests into free rows (those that wait
 together are prefilled together, up to a token budget: clients come in bursts,
-BatchDecoder.join_many), runs one batched step over everything active, and hands each request its new text through
-an asyncio queue on the caller's loop. A request whose client went away is dropped before
+BatchDecoder.join_many), runs one batched step over everything active, and hands each
+request its new text through an asyncio queue on the caller's loop. A request whose client went away is dropped before
 the next step, freeing its row at once.
 """
 
