@@ -49,9 +49,9 @@ class BatchDecoder:
 
     `join` prefills a prompt into a fresh row of a SlotKVCache and samples its first token
     (`join_many` prefills prompts that arrive together in one forward, each row computing
-    what it would alone); `step` runs one batched forward over every
-    active sequence, each at its own position, and samples each row under its own options;
-    a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
+    what it would alone); `step` runs one batched forward over every active sequence, each
+    at its own position, and samples each row under its own options; a sequence that
+    finishes (or that the caller drops with `leave`) frees its row at once.
     Greedy outputs equal those of generate() on the prompt alone.
 
     Prefix sharing: chat prompts repeat their template and system prompt (SmolLM2's is 29
@@ -104,12 +104,13 @@ class BatchDecoder:
         passes as prefix sharing allows. Returns, in order, each one's sequence or the error
         that refused it alone (a prompt too long, say); a failed forward fails its group.
 
-        Clients of a server arrive in bursts (they start, finish and come back together), and
-        a joint prefill reads every weight once per burst instead of once per prompt, and pays
-        the per-call overheads once. Suffixes of different lengths are right-padded: each row
-        starts at its own length, its padding lands past it (positions the next steps
-        overwrite before any query may see them), and its logits are read at its last real
-        position, so every row computes what it would alone.
+        Clients of a server arrive in bursts (they start, finish and come back together); a
+        joint prefill pays the per-call work once (a forward's ~120 kernel calls, their
+        dispatch and the weights' decoding), though past a few rows the quantized products
+        cost about the same per row either way. Suffixes of different lengths are
+        right-padded: each row starts at its own length, its padding lands past it (positions
+        the next steps overwrite before any query may see them), and its logits are read at
+        its last real position, so every row computes what it would alone.
         """
         results: list[BatchedSequence | Exception] = []
         pending = []
