@@ -32,13 +32,14 @@ class CausalLM(Module):
         raise NotImplementedError
 
     def next_token_logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: Any,
-                          start: int) -> np.ndarray:
+                          start: int, last: np.ndarray | None = None) -> np.ndarray:
         """float32 logits (B, vocab) of each row's last position (generation's step, gradients off).
 
+        `last` (B,) picks another position per row: right-padded prompts prefilled together.
         The module path here; an architecture may override it with an inference fast path.
         """
         h = self.hidden_states(Tensor(ids), positions, mask, cache, start)
-        return self.lm_head(h[:, -1]).float().numpy()
+        return self.lm_head(h[:, -1] if last is None else h[np.arange(len(last)), last]).float().numpy()
 
     @property
     def sliding_window(self) -> int | None:

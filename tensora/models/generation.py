@@ -5,8 +5,9 @@ one batch; the cache's key mask hides the padding and positions count real token
 so each row computes exactly what it would alone. After the prompt (prefill) each step
 feeds one token per row and computes logits for that position only.
 
-BatchDecoder is the step-level form for serving (continuous batching): prompts join and
-leave between decode steps, each row at its own cache position (layers.SlotKVCache).
+batching.BatchDecoder is the step-level form for serving (continuous batching): prompts
+join and leave between decode steps, each row at its own cache position; it shares this
+module's rows, sampler and stop rules.
 
 Sampling follows transformers' logits processors, in their order: repetition penalty,
 temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax). A seed makes a
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
 from ..memory.layered import TieredModel
-from .layers import SlotKVCache, attention_mask
+from .layers import attention_mask
+from .tokenizer import StreamDecoder
 
 
 @dataclass
@@ -121,10 +123,16 @@ def _prompts(model: Any, prompt: Any) -> tuple[list[list[int]], bool]:
 
 @dataclass
 class _Row:
-    """One sequence of the batch: its prompt, what it generated, its text so far, whether it ended."""
+    """One sequence of the batch: its prompt, what it generated, its text so far, whether it ended.
+
+    The text grows by the pieces of an incremental detokenizer (tokenizer.StreamDecoder: each
+    token re-decodes a short window, never an unfinished UTF-8 character), not by decoding
+    every generated token again at each step, which made a generation quadratic in its
+    length; stop strings are looked for only where the new piece can have completed one.
+    """
 
     prompt: list[int]
-    decode: Callable[[list[int]], str] | None
+    stream: StreamDecoder | None
     stop: Sequence[str]
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
@@ -133,23 +141,34 @@ class _Row:
 
     def add(self, token: int, stop_ids: set[int]) -> None:
         if token in stop_ids:
-            self.finish_reason = "stop"
+            self.end("stop")
             return
         self.tokens.append(token)
-        if self.decode is None:
+        if self.stream is not None:
+            self._extend(self.stream.push(token))
+
+    def end(self, reason: str) -> None:
+        """Finish with `reason`; characters the detokenizer held back come out (as U+FFFD if unfinished)."""
+        if self.stream is not None:
+            self._extend(self.stream.flush())
+        if self.finish_reason is None:
+            self.finish_reason = reason
+
+    def _extend(self, piece: str) -> None:
+        if not piece:
             return
-        self.text = self.decode(self.tokens)
+        searched = max(0, len(self.text) - max((len(s) for s in self.stop), default=0) + 1)
+        self.text += piece
         for s in self.stop:
-            at = self.text.find(s)
+            at = self.text.find(s, searched)
             if at >= 0:
-                self.text, self.finish_reason = self.text[:at], "stop"
+                self.text, self.finish_reason, self.stream = self.text[:at], "stop", None
 
     def pending_text(self, final: bool) -> str:
-        """New text that is safe to show: not an incomplete character, not a possible stop-string prefix."""
+        """New text that is safe to show: not a possible stop-string prefix (the detokenizer
+        never gives an unfinished character)."""
         end = len(self.text)
         if not final and self.finish_reason is None:
-            while end > self.emitted and self.text[end - 1] == "\ufffd":
-                end -= 1  # an unfinished multi-byte character
             hold = max((len(s) - 1 for s in self.stop), default=0)
             end = max(self.emitted, end - hold)
         delta = self.text[self.emitted:end]
@@ -162,9 +181,7 @@ class _Run:
 
     def __init__(self, model: Any, prompts: list[list[int]], opts: SamplingOptions) -> None:
         self.model, self.opts = model, opts
-        tok = model.tokenizer
-        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
-        self.rows = [_Row(p, decode, tuple(opts.stop)) for p in prompts]
+        self.rows = [_Row(p, _stream(model), tuple(opts.stop)) for p in prompts]
         self.stop_ids = stop_ids_of(model, opts)
         self.rng = np.random.default_rng(opts.seed)
         longest = max(len(p) for p in prompts)
@@ -197,7 +214,7 @@ class _Run:
                     if r.finish_reason is None:
                         r.add(self._sample(row_logits, r), self.stop_ids)
                         if r.finish_reason is None and len(r.tokens) >= opts.max_new_tokens:
-                            r.finish_reason = "length"
+                            r.end("length")
                 yield
                 if all(r.finish_reason is not None for r in rows):
                     return
@@ -214,150 +231,9 @@ class _Run:
                 for r in self.rows]
 
 
-class BatchedSequence:
-    """One prompt inside a BatchDecoder: its tokens and text so far, its own sampling options and generator."""
-
-    def __init__(self, model: Any, prompt: list[int], opts: SamplingOptions) -> None:
-        tok = model.tokenizer
-        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
-        self.row, self.opts = _Row(prompt, decode, tuple(opts.stop)), opts
-        self.stop_ids = stop_ids_of(model, opts)
-        self.rng = np.random.default_rng(opts.seed)
-
-    @property
-    def finished(self) -> bool:
-        return self.row.finish_reason is not None
-
-    def pending_text(self) -> str:
-        """Text generated since the last call that is safe to show (see _Row.pending_text)."""
-        return self.row.pending_text(final=self.finished)
-
-    def completion(self) -> Completion:
-        r = self.row
-        return Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
-
-    def _take(self, logits: np.ndarray) -> None:
-        r = self.row
-        r.add(sample(logits, self.opts, self.rng, r.prompt + r.tokens), self.stop_ids)
-        if r.finish_reason is None and len(r.tokens) >= self.opts.max_new_tokens:
-            r.finish_reason = "length"
-
-
-class BatchDecoder:
-    """Continuous batching: prompts join at any time, decode together one token per step, leave at once.
-
-    `join` prefills a prompt alone (batch 1, exactly as generate() would) into a fresh row of
-    a SlotKVCache and samples its first token; `step` runs one batched forward over every
-    active sequence, each at its own position, and samples each row under its own options;
-    a sequence that finishes (or that the caller drops with `leave`) frees its row at once.
-    Greedy outputs equal those of generate() on the prompt alone.
-
-    Prefix sharing: chat prompts repeat their template and system prompt (SmolLM2's is 29
-    of a typical 46 tokens), and a position's keys and values depend only on the tokens up
-    to it. So `join` copies the longest prefix (at least MIN_SHARED_PREFIX tokens) that an
-    active sequence already holds in its cache row and prefills only the rest, as vLLM's
-    automatic prefix caching does. The kernels compute each token's row on its own (the
-    fused and multi-row quantized products, per-row norms and rotations, per-query
-    attention), so the copied keys are those the prompt would compute itself.
-
-        >>> from tensora.models import default_model_path, load
-        >>> model = load(default_model_path())
-        >>> ids_a, ids_b = (model.tokenizer.encode(t) for t in ("The capital of France is", "1, 2, 3,"))
-        >>> dec = BatchDecoder(model)
-        >>> a = dec.join(ids_a, SamplingOptions(temperature=0, max_new_tokens=4))
-        >>> b = dec.join(ids_b, SamplingOptions(temperature=0.8, max_new_tokens=4, seed=1))
-        >>> while dec.active:
-        ...     _ = dec.step()
-        >>> a.completion().token_ids == model.generate(ids_a, max_new_tokens=4, temperature=0).token_ids
-        True
-    """
-
-    #: Shortest common prefix worth copying: below it, a copy per layer and row costs about
-    #: what recomputing those few tokens would.
-    MIN_SHARED_PREFIX = 8
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.cache = SlotKVCache(model.new_cache(1, 1), model.max_positions)
-        self.active: list[BatchedSequence] = []  # active[i] lives in cache row i
-        self.shared_tokens = 0  # prompt tokens copied instead of computed, for tests and benchmarks
-
-    def join(self, prompt: list[int], opts: SamplingOptions) -> BatchedSequence:
-        """Prefill `prompt` and sample its first token; it stays active unless that already ended it."""
-        if not prompt:
-            raise ValueError("a prompt must hold at least one token")
-        seq, model = BatchedSequence(self.model, prompt, opts), self.model
-        if opts.max_new_tokens == 0:
-            seq.row.finish_reason = "length"
-            return seq
-        t = len(prompt)
-        row = self.cache.add_row(t + opts.max_new_tokens)
-        try:
-            src, shared = self._longest_prefix(prompt)
-            if shared:
-                self.cache.copy_prefix(src, row, shared)
-            view = self.cache.row_view(row)
-            view.key_mask[:, :t] = True
-            mask = attention_mask(view.key_mask, shared, t - shared, model.sliding_window)
-            with no_grad():
-                logits = model.next_token_logits(np.array([prompt[shared:]], dtype=np.int64),
-                                                 np.arange(shared, t)[None], mask, view, shared).astype(np.float64)
-        except BaseException:
-            self.cache.remove_row(row)
-            raise
-        self.shared_tokens += shared
-        self.cache.lengths[row] = t
-        self.active.append(seq)
-        seq._take(logits[0])
-        if seq.finished:
-            self.leave(seq)
-        return seq
-
-    def _longest_prefix(self, prompt: list[int]) -> tuple[int, int]:
-        """(row, n): the active row whose cached tokens share the longest prefix with `prompt`,
-        n of them (0 below MIN_SHARED_PREFIX); at most len(prompt) - 1, since the last prompt
-        token must run to give the logits."""
-        want = np.asarray(prompt[:-1], dtype=np.int64)
-        best_row, best = -1, 0
-        for i, seq in enumerate(self.active):
-            held = seq.row.prompt + seq.row.tokens  # the cache holds the first lengths[i] of these
-            n = min(int(self.cache.lengths[i]), want.size)
-            if n <= best:
-                continue
-            differ = np.flatnonzero(want[:n] != np.asarray(held[:n], dtype=np.int64))
-            common = int(differ[0]) if differ.size else n
-            if common > best:
-                best_row, best = i, common
-        return (best_row, best) if best >= self.MIN_SHARED_PREFIX else (-1, 0)
-
-    def step(self) -> list[BatchedSequence]:
-        """One token for every active sequence (one batched forward); returns them. Finished ones have left."""
-        if not self.active:
-            return []
-        model, cache, stepped = self.model, self.cache, list(self.active)
-        n = cache.rows
-        ids = np.array([[s.row.tokens[-1]] for s in stepped], dtype=np.int64)
-        positions = cache.lengths[:n, None].copy()
-        mask = cache.decode_mask(model.sliding_window)
-        with no_grad():
-            logits = model.next_token_logits(ids, positions, mask, cache, 0).astype(np.float64)
-        cache.lengths[:n] += 1
-        for s, row_logits in zip(stepped, logits):
-            s._take(row_logits)
-        for s in stepped:
-            if s.finished:
-                self.leave(s)
-        return stepped
-
-    def leave(self, seq: BatchedSequence) -> None:
-        """Free `seq`'s row now (finished, or its client went away); a no-op if it is not active."""
-        if seq not in self.active:
-            return
-        i = self.active.index(seq)
-        self.cache.remove_row(i)
-        last = self.active.pop()
-        if last is not seq:
-            self.active[i] = last
+def _stream(model: Any) -> StreamDecoder | None:
+    """A fresh incremental detokenizer of the model's tokenizer (None without one)."""
+    return None if model.tokenizer is None else StreamDecoder(model.tokenizer, skip_special_tokens=True)
 
 
 def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, seen: list[int]) -> int:

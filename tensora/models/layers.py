@@ -163,13 +163,17 @@ class SlotKVCache:
     """KV cache for continuous batching: rows that join and leave, each at its own length.
 
     Active rows are kept packed in [0, rows): a row that leaves is replaced by the last one,
-    so a decode step runs over exactly the live sequences. A joining row is prefilled alone
-    through `row_view` (batch 1, as if it ran by itself); a decode step then writes each
-    row's new key at that row's own length (`lengths`), and `decode_mask` hides every
-    position a row has not filled. Batch and time capacity grow on demand (doubling) and
-    shrink back when the last row leaves, so memory follows what is in use, not the largest
-    batch times the longest context.
+    so a decode step runs over exactly the live sequences. Rows that join together are
+    prefilled together through `rows_view`, each from its own length; a decode step then
+    writes each row's new key at that row's own length (`lengths`), and `decode_mask` hides
+    every position a row has not filled. Batch and time capacity grow on demand (doubling)
+    and shrink back when the last row leaves, so memory follows what is in use, not the
+    largest batch times the longest context.
     """
+
+    #: The cache this is a view of (`rows_view`), else None: model-level checks done once per
+    #: cache (llama_decode.fast_path) then hold for every view of the same cache.
+    owner: Any = None
 
     def __init__(self, prototype: KVCache, max_positions: int) -> None:
         keys = prototype[0].keys
@@ -238,22 +242,44 @@ class SlotKVCache:
             c.keys[dst, :, :length] = c.keys[src, :, :length]
             c.values[dst, :, :length] = c.values[src, :, :length]
 
-    def row_view(self, row: int) -> KVCache:
-        """A batch-1 KVCache writing into `row` (views share storage): for prefilling it alone."""
-        view = KVCache.__new__(KVCache)
-        view.layers = [LayerCache(c.keys[row:row + 1], c.values[row:row + 1]) for c in self.layers]
-        view.capacity, view.length = self.capacity, 0
-        view.key_mask = np.zeros((1, self.capacity), dtype=bool)
+    def read_prefix(self, row: int, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of row `row`'s keys and values at positions [0, length), per layer: (kv_heads, length, D) each."""
+        if not (0 <= row < self.rows and 0 <= length <= self.lengths[row]):
+            raise ValueError(f"cannot read {length} positions of row {row} of {self.rows}")
+        return [(c.keys.numpy()[row, :, :length].copy(), c.values.numpy()[row, :, :length].copy()) for c in self.layers]
+
+    def write_prefix(self, row: int, saved: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Write what read_prefix returned (or a prefix of it) at positions [0, length) of row `row`."""
+        length = saved[0][0].shape[1] if saved else 0
+        if not (0 <= row < self.rows and len(saved) == self.n_layers and length <= self.capacity):
+            raise ValueError(f"cannot write {len(saved)} layers of {length} positions to row {row} of {self.rows}")
+        for c, (k, v) in zip(self.layers, saved):
+            c.keys.numpy()[row, :, :length] = k
+            c.values.numpy()[row, :, :length] = v
+
+    def rows_view(self, first: int, count: int) -> SlotKVCache:
+        """Rows [first, first + count) as a SlotKVCache of their own (storage and lengths shared),
+        for one forward pass over them: prefilling the prompts that join together."""
+        if not (0 <= first and count > 0 and first + count <= self.rows):
+            raise ValueError(f"rows {first}..{first + count} are not among the {self.rows} rows")
+        view = SlotKVCache.__new__(SlotKVCache)
+        view.kv_heads, view.head_dim, view.dtype = self.kv_heads, self.head_dim, self.dtype
+        view.n_layers, view.max_positions, view.rows = self.n_layers, self.max_positions, count
+        view.lengths = self.lengths[first:first + count]
+        view.layers = [LayerCache(c.keys[first:first + count], c.values[first:first + count]) for c in self.layers]
+        view.owner = self
         return view
 
-    def decode_mask(self, window: int | None) -> Tensor:
-        """(rows, 1, 1, S) mask for one new query per row at its own length over keys [0, S)."""
-        q = self.lengths[:self.rows, None]
-        k = np.arange(int(q.max()) + 1)[None, :]
-        allowed = k <= q
+    def decode_mask(self, window: int | None, steps: int = 1) -> Tensor:
+        """(rows, 1, steps, S) mask for `steps` new queries per row from its own length over keys
+        [0, S): one for a decode step, a right-padded prompt suffix for a joint prefill (a
+        padding query sees the keys before it, so its row is never empty)."""
+        q = self.lengths[:self.rows, None] + np.arange(steps)[None, :]  # (rows, steps)
+        k = np.arange(int(q.max()) + 1)
+        allowed = k <= q[:, :, None]
         if window is not None:
-            allowed &= k > q - window
-        return Tensor(allowed[:, None, None, :])
+            allowed &= k > q[:, :, None] - window
+        return Tensor(allowed[:, None])
 
     def __getitem__(self, i: int) -> _SlotLayer:
         return _SlotLayer(self, self.layers[i])
@@ -266,10 +292,10 @@ class _SlotLayer:
         self.owner, self.cache = owner, cache
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """k, v (rows, kv_heads, 1, head_dim) go to position lengths[row]; `start` is unused (rows differ)."""
-        n, lengths = self.owner.rows, self.owner.lengths[:self.owner.rows]
-        rows = np.arange(n)
-        self.cache.keys[rows, :, lengths] = k[:, :, 0]
-        self.cache.values[rows, :, lengths] = v[:, :, 0]
-        stop = int(lengths.max()) + 1
+        """k, v (rows, kv_heads, T, head_dim) go to positions lengths[row] + [0, T); `start` is unused (rows differ)."""
+        n, lengths, t = self.owner.rows, self.owner.lengths[:self.owner.rows], k.shape[2]
+        rows, at = np.arange(n)[:, None], lengths[:, None] + np.arange(t)[None, :]  # (n, T) each
+        self.cache.keys[rows, :, at] = k.transpose(1, 2)  # indexed: (n, T, kv_heads, head_dim)
+        self.cache.values[rows, :, at] = v.transpose(1, 2)
+        stop = int(lengths.max()) + t
         return self.cache.keys[:n, :, :stop], self.cache.values[:n, :, :stop]

@@ -195,12 +195,12 @@ class LlamaForCausalLM(CausalLM):
         return self.model.norm(h)
 
     def next_token_logits(self, ids: np.ndarray, positions: np.ndarray, mask: Tensor | None, cache: Any,
-                          start: int) -> np.ndarray:
+                          start: int, last: np.ndarray | None = None) -> np.ndarray:
         """The inference fast path (llama_decode.py) where it applies, else the module path."""
         decoder = None if cache is None else fast_path(self, cache)
         if decoder is None:
-            return super().next_token_logits(ids, positions, mask, cache, start)
-        return decoder.logits(ids, positions, mask, cache, start)
+            return super().next_token_logits(ids, positions, mask, cache, start, last)
+        return decoder.logits(ids, positions, mask, cache, start, last)
 
     @property
     def sliding_window(self) -> int | None:

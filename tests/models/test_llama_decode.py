@@ -16,7 +16,8 @@ import tensora
 from tensora.autograd.grad_mode import no_grad
 from tensora.models import llama_decode
 from tensora.models.base import CausalLM
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.models.layers import attention_mask
 from tensora.models.llama import LlamaConfig, LlamaForCausalLM
 from tensora.quant import quantize
@@ -155,6 +156,25 @@ def test_falls_back_when_tiered_hooked_or_differentiating():
     handle.remove()
     assert _fast(model) is not None
     assert llama_decode.fast_path(model, model.new_cache(1, 4)) is None  # gradients on
+
+
+def test_row_views_of_a_slot_cache_are_checked_with_it(monkeypatch):
+    """A serving engine prefills joins through row views of its slot cache: the eligibility
+    checks run once for the cache, not again for every view and step after it."""
+    from tensora.models.layers import SlotKVCache
+
+    model, checks = tiny(), []
+    real = llama_decode.eligible
+    monkeypatch.setattr(llama_decode, "eligible", lambda m: checks.append(1) or real(m))
+    slots = SlotKVCache(model.new_cache(1, 1), model.max_positions)
+    slots.add_row(8)
+    slots.add_row(8)
+    with no_grad():
+        views = (slots, slots.rows_view(0, 1), slots.rows_view(1, 1), slots.rows_view(0, 2), slots)
+        decoders = {id(llama_decode.fast_path(model, c)) for c in views}
+        assert len(decoders) == 1 and len(checks) == 1
+        assert llama_decode.fast_path(model, model.new_cache(1, 4)) is not None  # another cache: checked again
+    assert len(checks) == 2
 
 
 def test_numpy_bodies_give_the_same_tokens(monkeypatch):

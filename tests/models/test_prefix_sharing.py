@@ -1,4 +1,4 @@
-"""BatchDecoder's prefix sharing (tensora/models/generation.py): a joining prompt copies the
+"""BatchDecoder's prefix sharing (tensora/models/batching.py): a joining prompt copies the
 keys and values of the longest prefix an active row holds instead of recomputing them.
 
 Reference: the same prompt joined into a decoder of its own (nothing to share). With a
@@ -15,7 +15,8 @@ import pytest
 
 import tensora
 from tensora.backend import native
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.models.llama import LlamaConfig, LlamaForCausalLM
 from tensora.quant import quantize
 
@@ -107,3 +108,72 @@ def test_copy_prefix_checks_its_rows():
         dec.cache.copy_prefix(0, 1, 2)  # no row 1
     with pytest.raises(ValueError):
         dec.cache.copy_prefix(0, 0, 4)  # row 0 holds 3 positions
+
+
+def _alone(model, prompt, n=8):
+    return model.generate(prompt, max_new_tokens=n, temperature=0, stop_token_ids=[]).token_ids
+
+
+@pytest.mark.parametrize("path", ["fast q4_0", "fast float32", "module q4_0"])
+def test_prompts_joining_together_prefill_together_and_decode_as_if_alone(path, monkeypatch):
+    """A burst of chats (one template, suffixes of different lengths, one prompt too long, one
+    asking for no tokens) joins in two forward passes: the first prompt computes the template,
+    the others copy it and prefill their right-padded suffixes together. Reference: generate()
+    on each prompt alone."""
+    kind, fmt = path.split()
+    model = tiny(None if fmt == "float32" else fmt)
+    if kind == "module":
+        model.model.layers[0].register_forward_pre_hook(lambda m, args: None)
+    system = list(range(10, 30))
+    prompts = [system + [40, 41, 42], system + [50], system + [60, 61, 62, 63, 64, 65], list(range(60, 75))]
+    dec = BatchDecoder(model)
+    calls = []
+    forward = model.next_token_logits
+    monkeypatch.setattr(model, "next_token_logits", lambda ids, *a: calls.append(ids.shape) or forward(ids, *a))
+    too_long = SamplingOptions(max_new_tokens=model.max_positions, temperature=0)
+    results = dec.join_many([(p, GREEDY) for p in prompts[:2]] + [(prompts[0], too_long),
+                                                                  (prompts[0], SamplingOptions(max_new_tokens=0))]
+                            + [(p, GREEDY) for p in prompts[2:]])
+    assert isinstance(results[2], ValueError) and results[3].finished and results[3].completion().token_ids == []
+    # the first prompt and the unrelated one (padded to 23), then the two that copy the template (6 tokens padded)
+    assert calls == [(2, 23), (2, 6)] and dec.shared_tokens == 2 * len(system)
+    seqs = results[:2] + results[4:]
+    while dec.active:
+        dec.step()
+    assert [s.completion().token_ids for s in seqs] == [_alone(model, p) for p in prompts]
+
+
+def test_a_failed_joint_prefill_frees_its_rows():
+    model = tiny("q4_0")
+    dec = BatchDecoder(model)
+    dec.join(list(range(1, 12)), GREEDY)
+
+    def broken(*args):
+        raise RuntimeError("out of memory")
+
+    model.next_token_logits = broken
+    results = dec.join_many([([5, 6, 7], GREEDY), ([8, 9], GREEDY)])
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert dec.cache.rows == len(dec.active) == 1
+
+
+@pytest.mark.parametrize("path", ["fast", "module"])
+def test_the_last_prompt_to_leave_is_kept_for_the_next_join(path):
+    """A lone client's next chat (nothing active) copies its template from the prompt of the
+    sequence that left last, and still decodes what it would alone."""
+    model = tiny("q4_0")
+    if path == "module":
+        model.model.layers[0].register_forward_pre_hook(lambda m, args: None)
+    system = list(range(10, 30))
+    dec = BatchDecoder(model)
+    first = dec.join(system + [40, 41], GREEDY)
+    while dec.active:
+        dec.step()
+    assert first.finished and dec.cache.rows == 0 and dec.shared_tokens == 0
+    second = dec.join(system + [60, 61, 62], GREEDY)
+    assert dec.shared_tokens == len(system)
+    while dec.active:
+        dec.step()
+    assert second.completion().token_ids == _alone(model, system + [60, 61, 62])
+    dec.join([1, 2, 3] * 4, GREEDY)  # shares nothing with what is kept: computed whole
+    assert dec.shared_tokens == len(system)

@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from tensora.models.generation import BatchDecoder, SamplingOptions
+from tensora.models.batching import BatchDecoder
+from tensora.models.generation import SamplingOptions
 from tensora.serve import Engine, QueueFull
 
 
@@ -107,3 +108,27 @@ def test_engine_batches_concurrent_requests(tiny_model):
         assert c.token_ids == tiny_model.generate(p, max_new_tokens=16, temperature=0, stop_token_ids=[]).token_ids
     assert engine.rows_stepped / engine.steps > 2  # several rows per step, never more than max_batch
     assert engine.rows_stepped <= 4 * engine.steps
+
+
+def test_engine_prefills_waiting_requests_together_within_its_token_budget(tiny_model):
+    """Requests waiting together join in one joint prefill of at most `prefill_tokens` prompt
+    tokens (one longer request still joins alone); tokens equal generate() alone."""
+    prompts = [[5, 6, 7] * 4, [8, 9] * 3, [10, 11, 12] * 5, [13] * 40, [14, 15]]
+    opts = SamplingOptions(max_new_tokens=6, temperature=0, stop_token_ids=[])
+    engine = Engine(tiny_model, max_batch=8, prefill_tokens=32)
+    joins = []
+    join_many = engine.decoder.join_many
+    engine.decoder.join_many = lambda requests: joins.append([len(p) for p, _ in requests]) or join_many(requests)
+
+    async def run_all():
+        requests = [engine.submit(p, opts) for p in prompts]  # all wait before the engine starts
+        engine.start()
+        return await asyncio.gather(*(r.result() for r in requests))
+
+    try:
+        results = asyncio.run(run_all())
+    finally:
+        engine.stop()
+    assert joins == [[12, 6], [15], [40], [2]]
+    for p, c in zip(prompts, results):
+        assert c.token_ids == tiny_model.generate(p, max_new_tokens=6, temperature=0, stop_token_ids=[]).token_ids

@@ -45,7 +45,8 @@ def test_chat_streams_replies_and_keeps_the_conversation(tiny_path, tiny_model, 
 
 def test_memory_budget_reaches_the_loader_and_serving_still_decodes(tiny_path, tiny_model):
     from tensora.cli.serve import load_model
-    from tensora.models.generation import BatchDecoder, SamplingOptions
+    from tensora.models.batching import BatchDecoder
+    from tensora.models.generation import SamplingOptions
 
     budgeted = load_model(str(tiny_path), memory_budget="64MiB")
     assert budgeted.memory is not None
