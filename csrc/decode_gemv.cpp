@@ -49,14 +49,6 @@ constexpr std::size_t kBlockBytes = 34;  // float16 scale + 32 int8 codes
 
 #if TENSORA_HAVE_AVX2_VARIANT
 
-bool cpu_ok() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }();
-    return ok;
-}
-
 // x rounded per chunk as the fused kernel rounds it; false for inf/NaN or tiny chunks.
 GEMV_TARGET bool quantize_x(const float *x, std::size_t cols, std::int16_t *q, float *d) {
     for (std::size_t c = 0; c < cols / kChunk; ++c) {
@@ -158,7 +150,7 @@ bool py_gemv_q8_0(const InArray &blocks, std::size_t rows, std::size_t cols, con
     if (rows && cols && lo_x < lo_o + out.nbytes() && lo_o < lo_x + x.nbytes())
         throw nb::value_error("gemv_q8_0: out must not overlap x");
 #if TENSORA_HAVE_AVX2_VARIANT
-    if (!cpu_ok() || active_simd() != Simd::avx2 || rows == 0 || cols == 0)
+    if (!cpu_avx2_fma() || active_simd() != Simd::avx2 || rows == 0 || cols == 0)
         return false;
     const auto *w = static_cast<const std::uint8_t *>(blocks.data());
     const auto *px = static_cast<const float *>(x.data());

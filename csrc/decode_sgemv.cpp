@@ -45,14 +45,6 @@ using OutArray = nb::ndarray<>;
 
 constexpr std::size_t kRows = 8;  // rows streamed together
 
-bool cpu_ok() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }();
-    return ok;
-}
-
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -113,7 +105,7 @@ bool py_gemv_f32(const InArray &w, const InArray &x, const OutArray &out) {
             fail("gemv_f32: out must not overlap w or x");
     }
 #if TENSORA_HAVE_AVX2_VARIANT
-    if (!cpu_ok() || active_simd() != Simd::avx2)
+    if (!cpu_avx2_fma() || active_simd() != Simd::avx2)
         return false;
     const auto *pw = static_cast<const float *>(w.data());
     const auto *px = static_cast<const float *>(x.data());

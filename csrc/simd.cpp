@@ -39,6 +39,18 @@ std::atomic<bool> &vnni_on() {
 
 }  // namespace
 
+bool cpu_avx2_fma() {
+#if TENSORA_HAVE_AVX2_VARIANT
+    static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
 Simd best_simd() {
     static const Simd best = detect();
     return best;

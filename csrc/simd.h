@@ -33,6 +33,10 @@ bool set_simd(const std::string &name);
 // Whether kernels may use AVX-512 VNNI now (the CPU has it with VL; the level is
 // "auto" or "vnni").
 bool vnni_active();
+
+// Whether the CPU has AVX2 with FMA and F16C, what every float loop of the AVX2 variant
+// uses (fp16 scales, fused multiply-adds); checked once.
+bool cpu_avx2_fma();
 const char *simd_name(Simd s);
 
 }  // namespace tensora

@@ -163,15 +163,6 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     return true;
 }
 
-bool cpu_ok() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    }();
-    return ok;
-}
-
 // Adds the LLM.int8 outlier columns' products (their qweight columns are zero).
 void add_outliers(const QuantView &w, const float *x, std::size_t n_x, float *y) {
     for (std::size_t m = 0; m < n_x; ++m)
@@ -188,7 +179,7 @@ void add_outliers(const QuantView &w, const float *x, std::size_t n_x, float *y)
 }  // namespace fused
 
 bool fused_supported(const QuantView &w) {
-    if (!fused::cpu_ok() || w.cols % fused::kChunk != 0 || w.rows == 0 || w.cols == 0)
+    if (!cpu_avx2_fma() || w.cols % fused::kChunk != 0 || w.rows == 0 || w.cols == 0)
         return false;
     return true;  // every format has a kernel for K % 32 == 0 (bnb blocks are multiples of 32)
 }

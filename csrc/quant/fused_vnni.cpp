@@ -221,13 +221,7 @@ bool run_bytes(const K &kern, const QuantView &w, const float *x, float *y, std:
 }  // namespace
 }  // namespace fused
 
-bool vnni_supported() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }();
-    return ok && vnni_active();
-}
+bool vnni_supported() { return cpu_avx2_fma() && vnni_active(); }
 
 bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads, bool *ok) {
     using namespace fused;

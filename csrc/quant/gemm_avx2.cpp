@@ -300,19 +300,11 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     return true;
 }
 
-bool cpu_ok() {
-    static const bool ok = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }();
-    return ok;
-}
-
 }  // namespace
 }  // namespace gemm_detail
 
 bool gemm_supported(const QuantView &w) {
-    if (!gemm_detail::cpu_ok() || w.rows == 0 || w.cols == 0 || w.cols % fused::kChunk != 0)
+    if (!cpu_avx2_fma() || w.rows == 0 || w.cols == 0 || w.cols % fused::kChunk != 0)
         return false;
     if (w.format == Format::fp8_e4m3 || w.format == Format::fp8_e5m2)
         return false;
