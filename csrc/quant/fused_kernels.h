@@ -71,6 +71,14 @@ struct KernelBase {
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
     const void *side(const QuantView &w, std::size_t) const { return w.codes; }
     std::size_t side_bytes(const QuantView &) const { return 0; }
+    // Chunks per scale-table entry, as a shift: 0 (an entry per chunk) unless every
+    // scale group spans 2**shift whole chunks of each row, where the GEMV fills and reads
+    // one entry per group (fill8_groups), fewer fills for the same values.
+    int table_shift(const QuantView &) const { return 0; }
+    // Scales of groups g0 .. g0 + 7 (table_shift > 0 only).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        return static_cast<const D *>(this)->fill8(w, b, r, c0, isc);
+    }
     // Eight scalar fills (formats whose scales do not vectorise well).
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         float s[8], m[8] = {}, m2[8] = {};
@@ -359,19 +367,25 @@ struct KInt4 : KernelBase<KInt4<kSym>> {
         if (!kSym)
             *mn = -(float(w.zero[g]) * s);
     }
+    int table_shift(const QuantView &) const { return shift; }
+    // Groups c0 .. c0 + 7 of row r: 8 consecutive scales (and zero points).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        const std::size_t g0 = r * (w.cols / w.group) + c0;
+        const __m256 s = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const std::uint16_t *>(w.scale) + g0)));
+        if (kSym)
+            return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
+        const __m256 zf = _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0))));
+        return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        if (shift == 0)  // a group per chunk
+            return fill8_groups(w, b, r, c0, isc);
         // Vectors built from registers: 8 narrow stores read back by one wide load
         // would stall on store forwarding.
         const std::size_t g0 = r * (w.cols / w.group);
         const auto *h = static_cast<const std::uint16_t *>(w.scale) + g0;
-        if (shift == 0) {  // a group per chunk: 8 consecutive scales (and zero points)
-            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(h + c0)));
-            if (kSym)
-                return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
-            const __m256 zf = _mm256_cvtepi32_ps(
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0 + c0))));
-            return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
-        }
         const std::size_t g[8] = {c0 >> shift, (c0 + 1) >> shift, (c0 + 2) >> shift, (c0 + 3) >> shift,
                                   (c0 + 4) >> shift, (c0 + 5) >> shift, (c0 + 6) >> shift, (c0 + 7) >> shift};
         __m256 s = _mm256_cvtph_ps(_mm_setr_epi16(short(h[g[0]]), short(h[g[1]]), short(h[g[2]]), short(h[g[3]]),
@@ -416,7 +430,15 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
         return static_cast<const std::uint8_t *>(w.scale) + ((r * w.cols) >> shift) * (w.double_quant ? 1 : 4);
     }
     std::size_t side_bytes(const QuantView &w) const { return (w.cols >> shift) * (w.double_quant ? 1 : 4) + 4; }
+    // Blocks of 64 or more values align with the rows' chunks when a row is whole blocks.
+    int table_shift(const QuantView &w) const { return w.cols % w.group == 0 ? shift - log2_exact(kChunk) : 0; }
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = bnb_absmax(w, (r * w.cols + c * kChunk) >> shift) / kUnit; }
+    // Blocks c0 .. c0 + 7 of row r (table_shift > 0: rows are whole blocks, and the
+    // caller asks for 8 groups only where the row has them, so the blocks exist).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        const __m256 a = absmax_rel(w, ((r * w.cols) >> shift) + c0, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return {_mm256_mul_ps(a, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
     // Chunk j of the 8 lies in block blk0 + rel[j], rel[j] in 0..7 (blocks hold >= 32
     // values): the 8 blocks from blk0 are read as one vector and permuted, where they
     // exist. Per chunk, the scalar fills cost more than the kernel's integer work.
@@ -440,6 +462,10 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
             _mm256_add_epi32(_mm256_set1_epi32(int(e0 & ((std::size_t(1) << shift) - 1))),
                              _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224)),
             _mm_cvtsi32_si128(shift));
+        return absmax_rel(w, blk0, rel);
+    }
+    // The absmax of blocks blk0 + rel[j], rel[j] in 0..7, given that blocks blk0 .. blk0 + 7 exist.
+    FUSED_TARGET __m256 absmax_rel(const QuantView &w, std::size_t blk0, __m256i rel) const {
         if (w.double_quant) {  // bnb_absmax's arithmetic: map[code] * absmax_scale[block / 256] + offset
             // The code book's values of the 8 blocks, looked up in general-purpose registers
             // (a gather instruction is slower on common cores), then permuted as the plain absmax.
