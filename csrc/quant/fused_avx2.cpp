@@ -35,7 +35,7 @@ namespace {
 struct Act {
     const std::int16_t *q;
     const float *d;
-    const std::int32_t *so;
+    const std::int32_t *so, *so16;
     const float *ds, *ds16;
 };
 
@@ -47,6 +47,10 @@ FUSED_TARGET inline void apply_scales([[maybe_unused]] const K &kern, __m256 *ac
                                       const Act &a, std::size_t c, std::size_t u, const Tables &t) {
     const __m256 xd = _mm256_set1_ps(a.d[c]);
     if (K::kSplit) {
+        if (K::kOffset) {
+            lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so16[2 * c]));
+            hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(a.so16[2 * c + 1]));
+        }
         *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[u * 8]), xd), *acc);
         *acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[u * 8]), xd), *acc_min);
         return;
@@ -150,13 +154,13 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     std::vector<std::int16_t> q(n_x * cols + 16);
     auto *q0 = reinterpret_cast<std::int16_t *>((reinterpret_cast<std::uintptr_t>(q.data()) + 31) & ~std::uintptr_t(31));
     std::vector<float> d(n_x * nc), ds(n_x * nc), ds16(n_x * 2 * nc);
-    std::vector<std::int32_t> so(n_x * nc);
+    std::vector<std::int32_t> so(n_x * nc), so16(n_x * 2 * nc);
     std::vector<Act> acts(n_x);
     for (std::size_t m = 0; m < n_x; ++m) {
         if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, q0 + m * cols, &d[m * nc], &so[m * nc],
-                          &ds[m * nc], &ds16[m * 2 * nc]))
+                          &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]))
             return false;
-        acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &ds[m * nc], &ds16[m * 2 * nc]};
+        acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]};
     }
     const std::size_t groups = (w.rows + 7) / 8;
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / cols);

@@ -206,13 +206,18 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
         return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
                 _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
     }
-    // Branch-free in the row: every offset and shift count depends on c only, so the
-    // compiler computes them once for the 8 rows of a chunk.
+    // Every offset and the branch depend on c only (the same for the 8 rows of a chunk):
+    // the low nibbles of the zero-extended bytes are one and, the high ones one shift.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         const std::size_t sb = kSize * (c / 8), j = c % 8, q = sb + kQs + 32 * (j / 2);
-        const __m128i nibble = _mm_cvtsi32_si128(int(4 * (j & 1)));
-        __m256i v0 = low4(_mm256_srl_epi16(widen_u8(b + q), nibble));
-        __m256i v1 = low4(_mm256_srl_epi16(widen_u8(b + q + 16), nibble));
+        __m256i v0 = widen_u8(b + q), v1 = widen_u8(b + q + 16);
+        if (j & 1) {
+            v0 = _mm256_srli_epi16(v0, 4);
+            v1 = _mm256_srli_epi16(v1, 4);
+        } else {
+            v0 = low4(v0);
+            v1 = low4(v1);
+        }
         if (kFifth) {  // bit j of qh[l] is the fifth bit of element l
             const __m128i bit = _mm_cvtsi32_si128(int(j));
             const __m256i one = _mm256_set1_epi16(1);
@@ -498,11 +503,20 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
 };
 
 // NVFP4: element 2i in the low nibble, e4m3 scale per 16 (two per chunk: madd lanes
-// 0-3 hold the first 16 values, 4-7 the second), times the global scale.
+// 0-3 hold the first 16 values, 4-7 the second), times the global scale. Codes decode
+// to their doubled E2M1 value plus 12 (kOffset, in 0..24, subtracted per half chunk
+// through the activation sums): a table lookup on int16 lanes then needs no sign
+// extension, as the lanes' high bytes look up entry 0, which is 0 (see decode).
 struct KNvfp4 : KernelBase<KNvfp4> {
     static constexpr Layout kLayout = Layout::even_odd;
     static constexpr bool kSplit = true;
+    static constexpr int kOffset = 12;
     static constexpr int kLines = 2;
+    alignas(16) std::uint8_t table[16];  // entry k: value of code k ^ 15, plus 12
+    KNvfp4() {
+        for (int k = 0; k < 16; ++k)
+            table[k] = std::uint8_t(kE2M1x2[k ^ 15] + kOffset);
+    }
     const void *side(const QuantView &w, std::size_t r) const {
         return static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16);
     }
@@ -527,13 +541,14 @@ struct KNvfp4 : KernelBase<KNvfp4> {
         return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), k), _mm256_setzero_ps(),
                 _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), k)};
     }
+    // Code k indexes entry k ^ 15 (andnot: ~v & 15, one instruction): code 15 (-12) is
+    // entry 0, whose value plus 12 is 0, as the high bytes need.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kE2M1x2)));
-        __m256i v = widen_u8(b + 16 * c);
-        // Table lookups on int16 lanes: the value lands in the low byte (the high byte
-        // looks up code 0, which is 0); shifting up and back sign-extends it.
-        __m256i lo = _mm256_shuffle_epi8(table, low4(v)), hi = _mm256_shuffle_epi8(table, _mm256_srli_epi16(v, 4));
-        return {_mm256_srai_epi16(_mm256_slli_epi16(lo, 8), 8), _mm256_srai_epi16(_mm256_slli_epi16(hi, 8), 8)};
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(table)));
+        const __m256i m4 = _mm256_set1_epi16(0x0f);
+        const __m256i v = widen_u8(b + 16 * c);
+        return {_mm256_shuffle_epi8(t, _mm256_andnot_si256(v, m4)),
+                _mm256_shuffle_epi8(t, _mm256_andnot_si256(_mm256_srli_epi16(v, 4), m4))};
     }
 };
 

@@ -41,7 +41,7 @@ struct Acts {
     std::vector<std::int16_t> q_store;
     std::int16_t *q = nullptr;  // 32-byte aligned, n_x rows of nc * 32
     std::vector<float> d, ds, ds16;
-    std::vector<std::int32_t> so;
+    std::vector<std::int32_t> so, so16;
 };
 
 template <class K>
@@ -55,9 +55,10 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     a.ds.resize(n_x * nc);
     a.ds16.resize(n_x * 2 * nc);
     a.so.resize(n_x * nc);
+    a.so16.resize(n_x * 2 * nc);
     for (std::size_t m = 0; m < n_x; ++m)
         if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
-                          &a.ds[m * nc], &a.ds16[m * 2 * nc]))
+                          &a.so16[m * 2 * nc], &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;
 }
@@ -210,8 +211,13 @@ FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, s
             const std::size_t i = (m0 + m) * nc + c;
             const __m256 xd = _mm256_set1_ps(a.d[i]);
             if (K::kSplit) {
-                s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc, xd), s[m]);
-                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                __m256i first = lo, second = hi;
+                if (K::kOffset) {
+                    first = _mm256_sub_epi32(first, _mm256_set1_epi32(a.so16[2 * i]));
+                    second = _mm256_sub_epi32(second, _mm256_set1_epi32(a.so16[2 * i + 1]));
+                }
+                s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(sc, xd), s[m]);
+                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
                                            s_min[m]);
                 continue;
             }
