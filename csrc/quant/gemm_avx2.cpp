@@ -41,7 +41,7 @@ struct Acts {
     std::vector<std::int16_t> q_store;
     std::int16_t *q = nullptr;  // 32-byte aligned, n_x rows of nc * 32
     std::vector<float> d, ds, ds16;
-    std::vector<std::int32_t> so, so16;
+    std::vector<std::int32_t> so;
 };
 
 template <class K>
@@ -55,10 +55,9 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     a.ds.resize(n_x * nc);
     a.ds16.resize(n_x * 2 * nc);
     a.so.resize(n_x * nc);
-    a.so16.resize(n_x * 2 * nc);
     for (std::size_t m = 0; m < n_x; ++m)
         if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
-                          &a.so16[m * 2 * nc], &a.ds[m * nc], &a.ds16[m * 2 * nc]))
+                          nullptr, &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;
 }
@@ -106,6 +105,11 @@ FUSED_TARGET void decode_segment(const K &kern, const std::uint8_t *const *rows,
         __m256 a[8], b[8];
         for (int i = 0; i < 8; ++i) {
             fused::Pair p = kern.decode(rows[i], c, K::kSub ? &t.isc[i * 2 * nc] : nullptr);
+            if (K::kSplit && K::kOffset) {  // NVFP4's offset codes back to signed values here, once per
+                                            // chunk, not per activation row (the same exact sums)
+                p.a = _mm256_sub_epi16(p.a, _mm256_set1_epi16(K::kOffset));
+                p.b = _mm256_sub_epi16(p.b, _mm256_set1_epi16(K::kOffset));
+            }
             a[i] = _mm256_castsi256_ps(p.a);
             b[i] = _mm256_castsi256_ps(p.b);
         }
@@ -211,13 +215,8 @@ FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, s
             const std::size_t i = (m0 + m) * nc + c;
             const __m256 xd = _mm256_set1_ps(a.d[i]);
             if (K::kSplit) {
-                __m256i first = lo, second = hi;
-                if (K::kOffset) {
-                    first = _mm256_sub_epi32(first, _mm256_set1_epi32(a.so16[2 * i]));
-                    second = _mm256_sub_epi32(second, _mm256_set1_epi32(a.so16[2 * i + 1]));
-                }
-                s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), _mm256_mul_ps(sc, xd), s[m]);
-                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(second), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc, xd), s[m]);
+                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
                                            s_min[m]);
                 continue;
             }
