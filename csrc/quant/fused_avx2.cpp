@@ -2,7 +2,8 @@
 //
 // Work is split into groups of 8 weight rows. For a group, each chunk's float scales
 // (and minimums) are gathered into small tables transposed to [chunk][row] (L1-sized,
-// reused by every activation row); then for each activation row and each 32-value
+// reused by every activation row; one entry per scale group where a group spans whole
+// chunks, as int4's groups and bitsandbytes' blocks of 64+ do); then for each activation row and each 32-value
 // chunk c, the format's kernel (fused_kernels.h) decodes the chunk of each of the 8
 // rows to int16 in registers, vpmaddwd multiplies it with the 15-bit activations
 // (exact int32 sums), a reduction of unpacks and adds turns the 8 vectors into the
