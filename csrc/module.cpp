@@ -18,6 +18,8 @@
 #include "check.h"
 #include "conv.h"
 #include "decode.h"
+#include "dropout.h"
+#include "gelu.h"
 #include "parallel.h"
 #include "quant/bind.h"
 #include "simd.h"
@@ -100,6 +102,10 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::conv::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::softmax::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::gelu::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::dropout::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },
