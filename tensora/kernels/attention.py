@@ -26,9 +26,12 @@ of Tensor or autograd.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from .registry import kernel
 
 BLOCK_Q = 256   # query rows per tile
 BLOCK_K = 512   # keys per tile: a float32 tile of 8 heads is 8 * 256 * 512 * 4 B = 4 MiB
@@ -54,14 +57,46 @@ def dropout_keep(seed: int, p: float, batch: tuple, rows: tuple[int, int], cols:
     z ^= z >> np.uint64(27)
     z *= _MIX2
     z ^= z >> np.uint64(31)
-    return z >= np.uint64(min(int(p * 2.0 ** 64), 2 ** 64 - 1))
+    return z >= np.uint64(_threshold(p))
+
+
+def _threshold(p: float) -> int:
+    """The uint64 a hash must reach to keep its weight: P(keep) = 1 - p."""
+    return min(int(p * 2.0 ** 64), 2 ** 64 - 1)
+
+
+def _scale(p: float) -> float:
+    return 0.0 if p >= 1 else 1.0 / (1.0 - p)
+
+
+@kernel("attention_dropout_scale")
+def attention_dropout_scale(out: np.ndarray, seed: int, p: float, row0: int, col0: int, L: int, S: int) -> np.ndarray:
+    """Fill `out` (batch..., rows, cols), float32 or float64, with the dropout factors (keep / (1 - p))
+    of the weights tile starting at (row0, col0) of a (batch, L, S) array; returns out.
+
+    The native body (csrc/dropout.cpp) computes the same hash in one pass instead of NumPy's
+    eight uint64 passes plus a compare, a cast and a multiply, bit for bit the same factors.
+    """
+    rows, cols = (row0, row0 + out.shape[-2]), (col0, col0 + out.shape[-1])
+    keep = dropout_keep(seed, p, out.shape[:-2], rows, cols, L, S)
+    np.multiply(keep, out.dtype.type(_scale(p)), out=out)
+    return out
+
+
+@attention_dropout_scale.native_body
+def _attention_dropout_scale_native(lib: ModuleType, out: np.ndarray, seed: int, p: float, row0: int, col0: int,
+                                    L: int, S: int) -> np.ndarray:
+    lib.attention_dropout_scale(out, seed & 0xFFFFFFFFFFFFFFFF, _threshold(p), _scale(p), row0, col0, L, S)
+    return out
 
 
 def dropout_scale(seed: int, p: float, batch: tuple, rows: tuple[int, int], cols: tuple[int, int],
                   L: int, S: int, dtype: Any, xp: Any = np) -> Any:
     """keep / (1 - p) as `dtype`: what the softmax weights of the tile are multiplied by."""
-    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
-    return dropout_keep(seed, p, batch, rows, cols, L, S, xp).astype(dtype) * dtype.type(scale)
+    if xp is np:
+        out = np.empty(tuple(batch) + (rows[1] - rows[0], cols[1] - cols[0]), dtype)
+        return attention_dropout_scale(out, seed, p, rows[0], cols[0], L, S)
+    return dropout_keep(seed, p, batch, rows, cols, L, S, xp).astype(dtype) * dtype.type(_scale(p))
 
 
 def batch_shape(q: Any, k: Any, v: Any, mask: Any) -> tuple:
