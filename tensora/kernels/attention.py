@@ -151,6 +151,8 @@ def blocked_attention_forward(q: Any, k: Any, v: Any, mask: Any, scale: float, c
     dtype = q.dtype
     qs = xp.broadcast_to(q, batch + q.shape[-2:]) * dtype.type(scale)  # full batch, so tiles add masks in place
     kt = xp.swapaxes(k, -1, -2)
+    if 0 < L <= block_q and 0 < S <= block_k:
+        return _one_tile_forward(qs, kt, v, mask, causal, dropout_p, seed, batch, xp)
     out = xp.empty(batch + (L, Ev), dtype=dtype)
     lse = xp.empty(batch + (L,), dtype=dtype)
     neg_inf = dtype.type(-np.inf)
@@ -183,6 +185,34 @@ def blocked_attention_forward(q: Any, k: Any, v: Any, mask: Any, scale: float, c
     return out, lse
 
 
+def _one_tile_forward(qs: Any, kt: Any, v: Any, mask: Any, causal: bool, dropout_p: float, seed: int,
+                      batch: tuple, xp: Any) -> tuple[Any, Any]:
+    """blocked_attention_forward when every query and key fits one tile: a plain softmax, without the
+    running max, sum and accumulator the online one rescales (the same values, three passes fewer)."""
+    L, S, dtype = qs.shape[-2], kt.shape[-1], qs.dtype
+    s = _masked_scores(qs @ kt, mask, causal, 0, L, 0, S, xp)
+    m = s.max(axis=-1)
+    neg_inf = dtype.type(-np.inf)
+    s -= xp.where(m == neg_inf, dtype.type(0), m)[..., None]  # a row with no key: exp(-inf) = 0
+    p = xp.exp(s, out=s)
+    l = p.sum(axis=-1)
+    empty = l == 0  # every key masked: output 0 (torch's safe softmax), logsumexp -inf
+    l_safe = xp.where(empty, dtype.type(1), l)
+    if dropout_p:  # the normaliser above counts every weight; dropout acts after softmax
+        p *= dropout_scale(seed, dropout_p, batch, (0, L), (0, S), L, S, dtype, xp)
+    out = p @ v
+    out /= l_safe[..., None]
+    return out, m + xp.log(l_safe)  # m is -inf on empty rows, log(1) = 0
+
+
+def _put(dst: Any, index: tuple, value: Any, first: bool) -> None:
+    """dst[index] = value on the only tile that writes there (no zero-fill to add to), else +=."""
+    if first:
+        dst[index] = value
+    else:
+        dst[index] += value
+
+
 def blocked_attention_backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse: Any, dout: Any,
                                scale: float, causal: bool, dropout_p: float = 0.0, seed: int = 0,
                                need: tuple = (True, True, True, False), block_q: int = BLOCK_Q,
@@ -206,10 +236,12 @@ def blocked_attention_backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse:
     lse_safe = xp.where(lse == dtype.type(-np.inf), dtype.type(np.inf), lse)  # empty rows: P = 0
     want_q, want_k, want_v, want_m = need
     want_m = want_m and mask is not None and mask.dtype != np.bool_
-    dq = xp.zeros(batch + q.shape[-2:], dtype=dtype) if want_q else None
-    dk = xp.zeros(k.shape, dtype=dtype) if want_k else None
-    dv = xp.zeros(v.shape, dtype=dtype) if want_v else None
-    dmask = xp.zeros(mask.shape, dtype=dtype) if want_m else None
+    one = 0 < L <= block_q and 0 < S <= block_k  # one tile writes every gradient element once
+    alloc = xp.empty if one else xp.zeros
+    dq = alloc(batch + q.shape[-2:], dtype=dtype) if want_q else None
+    dk = alloc(k.shape, dtype=dtype) if want_k else None
+    dv = alloc(v.shape, dtype=dtype) if want_v else None
+    dmask = alloc(mask.shape, dtype=dtype) if want_m else None
     for j0 in range(0, S, block_k):
         j1 = min(j0 + block_k, S)
         for i0 in range(0, L, block_q):
@@ -223,20 +255,21 @@ def blocked_attention_backward(q: Any, k: Any, v: Any, mask: Any, out: Any, lse:
             do = dout[..., i0:i1, :]
             if want_v:
                 w = p if drop is None else p * drop
-                dv[..., j0:j1, :] += sum_to_shape(xp.swapaxes(w, -1, -2) @ do, dv.shape[:-2] + (j1 - j0, dv.shape[-1]))
+                _put(dv, (..., slice(j0, j1), slice(None)),
+                     sum_to_shape(xp.swapaxes(w, -1, -2) @ do, dv.shape[:-2] + (j1 - j0, dv.shape[-1])), one)
             ds = do @ vt[..., j0:j1]  # dW, turned into dScores in place
             if drop is not None:
                 ds *= drop
             ds -= d_rows[..., i0:i1, None]
             ds *= p
             if want_q:
-                dq[..., i0:i1, :] += ds @ k[..., j0:j1, :]
+                _put(dq, (..., slice(i0, i1), slice(None)), ds @ k[..., j0:j1, :], one)
             if want_k:
-                dk[..., j0:j1, :] += sum_to_shape(xp.swapaxes(ds, -1, -2) @ qs[..., i0:i1, :],
-                                                  dk.shape[:-2] + (j1 - j0, dk.shape[-1]))
+                _put(dk, (..., slice(j0, j1), slice(None)), sum_to_shape(
+                    xp.swapaxes(ds, -1, -2) @ qs[..., i0:i1, :], dk.shape[:-2] + (j1 - j0, dk.shape[-1])), one)
             if want_m:
                 target = _tile(dmask, slice(i0, i1), slice(j0, j1))
-                target += sum_to_shape(ds, target.shape)
+                _put(target, (...,), sum_to_shape(ds, target.shape), one)
     if want_q:
         dq *= dtype.type(scale)
         dq = sum_to_shape(dq, shapes[0])

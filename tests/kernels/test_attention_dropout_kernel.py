@@ -1,7 +1,8 @@
 """The attention-dropout factor kernel (tensora/kernels/attention.py, csrc/dropout.cpp).
 
 The reference body is dropout_keep's counter-based hash times 1 / (1 - p); the native body
-must give the same factors bit for bit (integer hash, the same float), for whole arrays
+must give the same factors bit for bit (integer hash, the same float) in both instruction-set
+variants, for whole arrays
 and for tiles, float32 and float64, every p including 0 and 1 and seeds over 2^63. Bad
 arguments raise, never crash. Native tests skip when TENSORA_NO_NATIVE disables the
 extension and fail when it is missing for another reason.
@@ -18,7 +19,7 @@ from tensora.kernels.attention import attention_dropout_scale, dropout_keep, dro
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.999, 1.0])
 @pytest.mark.parametrize("seed", [0, 12345, 2 ** 63 - 1, 2 ** 64 - 5])
-def test_native_is_bit_identical_to_reference(lib, dtype, p, seed):
+def test_native_is_bit_identical_to_reference(simd, dtype, p, seed):
     want = attention_dropout_scale.reference(np.empty((2, 3, 40, 70), dtype), seed, p, 0, 0, 40, 70)
     got = attention_dropout_scale.run_native(np.full((2, 3, 40, 70), np.nan, dtype), seed, p, 0, 0, 40, 70)
     assert got.dtype == dtype
@@ -26,7 +27,7 @@ def test_native_is_bit_identical_to_reference(lib, dtype, p, seed):
 
 
 @pytest.mark.parametrize("tile", [(0, 0, 40, 70), (10, 33, 7, 20), (39, 69, 1, 1)])
-def test_native_tile_is_the_part_of_the_whole(lib, tile):
+def test_native_tile_is_the_part_of_the_whole(simd, tile):
     r0, c0, rows, cols = tile
     whole = attention_dropout_scale.run_native(np.empty((4, 40, 70), np.float32), 7, 0.3, 0, 0, 40, 70)
     part = attention_dropout_scale.run_native(np.empty((4, rows, cols), np.float32), 7, 0.3, r0, c0, 40, 70)
