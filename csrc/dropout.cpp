@@ -1,9 +1,18 @@
+// Dropout masks, two kernels.
+//
+// dropout_apply: nn dropout's one pass. The keep decision of element i is
+// (words[i] >> 8) >= threshold, words being the uint32s that NumPy's random(float32)
+// turns into (w >> 8) 2^-24 (tensora/kernels/dropout.py holds the reference); out =
+// (x * keep) * scale and the bool mask are written together. Why native: NumPy makes a
+// pass for the compare, one for x * keep and one for the scale, each reading and
+// writing the whole array; the draw itself stays in NumPy's PCG64, so the masks are
+// the ones the global generator has always given.
+//
 // attention_dropout_scale: the counter-based dropout factors of one tile of attention
 // weights (tensora/kernels/attention.py: dropout_keep is the reference and defines the
 // hash). Element (b, i, j) of a (batch, L, S) weight array is kept iff the SplitMix64
 // finaliser of (b L + i) S + j, times the golden gamma plus the seed, is at least the
 // threshold p 2^64; a kept weight is multiplied by 1 / (1 - p), a dropped one by 0.
-//
 // Why native: NumPy spends eight full-array uint64 passes on the hash plus a compare, a
 // cast and a multiply; here it is one pass writing the factors, bit-identical to the
 // reference (integer arithmetic, and the factor is the same float either way). The AVX2
@@ -31,6 +40,7 @@ namespace {
 
 namespace nb = nanobind;
 using namespace nb::literals;
+using InArray = nb::ndarray<nb::ro>;
 using OutArray = nb::ndarray<>;
 
 constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
@@ -155,15 +165,97 @@ void py_scale(const OutArray &out, std::uint64_t seed, std::uint64_t threshold, 
     }
 }
 
+// -- dropout_apply ---------------------------------------------------------------------
+
+// The buffers do not overlap (checked), which __restrict tells the vectoriser; keep is
+// written as bytes (NumPy's bool is one byte holding 0 or 1).
+template <typename T>
+inline void apply_body(const T *__restrict x, const std::uint32_t *__restrict w, T *__restrict out,
+                       std::uint8_t *__restrict keep, std::size_t b, std::size_t e, std::uint32_t threshold,
+                       T scale) {
+    for (std::size_t i = b; i < e; ++i) {
+        const std::uint32_t k = (w[i] >> 8) >= threshold ? 1u : 0u;
+        keep[i] = static_cast<std::uint8_t>(k);
+        out[i] = (x[i] * static_cast<T>(k)) * scale;  // x * keep, then * scale: NumPy's two roundings (inf * 0 is NaN)
+    }
+}
+
+#if TENSORA_HAVE_AVX2_VARIANT
+template <typename T>
+TENSORA_TARGET_AVX2 void apply_avx2(const T *x, const std::uint32_t *w, T *out, std::uint8_t *keep, std::size_t b,
+                                    std::size_t e, std::uint32_t threshold, T scale) {
+    apply_body(x, w, out, keep, b, e, threshold, scale);
+}
+#endif
+
+template <typename T>
+void apply_run(const InArray &x, const InArray &words, const OutArray &out, const OutArray &keep,
+               std::uint32_t threshold, double scale, std::size_t threads) {
+    check_array<T>(out, "out");
+    const auto *xs = static_cast<const T *>(x.data());
+    const auto *ws = static_cast<const std::uint32_t *>(words.data());
+    auto *dst = static_cast<T *>(out.data());
+    auto *kp = static_cast<std::uint8_t *>(keep.data());
+    const T s = T(scale);
+    const bool avx2 = active_simd() == Simd::avx2;
+    nb::gil_scoped_release no_gil;
+    parallel_for(x.size(), threads, 1 << 15, 64, [=](std::size_t lo, std::size_t hi) {
+#if TENSORA_HAVE_AVX2_VARIANT
+        if (avx2)
+            return apply_avx2<T>(xs, ws, dst, kp, lo, hi, threshold, s);
+#endif
+        (void)avx2;
+        apply_body<T>(xs, ws, dst, kp, lo, hi, threshold, s);
+    });
+}
+
+template <typename A, typename B>
+bool same_shape(const A &a, const B &b) {
+    bool same = a.ndim() == b.ndim();
+    for (std::size_t i = 0; same && i < a.ndim(); ++i)
+        same = a.shape(i) == b.shape(i);
+    return same;
+}
+
+void py_apply(const InArray &x, const InArray &words, const OutArray &out, const OutArray &keep,
+              std::uint32_t threshold, double scale, long threads) {
+    check_array<std::uint32_t>(words, "words");
+    check_array<bool>(keep, "keep");
+    if (threads < 0)
+        fail("threads: expected 0 (automatic) or a positive count");
+    if (!same_shape(x, words))
+        fail("dropout_apply: words must have the shape of x " + shape_of(x) + ", got " + shape_of(words));
+    if (!same_shape(x, out) || !same_shape(x, keep))
+        fail("dropout_apply: out and keep must have the shape of x " + shape_of(x) + ", got " + shape_of(out) +
+             " and " + shape_of(keep));
+    check_out(x, out);
+    check_out(words, out);
+    check_out(x, keep);
+    check_out(words, keep);
+    check_out(out, keep);
+    if (x.dtype() == nb::dtype<double>()) {
+        check_array<double>(x, "x");
+        apply_run<double>(x, words, out, keep, threshold, scale, std::size_t(threads));
+    } else {
+        check_array<float>(x, "x");  // anything else is a TypeError
+        apply_run<float>(x, words, out, keep, threshold, scale, std::size_t(threads));
+    }
+}
+
 }  // namespace
 
 std::vector<std::string> bind(nb::module_ &m) {
+    m.def("dropout_apply", &py_apply, "x"_a.noconvert(), "words"_a.noconvert(), "out"_a.noconvert(),
+          "keep"_a.noconvert(), "threshold"_a, "scale"_a, nb::kw_only(), "threads"_a = 0,
+          "keep = (words >> 8) >= threshold and out = (x * keep) * scale in one pass: x and out\n"
+          "float32 or float64 alike, words uint32, keep bool, all one shape, C-contiguous, not\n"
+          "overlapping. Releases the GIL.");
     m.def("attention_dropout_scale", &py_scale, "out"_a.noconvert(), "seed"_a, "threshold"_a, "scale"_a, "row0"_a,
           "col0"_a, "L"_a, "S"_a, nb::kw_only(), "threads"_a = 0,
           "Fill out (batch..., rows, cols; float32 or float64, C-contiguous) with scale where\n"
           "the SplitMix64 hash of each weight's flat index in (batch, L, S) keeps it, else 0;\n"
           "the tile starts at (row0, col0). Releases the GIL.");
-    return {"attention_dropout_scale"};
+    return {"dropout_apply", "attention_dropout_scale"};
 }
 
 }  // namespace tensora::dropout

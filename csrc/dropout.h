@@ -1,5 +1,5 @@
-// Registers attention_dropout_scale (csrc/dropout.cpp) on the extension module; returns
-// its name.
+// Registers dropout_apply and attention_dropout_scale (csrc/dropout.cpp) on the extension
+// module; returns their names.
 #pragma once
 
 #include <nanobind/nanobind.h>

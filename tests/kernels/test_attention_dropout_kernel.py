@@ -2,9 +2,8 @@
 
 The reference body is dropout_keep's counter-based hash times 1 / (1 - p); the native body
 must give the same factors bit for bit (integer hash, the same float) in both instruction-set
-variants, for whole arrays
-and for tiles, float32 and float64, every p including 0 and 1 and seeds over 2^63. Bad
-arguments raise, never crash. Native tests skip when TENSORA_NO_NATIVE disables the
+variants, for whole arrays and for tiles, float32 and float64, every p including 0 and 1 and
+seeds over 2^63. Bad arguments raise, never crash. Native tests skip when TENSORA_NO_NATIVE disables the
 extension and fail when it is missing for another reason.
 """
 
