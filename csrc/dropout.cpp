@@ -1,4 +1,4 @@
-// Dropout masks, two kernels.
+// Dropout masks: three kernels.
 //
 // dropout_apply: nn dropout's one pass. The keep decision of element i is
 // (words[i] >> 8) >= threshold, words being the uint32s that NumPy's random(float32)
@@ -6,7 +6,8 @@
 // (x * keep) * scale and the bool mask are written together. Why native: NumPy makes a
 // pass for the compare, one for x * keep and one for the scale, each reading and
 // writing the whole array; the draw itself stays in NumPy's PCG64, so the masks are
-// the ones the global generator has always given.
+// the ones the global generator has always given. dropout_grad is the backward's
+// (g * keep) * scale in one pass instead of two.
 //
 // attention_dropout_scale: the counter-based dropout factors of one tile of attention
 // weights (tensora/kernels/attention.py: dropout_keep is the reference and defines the
@@ -242,9 +243,65 @@ void py_apply(const InArray &x, const InArray &words, const OutArray &out, const
     }
 }
 
+template <typename T>
+inline void grad_body(const T *__restrict g, const std::uint8_t *__restrict keep, T *__restrict out, std::size_t b,
+                      std::size_t e, T scale) {
+    for (std::size_t i = b; i < e; ++i)
+        out[i] = (g[i] * static_cast<T>(keep[i] != 0)) * scale;
+}
+
+#if TENSORA_HAVE_AVX2_VARIANT
+template <typename T>
+TENSORA_TARGET_AVX2 void grad_avx2(const T *g, const std::uint8_t *keep, T *out, std::size_t b, std::size_t e,
+                                   T scale) {
+    grad_body(g, keep, out, b, e, scale);
+}
+#endif
+
+template <typename T>
+void grad_run(const InArray &g, const InArray &keep, const OutArray &out, double scale, std::size_t threads) {
+    check_array<T>(out, "out");
+    const auto *gs = static_cast<const T *>(g.data());
+    const auto *ks = static_cast<const std::uint8_t *>(keep.data());
+    auto *dst = static_cast<T *>(out.data());
+    const T s = T(scale);
+    const bool avx2 = active_simd() == Simd::avx2;
+    nb::gil_scoped_release no_gil;
+    parallel_for(g.size(), threads, 1 << 15, 64, [=](std::size_t lo, std::size_t hi) {
+#if TENSORA_HAVE_AVX2_VARIANT
+        if (avx2)
+            return grad_avx2<T>(gs, ks, dst, lo, hi, s);
+#endif
+        (void)avx2;
+        grad_body<T>(gs, ks, dst, lo, hi, s);
+    });
+}
+
+void py_grad(const InArray &g, const InArray &keep, const OutArray &out, double scale, long threads) {
+    check_array<bool>(keep, "keep");
+    if (threads < 0)
+        fail("threads: expected 0 (automatic) or a positive count");
+    if (!same_shape(g, keep) || !same_shape(g, out))
+        fail("dropout_grad: keep and out must have the shape of g " + shape_of(g) + ", got " + shape_of(keep) +
+             " and " + shape_of(out));
+    check_out(g, out);
+    check_out(keep, out);
+    if (g.dtype() == nb::dtype<double>()) {
+        check_array<double>(g, "g");
+        grad_run<double>(g, keep, out, scale, std::size_t(threads));
+    } else {
+        check_array<float>(g, "g");  // anything else is a TypeError
+        grad_run<float>(g, keep, out, scale, std::size_t(threads));
+    }
+}
+
 }  // namespace
 
 std::vector<std::string> bind(nb::module_ &m) {
+    m.def("dropout_grad", &py_grad, "g"_a.noconvert(), "keep"_a.noconvert(), "out"_a.noconvert(), "scale"_a,
+          nb::kw_only(), "threads"_a = 0,
+          "out = (g * keep) * scale: g and out float32 or float64 alike, keep bool, all one\n"
+          "shape, C-contiguous, out overlapping neither. Releases the GIL.");
     m.def("dropout_apply", &py_apply, "x"_a.noconvert(), "words"_a.noconvert(), "out"_a.noconvert(),
           "keep"_a.noconvert(), "threshold"_a, "scale"_a, nb::kw_only(), "threads"_a = 0,
           "keep = (words >> 8) >= threshold and out = (x * keep) * scale in one pass: x and out\n"
@@ -255,7 +312,7 @@ std::vector<std::string> bind(nb::module_ &m) {
           "Fill out (batch..., rows, cols; float32 or float64, C-contiguous) with scale where\n"
           "the SplitMix64 hash of each weight's flat index in (batch, L, S) keeps it, else 0;\n"
           "the tile starts at (row0, col0). Releases the GIL.");
-    return {"dropout_apply", "attention_dropout_scale"};
+    return {"dropout_apply", "dropout_grad", "attention_dropout_scale"};
 }
 
 }  // namespace tensora::dropout

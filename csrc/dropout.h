@@ -1,5 +1,5 @@
-// Registers dropout_apply and attention_dropout_scale (csrc/dropout.cpp) on the extension
-// module; returns their names.
+// Registers dropout_apply, dropout_grad and attention_dropout_scale (csrc/dropout.cpp) on
+// the extension module; returns their names.
 #pragma once
 
 #include <nanobind/nanobind.h>

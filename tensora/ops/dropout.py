@@ -14,7 +14,7 @@ import math
 
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
-from ..kernels.dropout import dropout_apply
+from ..kernels.dropout import dropout_apply, dropout_grad
 from ..random import Generator, resolve, uint32_words
 from ..tensor import Tensor
 from .inplace import update_inplace
@@ -31,13 +31,29 @@ class Dropout(Op, name="dropout"):
         words = uint32_words(resolve(generator), math.prod(mask_shape)).reshape(mask_shape)
         out, keep = dropout_apply(x, ctx.xp.asarray(words), p)
         ctx.save(keep)
-        ctx.scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
+        ctx.p = p
         return out
 
     @staticmethod
     def backward(ctx, g):
         (keep,) = ctx.saved
-        return g * keep * float(ctx.scale)
+        return DropoutGrad.apply(g, keep, p=ctx.p)
+
+
+class DropoutGrad(Op, name="dropout_grad"):
+    """g * keep / (1 - p) in one kernel pass (tensora/kernels/dropout.py). Linear in g, so its
+    gradient in g is itself with the same mask; the mask gets none."""
+
+    @staticmethod
+    def forward(ctx, g, keep, p):
+        ctx.save(keep)
+        ctx.p = p
+        return dropout_grad(g, keep, p)
+
+    @staticmethod
+    def backward(ctx, gg):
+        (keep,) = ctx.saved
+        return DropoutGrad.apply(gg, keep, p=ctx.p), None
 
 
 def _check(name: str, x: Tensor, p: float) -> None:

@@ -3,8 +3,8 @@
 The definition is the mask dropout always drew: keep = float32 uniform >= p. The reference
 body, fed tensora.random.uint32_words, must give exactly that mask from the same generator
 state, and leave the stream where random(float32) leaves it (odd counts and a buffered
-half-word included); the native body must equal the reference bit for bit (out and keep),
-in both instruction-set variants, inf and NaN included. Bad arguments raise, never crash.
+half-word included); the native bodies must equal the references bit for bit (out and keep;
+the backward's g * keep / (1 - p)), in both instruction-set variants, inf and NaN included. Bad arguments raise, never crash.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensora.kernels.dropout import dropout_apply, threshold
+from tensora.kernels.dropout import dropout_apply, dropout_grad, threshold
 from tensora.random import uint32_words
 
 
@@ -96,3 +96,39 @@ def test_native_rejects_bad_arguments(lib):
         lib.dropout_apply(np.ones((3, 2), np.float32).T, w, out, keep, 5, 2.0)
     with pytest.raises(ValueError, match="threads"):
         lib.dropout_apply(x, w, out, keep, 5, 2.0, threads=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.1, 1.0])
+@pytest.mark.parametrize("shape", [(), (5,), (16, 64, 129)])
+def test_native_grad_is_bit_identical_to_reference(simd, dtype, p, shape):
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal(shape).astype(dtype)
+    if g.size > 3:
+        g.reshape(-1)[:3] = [np.inf, np.nan, -0.0]
+    keep = rng.random(shape) > 0.3
+    with np.errstate(invalid="ignore"):
+        want = dropout_grad.reference(g, keep, p)
+        np.testing.assert_array_equal(want, g * keep * (0.0 if p >= 1 else dtype(1 / (1 - p))))
+    got = dropout_grad.run_native(g, keep, p)
+    assert got.dtype == dtype and got.shape == shape
+    np.testing.assert_array_equal(got.reshape(-1).view(np.uint8), want.reshape(-1).view(np.uint8))
+
+
+def test_grad_broadcasts_a_per_channel_mask():
+    keep = np.array([True, False]).reshape(2, 1)
+    np.testing.assert_array_equal(dropout_grad(np.ones((2, 3), np.float32), keep, 0.5), [[2, 2, 2], [0, 0, 0]])
+
+
+def test_native_grad_rejects_bad_arguments(lib):
+    g, k, out = np.ones((2, 3), np.float32), np.ones((2, 3), np.bool_), np.empty((2, 3), np.float32)
+    with pytest.raises(ValueError, match="keep and out"):
+        lib.dropout_grad(g, np.ones((3, 2), np.bool_), out, 2.0)
+    with pytest.raises(TypeError):
+        lib.dropout_grad(g, k.astype(np.uint8), out, 2.0)
+    with pytest.raises(TypeError):
+        lib.dropout_grad(g.astype(np.float16), k, out.astype(np.float16), 2.0)
+    with pytest.raises(ValueError, match="overlap"):
+        lib.dropout_grad(g, k, g, 2.0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lib.dropout_grad(np.ones((3, 2), np.float32).T, k, out, 2.0)
