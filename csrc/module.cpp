@@ -20,6 +20,7 @@
 #include "decode.h"
 #include "dropout.h"
 #include "gelu.h"
+#include "layer_norm.h"
 #include "parallel.h"
 #include "quant/bind.h"
 #include "simd.h"
@@ -106,6 +107,8 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::gelu::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::dropout::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::layer_norm::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },
