@@ -29,6 +29,7 @@
 
 #include "check.h"
 #include "parallel.h"
+#include "dropout_hash.h"
 #include "simd.h"
 
 #if TENSORA_HAVE_AVX2_VARIANT
@@ -44,17 +45,6 @@ using namespace nb::literals;
 using InArray = nb::ndarray<nb::ro>;
 using OutArray = nb::ndarray<>;
 
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-constexpr std::uint64_t kMix1 = 0xBF58476D1CE4E5B9ull;
-constexpr std::uint64_t kMix2 = 0x94D049BB133111EBull;
-
-inline std::uint64_t mix(std::uint64_t z, std::uint64_t seed) {
-    z = z * kGolden + seed;
-    z = (z ^ (z >> 30)) * kMix1;
-    z = (z ^ (z >> 27)) * kMix2;
-    return z ^ (z >> 31);
-}
-
 struct Tile {
     std::uint64_t seed, threshold;
     std::size_t rows, cols;          // the tile's extent
@@ -64,32 +54,10 @@ struct Tile {
 template <typename T>
 void fill_row(T *row, std::uint64_t base, std::size_t cols, const Tile &t, T scale) {
     for (std::size_t j = 0; j < cols; ++j)
-        row[j] = mix(base + j, t.seed) >= t.threshold ? scale : T(0);
+        row[j] = dropout_hash(base + j, t.seed) >= t.threshold ? scale : T(0);
 }
 
 #if TENSORA_HAVE_AVX2_VARIANT
-
-// a * b mod 2^64 in each 64-bit lane (AVX2 multiplies only 32 x 32 -> 64 bits):
-// lo(a) lo(b) + ((hi(a) lo(b) + lo(a) hi(b)) << 32); b_hi = b >> 32.
-TENSORA_TARGET_AVX2 inline __m256i mul64(__m256i a, __m256i b, __m256i b_hi) {
-    const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b), _mm256_mul_epu32(a, b_hi));
-    return _mm256_add_epi64(_mm256_mul_epu32(a, b), _mm256_slli_epi64(cross, 32));
-}
-
-// Four lanes of mix(): all-ones where the hash keeps the weight, else zero.
-TENSORA_TARGET_AVX2 inline __m256i keep4(__m256i z, __m256i seed, __m256i threshold_flipped) {
-    const __m256i golden = _mm256_set1_epi64x(static_cast<long long>(kGolden));
-    const __m256i mix1 = _mm256_set1_epi64x(static_cast<long long>(kMix1));
-    const __m256i mix2 = _mm256_set1_epi64x(static_cast<long long>(kMix2));
-    z = _mm256_add_epi64(mul64(z, golden, _mm256_srli_epi64(golden, 32)), seed);
-    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), mix1, _mm256_srli_epi64(mix1, 32));
-    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), mix2, _mm256_srli_epi64(mix2, 32));
-    z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
-    // unsigned z >= threshold as a signed compare of both with the top bit flipped
-    const __m256i below = _mm256_cmpgt_epi64(threshold_flipped,
-                                             _mm256_xor_si256(z, _mm256_set1_epi64x(INT64_MIN)));
-    return _mm256_xor_si256(below, _mm256_set1_epi64x(-1));
-}
 
 template <typename T>
 TENSORA_TARGET_AVX2 void fill_row_avx2(T *row, std::uint64_t base, std::size_t cols, const Tile &t, T scale) {
@@ -99,7 +67,7 @@ TENSORA_TARGET_AVX2 void fill_row_avx2(T *row, std::uint64_t base, std::size_t c
     const __m256i four = _mm256_set1_epi64x(4);
     std::size_t j = 0;
     for (; j + 4 <= cols; j += 4, idx = _mm256_add_epi64(idx, four)) {
-        const __m256i keep = keep4(idx, seed, thr);
+        const __m256i keep = dropout_keep4(idx, seed, thr);
         if constexpr (sizeof(T) == 8) {
             _mm256_storeu_pd(reinterpret_cast<double *>(row + j),
                              _mm256_and_pd(_mm256_castsi256_pd(keep), _mm256_set1_pd(double(scale))));

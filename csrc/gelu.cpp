@@ -26,11 +26,8 @@
 #include "check.h"
 #include "parallel.h"
 #include "simd.h"
+#include "simd_math.h"
 
-#if TENSORA_HAVE_AVX2_VARIANT
-#include <immintrin.h>
-#define TENSORA_TARGET_AVX2_FMA __attribute__((target("avx2,fma")))
-#endif
 
 namespace tensora::gelu {
 
@@ -80,27 +77,6 @@ void backward_baseline(const float *x, const float *g, float *out, std::size_t b
 #if TENSORA_HAVE_AVX2_VARIANT
 
 // -- AVX2 + FMA: float32 approximations, 8 lanes -----------------------------------------
-
-TENSORA_TARGET_AVX2_FMA inline __m256 exp8(__m256 in) {
-    // Below -87 (where 2^n would leave the normal range) the result is 0 and above
-    // 88.37 inf, as expf gives them, so that inf * exp(-inf) is NaN in both variants.
-    const __m256 lo = _mm256_set1_ps(-87.0f), hi = _mm256_set1_ps(88.3762626647949f);
-    __m256 x = _mm256_min_ps(_mm256_max_ps(in, lo), hi);
-    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    const __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-    const __m256 under = _mm256_cmp_ps(in, lo, _CMP_LT_OQ), over = _mm256_cmp_ps(in, hi, _CMP_GT_OQ);
-    return _mm256_blendv_ps(_mm256_andnot_ps(under, y), _mm256_set1_ps(INFINITY), over);
-}
 
 TENSORA_TARGET_AVX2_FMA inline __m256 erf8(__m256 x) {
     // Outside [-4, 4] erf is +-1 in float32; NaN passes through min/max as the second operand.

@@ -18,11 +18,8 @@
 #include "check.h"
 #include "parallel.h"
 #include "simd.h"
+#include "simd_math.h"
 
-#if TENSORA_HAVE_AVX2_VARIANT
-#include <immintrin.h>
-#define TENSORA_TARGET_AVX2_FMA __attribute__((target("avx2,fma")))
-#endif
 
 namespace tensora::layer_norm {
 
@@ -78,19 +75,12 @@ void backward_row(const float *g, const float *xhat, float rstd, float *dx, cons
 
 // -- AVX2 -------------------------------------------------------------------------------
 
-TENSORA_TARGET_AVX2_FMA inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 TENSORA_TARGET_AVX2_FMA float forward_row_avx2(const float *x, float *out, float *xhat, const Rows &r, float eps) {
     const std::size_t n8 = r.n / 8 * 8;
     __m256 acc = _mm256_setzero_ps();
     for (std::size_t i = 0; i < n8; i += 8)
         acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
-    float sum = hsum(acc);
+    float sum = hsum8(acc);
     for (std::size_t i = n8; i < r.n; ++i)
         sum += x[i];
     const float mean = sum / float(r.n);
@@ -100,7 +90,7 @@ TENSORA_TARGET_AVX2_FMA float forward_row_avx2(const float *x, float *out, float
         const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
         acc = _mm256_fmadd_ps(d, d, acc);
     }
-    float sq = hsum(acc);
+    float sq = hsum8(acc);
     for (std::size_t i = n8; i < r.n; ++i)
         sq += (x[i] - mean) * (x[i] - mean);
     const float rstd = 1.0f / std::sqrt(sq / float(r.n) + eps);
@@ -132,7 +122,7 @@ TENSORA_TARGET_AVX2_FMA void backward_row_avx2(const float *g, const float *xhat
         a1 = _mm256_add_ps(a1, gw);
         a2 = _mm256_fmadd_ps(gw, _mm256_loadu_ps(xhat + i), a2);
     }
-    float s1 = hsum(a1), s2 = hsum(a2);
+    float s1 = hsum8(a1), s2 = hsum8(a2);
     for (std::size_t i = n8; i < r.n; ++i) {
         const float gw = r.w ? g[i] * r.w[i] : g[i];
         s1 += gw;
