@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_tile.h"
 #include "cast.h"
 #include "check.h"
 #include "conv.h"
@@ -109,6 +110,8 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::dropout::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::layer_norm::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::attention_tile::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },
