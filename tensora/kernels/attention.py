@@ -20,6 +20,11 @@ can be regenerated on its own, in forward or backward, in any tiling, and the na
 path that materialises all L x S weights draws exactly the same mask (as
 FlashAttention regenerates its Philox stream from (seed, offset)).
 
+When every query and key fits one tile the online softmax has nothing to rescale: the
+forward is a plain softmax, and without a mask (causal or not) on NumPy float32 arrays both
+directions run the fused kernel `attention_tile_forward` / `attention_tile_backward`
+(csrc/attention_tile.cpp; the one-tile NumPy path and the blocked backward are its reference).
+
 Kernels take and return arrays (NumPy here, CuPy through `xp`); they know nothing
 of Tensor or autograd.
 """
@@ -149,12 +154,13 @@ def blocked_attention_forward(q: Any, k: Any, v: Any, mask: Any, scale: float, c
     mask = None if mask is None else _full_ndim(mask, nd)
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
     dtype = q.dtype
+    one_tile = 0 < L <= block_q and 0 < S <= block_k
+    if one_tile and _fused(xp, mask, batch, q, k, v):
+        out, lse = attention_tile_forward(*(_heads(a) for a in (q, k, v)), scale, causal, dropout_p, seed)
+        return out.reshape(batch + (L, Ev)), lse.reshape(batch + (L,))
     qs = xp.broadcast_to(q, batch + q.shape[-2:]) * dtype.type(scale)  # full batch, so tiles add masks in place
     kt = xp.swapaxes(k, -1, -2)
-    if 0 < L <= block_q and 0 < S <= block_k:
-        if _fused(xp, mask, batch, q, k, v):
-            out, lse = attention_tile_forward(*(_heads(a) for a in (q, k, v)), scale, causal, dropout_p, seed)
-            return out.reshape(batch + (L, Ev)), lse.reshape(batch + (L,))
+    if one_tile:
         return _one_tile_forward(qs, kt, v, mask, causal, dropout_p, seed, batch, xp)
     out = xp.empty(batch + (L, Ev), dtype=dtype)
     lse = xp.empty(batch + (L,), dtype=dtype)

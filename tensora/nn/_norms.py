@@ -9,7 +9,9 @@ reshape for group norm) and how the parameters broadcast (`wshape`).
 
 One node forward and one fused backward keep small inputs cheap (the
 per-op Python overhead dominates there) and large ones at a few NumPy passes
-(sums are einsum, which beats ufunc.reduce). Under create_graph the backward
+(sums are einsum, which beats ufunc.reduce). A layer norm proper (float32/64,
+trailing dims, no stats) goes to the row kernels of tensora/kernels/layer_norm.py
+instead, two reads of each row per direction. Under create_graph the backward
 is built instead from differentiable pieces (`Normalize` without affine and
 `NormalizeBackward`, whose own backward is tensor ops), so gradients of
 gradients work; see `NormalizeBackward.backward` for the algebra.
