@@ -18,7 +18,7 @@ read each row twice instead of NumPy's five (forward) and four (backward) passes
     >>> out.round(4).tolist(), rstd.round(4).tolist()
     ([[-0.7247, 0.5, 1.7247]], [1.2247])
     >>> layer_norm_backward(np.array([[1.0, 0.0, 0.0]]), xhat, rstd, None).round(4).tolist()
-    [[0.8165, -0.4082, -0.4082]]
+    [[0.2041, -0.4082, 0.2041]]
 """
 
 from __future__ import annotations
