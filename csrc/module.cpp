@@ -14,10 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "attention_tile.h"
 #include "cast.h"
 #include "check.h"
 #include "conv.h"
 #include "decode.h"
+#include "dropout.h"
+#include "gelu.h"
+#include "layer_norm.h"
 #include "parallel.h"
 #include "quant/bind.h"
 #include "simd.h"
@@ -100,6 +104,14 @@ NB_MODULE(_C, m) {
     for (auto &name : tensora::conv::bind(m))
         kernel_names().push_back(std::move(name));
     for (auto &name : tensora::softmax::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::gelu::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::dropout::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::layer_norm::bind(m))
+        kernel_names().push_back(std::move(name));
+    for (auto &name : tensora::attention_tile::bind(m))
         kernel_names().push_back(std::move(name));
 
     m.def("kernels", [] { return kernel_names(); },

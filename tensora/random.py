@@ -9,6 +9,7 @@ Python ints, so checkpoints can store it as JSON (nothing is pickled).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -90,3 +91,27 @@ def set_rng_state(state: dict) -> None:
 def resolve(generator: Generator | None) -> np.random.Generator:
     """The NumPy stream to draw from: the given generator's, else the default one."""
     return (generator or default_generator).numpy
+
+
+def uint32_words(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The n uint32 words `rng.random(n, dtype=np.float32)` would consume (it returns (w >> 8) * 2**-24),
+    leaving the stream where that call leaves it: a caller can decide from words what it would
+    decide from the floats, at the same position of the stream.
+
+    PCG64 hands out a 64-bit output as two words, low half first; with no half-word buffered
+    and an even count, the raw outputs are the words, and drawing them raw skips NumPy's
+    per-word buffering (~0.6x the time of random(float32)). Otherwise integers() over the full
+    uint32 range takes the same words through the buffer.
+
+    >>> a, b = np.random.Generator(np.random.PCG64(3)), np.random.Generator(np.random.PCG64(3))
+    >>> bool(((uint32_words(a, 6) >> 8) * np.float32(2 ** -24) == b.random(6, dtype=np.float32)).all())
+    True
+    """
+    bits = rng.bit_generator
+    if (n % 2 == 0 and _LITTLE_ENDIAN and isinstance(bits, np.random.PCG64)
+            and not bits.state["has_uint32"]):
+        return bits.random_raw(n // 2).view(np.uint32)
+    return rng.integers(0, 2 ** 32, n, dtype=np.uint32)
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"

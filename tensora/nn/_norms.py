@@ -9,7 +9,9 @@ reshape for group norm) and how the parameters broadcast (`wshape`).
 
 One node forward and one fused backward keep small inputs cheap (the
 per-op Python overhead dominates there) and large ones at a few NumPy passes
-(sums are einsum, which beats ufunc.reduce). Under create_graph the backward
+(sums are einsum, which beats ufunc.reduce). A layer norm proper (float32/64,
+trailing dims, no stats) goes to the row kernels of tensora/kernels/layer_norm.py
+instead, two reads of each row per direction. Under create_graph the backward
 is built instead from differentiable pieces (`Normalize` without affine and
 `NormalizeBackward`, whose own backward is tensor ops), so gradients of
 gradients work; see `NormalizeBackward.backward` for the algebra.
@@ -25,6 +27,7 @@ import numpy as np
 from ..autograd import is_grad_enabled, no_grad
 from ..autograd.function import Op
 from ..errors import ShapeError, fmt_shape
+from ..kernels.layer_norm import layer_norm_backward, layer_norm_forward
 from ..ops.reduce import acc_dtype, count
 from ..tensor import Tensor
 from ._fastsum import esum
@@ -38,6 +41,17 @@ class Normalize(Op, name="normalize_affine"):
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps, centered, wshape, stats):
         xp = ctx.xp
+        ctx.row_n = _row_length(x, weight, bias, dims, centered, wshape, stats)
+        if ctx.row_n:  # a layer norm: one row kernel (tensora/kernels/layer_norm.py)
+            n = ctx.row_n
+            out, y, rstd = layer_norm_forward(x.reshape(-1, n), None if weight is None else weight.reshape(n),
+                                              None if bias is None else bias.reshape(n), eps)
+            ctx.dims, ctx.eps, ctx.centered, ctx.wshape = dims, eps, centered, wshape
+            ctx.rstd = rstd.reshape(x.shape[:x.ndim - len(dims)] + (1,) * len(dims))
+            ctx.bias_meta = None if bias is None else (bias.shape, bias.dtype)
+            y = y.reshape(x.shape)
+            ctx.save(x, weight, y)
+            return y if weight is None and bias is None else out.reshape(x.shape)  # no affine: out is x-hat
         acc = acc_dtype(x.dtype)
         xa = x.astype(acc, copy=False)
         inv_n = 1.0 / count(x.shape, dims)
@@ -89,11 +103,36 @@ class Normalize(Op, name="normalize_affine"):
             gw = _param_grad(esum(xp, bdims, ga, xh), weight.shape, weight._data.dtype, g)
         if need[2]:
             gb = _param_grad(esum(xp, bdims, ga), *ctx.bias_meta, g)
-        if need[0]:
+        if need[0] and ctx.row_n:
+            n = ctx.row_n
+            gx = layer_norm_backward(ga.reshape(-1, n), xh.reshape(-1, n), ctx.rstd.reshape(-1),
+                                     None if weight is None else weight._data.reshape(n))
+            gx = Tensor(gx.reshape(ga.shape), device=x.device)
+        elif need[0]:
             gxh = ga if weight is None else xp.multiply(ga, weight._data.reshape(wshape), dtype=acc)
             gx = _dx(xp, gxh, xh, ctx.rstd, dims, ctx.centered, x._data.dtype)
             gx = Tensor(gx, device=x.device)
         return gx, gw, gb
+
+
+def _row_length(x: Any, weight: Any, bias: Any, dims: tuple, centered: bool, wshape: tuple | None,
+                stats: bool) -> int:
+    """n when this Normalize is a layer norm the row kernel takes: a float32/float64 NumPy x centred
+    over its trailing dims (n elements), parameters (if any) of x's dtype shaped like those dims, no
+    stats; else 0."""
+    if stats or not centered or not isinstance(x, np.ndarray) or x.dtype not in _ROW_DTYPES or not x.size:
+        return 0
+    if any(p is not None and p.dtype != x.dtype for p in (weight, bias)):
+        return 0
+    lead = x.ndim - len(dims)
+    if tuple(dims) != tuple(range(lead, x.ndim)):
+        return 0
+    if wshape is not None and tuple(wshape) != (1,) * lead + tuple(x.shape[lead:]):
+        return 0
+    return count(x.shape, dims)
+
+
+_ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _param_grad(total: Any, shape: tuple, dtype: Any, g: Tensor) -> Tensor:

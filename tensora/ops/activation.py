@@ -17,12 +17,11 @@ import numpy as np
 
 from ..autograd.function import Op
 from ..errors import DTypeError
+from ..kernels.gelu import gelu_backward, gelu_forward
 from ..tensor import Tensor
 from .elementwise import add_inplace_methods, exact_in, exp, float_in, float_out, inplace_method, unary, where
-from .pointwise import erf, erf_array
 from .registry import register
 
-_SQRT1_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_C = 0.044715
@@ -159,29 +158,50 @@ class Elu(Op, name="elu"):
 
 
 class Gelu(Op, name="gelu"):
-    """x * Phi(x) with the exact normal CDF (erf) or PyTorch's tanh approximation."""
+    """x * Phi(x) with the exact normal CDF (erf) or PyTorch's tanh approximation (tensora/kernels/gelu.py)."""
 
     @staticmethod
     def forward(ctx, x, approximate):
         ctx.approximate = approximate
         ctx.save(x)
         a, low = float_in(x)
-        if approximate == "tanh":
-            y = 0.5 * a * (1 + ctx.xp.tanh(_SQRT_2_OVER_PI * (a + _GELU_C * a * a * a)))
-        else:
-            y = 0.5 * a * (1 + erf_array(ctx.xp, a * _SQRT1_2))
-        return float_out(y, low)
+        return float_out(gelu_forward(a, approximate, ctx.xp), low)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved
+        return GeluGrad.apply(g, x, approximate=ctx.approximate)
+
+
+class GeluGrad(Op, name="gelu_grad"):
+    """g * gelu'(x) in one kernel pass, as its own op so that double backward still works.
+
+    Linear in g, so its gradient in g is itself with the same x; its gradient in x is
+    g * gelu''(x), written in tensor ops:
+      exact: gelu'' = phi(x) (2 - x^2), phi the normal density;
+      tanh:  gelu'' = (1 - t^2) (u' - x t u'^2 + 3 k c x^2), t = tanh(u), u = k (x + c x^3),
+             u' = k (1 + 3 c x^2), k = sqrt(2/pi), c = 0.044715.
+    """
+
+    @staticmethod
+    def forward(ctx, g, x, approximate):
+        ctx.approximate = approximate
+        ctx.save(g, x)
+        a, low = float_in(x)
+        b, _ = float_in(g)
+        return float_out(gelu_backward(a, b, approximate, ctx.xp), low)
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, x = ctx.saved
+        x2 = x * x
         if ctx.approximate == "tanh":
-            x2 = x * x
+            du = (1 + x2 * (3 * _GELU_C)) * _SQRT_2_OVER_PI
             t = tanh((x + x2 * x * _GELU_C) * _SQRT_2_OVER_PI)
-            d = (1 + t) * 0.5 + x * (1 - t * t) * (1 + x2 * (3 * _GELU_C)) * (0.5 * _SQRT_2_OVER_PI)
+            d2 = (1 - t * t) * (du - x * t * du * du + x2 * (3 * _SQRT_2_OVER_PI * _GELU_C))
         else:
-            d = (1 + erf(x * _SQRT1_2)) * 0.5 + x * exp(x * x * -0.5) * _INV_SQRT_2PI
-        return g * d
+            d2 = exp(x2 * -0.5) * _INV_SQRT_2PI * (2 - x2)
+        return GeluGrad.apply(gg, x, approximate=ctx.approximate), gg * g * d2
 
 
 class Silu(Op, name="silu"):

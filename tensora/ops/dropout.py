@@ -10,12 +10,12 @@ torch's bit for bit, only in distribution.
 
 from __future__ import annotations
 
-
-import numpy as np
+import math
 
 from ..autograd.function import Op
 from ..errors import DTypeError, ShapeError, fmt_shape
-from ..random import Generator, resolve
+from ..kernels.dropout import dropout_apply, dropout_grad
+from ..random import Generator, resolve, uint32_words
 from ..tensor import Tensor
 from .inplace import update_inplace
 from .registry import register
@@ -26,19 +26,34 @@ class Dropout(Op, name="dropout"):
 
     @staticmethod
     def forward(ctx, x, p, mask_shape, generator):
-        # float32 uniforms: half the bytes of float64; p is then resolved to 2**-24, far below sampling noise.
-        keep = ctx.xp.asarray(resolve(generator).random(mask_shape, dtype=np.float32) >= np.float32(p))
-        scale = x.dtype.type(0.0 if p >= 1 else 1.0 / (1.0 - p))
-        out = x * keep
-        out *= scale
+        # The keep decision is that of a float32 uniform >= p (p resolved to 2**-24, far below sampling
+        # noise), taken from the uniform's uint32 word (tensora/kernels/dropout.py).
+        words = uint32_words(resolve(generator), math.prod(mask_shape)).reshape(mask_shape)
+        out, keep = dropout_apply(x, ctx.xp.asarray(words), p)
         ctx.save(keep)
-        ctx.scale = scale
+        ctx.p = p
         return out
 
     @staticmethod
     def backward(ctx, g):
         (keep,) = ctx.saved
-        return g * keep * float(ctx.scale)
+        return DropoutGrad.apply(g, keep, p=ctx.p)
+
+
+class DropoutGrad(Op, name="dropout_grad"):
+    """g * keep / (1 - p) in one kernel pass (tensora/kernels/dropout.py). Linear in g, so its
+    gradient in g is itself with the same mask; the mask gets none."""
+
+    @staticmethod
+    def forward(ctx, g, keep, p):
+        ctx.save(keep)
+        ctx.p = p
+        return dropout_grad(g, keep, p)
+
+    @staticmethod
+    def backward(ctx, gg):
+        (keep,) = ctx.saved
+        return DropoutGrad.apply(gg, keep, p=ctx.p), None
 
 
 def _check(name: str, x: Tensor, p: float) -> None:

@@ -14,7 +14,7 @@ from optest import check_op
 
 import tensora
 from tensora.autograd import gradcheck, gradgradcheck
-from tensora.ops.pointwise import erf_array
+from tensora.kernels.erf import erf_array
 
 np_erf = np.vectorize(math.erf, otypes=[np.float64])
 
