@@ -17,10 +17,11 @@ constexpr float kActMax = 16256.0f;
 
 // q = round-to-even(x / d) per chunk in layout order, d = amax / 16256; and the sums
 // the scale step needs per chunk: so = offset * sum(q) (codes stored with an offset),
-// ds = d * sum(q) (minimums), ds16 = d * the sums of q over positions 0..15 and 16..31
-// (minimums per half chunk). False (nothing usable written) for inf/NaN or tiny inputs.
+// so16 = offset * the sums of q over elements 0..15 and 16..31 (the same, for a scale
+// per 16 values; null where the caller has no use for them), ds = d * sum(q) (minimums), ds16 = d * those half sums (minimums per
+// 16 values). False (nothing usable written) for inf/NaN or tiny inputs.
 FUSED_TARGET inline bool quantize_act(const float *x, std::size_t cols, Layout layout, int offset, std::int16_t *q,
-                               float *d, std::int32_t *so, float *ds, float *ds16) {
+                               float *d, std::int32_t *so, std::int32_t *so16, float *ds, float *ds16) {
     int perm[kChunk];
     for (int p = 0; p < int(kChunk); ++p)
         perm[p] = layout_index(layout, p);
@@ -47,6 +48,8 @@ FUSED_TARGET inline bool quantize_act(const float *x, std::size_t cols, Layout l
             std::memset(qc, 0, kChunk * sizeof(std::int16_t));
             d[c] = ds[c] = ds16[2 * c] = ds16[2 * c + 1] = 0.0f;
             so[c] = 0;
+            if (so16)
+                so16[2 * c] = so16[2 * c + 1] = 0;
             continue;
         }
         const __m256 inv = _mm256_set1_ps(kActMax / amax);
@@ -58,10 +61,14 @@ FUSED_TARGET inline bool quantize_act(const float *x, std::size_t cols, Layout l
         for (int p = 0; p < int(kChunk); ++p) {
             std::int32_t v = std::clamp(t[perm[p]], -16256, 16256);
             qc[p] = std::int16_t(v);
-            (p < 16 ? lo : hi) += v;
+            (perm[p] < 16 ? lo : hi) += v;  // by element: a scale per 16 values
         }
         d[c] = amax / kActMax;
         so[c] = offset * (lo + hi);
+        if (so16) {
+            so16[2 * c] = offset * lo;
+            so16[2 * c + 1] = offset * hi;
+        }
         ds[c] = d[c] * float(lo + hi);
         ds16[2 * c] = d[c] * float(lo);
         ds16[2 * c + 1] = d[c] * float(hi);

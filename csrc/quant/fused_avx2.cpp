@@ -2,7 +2,8 @@
 //
 // Work is split into groups of 8 weight rows. For a group, each chunk's float scales
 // (and minimums) are gathered into small tables transposed to [chunk][row] (L1-sized,
-// reused by every activation row); then for each activation row and each 32-value
+// reused by every activation row; one entry per scale group where a group spans whole
+// chunks, as int4's groups and bitsandbytes' blocks of 64+ do); then for each activation row and each 32-value
 // chunk c, the format's kernel (fused_kernels.h) decodes the chunk of each of the 8
 // rows to int16 in registers, vpmaddwd multiplies it with the 15-bit activations
 // (exact int32 sums), a reduction of unpacks and adds turns the 8 vectors into the
@@ -35,51 +36,57 @@ namespace {
 struct Act {
     const std::int16_t *q;
     const float *d;
-    const std::int32_t *so;
+    const std::int32_t *so, *so16;
     const float *ds, *ds16;
 };
 
 // Chunk c's share for 8 rows from their int32 sums over madd lanes 0-3 (lo) and 4-7
-// (hi): the scaled sums go to *acc, the minimums' terms to *acc_min (two chains).
+// (hi), with the scales of table entry u: the scaled sums go to *acc, the minimums'
+// terms to *acc_min (two chains).
 template <class K>
 FUSED_TARGET inline void apply_scales([[maybe_unused]] const K &kern, __m256 *acc, __m256 *acc_min, __m256i lo, __m256i hi,
-                                      const Act &a, std::size_t c, const Tables &t) {
+                                      const Act &a, std::size_t c, std::size_t u, const Tables &t) {
     const __m256 xd = _mm256_set1_ps(a.d[c]);
     if (K::kSplit) {
-        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), *acc);
-        *acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd), *acc_min);
+        if (K::kOffset) {
+            lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so16[2 * c]));
+            hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(a.so16[2 * c + 1]));
+        }
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[u * 8]), xd), *acc);
+        *acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[u * 8]), xd), *acc_min);
         return;
     }
     __m256i total = _mm256_add_epi32(lo, hi);
     if (K::kOffset)
         total = _mm256_sub_epi32(total, _mm256_set1_epi32(a.so[c]));
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[u * 8]), xd), *acc);
     if (K::kMin == 1)
-        *acc_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[c]), *acc_min);
+        *acc_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[u * 8]), _mm256_set1_ps(a.ds[c]), *acc_min);
     if (K::kMin == 2) {
-        __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * c]));
-        *acc_min = _mm256_add_ps(*acc_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
+        __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[u * 8]), _mm256_set1_ps(a.ds16[2 * c]));
+        *acc_min = _mm256_add_ps(*acc_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[u * 8]),
                                                            _mm256_set1_ps(a.ds16[2 * c + 1]), lo_term));
     }
 }
 
 // One pass over the chunks of a group for kM (1 or 2) activation rows: each chunk of
 // each weight row is decoded once and multiplied with every activation row. The first
-// pass also fills the tables, a block of 8 chunks ahead of their use (so the scalar
-// work overlaps the vector work), and prefetches the next group.
+// pass also fills the tables, a block of 8 entries ahead of their use (so the scalar
+// work overlaps the vector work), and prefetches the next group. An entry holds the
+// scales of 2**shift chunks (K::table_shift).
 template <class K, int kM>
 FUSED_TARGET void group_pass(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
-                             const std::size_t *rr, const Act *acts, Tables &t, bool first,
+                             const std::size_t *rr, const Act *acts, Tables &t, int shift, bool first,
                              const char *next, std::size_t next_step, std::size_t next_bytes, __m256 *out) {
-    const std::size_t nc = w.cols / kChunk;
+    const std::size_t nc = w.cols / kChunk, nu = nc >> shift, block = std::size_t(8) << shift;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
         acc[m] = acc_min[m] = _mm256_setzero_ps();
     if (first)
-        fill_block(kern, w, rows, rr, 0, nc, t);
+        fill_block(kern, w, rows, rr, 0, nu, shift, t);
     for (std::size_t c = 0; c < nc; ++c) {
-        if (first && (c & 7) == 0 && c + 8 < nc)
-            fill_block(kern, w, rows, rr, c + 8, nc, t);
+        if (first && (c & (block - 1)) == 0 && (c >> shift) + 8 < nu)
+            fill_block(kern, w, rows, rr, (c >> shift) + 8, nu, shift, t);
         if (first && next)  // the next group's bytes (contiguous), a 1/nc slice per chunk
             for (int j = 0; j < K::kLines; ++j)
                 _mm_prefetch(next + std::min(c * next_step + 64 * j, next_bytes - 1), _MM_HINT_T0);
@@ -104,7 +111,7 @@ FUSED_TARGET void group_pass(const K &kern, const QuantView &w, const std::uint8
         for (int m = 0; m < kM; ++m) {
             __m256i lo = _mm256_permute2x128_si256(quads[m][0], quads[m][1], 0x20);
             __m256i hi = _mm256_permute2x128_si256(quads[m][0], quads[m][1], 0x31);
-            apply_scales(kern, &acc[m], &acc_min[m], lo, hi, acts[m], c, t);
+            apply_scales(kern, &acc[m], &acc_min[m], lo, hi, acts[m], c, c >> shift, t);
         }
     }
     for (int m = 0; m < kM; ++m)
@@ -115,6 +122,7 @@ template <class K>
 FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts, std::size_t n_x,
                              float *y, std::size_t g0, std::size_t g1) {
     const std::size_t nc = w.cols / kChunk;
+    const int shift = kern.table_shift(w);
     Tables tables(nc, K::kSub);
     for (std::size_t g = g0; g < g1; ++g) {
         const RowGroup<K> grp(kern, w, g, g1);
@@ -128,9 +136,9 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Act *acts,
             __m256 acc[2];
             const char *pf = m == 0 ? next : nullptr;
             if (m + 1 < n_x)
-                group_pass<K, 2>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, next_bytes, acc);
+                group_pass<K, 2>(kern, w, rows, rr, acts + m, tables, shift, m == 0, pf, next_step, next_bytes, acc);
             else
-                group_pass<K, 1>(kern, w, rows, rr, acts + m, tables, m == 0, pf, next_step, next_bytes, acc);
+                group_pass<K, 1>(kern, w, rows, rr, acts + m, tables, shift, m == 0, pf, next_step, next_bytes, acc);
             for (std::size_t j = 0; j < 2 && m + j < n_x; ++j) {
                 _mm256_store_ps(out[j], acc[j]);
                 for (std::size_t i = 0; i < nr; ++i)
@@ -147,13 +155,13 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     std::vector<std::int16_t> q(n_x * cols + 16);
     auto *q0 = reinterpret_cast<std::int16_t *>((reinterpret_cast<std::uintptr_t>(q.data()) + 31) & ~std::uintptr_t(31));
     std::vector<float> d(n_x * nc), ds(n_x * nc), ds16(n_x * 2 * nc);
-    std::vector<std::int32_t> so(n_x * nc);
+    std::vector<std::int32_t> so(n_x * nc), so16(n_x * 2 * nc);
     std::vector<Act> acts(n_x);
     for (std::size_t m = 0; m < n_x; ++m) {
         if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, q0 + m * cols, &d[m * nc], &so[m * nc],
-                          &ds[m * nc], &ds16[m * 2 * nc]))
+                          &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]))
             return false;
-        acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &ds[m * nc], &ds16[m * 2 * nc]};
+        acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]};
     }
     const std::size_t groups = (w.rows + 7) / 8;
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / cols);

@@ -71,6 +71,14 @@ struct KernelBase {
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
     const void *side(const QuantView &w, std::size_t) const { return w.codes; }
     std::size_t side_bytes(const QuantView &) const { return 0; }
+    // Chunks per scale-table entry, as a shift: 0 (an entry per chunk) unless every
+    // scale group spans 2**shift whole chunks of each row, where the GEMV fills and reads
+    // one entry per group (fill8_groups), fewer fills for the same values.
+    int table_shift(const QuantView &) const { return 0; }
+    // Scales of groups g0 .. g0 + 7 (table_shift > 0 only).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        return static_cast<const D *>(this)->fill8(w, b, r, c0, isc);
+    }
     // Eight scalar fills (formats whose scales do not vectorise well).
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
         float s[8], m[8] = {}, m2[8] = {};
@@ -198,13 +206,18 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
         return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
                 _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
     }
-    // Branch-free in the row: every offset and shift count depends on c only, so the
-    // compiler computes them once for the 8 rows of a chunk.
+    // Every offset and the branch depend on c only (the same for the 8 rows of a chunk):
+    // the low nibbles of the zero-extended bytes are one and, the high ones one shift.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         const std::size_t sb = kSize * (c / 8), j = c % 8, q = sb + kQs + 32 * (j / 2);
-        const __m128i nibble = _mm_cvtsi32_si128(int(4 * (j & 1)));
-        __m256i v0 = low4(_mm256_srl_epi16(widen_u8(b + q), nibble));
-        __m256i v1 = low4(_mm256_srl_epi16(widen_u8(b + q + 16), nibble));
+        __m256i v0 = widen_u8(b + q), v1 = widen_u8(b + q + 16);
+        if (j & 1) {
+            v0 = _mm256_srli_epi16(v0, 4);
+            v1 = _mm256_srli_epi16(v1, 4);
+        } else {
+            v0 = low4(v0);
+            v1 = low4(v1);
+        }
         if (kFifth) {  // bit j of qh[l] is the fifth bit of element l
             const __m128i bit = _mm_cvtsi32_si128(int(j));
             const __m256i one = _mm256_set1_epi16(1);
@@ -359,19 +372,25 @@ struct KInt4 : KernelBase<KInt4<kSym>> {
         if (!kSym)
             *mn = -(float(w.zero[g]) * s);
     }
+    int table_shift(const QuantView &) const { return shift; }
+    // Groups c0 .. c0 + 7 of row r: 8 consecutive scales (and zero points).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        const std::size_t g0 = r * (w.cols / w.group) + c0;
+        const __m256 s = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(static_cast<const std::uint16_t *>(w.scale) + g0)));
+        if (kSym)
+            return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
+        const __m256 zf = _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0))));
+        return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
+    }
     FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
+        if (shift == 0)  // a group per chunk
+            return fill8_groups(w, b, r, c0, isc);
         // Vectors built from registers: 8 narrow stores read back by one wide load
         // would stall on store forwarding.
         const std::size_t g0 = r * (w.cols / w.group);
         const auto *h = static_cast<const std::uint16_t *>(w.scale) + g0;
-        if (shift == 0) {  // a group per chunk: 8 consecutive scales (and zero points)
-            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(h + c0)));
-            if (kSym)
-                return {s, _mm256_setzero_ps(), _mm256_setzero_ps()};
-            const __m256 zf = _mm256_cvtepi32_ps(
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.zero + g0 + c0))));
-            return {s, _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(zf, s)), _mm256_setzero_ps()};
-        }
         const std::size_t g[8] = {c0 >> shift, (c0 + 1) >> shift, (c0 + 2) >> shift, (c0 + 3) >> shift,
                                   (c0 + 4) >> shift, (c0 + 5) >> shift, (c0 + 6) >> shift, (c0 + 7) >> shift};
         __m256 s = _mm256_cvtph_ps(_mm_setr_epi16(short(h[g[0]]), short(h[g[1]]), short(h[g[2]]), short(h[g[3]]),
@@ -416,7 +435,15 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
         return static_cast<const std::uint8_t *>(w.scale) + ((r * w.cols) >> shift) * (w.double_quant ? 1 : 4);
     }
     std::size_t side_bytes(const QuantView &w) const { return (w.cols >> shift) * (w.double_quant ? 1 : 4) + 4; }
+    // Blocks of 64 or more values align with the rows' chunks when a row is whole blocks.
+    int table_shift(const QuantView &w) const { return w.cols % w.group == 0 ? shift - log2_exact(kChunk) : 0; }
     FUSED_TARGET void fill(FILL_ARGS) const { *sc = bnb_absmax(w, (r * w.cols + c * kChunk) >> shift) / kUnit; }
+    // Blocks c0 .. c0 + 7 of row r (table_shift > 0: rows are whole blocks, and the
+    // caller asks for 8 groups only where the row has them, so the blocks exist).
+    FUSED_TARGET Scales8 fill8_groups(FILL8_ARGS) const {
+        const __m256 a = absmax_rel(w, ((r * w.cols) >> shift) + c0, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return {_mm256_mul_ps(a, _mm256_set1_ps(1.0f / kUnit)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    }
     // Chunk j of the 8 lies in block blk0 + rel[j], rel[j] in 0..7 (blocks hold >= 32
     // values): the 8 blocks from blk0 are read as one vector and permuted, where they
     // exist. Per chunk, the scalar fills cost more than the kernel's integer work.
@@ -440,6 +467,10 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
             _mm256_add_epi32(_mm256_set1_epi32(int(e0 & ((std::size_t(1) << shift) - 1))),
                              _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224)),
             _mm_cvtsi32_si128(shift));
+        return absmax_rel(w, blk0, rel);
+    }
+    // The absmax of blocks blk0 + rel[j], rel[j] in 0..7, given that blocks blk0 .. blk0 + 7 exist.
+    FUSED_TARGET __m256 absmax_rel(const QuantView &w, std::size_t blk0, __m256i rel) const {
         if (w.double_quant) {  // bnb_absmax's arithmetic: map[code] * absmax_scale[block / 256] + offset
             // The code book's values of the 8 blocks, looked up in general-purpose registers
             // (a gather instruction is slower on common cores), then permuted as the plain absmax.
@@ -472,11 +503,20 @@ struct KBnb : KernelBase<KBnb<kNf4>> {
 };
 
 // NVFP4: element 2i in the low nibble, e4m3 scale per 16 (two per chunk: madd lanes
-// 0-3 hold the first 16 values, 4-7 the second), times the global scale.
+// 0-3 hold the first 16 values, 4-7 the second), times the global scale. Codes decode
+// to their doubled E2M1 value plus 12 (kOffset, in 0..24, subtracted per half chunk
+// through the activation sums): a table lookup on int16 lanes then needs no sign
+// extension, as the lanes' high bytes look up entry 0, which is 0 (see decode).
 struct KNvfp4 : KernelBase<KNvfp4> {
     static constexpr Layout kLayout = Layout::even_odd;
     static constexpr bool kSplit = true;
+    static constexpr int kOffset = 12;
     static constexpr int kLines = 2;
+    alignas(16) std::uint8_t table[16];  // entry k: value of code k ^ 15, plus 12
+    KNvfp4() {
+        for (int k = 0; k < 16; ++k)
+            table[k] = std::uint8_t(kE2M1x2[k ^ 15] + kOffset);
+    }
     const void *side(const QuantView &w, std::size_t r) const {
         return static_cast<const std::uint8_t *>(w.scale) + r * (w.cols / 16);
     }
@@ -501,13 +541,14 @@ struct KNvfp4 : KernelBase<KNvfp4> {
         return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), k), _mm256_setzero_ps(),
                 _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), k)};
     }
+    // Code k indexes entry k ^ 15 (andnot: ~v & 15, one instruction): code 15 (-12) is
+    // entry 0, whose value plus 12 is 0, as the high bytes need.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kE2M1x2)));
-        __m256i v = widen_u8(b + 16 * c);
-        // Table lookups on int16 lanes: the value lands in the low byte (the high byte
-        // looks up code 0, which is 0); shifting up and back sign-extends it.
-        __m256i lo = _mm256_shuffle_epi8(table, low4(v)), hi = _mm256_shuffle_epi8(table, _mm256_srli_epi16(v, 4));
-        return {_mm256_srai_epi16(_mm256_slli_epi16(lo, 8), 8), _mm256_srai_epi16(_mm256_slli_epi16(hi, 8), 8)};
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i *>(table)));
+        const __m256i m4 = _mm256_set1_epi16(0x0f);
+        const __m256i v = widen_u8(b + 16 * c);
+        return {_mm256_shuffle_epi8(t, _mm256_andnot_si256(v, m4)),
+                _mm256_shuffle_epi8(t, _mm256_andnot_si256(_mm256_srli_epi16(v, 4), m4))};
     }
 };
 

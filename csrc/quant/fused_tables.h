@@ -1,6 +1,7 @@
-// The per-chunk scale tables of a group of 8 weight rows, shared by the fused kernels
-// of fused_avx2.cpp (15-bit activations) and fused_vnni.cpp (byte products): both
-// fill them ahead of use, a block of 8 chunks at a time, from the formats' fill / fill8.
+// The scale tables of a group of 8 weight rows, shared by the fused kernels of
+// fused_avx2.cpp (15-bit activations) and fused_vnni.cpp (byte products): both fill
+// them ahead of use, a block of 8 entries at a time, from the formats' fill / fill8
+// (an entry per chunk) or fill8_groups (fused_avx2.cpp: an entry per scale group).
 #pragma once
 
 #include <algorithm>
@@ -11,7 +12,7 @@
 
 namespace tensora::quant::fused {
 
-// Scratch of one thread: per-chunk tables of the current group of 8 rows, [chunk][row]
+// Scratch of one thread: tables of the current group of 8 rows, [entry][row]
 // (sub-scales [row][half chunk]).
 struct Tables {
     std::vector<float> sc, mn, mn2;
@@ -19,13 +20,14 @@ struct Tables {
     Tables(std::size_t nc, bool sub) : sc(nc * 8), mn(nc * 8), mn2(nc * 8), isc(sub ? 8 * 2 * nc : 0) {}
 };
 
-// Fills the tables for chunks c0 .. c0 + 7 of the 8 rows (one chunk of 8 rows at a time,
-// or vector fills of 8 chunks per row, transposed), or the last nc - c0 < 8 chunks.
+// Fills the table entries u0 .. u0 + 7 of the 8 rows, or the last nu - u0 < 8: chunks,
+// or with shift > 0 (K::table_shift) scale groups of 2**shift chunks (one chunk of 8 rows
+// at a time, or vector fills of 8 entries per row, transposed).
 template <class K>
 FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
-                             const std::size_t *rr, std::size_t c0, std::size_t nc, Tables &t) {
+                             const std::size_t *rr, std::size_t u0, std::size_t nu, int shift, Tables &t) {
     if constexpr (K::kRowFill) {
-        for (std::size_t c = c0; c < std::min(c0 + 8, nc); ++c) {
+        for (std::size_t c = u0; c < std::min(u0 + 8, nu); ++c) {
             Scales8 v = kern.fill_rows(rows, c);
             _mm256_storeu_ps(&t.sc[c * 8], v.sc);
             if (K::kMin)
@@ -33,32 +35,33 @@ FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8
         }
         return;
     }
-    if (c0 + 8 > nc) {
-        for (std::size_t c = c0; c < nc; ++c)
+    if (u0 + 8 > nu) {
+        for (std::size_t u = u0; u < nu; ++u)
             for (int i = 0; i < 8; ++i)
-                kern.fill(w, rows[i], rr[i], c, &t.sc[c * 8 + i], &t.mn[c * 8 + i], &t.mn2[c * 8 + i],
-                          K::kSub ? &t.isc[i * 2 * nc + 2 * c] : nullptr);
+                kern.fill(w, rows[i], rr[i], u << shift, &t.sc[u * 8 + i], &t.mn[u * 8 + i], &t.mn2[u * 8 + i],
+                          K::kSub ? &t.isc[i * 2 * nu + 2 * u] : nullptr);
         return;
     }
     __m256 s[8], m[8], m2[8];
     for (int i = 0; i < 8; ++i) {
-        Scales8 v = kern.fill8(w, rows[i], rr[i], c0, K::kSub ? &t.isc[i * 2 * nc + 2 * c0] : nullptr);
+        std::int16_t *isc = K::kSub ? &t.isc[i * 2 * nu + 2 * u0] : nullptr;
+        Scales8 v = shift ? kern.fill8_groups(w, rows[i], rr[i], u0, isc) : kern.fill8(w, rows[i], rr[i], u0, isc);
         s[i] = v.sc;
         m[i] = v.mn;
         m2[i] = v.mn2;
     }
     transpose8(s);
     for (int j = 0; j < 8; ++j)
-        _mm256_storeu_ps(&t.sc[(c0 + j) * 8], s[j]);
+        _mm256_storeu_ps(&t.sc[(u0 + j) * 8], s[j]);
     if (K::kMin) {
         transpose8(m);
         for (int j = 0; j < 8; ++j)
-            _mm256_storeu_ps(&t.mn[(c0 + j) * 8], m[j]);
+            _mm256_storeu_ps(&t.mn[(u0 + j) * 8], m[j]);
     }
     if (K::kMin == 2 || K::kSplit) {
         transpose8(m2);
         for (int j = 0; j < 8; ++j)
-            _mm256_storeu_ps(&t.mn2[(c0 + j) * 8], m2[j]);
+            _mm256_storeu_ps(&t.mn2[(u0 + j) * 8], m2[j]);
     }
 }
 

@@ -153,10 +153,10 @@ VNNI_TARGET void run_groups_bytes(const K &kern, const B &bytes, const QuantView
         const char *next = grp.next;
         const std::size_t next_bytes = grp.next_bytes, next_step = (next_bytes + nc - 1) / nc;
         __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
-        fill_block(kern, w, rows, rr, 0, nc, t);
+        fill_block(kern, w, rows, rr, 0, nc, 0, t);  // an entry per chunk
         for (std::size_t c = 0; c < nc; ++c) {
             if ((c & 7) == 0 && c + 8 < nc)
-                fill_block(kern, w, rows, rr, c + 8, nc, t);
+                fill_block(kern, w, rows, rr, c + 8, nc, 0, t);
             if (next)  // the next group's bytes (contiguous), a 1/nc slice per chunk
                 for (int j = 0; j < K::kLines; ++j)
                     _mm_prefetch(next + std::min(c * next_step + 64 * j, next_bytes - 1), _MM_HINT_T0);

@@ -57,7 +57,7 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     a.so.resize(n_x * nc);
     for (std::size_t m = 0; m < n_x; ++m)
         if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
-                          &a.ds[m * nc], &a.ds16[m * 2 * nc]))
+                          nullptr, &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;
 }
@@ -105,6 +105,11 @@ FUSED_TARGET void decode_segment(const K &kern, const std::uint8_t *const *rows,
         __m256 a[8], b[8];
         for (int i = 0; i < 8; ++i) {
             fused::Pair p = kern.decode(rows[i], c, K::kSub ? &t.isc[i * 2 * nc] : nullptr);
+            if (K::kSplit && K::kOffset) {  // NVFP4's offset codes back to signed values here, once per
+                                            // chunk, not per activation row (the same exact sums)
+                p.a = _mm256_sub_epi16(p.a, _mm256_set1_epi16(K::kOffset));
+                p.b = _mm256_sub_epi16(p.b, _mm256_set1_epi16(K::kOffset));
+            }
             a[i] = _mm256_castsi256_ps(p.a);
             b[i] = _mm256_castsi256_ps(p.b);
         }
