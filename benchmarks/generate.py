@@ -10,13 +10,20 @@ ignored). Batch 8 runs 8 prompts together (tensora and transformers); its tok/s 
 the tokens of all 8 sequences. llama.cpp runs when
 llama-cpp-python is installed, with as many threads as tensora uses.
 
+A shared machine's load changes from second to second, so one measurement per engine
+lets one noisy moment decide a ratio. Each model is therefore timed in `--rounds`
+rounds (default 5) that alternate the engines (tensora, llama.cpp, transformers, then
+the reverse order); the table gives each engine's median decode tok/s and each ratio as
+the median of the per-round ratios with their min-max, every ratio taken between runs
+of the same round.
+
 tensora runs its inference fast path (tensora/models/llama_decode.py); with --module-path
 it also runs the module path in the same run (a no-op forward hook on each decoder layer
 makes generation take it), so the two compare under the same machine load. The last
 columns are each row's decode speed over llama.cpp's on the same model and weights, and
 over transformers' float32.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--quick] [--only q4_0,f32] [--module-path]
+    PYTHONPATH=. .venv/bin/python benchmarks/generate.py [--new 64] [--rounds 5] [--quick] [--only q4_0,f32] [--module-path]
     PYTHONPATH=. taskset -c 0 .venv/bin/python benchmarks/generate.py --cpu-time --no-batch   # shared machine
 """
 
@@ -26,6 +33,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -58,7 +66,6 @@ def timed(fn, repeat: int = 2) -> float:
 
 def speeds(run, new: int, batch: int = 1) -> tuple[float, float]:
     """(TTFT seconds, decode tokens/s summed over the batch) of run(n) generating n tokens per prompt."""
-    run(2)  # warm up
     first = timed(lambda: run(1))
     total = timed(lambda: run(1 + new), repeat=1)
     return first, batch * new / max(total - first, 1e-9)
@@ -165,6 +172,7 @@ def random_llama(root: Path, smollm_meta: dict) -> tuple[Path, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of alternating engines per model")
     ap.add_argument("--quick", action="store_true", help="skip batch 8 and the random 110M model")
     ap.add_argument("--only", default="", help="comma-separated weight formats to run (Q4_1, f32, q8_0, q4_0)")
     ap.add_argument("--module-path", action="store_true", help="also time tensora's module path (no fast path)")
@@ -187,11 +195,6 @@ def main() -> None:
     batch = [rng.integers(100, 40000, size=32).tolist() for _ in range(8)]
     rows = []
 
-    def add(model_name, engine, fmt, runner, batch=1):
-        ttft, tps = speeds(runner, args.new, batch)
-        rows.append([model_name, engine, fmt, f"{ttft * 1e3:.0f}", tps])
-        print(rows[-1], flush=True)
-
     with tempfile.TemporaryDirectory() as tmp:
         cases = [("SmolLM2-135M", smol, "Q4_1", smol)]
         if not args.quick:
@@ -202,16 +205,17 @@ def main() -> None:
         for name, path, fmt, gguf_path in cases:
             if only and fmt.lower() not in only:
                 continue
+            engines = []  # (engine, weights, runner, batch)
             model = load(path)
-            add(name, "tensora", fmt, tensora_runner(model, [prompt]))
+            engines.append(("tensora", fmt, tensora_runner(model, [prompt]), 1))
             if args.module_path:
-                add(name, "tensora module path", fmt, module_path_runner(model, [prompt]))
+                engines.append(("tensora module path", fmt, module_path_runner(model, [prompt]), 1))
             if batched:
-                add(name, "tensora batch 8", fmt, tensora_runner(model, batch), 8)
+                engines.append(("tensora batch 8", fmt, tensora_runner(model, batch), 8))
                 if args.module_path:
-                    add(name, "tensora module path batch 8", fmt, module_path_runner(model, batch), 8)
+                    engines.append(("tensora module path batch 8", fmt, module_path_runner(model, batch), 8))
             if have_llamacpp:
-                add(name, "llama.cpp", fmt, llamacpp_runner(gguf_path, prompt))
+                engines.append(("llama.cpp", fmt, llamacpp_runner(gguf_path, prompt), 1))
             if have_hf and fmt in ("Q4_1", "f32"):
                 import torch
                 import transformers
@@ -222,25 +226,51 @@ def main() -> None:
                 else:
                     ref = transformers.AutoModelForCausalLM.from_pretrained(
                         Path(path).parent, gguf_file=Path(path).name).eval()
-                add(name, "transformers f32", fmt + (" (dequantized)" if fmt != "f32" else ""),
-                    transformers_runner(ref, [prompt]))
+                label = fmt + (" (dequantized)" if fmt != "f32" else "")
+                engines.append(("transformers f32", label, transformers_runner(ref, [prompt]), 1))
                 if batched:
-                    add(name, "transformers f32 batch 8", fmt, transformers_runner(ref, batch), 8)
-    print(table(with_ratios(rows), ("model", "engine", "weights", "TTFT ms (32-token prompt)",
-                                    f"decode tok/s ({args.new} new)", "x llama.cpp", "x transformers f32")))
+                    engines.append(("transformers f32 batch 8", fmt, transformers_runner(ref, batch), 8))
+            rows += rounds(name, engines, args.new, args.rounds)
+    print(f"{args.rounds} rounds; ratios: median of the per-round ratios (min-max)")
+    print(table(with_ratios(rows), ("model", "engine", "weights", "TTFT ms (32-token prompt, median)",
+                                    f"decode tok/s ({args.new} new, median)", "x llama.cpp", "x transformers f32")))
+
+
+def rounds(model_name: str, engines: list[tuple], new: int, count: int) -> list[list]:
+    """Rows [model, engine, weights, TTFT seconds per round, tok/s per round] of `count` rounds;
+    odd rounds run the engines in reverse order, so no engine always follows the same one."""
+    for _, _, run, _ in engines:
+        run(2)  # warm up
+    times: list[list[tuple[float, float]]] = [[] for _ in engines]
+    for r in range(count):
+        order = list(enumerate(engines))
+        for i, (engine, weights, run, batch) in order if r % 2 == 0 else order[::-1]:
+            times[i].append(speeds(run, new, batch))
+            ttft, tps = times[i][-1]
+            print(f"round {r + 1}: {model_name} {engine} {weights}: TTFT {ttft * 1e3:.0f} ms, {tps:.1f} tok/s",
+                  flush=True)
+    return [[model_name, engine, weights, [t for t, _ in ts], [s for _, s in ts]]
+            for (engine, weights, _, _), ts in zip(engines, times)]
 
 
 def with_ratios(rows: list[list]) -> list[tuple]:
-    """Rows plus decode tok/s over llama.cpp's (same model and weights, batch 1) and over transformers' (same batch)."""
+    """Rows with median TTFT and tok/s, plus decode tok/s over llama.cpp's (same model and weights,
+    batch 1) and over transformers' (same batch), each ratio per round: median (min-max)."""
     def speed(model, engine, fmt=None):
         return next((r[4] for r in rows if r[0] == model and r[1] == engine and (fmt is None or r[2] == fmt)), None)
+
+    def ratio(tps, ref):
+        if ref is None:
+            return None
+        per_round = [a / b for a, b in zip(tps, ref)]
+        return f"{statistics.median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
 
     out = []
     for model, engine, fmt, ttft, tps in rows:
         cpp = speed(model, "llama.cpp", fmt)
         hf = speed(model, "transformers f32 batch 8" if engine.endswith("batch 8") else "transformers f32")
-        out.append((model, engine, fmt, ttft, f"{tps:.1f}", f"{tps / cpp:.2f}" if cpp else None,
-                    f"{tps / hf:.2f}" if hf else None))
+        out.append((model, engine, fmt, f"{statistics.median(ttft) * 1e3:.0f}", f"{statistics.median(tps):.1f}",
+                    ratio(tps, cpp), ratio(tps, hf)))
     return out
 
 

@@ -14,10 +14,14 @@ needed this path computes the same step with the kernels directly:
         x += down(silu(g) * u)                silu_mul; add_rms_norm_rows again
     logits = lm_head(rms_norm(x)[last])
 
-Merging: q/k/v (and gate/up) weights of the same kind (all dense float32, or all in one
-quantized format whose packed parts are stored row by row) are concatenated once, at
-first use, and the modules' weights are rebound to views of the merged buffer, so memory
-does not double and both paths keep reading the same bytes. Quantized products call the
+Placement: every projection weight (each layer's `linears`, and lm_head) is copied once,
+at first use, into one buffer on transparent huge pages (tensora/backend/huge_pages.py:
+a step streams all of them, and with 4 KiB pages TLB misses cost ~5% of a float32
+step), and the modules' weights are rebound to views of it, so memory does not double
+(the originals are freed, or a mapped checkpoint's pages handed back, io/mapped_pages.py)
+and both paths keep reading the same bytes. q/k/v (and gate/up) weights of the same kind
+(all dense float32, or all in one quantized format whose packed parts are stored row by
+row) land side by side there and run as one merged product. Quantized products call the
 fused GEMV of tensora/kernels/quant_matmul.py with the same activations as the module
 path (its output rows do not depend on which other rows are computed with them), dense
 ones the native float32 GEMV for one row (a decode step) and BLAS for more. Each
@@ -42,6 +46,8 @@ import numpy as np
 
 from ..autograd.grad_mode import is_grad_enabled
 from ..backend import native
+from ..backend.huge_pages import Arena
+from ..io.mapped_pages import release_pages
 from ..kernels import decode as dk
 from ..kernels import quant_matmul as qk
 from ..kernels.registry import Kernel
@@ -55,7 +61,7 @@ from .layers import KVCache, SlotKVCache
 class Projection:
     """``x @ W.T + b`` for one or several Linear modules whose weights are merged row-wise."""
 
-    def __init__(self, linears: list[Module]) -> None:
+    def __init__(self, linears: list[Module], arena: Arena) -> None:
         weights = [m.weight for m in linears]
         rows = [int(w.shape[0]) for w in weights]
         biases = [m.bias for m in linears]
@@ -67,9 +73,9 @@ class Projection:
         self.rows, self.cols = sum(rows), int(weights[0].shape[1])
         if all(isinstance(w, Tensor) for w in weights):
             self.quant = None
-            self.weight = _merge_dense(linears)
+            self.weight = _merge_dense(linears, arena)
         else:
-            self.quant = _merge_quantized(linears)
+            self.quant = _merge_quantized(linears, arena)
             self.format_obj = weights[0].format
             fmt, _, parts = self.quant
             args = qk._native_args(fmt, self.quant[1], parts)
@@ -99,8 +105,6 @@ class Projection:
         choosing the kernel at each cost ~1.3 us of them (~2% of a q4_0 step)."""
         rows, cols = self.rows, self.cols
         if self.quant is None:
-            if not self.weight.flags.c_contiguous:
-                return None
             gemv, w = _body(dk.gemv_f32), self.weight
             return lambda x: gemv(x, w, np.empty((1, rows), np.float32))
         if self.native is None:
@@ -129,35 +133,48 @@ def _array(t: Any) -> np.ndarray:
     return np.asarray(t.detach().numpy(), np.float32)
 
 
-def _merge_dense(linears: list[Module]) -> np.ndarray:
-    """One (sum of rows, K) float32 array; each module's weight becomes a view of its rows."""
-    if len(linears) == 1:
-        return linears[0].weight.detach().numpy()
-    merged = np.concatenate([m.weight.detach().numpy() for m in linears])
+def _merge_dense(linears: list[Module], arena: Arena) -> np.ndarray:
+    """One (sum of rows, K) float32 array in `arena`; each module's weight becomes a view of its rows."""
+    merged = arena.take((sum(int(m.weight.shape[0]) for m in linears), int(linears[0].weight.shape[1])), np.float32)
     start = 0
     for m in linears:
         stop = start + m.weight.shape[0]
-        m.weight.data = Tensor(merged[start:stop])
+        source = m.weight.detach().numpy()
+        merged[start:stop] = source
+        m.weight.data = Tensor(merged[start:stop])  # the original is freed unless held elsewhere,
+        release_pages(source)  # and a mapped file's pages are handed back: RSS does not double
         start = stop
     return merged
 
 
-def _merge_quantized(linears: list[Module]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """(format name, options, packed parts) of the weights stacked row-wise; modules rebound to views."""
+def _merge_quantized(linears: list[Module], arena: Arena) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """(format name, options, packed parts) of the weights stacked row-wise in `arena`; modules
+    rebound to views. One weight's parts are copied as they are (they need not be stored by row)."""
     weights: list[QuantizedTensor] = [m.weight for m in linears]
     first = weights[0]
-    if len(weights) == 1:
-        return first.format.name, first.format.options(), first.packed()
     total = (sum(int(w.shape[0]) for w in weights), int(first.shape[1]))
-    merged = {name: np.concatenate([w.packed()[name] for w in weights]) for name in first.packed()}
+    merged = {}
+    for name, part in first.packed().items():
+        shape = part.shape if len(weights) == 1 else (sum(w.packed()[name].shape[0] for w in weights),) + part.shape[1:]
+        merged[name] = arena.take(shape, part.dtype)
     start = 0
     for m, w in zip(linears, weights):
         stop = start + int(w.shape[0])
-        views = {name: part[start:stop] for name, part in merged.items()}
+        views = {name: part if len(weights) == 1 else part[start:stop] for name, part in merged.items()}
+        for name, view in views.items():
+            view[...] = w.packed()[name]
+            release_pages(w.packed()[name])
         m.weight = QuantizedTensor(w.format, views, tuple(w.shape), w.dtype)  # validates the views
         start = stop
     first.format.check_parts(merged, total)
     return first.format.name, first.format.options(), merged
+
+
+def _room(linears: list[Module]) -> int:
+    """Bytes of an Arena that holds every weight of `linears`, however they are merged."""
+    parts = [p for m in linears for p in (m.weight.packed().values() if isinstance(m.weight, QuantizedTensor)
+                                          else [m.weight.detach().numpy()])]
+    return sum(Arena.room(p.nbytes) for p in parts)
 
 
 def _mergeable(linears: list[Module]) -> bool:
@@ -182,11 +199,11 @@ def _mergeable(linears: list[Module]) -> bool:
     return True
 
 
-def _projections(linears: list[Module]) -> list[Projection]:
+def _projections(linears: list[Module], arena: Arena) -> list[Projection]:
     """One merged Projection when the weights allow it, else one per module."""
     if len(linears) > 1 and _mergeable(linears):
-        return [Projection(linears)]
-    return [Projection([m]) for m in linears]
+        return [Projection(linears, arena)]
+    return [Projection([m], arena) for m in linears]
 
 
 def _run(projs: list[Projection], x: np.ndarray) -> np.ndarray:
@@ -195,15 +212,21 @@ def _run(projs: list[Projection], x: np.ndarray) -> np.ndarray:
     return np.concatenate([p(x) for p in projs], axis=1)
 
 
+def _linears(layer: Module) -> list[Module]:
+    """The decoder layer's projections in the order a step runs them: q, k, v, o, gate, up, down."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+
+
 class _Layer:
-    def __init__(self, layer: Module) -> None:
-        attn, mlp = layer.self_attn, layer.mlp
+    def __init__(self, layer: Module, arena: Arena) -> None:
         self.norm1, self.eps1 = _array(layer.input_layernorm.weight), _eps(layer.input_layernorm)
         self.norm2, self.eps2 = _array(layer.post_attention_layernorm.weight), _eps(layer.post_attention_layernorm)
-        self.qkv = _projections([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.o = Projection([attn.o_proj])
-        self.gate_up = _projections([mlp.gate_proj, mlp.up_proj])
-        self.down = Projection([mlp.down_proj])
+        q, k, v, o, gate, up, down = _linears(layer)
+        self.qkv = _projections([q, k, v], arena)
+        self.o = Projection([o], arena)
+        self.gate_up = _projections([gate, up], arena)
+        self.down = Projection([down], arena)
 
 
 def _eps(norm: RMSNorm) -> float:
@@ -217,18 +240,24 @@ class LlamaDecoder:
         c = model.config
         self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.scale = 1.0 / math.sqrt(self.head_dim)
+        # one owner for every projection weight, in the order a step reads them
+        layers = model.model.layers
+        arena = Arena(sum(_room(_linears(layer)) for layer in layers) + _room([model.lm_head]))
+        self.layers = [_Layer(layer, arena) for layer in layers]
+        tied = model.model.embed_tokens.weight is model.lm_head.weight
+        self.lm_head = Projection([model.lm_head], arena)
+        if tied:  # a rebound quantized lm_head is a new object: the embedding takes it too, not the old copy
+            model.model.embed_tokens.weight = model.lm_head.weight
         w = model.model.embed_tokens.weight
         self.embed = w if isinstance(w, QuantizedTensor) else w.detach().numpy()
         # a decode step's one quantized row, decoded by the native decoder called directly
         self.embed_args = None if not isinstance(w, QuantizedTensor) else qk._native_args(
             w.format.name, w.format.options(), w.packed())
-        self.layers = [_Layer(layer) for layer in model.model.layers]
         self.norm, self.norm_eps = _array(model.model.norm.weight), _eps(model.model.norm)
         # the norms in the order a step applies them: each layer's residual add is fused
         # with the norm that reads its sum, the next layer's input norm or the final norm
         self.norms = [(layer.norm1, layer.eps1) for layer in self.layers] + [(self.norm, self.norm_eps)]
         self.ffn = c.intermediate_size
-        self.lm_head = Projection([model.lm_head])
         rope = model.rotary()
         self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
         self.max_positions = rope.max_positions
@@ -338,9 +367,7 @@ def eligible(model: Any) -> bool:
         if m._forward_pre_hooks or m._forward_hooks:
             return False
     for layer in model.model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-        if not all(_plain_linear(m) for m in linears):
+        if not all(_plain_linear(m) for m in _linears(layer)):
             return False
         if type(layer.input_layernorm) is not RMSNorm or type(layer.post_attention_layernorm) is not RMSNorm:
             return False

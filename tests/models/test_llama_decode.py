@@ -9,6 +9,10 @@ checks that hooks (tensora.memory's layer-by-layer execution) are never bypassed
 
 from __future__ import annotations
 
+import gc
+import mmap
+import weakref
+
 import numpy as np
 import pytest
 
@@ -20,7 +24,7 @@ from tensora.models.batching import BatchDecoder
 from tensora.models.generation import SamplingOptions
 from tensora.models.layers import attention_mask
 from tensora.models.llama import LlamaConfig, LlamaForCausalLM
-from tensora.quant import quantize
+from tensora.quant import QuantizedTensor, quantize
 
 VOCAB = 96
 
@@ -106,6 +110,51 @@ def test_quantized_merge_rebinds_packed_views():
     mlp = model.model.layers[1].mlp
     gate, up = mlp.gate_proj.weight.packed()["blocks"], mlp.up_proj.weight.packed()["blocks"]
     assert gate.base is not None and gate.base is up.base
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array at the end of `a`'s chain of views."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _owned_arrays(model) -> dict[str, "weakref.ref"]:
+    """Weak references to the arrays that own the memory of every projection and embedding weight."""
+    refs = {}
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if w is None or name.endswith("norm"):
+            continue
+        parts = w.packed() if isinstance(w, QuantizedTensor) else {"": w.detach().numpy()}
+        refs |= {f"{name}{part}": weakref.ref(_root(a)) for part, a in parts.items()}
+    return refs
+
+
+@pytest.mark.parametrize("fmt", [None, "q8_0", "q4_0"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_projection_weights_move_to_one_huge_page_buffer_and_the_originals_are_freed(fmt, tied):
+    model = tiny(seed=8, tie_word_embeddings=tied)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if fmt is not None:
+        quantize(model, fmt, embeddings=True)
+        if tied:
+            model.lm_head.weight = model.model.embed_tokens.weight
+    ids = np.random.default_rng(9).integers(0, VOCAB, size=(1, 5))
+    before, originals = model(ids).detach().numpy(), _owned_arrays(model)
+    _steps(model, ids, 2, fast=True)
+    gc.collect()
+    linears = [m for layer in model.model.layers for m in llama_decode._linears(layer)] + [model.lm_head]
+    roots = {id(_root(a)): _root(a) for m in linears
+             for a in (m.weight.packed().values() if fmt else [m.weight.detach().numpy()])}
+    assert len(roots) == 1  # one buffer for all
+    (root,) = roots.values()
+    assert isinstance(root.base, memoryview) and isinstance(root.base.obj, mmap.mmap)  # huge_pages.empty's
+    assert (model.model.embed_tokens.weight is model.lm_head.weight) == tied  # a tied embedding followed
+    untied_embed = {n for n in originals if n.startswith("model.embed_tokens") and not tied}
+    assert {n for n, r in originals.items() if r() is not None} == untied_embed  # no second copy
+    np.testing.assert_array_equal(model(ids).detach().numpy(), before)  # same bytes, new place
 
 
 def _greedy(model, prompt, n=12):
