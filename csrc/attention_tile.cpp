@@ -312,8 +312,7 @@ void py_forward(const InArray &q, const InArray &k, const InArray &v, double sca
     check_lse(lse, d.heads, d.L);
     disjoint("out", out, q, k, v, lse);
     disjoint("lse", lse, q, k, v);
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
 #if TENSORA_HAVE_AVX2_VARIANT
     const auto *qs = static_cast<const float *>(q.data()), *ks = static_cast<const float *>(k.data()),
                *vs = static_cast<const float *>(v.data());
@@ -341,8 +340,7 @@ void py_backward(const InArray &q, const InArray &k, const InArray &v, const InA
     disjoint("dq", dq, q, k, v, out, lse, dout, dk, dv);
     disjoint("dk", dk, q, k, v, out, lse, dout, dv);
     disjoint("dv", dv, q, k, v, out, lse, dout);
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
 #if TENSORA_HAVE_AVX2_VARIANT
     const auto *qs = static_cast<const float *>(q.data()), *ks = static_cast<const float *>(k.data()),
                *vs = static_cast<const float *>(v.data()), *os = static_cast<const float *>(out.data()),

@@ -87,4 +87,11 @@ void check_out(const In &src, const Out &out) {
         throw nb::value_error("out: must not overlap the input array");
 }
 
+// A kernel's `threads` argument: 0 lets the pool decide, a positive count caps it.
+inline std::size_t check_threads(long threads) {
+    if (threads < 0)
+        throw nb::value_error("threads: expected 0 (automatic) or a positive count");
+    return static_cast<std::size_t>(threads);
+}
+
 }  // namespace tensora

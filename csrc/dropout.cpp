@@ -104,8 +104,7 @@ void py_scale(const OutArray &out, std::uint64_t seed, std::uint64_t threshold, 
               std::uint64_t col0, std::uint64_t L, std::uint64_t S, long threads) {
     if (out.ndim() < 2)
         fail("attention_dropout_scale: out must be (..., rows, cols), got shape " + shape_of(out));
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     Tile t{seed, threshold, out.shape(out.ndim() - 2), out.shape(out.ndim() - 1), L, S, row0, col0};
     if (row0 + t.rows > L || col0 + t.cols > S)
         fail("attention_dropout_scale: tile rows [" + std::to_string(row0) + ", " + std::to_string(row0 + t.rows) +
@@ -190,8 +189,7 @@ void py_apply(const InArray &x, const InArray &words, const OutArray &out, const
               std::uint32_t threshold, double scale, long threads) {
     check_array<std::uint32_t>(words, "words");
     check_array<bool>(keep, "keep");
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     if (!same_shape(x, words))
         fail("dropout_apply: words must have the shape of x " + shape_of(x) + ", got " + shape_of(words));
     if (!same_shape(x, out) || !same_shape(x, keep))
@@ -247,8 +245,7 @@ void grad_run(const InArray &g, const InArray &keep, const OutArray &out, double
 
 void py_grad(const InArray &g, const InArray &keep, const OutArray &out, double scale, long threads) {
     check_array<bool>(keep, "keep");
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     if (!same_shape(g, keep) || !same_shape(g, out))
         fail("dropout_grad: keep and out must have the shape of g " + shape_of(g) + ", got " + shape_of(keep) +
              " and " + shape_of(out));

@@ -184,8 +184,7 @@ void py_forward(const InArray &x, const OutArray &out, const std::string &approx
     check_array<float>(out, "out");
     check_same(x, out, "out");
     check_out(x, out);
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     const bool tanh = parse_approximate(approximate);
     const auto *src = static_cast<const float *>(x.data());
     auto *dst = static_cast<float *>(out.data());
@@ -214,8 +213,7 @@ void py_backward(const InArray &x, const InArray &g, const OutArray &out, const 
         fail("g: expected shape " + shape_of(x) + ", got " + shape_of(g));
     check_out(x, out);
     check_out(g, out);
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     const bool tanh = parse_approximate(approximate);
     const auto *xs = static_cast<const float *>(x.data());
     const auto *gs = static_cast<const float *>(g.data());

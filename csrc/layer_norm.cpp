@@ -196,8 +196,7 @@ void py_forward(const InArray &x, const InArray &weight, const InArray &bias, do
     check_rstd(rstd, rows);
     if (n == 0)
         fail("layer_norm_forward: rows must not be empty");
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     check_out(x, out);
     check_out(x, xhat);
     check_out(out, xhat);
@@ -233,8 +232,7 @@ void py_backward(const InArray &g, const InArray &xhat, const nb::ndarray<> &rst
     check_shape(xhat, rows, n, "xhat");
     check_shape(dx, rows, n, "dx");
     check_rstd(rstd, rows);
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     check_out(g, dx);
     check_out(xhat, dx);
     const Rows r{n, param(weight, n, "weight"), nullptr};

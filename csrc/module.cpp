@@ -48,17 +48,11 @@ void def_kernel(nb::module_ &m, const char *name, Func &&f, const Extra &...extr
     m.def(name, std::forward<Func>(f), extra...);
 }
 
-std::size_t check_threads(long threads) {
-    if (threads < 0)
-        throw nb::value_error("threads: expected 0 (automatic) or a positive count");
-    return static_cast<std::size_t>(threads);
-}
-
 void float32_to_bfloat16(const InArray &src, const OutArray &out, long threads) {
     tensora::check_array<float>(src, "src");
     tensora::check_array<std::uint16_t>(out, "out");
     tensora::check_out(src, out);
-    std::size_t n_threads = check_threads(threads);
+    std::size_t n_threads = tensora::check_threads(threads);
     const auto *in = static_cast<const std::uint32_t *>(src.data());
     auto *dst = static_cast<std::uint16_t *>(out.data());
     nb::gil_scoped_release no_gil;
@@ -69,7 +63,7 @@ void bfloat16_to_float32(const InArray &src, const OutArray &out, long threads) 
     tensora::check_array<std::uint16_t>(src, "src");
     tensora::check_array<float>(out, "out");
     tensora::check_out(src, out);
-    std::size_t n_threads = check_threads(threads);
+    std::size_t n_threads = tensora::check_threads(threads);
     const auto *in = static_cast<const std::uint16_t *>(src.data());
     auto *dst = static_cast<std::uint32_t *>(out.data());
     nb::gil_scoped_release no_gil;

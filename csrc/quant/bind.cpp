@@ -253,8 +253,7 @@ float *matrix(const nb::ndarray<> &a, const char *what, std::size_t rows, std::s
 }
 
 std::size_t threads_of(long threads) {
-    if (threads < 0)
-        fail("threads: expected 0 (automatic) or a positive count");
+    check_threads(threads);
     return std::size_t(threads);
 }
 
