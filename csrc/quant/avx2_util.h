@@ -125,14 +125,6 @@ FUSED_TARGET inline __m256i bit16_lanes(std::uint32_t bits) {
     return _mm256_and_si256(set, _mm256_set1_epi16(16));
 }
 
-// 32 4-bit codes (16 low nibbles, then the 16 high ones) through a signed byte table.
-FUSED_TARGET inline Pair lut_i8(const std::uint8_t *p, __m128i table) {
-    __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-    const __m128i m4 = _mm_set1_epi8(0x0f);
-    return {_mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(q, m4))),
-            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), m4)))};
-}
-
 // Unpacks and adds, not vphaddd: that is 2-3 shuffle uops on common cores (one per
 // 2 cycles on Zen 3), and this reduction is a fifth of the kernel.
 FUSED_TARGET inline __m256i pair_sums(__m256i a, __m256i b) {  // a0+a2 b0+b2 a1+a3 b1+b3 | ...
