@@ -180,26 +180,33 @@ struct Attn {
 };
 
 // Scores of keys k[0..n) (rows of d floats) against q, each exactly as dot() sums it;
-// four keys at a time, so four sums are in flight instead of one latency-bound chain.
-// While the keys stream in, the matching value rows are prefetched: they are read next,
-// and at decode time both come from DRAM (the weights read since the last step evicted
-// them), so their loads overlap the score loop instead of following it.
+// eight keys at a time, so eight sums are in flight instead of one latency-bound chain
+// (their accumulators unrolled into registers: as an indexed array GCC keeps them on the
+// stack and clears them with a rep stos per block). While the keys stream in, the
+// matching value rows are prefetched: they are read next, and at decode time both come
+// from DRAM (the weights read since the last step evicted them), so their loads overlap
+// the score loop instead of following it.
 __attribute__((always_inline)) inline void scores(const float *q, const float *k, const float *v, std::size_t n,
                                                    std::size_t d, float *p) {
+    constexpr std::size_t kKeys = 8;
     std::size_t s = 0;
-    for (; s + 4 <= n; s += 4) {
+    for (; s + kKeys <= n; s += kKeys) {
         const float *k0 = k + s * d;
-        for (std::size_t line = 0; line < 4 * d; line += 16)
+        for (std::size_t line = 0; line < kKeys * d; line += 16)
             __builtin_prefetch(v + s * d + line);
-        v8f acc[4] = {{0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0},
-                      {0, 0, 0, 0, 0, 0, 0, 0}};
+        v8f acc[kKeys];
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < kKeys; ++j)
+            acc[j] = splat(0.0f);
         std::size_t i = 0;
         for (; i + 8 <= d; i += 8) {
             const v8f qv = load8(q + i);
-            for (std::size_t j = 0; j < 4; ++j)
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < kKeys; ++j)
                 acc[j] += qv * load8(k0 + j * d + i);
         }
-        for (std::size_t j = 0; j < 4; ++j) {
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < kKeys; ++j) {
             float sum = hsum(acc[j]);
             for (std::size_t r = i; r < d; ++r)
                 sum += q[r] * k0[j * d + r];
