@@ -240,7 +240,8 @@ __attribute__((always_inline)) inline void weigh(const float *p, float inv, cons
         store8(o + 8 * j, acc[j]);
 }
 
-__attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pair, float *p) {
+// p and keep: scratch of a.s floats each (scores, then weights; the mask as 1 / 0).
+__attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pair, float *p, float *keep) {
     const std::size_t b = pair / a.kv_heads, j = pair % a.kv_heads, g = a.heads / a.kv_heads, d = a.dim;
     const float *k = a.keys + (b * a.kv_heads + j) * a.cap * d;
     const float *v = a.values + (b * a.kv_heads + j) * a.cap * d;
@@ -254,6 +255,8 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
         std::size_t end = a.s;
         while (end > 0 && !seen[end - 1])
             --end;
+        for (std::size_t s = 0; s < end; ++s)  // once for the group's heads: a vector multiply
+            keep[s] = seen[s] ? 1.0f : 0.0f;   // clears their unseen weights, not 8 lane tests
         for (std::size_t h = j * g; h < (j + 1) * g; ++h) {
             const float *q = a.q + ((b * a.t + step) * a.heads + h) * d;
             scores(q, k, v, end, d, p);
@@ -266,9 +269,7 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
             std::size_t s = 0;
             v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
             for (; s + 8 <= end; s += 8) {
-                v8f e = exp8(load8(p + s) - top);
-                for (int l = 0; l < 8; ++l)
-                    e[l] = seen[s + l] ? e[l] : 0.0f;
+                const v8f e = exp8(load8(p + s) - top) * load8(keep + s);  // exact: e is finite
                 store8(p + s, e);
                 acc += e;
             }
@@ -295,8 +296,10 @@ __attribute__((always_inline)) inline void attend(const Attn &a, std::size_t pai
     }
 }
 
-void attend_base(const Attn &a, std::size_t pair, float *p) { attend(a, pair, p); }
-TENSORA_TARGET_AVX2 void attend_avx2(const Attn &a, std::size_t pair, float *p) { attend(a, pair, p); }
+void attend_base(const Attn &a, std::size_t pair, float *p, float *keep) { attend(a, pair, p, keep); }
+TENSORA_TARGET_AVX2 void attend_avx2(const Attn &a, std::size_t pair, float *p, float *keep) {
+    attend(a, pair, p, keep);
+}
 
 // -- bound kernels --------------------------------------------------------------------
 
@@ -464,9 +467,9 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
     const std::size_t threads = macs >= (std::size_t(1) << 17) || kv_bytes >= (std::size_t(1) << 16) ? 0 : 1;
     nb::gil_scoped_release no_gil;
     parallel_for(pairs, threads, 1, 1, [&](std::size_t lo, std::size_t hi) {
-        std::vector<float> p(s);
+        std::vector<float> p(2 * s);
         for (std::size_t pair = lo; pair < hi; ++pair)
-            body(a, pair, p.data());
+            body(a, pair, p.data(), p.data() + s);
     });
 }
 
