@@ -130,37 +130,72 @@ FUSED_TARGET inline __m256i pair_of(const std::int16_t *q, std::size_t c, int j)
     return _mm256_set1_epi32(v);
 }
 
-// The exact int32 sums of chunks [c0, c1) of the segment in buf with kM activation
-// rows q[m]: sums[2 (kM (c - c0) + m)] over pairs 0-3 and 8-11, sums[... + 1] over
-// pairs 4-7 and 12-15 (one vpmaddwd's lanes 0-3 and 4-7 in the fused GEMV: NVFP4 scales
-// the two apart). Two variants of the same loop: vpmaddwd + vpaddd, and AVX-512 VNNI's
-// vpdpwssd, which fuses the two (on 256-bit vectors) where the CPU has it.
-template <int kM>
-FUSED_TARGET void chunk_sums_avx2(const __m256i *buf, const std::int16_t *const *q, std::size_t c0,
-                                  std::size_t c1, __m256i *sums) {
-    for (std::size_t c = c0; c < c1; ++c) {
-        const __m256i *v = buf + (c - c0) * 16;
-        __m256i lo[kM], hi[kM];
-        for (int m = 0; m < kM; ++m)
-            lo[m] = hi[m] = _mm256_setzero_si256();
-#pragma GCC unroll 4  // fully unrolled, GCC hoists all 16 x kM products and spills them
-        for (int j = 0; j < 16; ++j) {
-            const __m256i wv = _mm256_load_si256(v + j);
-            for (int m = 0; m < kM; ++m) {
-                const __m256i p = _mm256_madd_epi16(wv, pair_of(q[m], c, j));
-                if (j & 4)
-                    hi[m] = _mm256_add_epi32(hi[m], p);
-                else
-                    lo[m] = _mm256_add_epi32(lo[m], p);
-            }
-        }
+// Adds the products of buffer vectors j0 .. j0 + 3 of chunk c (v) with kM activation rows'
+// pairs to sums[m], or starts sums[m] with them (kStart): one vpmaddwd + vpaddd per 16
+// multiply-adds, each buffer vector loaded once for the kM rows.
+template <int kM, bool kStart>
+FUSED_TARGET inline void add_quad(const __m256i *v, const std::int16_t *const *q, std::size_t c, int j0,
+                                  __m256i *sums) {
+    for (int j = j0; j < j0 + 4; ++j) {
+        const __m256i wv = _mm256_load_si256(v + j);
         for (int m = 0; m < kM; ++m) {
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m), lo[m]);
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m) + 1, hi[m]);
+            const __m256i p = _mm256_madd_epi16(wv, pair_of(q[m], c, j));
+            sums[m] = kStart && j == j0 ? p : _mm256_add_epi32(sums[m], p);
+            // Each sum one chain in program order: GCC would otherwise reassociate the
+            // (exact) integer adds into a tree, hoist all 16 kM products and spill them.
+            asm("" : "+x"(sums[m]));
         }
     }
 }
 
+// kM activation rows (m0 ..) over chunks [c0, c1) of the segment in buf, with AVX2's
+// vpmaddwd + vpaddd: each chunk's exact int32 sums stay in registers, one chain per row
+// (integer sums in any order are the same; NVFP4 (kSplit) keeps pairs 0-3 and 8-11 apart
+// from 4-7 and 12-15, the two halves' madd lanes of the fused GEMV, as their scales
+// differ), and are scaled at once into acc[16 m ..] exactly as fused_avx2.cpp's
+// apply_scales does, chunk after chunk (NVFP4's second halves into acc[16 m + 8 ..]).
+// The minimums' terms do not depend on the sums: add_minimums adds them per group.
+template <class K, int kM>
+FUSED_TARGET void rows_pass_avx2(const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0,
+                                 std::size_t c1, const Tables &t, float *acc) {
+    const std::size_t nc = a.nc;
+    const std::int16_t *q[kM];
+    __m256 s[kM], s2[kM];
+    for (int m = 0; m < kM; ++m) {
+        q[m] = a.q + (m0 + m) * nc * kChunk;
+        s[m] = _mm256_loadu_ps(acc + 16 * m);
+        s2[m] = _mm256_loadu_ps(acc + 16 * m + 8);
+    }
+    for (std::size_t c = c0; c < c1; ++c) {
+        const __m256i *v = buf + (c - c0) * 16;
+        __m256i lo[kM], hi[kM];
+        add_quad<kM, true>(v, q, c, 0, lo);
+        add_quad<kM, K::kSplit>(v, q, c, 4, K::kSplit ? hi : lo);
+        add_quad<kM, false>(v, q, c, 8, lo);
+        add_quad<kM, false>(v, q, c, 12, K::kSplit ? hi : lo);
+        const __m256 sc = _mm256_loadu_ps(&t.sc[c * 8]);
+        for (int m = 0; m < kM; ++m) {
+            const std::size_t i = (m0 + m) * nc + c;
+            const __m256 xd = _mm256_set1_ps(a.d[i]);
+            __m256i total = lo[m];
+            if (K::kOffset && !K::kSplit)  // NVFP4's offsets left its weights in decode_segment
+                total = _mm256_sub_epi32(total, _mm256_set1_epi32(a.so[i]));
+            s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(sc, xd), s[m]);
+            if (K::kSplit)
+                s2[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi[m]), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                                        s2[m]);
+        }
+    }
+    for (int m = 0; m < kM; ++m) {
+        _mm256_storeu_ps(acc + 16 * m, s[m]);
+        _mm256_storeu_ps(acc + 16 * m + 8, s2[m]);
+    }
+}
+
+// The exact int32 sums of chunks [c0, c1) of the segment in buf with kM activation
+// rows q[m], with AVX-512 VNNI's vpdpwssd (on 256-bit vectors), which fuses vpmaddwd and
+// vpaddd, where the CPU has it: sums[2 (kM (c - c0) + m)] over pairs 0-3 and 8-11,
+// sums[... + 1] over pairs 4-7 and 12-15.
 #define GEMM_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
 
 template <int kM>
@@ -188,24 +223,19 @@ GEMM_VNNI_TARGET void chunk_sums_vnni(const __m256i *buf, const std::int16_t *co
     }
 }
 
-// kM activation rows (m0 ..) over chunks [c0, c1) of the segment in buf, adding into
-// their accumulators acc[16 m ..] (scaled sums) and acc[16 m + 8 ..] (minimum terms)
-// exactly as fused_avx2.cpp's apply_scales does, chunk after chunk.
+// rows_pass_avx2 with chunk_sums_vnni's sums, scaled as there.
 template <class K, int kM>
-FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0, std::size_t c1,
-                            const Tables &t, float *acc, __m256i *sums) {
+FUSED_TARGET void rows_pass_vnni(const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0,
+                                 std::size_t c1, const Tables &t, float *acc, __m256i *sums) {
     const std::size_t nc = a.nc;
     const std::int16_t *q[kM];
     for (int m = 0; m < kM; ++m)
         q[m] = a.q + (m0 + m) * nc * kChunk;
-    if (vnni_active())  // the CPU has it and set_simd allows it ("avx2" tests the other loop)
-        chunk_sums_vnni<kM>(buf, q, c0, c1, sums);
-    else
-        chunk_sums_avx2<kM>(buf, q, c0, c1, sums);
-    __m256 s[kM], s_min[kM];
+    chunk_sums_vnni<kM>(buf, q, c0, c1, sums);
+    __m256 s[kM], s2[kM];
     for (int m = 0; m < kM; ++m) {
         s[m] = _mm256_loadu_ps(acc + 16 * m);
-        s_min[m] = _mm256_loadu_ps(acc + 16 * m + 8);
+        s2[m] = _mm256_loadu_ps(acc + 16 * m + 8);
     }
     for (std::size_t c = c0; c < c1; ++c) {
         const __m256 sc = _mm256_loadu_ps(&t.sc[c * 8]);
@@ -216,27 +246,49 @@ FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, s
             const __m256 xd = _mm256_set1_ps(a.d[i]);
             if (K::kSplit) {
                 s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc, xd), s[m]);
-                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
-                                           s_min[m]);
+                s2[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                                        s2[m]);
                 continue;
             }
             __m256i total = _mm256_add_epi32(lo, hi);
             if (K::kOffset)
                 total = _mm256_sub_epi32(total, _mm256_set1_epi32(a.so[i]));
             s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(sc, xd), s[m]);
-            if (K::kMin == 1)
-                s_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), s_min[m]);
-            if (K::kMin == 2) {
-                __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * i]));
-                s_min[m] = _mm256_add_ps(s_min[m], _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
-                                                                   _mm256_set1_ps(a.ds16[2 * i + 1]), lo_term));
-            }
         }
     }
     for (int m = 0; m < kM; ++m) {
         _mm256_storeu_ps(acc + 16 * m, s[m]);
-        _mm256_storeu_ps(acc + 16 * m + 8, s_min[m]);
+        _mm256_storeu_ps(acc + 16 * m + 8, s2[m]);
     }
+}
+
+template <class K, int kM>
+FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0, std::size_t c1,
+                            const Tables &t, float *acc, __m256i *sums) {
+    if (vnni_active())  // the CPU has it and set_simd allows it ("avx2" tests the other loop)
+        rows_pass_vnni<K, kM>(buf, a, m0, c0, c1, t, acc, sums);
+    else
+        rows_pass_avx2<K, kM>(buf, a, m0, c0, c1, t, acc);
+}
+
+// The minimums' terms of activation row m over all nc chunks, in the fused GEMV's
+// order and operations (apply_scales' acc_min chain); zero for formats without them.
+template <class K>
+FUSED_TARGET __m256 minimums(const Acts &a, std::size_t m, const Tables &t) {
+    __m256 s_min = _mm256_setzero_ps();
+    if (!K::kMin)
+        return s_min;
+    for (std::size_t c = 0; c < a.nc; ++c) {
+        const std::size_t i = m * a.nc + c;
+        if (K::kMin == 1) {
+            s_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), s_min);
+        } else {
+            __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * i]));
+            s_min = _mm256_add_ps(s_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
+                                                         _mm256_set1_ps(a.ds16[2 * i + 1]), lo_term));
+        }
+    }
+    return s_min;
 }
 
 template <class K>
@@ -284,7 +336,8 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
         }
         for (std::size_t m = 0; m < n_x; ++m) {
             alignas(32) float out[8];
-            _mm256_store_ps(out, _mm256_add_ps(_mm256_loadu_ps(&acc[16 * m]), _mm256_loadu_ps(&acc[16 * m + 8])));
+            const __m256 second = K::kSplit ? _mm256_loadu_ps(&acc[16 * m + 8]) : minimums<K>(a, m, tables);
+            _mm256_store_ps(out, _mm256_add_ps(_mm256_loadu_ps(&acc[16 * m]), second));
             for (std::size_t i = 0; i < nr; ++i)
                 y[m * w.rows + r0 + i] = out[i];
         }
