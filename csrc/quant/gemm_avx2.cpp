@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "parallel.h"
@@ -35,7 +34,6 @@ namespace gemm_detail {
 namespace {
 
 using fused::kChunk;
-using fused::Layout;
 using fused::Tables;
 
 constexpr std::size_t kSegChunks = 32;  // 32 chunks of 8 rows: a 16 KiB int16 buffer
