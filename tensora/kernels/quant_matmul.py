@@ -111,6 +111,14 @@ HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4"
 GEMM_MIN_ROWS = 6
 GEMM_MIN_ROWS_FORMAT = {"q8_0": 12, "int8": 12, "q5_0": 4, "q5_1": 4, "iq4_nl": 4, "mxfp4": 4, "q4_k": 4,
                         **{name: 4 for name in HEAVY_DECODE}}
+#: Widest weight rows (columns) for which the thresholds above hold. For wider ones, whose
+#: weights stream from DRAM in a model, the multi-row kernel is 4-30% slower than the fused
+#: one below 12 rows (q4_1 576 x 1536 at 8 rows: 4-10% in SmolLM2 steps and cold-cache
+#: runs, 4096 x 4096 at 4-8 rows: 5-30%; its 8 activation rows of 1536 values, 24 KiB, no
+#: longer fit in L1 next to its 16 KiB decode buffer), so they keep the earlier thresholds:
+#: 12 rows, 4 for ``HEAVY_DECODE``.
+GEMM_NARROW_COLS = 1024
+GEMM_MIN_ROWS_WIDE = 12
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
 #: Formats without a multi-row kernel: FP8's fused kernel keeps float activations.
@@ -209,10 +217,14 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
     return {"parts": dict(parts), "group": int(group or 0)}
 
 
-def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | None:
-    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
-    (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
-    low = GEMM_MIN_ROWS_FORMAT.get(fmt, GEMM_MIN_ROWS)
+def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0) -> Callable[..., None] | None:
+    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows of ``cols``
+    values in place (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles
+    + BLAS are faster."""
+    if cols > GEMM_NARROW_COLS:
+        low = GEMM_MIN_ROWS_FORMAT[fmt] if fmt in HEAVY_DECODE else GEMM_MIN_ROWS_WIDE
+    else:
+        low = GEMM_MIN_ROWS_FORMAT.get(fmt, GEMM_MIN_ROWS)
     if low <= m <= GEMM_MAX_ROWS and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
         return lib.quant_gemm
     if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
@@ -237,7 +249,7 @@ def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapp
         return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    fused = native_linear(lib, fmt, x.shape[0])
+    fused = native_linear(lib, fmt, x.shape[0], cols)
     if fused is not None:
         out = np.empty((x.shape[0], rows), np.float32)
         fused(fmt, args["parts"], rows, cols, x, out, group=args["group"])

@@ -228,3 +228,7 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
     assert picked[low - 1] is lib.quant_linear
     assert picked[low] is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
     assert picked[qm.GEMM_MAX_ROWS + 1] is None
+    wide = qm.GEMM_MIN_ROWS_FORMAT[name] if name in qm.HEAVY_DECODE else qm.GEMM_MIN_ROWS_WIDE
+    cols = qm.GEMM_NARROW_COLS + 32
+    assert qm.native_linear(lib, name, wide - 1, cols) is lib.quant_linear
+    assert qm.native_linear(lib, name, wide, cols) is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
