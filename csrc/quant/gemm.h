@@ -2,11 +2,12 @@
 // (continuous-batching decode steps, short prompts), in gemm_avx2.cpp.
 //
 // The fused GEMV (fused.h) decodes each chunk of 8 weight rows once per pair of
-// activation rows and reduces every dot product across its vector lanes; its cost grows
-// with the rows. This kernel decodes each 32-value chunk of 8 weight rows once per
-// call, transposed into an L1 buffer so that one vector holds the same pair of columns
-// of the 8 rows, and then every activation row takes 16 multiply-adds per chunk against
-// a broadcast pair of its own values: the 8 lanes are the 8 rows' sums, no reduction.
+// activation rows; its cost grows with the rows. This kernel decodes each 32-value
+// chunk of 8 weight rows once per call into an L1 buffer laid out for 128-bit
+// broadcasts of the activations (half a vector per row, two rows per vector), so that
+// every activation row then takes 16 multiply-adds per chunk straight from the buffer
+// and one lane reduction for the 8 rows. It has one integer loop, vpmaddwd + vpaddd,
+// on every CPU (AVX-512 VNNI's vpdpwssd would fuse the two, but no CPU here to test it).
 //
 // The numerics are the fused GEMV's, step for step: the same 15-bit activations per
 // 32 values, exact int32 chunk sums, and the same float32 operations applying the

@@ -1,18 +1,22 @@
 // Multi-row quantized products (see gemm.h for the scheme and the numerics).
 //
 // Per group of 8 weight rows: the per-chunk scales go to small [chunk][row] tables
-// (the formats' fill / fill8 of fused_kernels.h), then the chunks of a segment of
-// the row (kSegChunks, so the buffer stays in L1) are decoded with the formats' decode
-// and transposed: buffer vector j of chunk c holds int16 pair j (layout positions 2j,
-// 2j + 1) of the 8 rows. Activation rows then run four at a time: for each chunk, 16
-// vpmaddwd of a buffer vector with a broadcast pair of each row's 15-bit values add up
-// to the 8 rows' exact int32 chunk sums, and the scales are applied exactly as the
-// fused GEMV applies them. Float accumulators live in a per-row array between segments.
+// (fused_tables.h's fill_block, as the fused GEMV fills them), then the chunks of a
+// segment of the row (kSegChunks, so the buffer stays in L1) are decoded with the
+// formats' decode into 16 vectors per chunk, vector 4 q + k holding pairs 4 q .. 4 q + 3
+// of row k and of row k + 4. Each activation row then takes, per chunk, 4 broadcasts
+// of 8 of its 15-bit values and 16 vpmaddwd against the buffer, a lane reduction
+// (the fused GEMV's) leaves the 8 rows' exact int32 chunk sums in lane order, and the
+// scales are applied at once, exactly as the fused GEMV applies them. The cost is the
+// vector instructions: per chunk of 8 rows and activation row 16 vpmaddwd, 12 adds, 9
+// reduction steps, 4 broadcasts and 3 to scale, where a broadcast pair per vpmaddwd
+// (lanes the rows, no reduction) takes 16 broadcasts and, at decode, 48 shuffles to
+// transpose each chunk where the layout above takes 16. Float accumulators live in a
+// per-row array between segments.
 #include "gemm.h"
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "parallel.h"
@@ -22,6 +26,7 @@
 #include "act_quant.h"
 #include "avx2_util.h"
 #include "fused_kernels.h"
+#include "fused_tables.h"
 
 namespace tensora::quant {
 
@@ -29,10 +34,9 @@ namespace gemm_detail {
 namespace {
 
 using fused::kChunk;
-using fused::Layout;
+using fused::Tables;
 
 constexpr std::size_t kSegChunks = 32;  // 32 chunks of 8 rows: a 16 KiB int16 buffer
-constexpr int kRowsPerPass = 4;         // activation rows sharing each buffer load
 
 // Activation rows quantized as the fused GEMV quantizes them (act_quant.h's
 // quantize_act, the same function): 15-bit integers per 32 values in layout order.
@@ -62,192 +66,105 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     return true;
 }
 
-// Per-chunk scales of the current 8 rows, [chunk][row]; int16 sub-scales [row][half chunk].
-struct Tables {
-    std::vector<float> sc, mn, mn2;
-    std::vector<std::int16_t> isc;
-    Tables(std::size_t nc, bool sub) : sc(nc * 8), mn(nc * 8), mn2(nc * 8), isc(sub ? 8 * 2 * nc : 0) {}
-};
-
-template <class K>
-FUSED_TARGET void fill_tables(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
-                              const std::size_t *rr, std::size_t nc, Tables &t) {
-    std::size_t c0 = 0;
-    for (; c0 + 8 <= nc; c0 += 8) {
-        __m256 s[8], m[8], m2[8];
-        for (int i = 0; i < 8; ++i) {
-            fused::Scales8 v = kern.fill8(w, rows[i], rr[i], c0, K::kSub ? &t.isc[i * 2 * nc + 2 * c0] : nullptr);
-            s[i] = v.sc;
-            m[i] = v.mn;
-            m2[i] = v.mn2;
-        }
-        fused::transpose8(s);
-        fused::transpose8(m);
-        fused::transpose8(m2);
-        for (int j = 0; j < 8; ++j) {
-            _mm256_storeu_ps(&t.sc[(c0 + j) * 8], s[j]);
-            _mm256_storeu_ps(&t.mn[(c0 + j) * 8], m[j]);
-            _mm256_storeu_ps(&t.mn2[(c0 + j) * 8], m2[j]);
-        }
-    }
-    for (std::size_t c = c0; c < nc; ++c)
-        for (int i = 0; i < 8; ++i)
-            kern.fill(w, rows[i], rr[i], c, &t.sc[c * 8 + i], &t.mn[c * 8 + i], &t.mn2[c * 8 + i],
-                      K::kSub ? &t.isc[i * 2 * nc + 2 * c] : nullptr);
-}
-
-// Chunks [c0, c1) of the 8 rows into buf: 16 vectors per chunk, vector j holding the
-// int16 pair j of each row (its lanes are the rows).
+// Chunks [c0, c1) of the 8 rows into buf: 16 vectors per chunk, vector 4 q + k holding
+// the int16 pairs 4 q .. 4 q + 3 (layout positions 8 q .. 8 q + 7) of row k in its low
+// half and of row k + 4 in its high half: what one 128-bit broadcast of 8 activations
+// meets, and what chunk_sums' reduction turns into the 8 rows in lane order.
 template <class K>
 FUSED_TARGET void decode_segment(const K &kern, const std::uint8_t *const *rows, std::size_t nc, std::size_t c0,
                                  std::size_t c1, const Tables &t, __m256i *buf) {
     for (std::size_t c = c0; c < c1; ++c) {
-        __m256 a[8], b[8];
+        fused::Pair p[8];
         for (int i = 0; i < 8; ++i) {
-            fused::Pair p = kern.decode(rows[i], c, K::kSub ? &t.isc[i * 2 * nc] : nullptr);
+            p[i] = kern.decode(rows[i], c, K::kSub ? &t.isc[i * 2 * nc] : nullptr);
             if (K::kSplit && K::kOffset) {  // NVFP4's offset codes back to signed values here, once per
                                             // chunk, not per activation row (the same exact sums)
-                p.a = _mm256_sub_epi16(p.a, _mm256_set1_epi16(K::kOffset));
-                p.b = _mm256_sub_epi16(p.b, _mm256_set1_epi16(K::kOffset));
+                p[i].a = _mm256_sub_epi16(p[i].a, _mm256_set1_epi16(K::kOffset));
+                p[i].b = _mm256_sub_epi16(p[i].b, _mm256_set1_epi16(K::kOffset));
             }
-            a[i] = _mm256_castsi256_ps(p.a);
-            b[i] = _mm256_castsi256_ps(p.b);
         }
-        fused::transpose8(a);
-        fused::transpose8(b);
         __m256i *out = buf + (c - c0) * 16;
-        for (int j = 0; j < 8; ++j) {
-            _mm256_store_si256(out + j, _mm256_castps_si256(a[j]));
-            _mm256_store_si256(out + 8 + j, _mm256_castps_si256(b[j]));
+        for (int k = 0; k < 4; ++k) {
+            _mm256_store_si256(out + k, _mm256_permute2x128_si256(p[k].a, p[k + 4].a, 0x20));
+            _mm256_store_si256(out + 4 + k, _mm256_permute2x128_si256(p[k].a, p[k + 4].a, 0x31));
+            _mm256_store_si256(out + 8 + k, _mm256_permute2x128_si256(p[k].b, p[k + 4].b, 0x20));
+            _mm256_store_si256(out + 12 + k, _mm256_permute2x128_si256(p[k].b, p[k + 4].b, 0x31));
         }
     }
 }
 
-// The 32-bit word holding activation values 2j, 2j + 1 of chunk c, in every lane.
-FUSED_TARGET inline __m256i pair_of(const std::int16_t *q, std::size_t c, int j) {
-    std::int32_t v;
-    std::memcpy(&v, q + c * kChunk + 2 * j, 4);
-    return _mm256_set1_epi32(v);
+// The exact int32 sums of one chunk of the 8 rows (its 16 buffer vectors v) with one
+// activation row's 32 values x: each 128-bit broadcast of 8 activations meets 4 buffer
+// vectors (16 vpmaddwd, with the weights as memory operands, and 4 broadcasts per chunk),
+// then the fused GEMV's lane reduction leaves row i's sum in lane i. *lo sums pairs 0-3
+// and 8-11, *hi pairs 4-7 and 12-15 for NVFP4 (kSplit: one vpmaddwd's lanes 0-3 and 4-7
+// in the fused GEMV, whose scales differ); otherwise *lo sums all (integer sums in any
+// order are the same).
+template <bool kSplit>
+FUSED_TARGET inline void chunk_sums(const __m256i *v, const std::int16_t *x, __m256i *lo, __m256i *hi) {
+    __m256i acc[2][4];
+    for (int q = 0; q < 4; ++q) {
+        const __m256i xq = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(x + 8 * q)));
+        __m256i *dst = acc[kSplit ? q & 1 : 0];
+        const bool start = kSplit ? q < 2 : q == 0;
+        for (int k = 0; k < 4; ++k) {
+            const __m256i p = _mm256_madd_epi16(_mm256_load_si256(v + 4 * q + k), xq);
+            dst[k] = start ? p : _mm256_add_epi32(dst[k], p);
+            // In program order: GCC would otherwise reassociate the (exact) integer adds,
+            // hoist all 16 products and spill them.
+            asm("" : "+x"(dst[k]));
+        }
+    }
+    using fused::pair_sums;
+    using fused::quad_sums;
+    *lo = quad_sums(pair_sums(acc[0][0], acc[0][1]), pair_sums(acc[0][2], acc[0][3]));
+    if (kSplit)
+        *hi = quad_sums(pair_sums(acc[1][0], acc[1][1]), pair_sums(acc[1][2], acc[1][3]));
 }
 
-// The exact int32 sums of chunks [c0, c1) of the segment in buf with kM activation
-// rows q[m]: sums[2 (kM (c - c0) + m)] over pairs 0-3 and 8-11, sums[... + 1] over
-// pairs 4-7 and 12-15 (one vpmaddwd's lanes 0-3 and 4-7 in the fused GEMV: NVFP4 scales
-// the two apart). Two variants of the same loop: vpmaddwd + vpaddd, and AVX-512 VNNI's
-// vpdpwssd, which fuses the two (on 256-bit vectors) where the CPU has it.
-template <int kM>
-FUSED_TARGET void chunk_sums_avx2(const __m256i *buf, const std::int16_t *const *q, std::size_t c0,
-                                  std::size_t c1, __m256i *sums) {
-    for (std::size_t c = c0; c < c1; ++c) {
-        const __m256i *v = buf + (c - c0) * 16;
-        __m256i lo[kM], hi[kM];
-        for (int m = 0; m < kM; ++m)
-            lo[m] = hi[m] = _mm256_setzero_si256();
-#pragma GCC unroll 4  // fully unrolled, GCC hoists all 16 x kM products and spills them
-        for (int j = 0; j < 16; ++j) {
-            const __m256i wv = _mm256_load_si256(v + j);
-            for (int m = 0; m < kM; ++m) {
-                const __m256i p = _mm256_madd_epi16(wv, pair_of(q[m], c, j));
-                if (j & 4)
-                    hi[m] = _mm256_add_epi32(hi[m], p);
-                else
-                    lo[m] = _mm256_add_epi32(lo[m], p);
-            }
-        }
-        for (int m = 0; m < kM; ++m) {
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m), lo[m]);
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m) + 1, hi[m]);
-        }
-    }
-}
-
-#define GEMM_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
-
-template <int kM>
-GEMM_VNNI_TARGET void chunk_sums_vnni(const __m256i *buf, const std::int16_t *const *q, std::size_t c0,
-                                      std::size_t c1, __m256i *sums) {
-    for (std::size_t c = c0; c < c1; ++c) {
-        const __m256i *v = buf + (c - c0) * 16;
-        __m256i lo[kM], hi[kM];
-        for (int m = 0; m < kM; ++m)
-            lo[m] = hi[m] = _mm256_setzero_si256();
-#pragma GCC unroll 16
-        for (int j = 0; j < 16; ++j) {
-            const __m256i wv = _mm256_load_si256(v + j);
-            for (int m = 0; m < kM; ++m) {
-                if (j & 4)
-                    hi[m] = _mm256_dpwssd_epi32(hi[m], wv, pair_of(q[m], c, j));
-                else
-                    lo[m] = _mm256_dpwssd_epi32(lo[m], wv, pair_of(q[m], c, j));
-            }
-        }
-        for (int m = 0; m < kM; ++m) {
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m), lo[m]);
-            _mm256_store_si256(sums + 2 * (kM * (c - c0) + m) + 1, hi[m]);
-        }
-    }
-}
-
-// kM activation rows (m0 ..) over chunks [c0, c1) of the segment in buf, adding into
-// their accumulators acc[16 m ..] (scaled sums) and acc[16 m + 8 ..] (minimum terms)
-// exactly as fused_avx2.cpp's apply_scales does, chunk after chunk.
-template <class K, int kM>
-FUSED_TARGET void rows_pass(const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0, std::size_t c1,
-                            const Tables &t, float *acc, __m256i *sums) {
-    const std::size_t nc = a.nc;
-    const std::int16_t *q[kM];
-    for (int m = 0; m < kM; ++m)
-        q[m] = a.q + (m0 + m) * nc * kChunk;
-    if (vnni_active())  // the CPU has it and set_simd allows it ("avx2" tests the other loop)
-        chunk_sums_vnni<kM>(buf, q, c0, c1, sums);
-    else
-        chunk_sums_avx2<kM>(buf, q, c0, c1, sums);
-    __m256 s[kM], s_min[kM];
-    for (int m = 0; m < kM; ++m) {
-        s[m] = _mm256_loadu_ps(acc + 16 * m);
-        s_min[m] = _mm256_loadu_ps(acc + 16 * m + 8);
-    }
-    for (std::size_t c = c0; c < c1; ++c) {
-        const __m256 sc = _mm256_loadu_ps(&t.sc[c * 8]);
-        for (int m = 0; m < kM; ++m) {
-            const __m256i lo = _mm256_load_si256(sums + 2 * (kM * (c - c0) + m));
-            const __m256i hi = _mm256_load_si256(sums + 2 * (kM * (c - c0) + m) + 1);
-            const std::size_t i = (m0 + m) * nc + c;
-            const __m256 xd = _mm256_set1_ps(a.d[i]);
-            if (K::kSplit) {
-                s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc, xd), s[m]);
-                s_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
-                                           s_min[m]);
-                continue;
-            }
-            __m256i total = _mm256_add_epi32(lo, hi);
-            if (K::kOffset)
-                total = _mm256_sub_epi32(total, _mm256_set1_epi32(a.so[i]));
-            s[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(sc, xd), s[m]);
-            if (K::kMin == 1)
-                s_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), s_min[m]);
-            if (K::kMin == 2) {
-                __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * i]));
-                s_min[m] = _mm256_add_ps(s_min[m], _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
-                                                                   _mm256_set1_ps(a.ds16[2 * i + 1]), lo_term));
-            }
-        }
-    }
-    for (int m = 0; m < kM; ++m) {
-        _mm256_storeu_ps(acc + 16 * m, s[m]);
-        _mm256_storeu_ps(acc + 16 * m + 8, s_min[m]);
-    }
-}
-
+// Activation row m over chunks [c0, c1) of the segment in buf: each chunk's sums are
+// scaled at once into acc[0 .. 7] exactly as fused_avx2.cpp's apply_scales does, chunk
+// after chunk (NVFP4's second halves into acc[8 .. 15]). The minimums' terms do not
+// depend on the sums: minimums() adds them per group.
 template <class K>
-FUSED_TARGET void rows_pass_any(int n, const __m256i *buf, const Acts &a, std::size_t m0, std::size_t c0,
-                                std::size_t c1, const Tables &t, float *acc, __m256i *sums) {
-    switch (n) {
-        case 4: rows_pass<K, 4>(buf, a, m0, c0, c1, t, acc, sums); break;
-        case 3: rows_pass<K, 3>(buf, a, m0, c0, c1, t, acc, sums); break;
-        case 2: rows_pass<K, 2>(buf, a, m0, c0, c1, t, acc, sums); break;
-        default: rows_pass<K, 1>(buf, a, m0, c0, c1, t, acc, sums); break;
+FUSED_TARGET void row_pass(const __m256i *buf, const Acts &a, std::size_t m, std::size_t c0, std::size_t c1,
+                           const Tables &t, float *acc) {
+    const std::size_t nc = a.nc;
+    const std::int16_t *x = a.q + m * nc * kChunk;
+    __m256 s = _mm256_loadu_ps(acc), s2 = _mm256_loadu_ps(acc + 8);
+    for (std::size_t c = c0; c < c1; ++c) {
+        __m256i lo, hi;
+        chunk_sums<K::kSplit>(buf + (c - c0) * 16, x + c * kChunk, &lo, &hi);
+        const std::size_t i = m * nc + c;
+        const __m256 xd = _mm256_set1_ps(a.d[i]);
+        if (K::kOffset && !K::kSplit)  // NVFP4's offsets left its weights in decode_segment
+            lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so[i]));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), s);
+        if (K::kSplit)
+            s2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd), s2);
     }
+    _mm256_storeu_ps(acc, s);
+    _mm256_storeu_ps(acc + 8, s2);
+}
+
+// The minimums' terms of activation row m over all nc chunks, in the fused GEMV's
+// order and operations (apply_scales' acc_min chain); zero for formats without them.
+template <class K>
+FUSED_TARGET __m256 minimums(const Acts &a, std::size_t m, const Tables &t) {
+    __m256 s_min = _mm256_setzero_ps();
+    if (!K::kMin)
+        return s_min;
+    for (std::size_t c = 0; c < a.nc; ++c) {
+        const std::size_t i = m * a.nc + c;
+        if (K::kMin == 1) {
+            s_min = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), s_min);
+        } else {
+            __m256 lo_term = _mm256_mul_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds16[2 * i]));
+            s_min = _mm256_add_ps(s_min, _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn2[c * 8]),
+                                                         _mm256_set1_ps(a.ds16[2 * i + 1]), lo_term));
+        }
+    }
+    return s_min;
 }
 
 template <class K>
@@ -257,10 +174,9 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
     Tables tables(nc, K::kSub);
     // 32-byte aligned by hand: std::vector<__m256i> would rely on over-aligned new.
     const std::size_t seg = std::min(nc, kSegChunks);
-    std::vector<std::int16_t> buf_store(seg * 16 * 16 + seg * 2 * kRowsPerPass * 16 + 16);
+    std::vector<std::int16_t> buf_store(seg * 16 * 16 + 16);
     auto *buf = reinterpret_cast<__m256i *>((reinterpret_cast<std::uintptr_t>(buf_store.data()) + 31) &
                                             ~std::uintptr_t(31));
-    __m256i *sums = buf + seg * 16;
     std::vector<float> acc(2 * n_x * 8);
     for (std::size_t g = g0; g < g1; ++g) {
         // The next group's bytes, a segment's share at a time, while this one computes:
@@ -271,20 +187,21 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
         const std::size_t r0 = grp.r0, nr = grp.nr;
         const char *next = grp.next;
         const std::size_t next_bytes = grp.next_bytes;
-        fill_tables(kern, w, rows, rr, nc, tables);
+        for (std::size_t u0 = 0; u0 < nc; u0 += 8)  // the fused GEMV's fills, an entry per chunk
+            fused::fill_block(kern, w, rows, rr, u0, nc, 0, tables);
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (std::size_t c0 = 0; c0 < nc; c0 += kSegChunks) {
             const std::size_t c1 = std::min(nc, c0 + kSegChunks);
             decode_segment(kern, rows, nc, c0, c1, tables, buf);
             for (std::size_t off = next_bytes * c0 / nc; next && off < next_bytes * c1 / nc; off += 64)
                 _mm_prefetch(next + off, _MM_HINT_T0);
-            for (std::size_t m = 0; m < n_x; m += kRowsPerPass)
-                rows_pass_any<K>(int(std::min<std::size_t>(kRowsPerPass, n_x - m)), buf, a, m, c0, c1, tables,
-                                 &acc[16 * m], sums);
+            for (std::size_t m = 0; m < n_x; ++m)
+                row_pass<K>(buf, a, m, c0, c1, tables, &acc[16 * m]);
         }
         for (std::size_t m = 0; m < n_x; ++m) {
             alignas(32) float out[8];
-            _mm256_store_ps(out, _mm256_add_ps(_mm256_loadu_ps(&acc[16 * m]), _mm256_loadu_ps(&acc[16 * m + 8])));
+            const __m256 second = K::kSplit ? _mm256_loadu_ps(&acc[16 * m + 8]) : minimums<K>(a, m, tables);
+            _mm256_store_ps(out, _mm256_add_ps(_mm256_loadu_ps(&acc[16 * m]), second));
             for (std::size_t i = 0; i < nr; ++i)
                 y[m * w.rows + r0 + i] = out[i];
         }

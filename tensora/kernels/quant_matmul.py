@@ -18,10 +18,10 @@ memory is bounded whatever N is. The native bodies run, for few activation rows
 fused kernel (csrc/quant/fused_avx2.cpp: each 32-value chunk of 8 weight rows is
 decoded in registers and multiplied there, two activation rows per pass, on every
 core; for one row its byte variant, csrc/quant/fused_vnni.cpp, where the CPU has
-AVX-512 VNNI); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row kernel
-(csrc/quant/gemm_avx2.cpp: each chunk decoded once for all rows, then 16 multiply-adds
-per chunk and row with no reduction across lanes), which gives every row bit for bit
-the fused kernel's result; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+AVX-512 VNNI); from ``GEMM_MIN_ROWS`` (``GEMM_MIN_ROWS_FORMAT``) to ``GEMM_MAX_ROWS``
+rows the multi-row kernel (csrc/quant/gemm_avx2.cpp: each chunk decoded once for all
+rows, then 16 multiply-adds per chunk and row straight from an L1 buffer), which gives
+every row bit for bit the fused kernel's result; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -97,14 +97,28 @@ TILE_BYTES = 4 << 20
 #: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one for all but FP8.)
 FUSED_MAX_ROWS = 64
 HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
-#: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
-#: measured on W 11008 x 4096 and in SmolLM2 decode steps (2 cores): it pays a transpose
-#: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
-#: a lane reduction per row. Light formats break even near 8 rows in a model (weights
-#: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
-#: (``HEAVY_DECODE``) 4 rows repay it.
-GEMM_MIN_ROWS = 12
-GEMM_MIN_ROWS_HEAVY = 4
+#: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one
+#: (``GEMM_MIN_ROWS_FORMAT`` for some formats), measured one thread, alternating runs, on
+#: SmolLM2's shapes (576-3072 x 576-1536) and 4096 x 4096: both are bound by vector
+#: instructions, and per chunk of 8 weight rows and activation row the multi-row kernel
+#: takes ~40 for its products, sums and scales against the fused kernel's ~45, plus a
+#: decode per call (and 16 permutes) where the fused kernel decodes once per two rows.
+#: So the lighter a format's decode, the more rows repay it: the 4-bit GGUF formats break
+#: even near 5-6 rows (q4_1 at 8 rows: 2-14% faster in cache, 5-8% slower streaming
+#: 4096 x 4096 from DRAM); q5_0/q5_1, IQ4_NL and the K-quants are 15-30% faster from 4
+#: rows; formats of whole bytes (one sign extension per 16 values) only near 12 rows
+#: (q8_0's 49152 x 576 LM head at 8 rows: 5-15% slower).
+GEMM_MIN_ROWS = 6
+GEMM_MIN_ROWS_FORMAT = {"q8_0": 12, "int8": 12, "q5_0": 4, "q5_1": 4, "iq4_nl": 4, "mxfp4": 4, "q4_k": 4,
+                        **{name: 4 for name in HEAVY_DECODE}}
+#: Widest weight rows (columns) for which the thresholds above hold. For wider ones, whose
+#: weights stream from DRAM in a model, the multi-row kernel is 4-30% slower than the fused
+#: one below 12 rows (q4_1 576 x 1536 at 8 rows: 4-10% in SmolLM2 steps and cold-cache
+#: runs, 4096 x 4096 at 4-8 rows: 5-30%; its 8 activation rows of 1536 values, 24 KiB, no
+#: longer fit in L1 next to its 16 KiB decode buffer), so they keep the earlier thresholds:
+#: 12 rows, 4 for ``HEAVY_DECODE``.
+GEMM_NARROW_COLS = 1024
+GEMM_MIN_ROWS_WIDE = 12
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
 #: Formats without a multi-row kernel: FP8's fused kernel keeps float activations.
@@ -203,10 +217,14 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
     return {"parts": dict(parts), "group": int(group or 0)}
 
 
-def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | None:
-    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
-    (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
-    low = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS
+def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0) -> Callable[..., None] | None:
+    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows of ``cols``
+    values in place (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles
+    + BLAS are faster."""
+    if cols > GEMM_NARROW_COLS:
+        low = GEMM_MIN_ROWS_FORMAT[fmt] if fmt in HEAVY_DECODE else GEMM_MIN_ROWS_WIDE
+    else:
+        low = GEMM_MIN_ROWS_FORMAT.get(fmt, GEMM_MIN_ROWS)
     if low <= m <= GEMM_MAX_ROWS and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
         return lib.quant_gemm
     if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
@@ -231,7 +249,7 @@ def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapp
         return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    fused = native_linear(lib, fmt, x.shape[0])
+    fused = native_linear(lib, fmt, x.shape[0], cols)
     if fused is not None:
         out = np.empty((x.shape[0], rows), np.float32)
         fused(fmt, args["parts"], rows, cols, x, out, group=args["group"])

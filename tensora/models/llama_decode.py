@@ -89,7 +89,7 @@ class Projection:
             out = np.matmul(x, self.weight.T)
         else:
             fmt, options, parts = self.quant
-            fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0])
+            fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0], self.cols)
             if fused is not None:  # the fused or the multi-row kernel, called directly
                 out = np.empty((x.shape[0], self.rows), np.float32)
                 fused(fmt, self.native[1], self.rows, self.cols, x, out, group=self.native[2])

@@ -115,8 +115,8 @@ def single_rows(lib, name, parts, x, rows, group) -> np.ndarray:
 
 @pytest.fixture(params=["vnni", "avx2"])
 def level(request, lib):
-    """Both integer-sum loops of the multi-row kernel: AVX-512 VNNI's vpdpwssd and AVX2's
-    vpmaddwd + vpaddd (skipped where the CPU lacks VNNI)."""
+    """The one-row kernel each row is compared with: AVX-512 VNNI's byte GEMV and AVX2's
+    (skipped where the CPU lacks VNNI); the multi-row kernel has one loop, vpmaddwd + vpaddd."""
     try:
         lib.set_simd(request.param)
     except ValueError:
@@ -201,7 +201,7 @@ def test_gemm_rejects_bad_inputs(lib):
         lib.quant_gemm("q4_0", dict(parts), 37, 288, x, out, group=32)
 
 
-@pytest.mark.parametrize("name", ["q4_1", "q3_k", "fp8_e4m3"])
+@pytest.mark.parametrize("name", ["q4_1", "q8_0", "q3_k", "fp8_e4m3"])
 def test_dispatch_gives_each_row_its_result_alone(name, lib):
     """quant_linear's native body, at every row count of the dispatch, row by row equal
     to the batch-1 product (the kernels are row-independent up to GEMM_MAX_ROWS)."""
@@ -214,7 +214,8 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
     x = np.random.default_rng(15).standard_normal((qm.GEMM_MAX_ROWS, 512)).astype(np.float32)
     alone = np.concatenate([qm.quant_linear.run_native(x[m:m + 1], name, {}, parts, (37, 512), decode)
                             for m in range(x.shape[0])])
-    for m in (2, qm.GEMM_MIN_ROWS_HEAVY, qm.GEMM_MIN_ROWS, 33, qm.GEMM_MAX_ROWS):
+    low = qm.GEMM_MIN_ROWS_FORMAT.get(name, qm.GEMM_MIN_ROWS)
+    for m in (2, low - 1, low, 33, qm.GEMM_MAX_ROWS):
         if name in qm.NO_GEMM and m > qm.HEAVY_DECODE.get(name, qm.FUSED_MAX_ROWS):
             continue  # FP8 past its fused limit takes tiles + BLAS, another summation order
         got = qm.quant_linear.run_native(x[:m], name, {}, parts, (37, 512), decode)
@@ -222,7 +223,12 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
             np.testing.assert_allclose(got, alone[:m], rtol=1e-5, atol=1e-5, err_msg=f"M={m}")
         else:
             np.testing.assert_array_equal(got, alone[:m], err_msg=f"M={m}")
-    picked = {m: qm.native_linear(lib, name, m) for m in (1, qm.GEMM_MIN_ROWS, qm.GEMM_MAX_ROWS + 1)}
+    picked = {m: qm.native_linear(lib, name, m) for m in (1, low - 1, low, qm.GEMM_MAX_ROWS + 1)}
     assert picked[1] is lib.quant_linear
-    assert picked[qm.GEMM_MIN_ROWS] is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
+    assert picked[low - 1] is lib.quant_linear
+    assert picked[low] is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
     assert picked[qm.GEMM_MAX_ROWS + 1] is None
+    wide = qm.GEMM_MIN_ROWS_FORMAT[name] if name in qm.HEAVY_DECODE else qm.GEMM_MIN_ROWS_WIDE
+    cols = qm.GEMM_NARROW_COLS + 32
+    assert qm.native_linear(lib, name, wide - 1, cols) is lib.quant_linear
+    assert qm.native_linear(lib, name, wide, cols) is (lib.quant_linear if name in qm.NO_GEMM else lib.quant_gemm)
