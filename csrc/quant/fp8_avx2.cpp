@@ -7,6 +7,7 @@
 #include "fused.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "codecs.h"
 #include "parallel.h"
@@ -138,6 +139,186 @@ AVX512_TARGET void run_fp8_rows512(const QuantView &w, const float *x, float *y,
     }
 }
 
+// -- many activation rows: a packed panel and a register-blocked microkernel ----------
+//
+// gemm_fp8 (fused.h): W is walked in panels of kPanelRows weight rows; each kKBlock
+// columns of a panel are decoded once per call, transposed, into an L1 buffer
+// panel[k][16] (one cache line per k: the 16 rows' weights at column k), and then every
+// group of kMicroRows activation rows runs the BLAS-style microkernel against it: per k,
+// two panel loads, one broadcast activation value per row and two FMAs per row into
+// 2 x kMicroRows ymm accumulators whose lanes are the 16 weight rows' sums: no reduction
+// across lanes, and each decoded weight is used by every activation row.
+
+constexpr std::size_t kPanelRows = 16;  // weight rows per panel: two ymm of float32
+constexpr int kMicroRows = 6;           // activation rows per microkernel: 12 accumulators
+constexpr std::size_t kKBlock = 256;    // columns per panel block: 16 KiB of float32, in L1
+
+// 8x8 transpose of floats: v[i] lane j -> v[j] lane i.
+FUSED_TARGET inline void transpose8(__m256 v[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+// Columns [0, kc) of the 16 rows q[0..15] (kc a multiple of 8) into panel[k][16] as
+// float32 values (e4m3 at 2**-8 of its value, as in gemv_fp8: the scale takes the 2**8).
+template <bool kE4M3>
+FUSED_TARGET void decode_panel(const std::uint8_t *const q[kPanelRows], std::size_t kc, float *panel) {
+    for (std::size_t g = 0; g < 2; ++g) {
+        const std::uint8_t *const *p = q + 8 * g;
+        for (std::size_t k = 0; k < kc; k += 8) {
+            __m256 v[8];
+            for (int i = 0; i < 8; ++i)
+                v[i] = fp8x8<kE4M3>(p[i] + k);
+            transpose8(v);
+            for (int j = 0; j < 8; ++j)
+                _mm256_store_ps(panel + (k + j) * kPanelRows + 8 * g, v[j]);
+        }
+    }
+}
+
+// Bit i set when row q[i] holds an e4m3 NaN byte (x1111111) in [0, kc), kc % 32 == 0:
+// the half trick reads those as 480 (times 2**-8), so such rows are set to NaN after.
+FUSED_TARGET inline unsigned nan_rows(const std::uint8_t *const q[kPanelRows], std::size_t nr, std::size_t kc) {
+    const __m256i code = _mm256_set1_epi8(0x7f);
+    unsigned rows = 0;
+    for (std::size_t i = 0; i < nr; ++i) {
+        __m256i any = _mm256_setzero_si256();
+        for (std::size_t k = 0; k < kc; k += 32) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q[i] + k));
+            any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(v, code), code));
+        }
+        rows |= unsigned(!_mm256_testz_si256(any, any)) << i;
+    }
+    return rows;
+}
+
+// c[m][0..16) (+)= sum_k x[m * ldx + k] * panel[k][0..16) for m < kM: per activation row
+// one float32 FMA chain per weight row, in k order (so a row's result does not depend on
+// how many rows share the call or on the blocking).
+template <int kM>
+FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *x, std::size_t ldx, float *c,
+                               bool first) {
+    __m256 acc[kM][2];
+    for (int m = 0; m < kM; ++m) {
+        acc[m][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + m * kPanelRows);
+        acc[m][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + m * kPanelRows + 8);
+    }
+    for (std::size_t k = 0; k < kc; ++k) {
+        const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
+        for (int m = 0; m < kM; ++m) {
+            const __m256 a = _mm256_broadcast_ss(x + m * ldx + k);
+            acc[m][0] = _mm256_fmadd_ps(a, b0, acc[m][0]);
+            acc[m][1] = _mm256_fmadd_ps(a, b1, acc[m][1]);
+        }
+    }
+    for (int m = 0; m < kM; ++m) {
+        _mm256_storeu_ps(c + m * kPanelRows, acc[m][0]);
+        _mm256_storeu_ps(c + m * kPanelRows + 8, acc[m][1]);
+    }
+}
+
+// micro for kMicroRows rows, spelled out: GCC keeps the 12 accumulators of the array
+// version in registers only up to 4 rows (from 5 it spills them every k).
+FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float *x, std::size_t ldx, float *c,
+                                bool first) {
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx, *x5 = x + 5 * ldx;
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+        c10 = _mm256_loadu_ps(c + 16), c11 = _mm256_loadu_ps(c + 24);
+        c20 = _mm256_loadu_ps(c + 32), c21 = _mm256_loadu_ps(c + 40);
+        c30 = _mm256_loadu_ps(c + 48), c31 = _mm256_loadu_ps(c + 56);
+        c40 = _mm256_loadu_ps(c + 64), c41 = _mm256_loadu_ps(c + 72);
+        c50 = _mm256_loadu_ps(c + 80), c51 = _mm256_loadu_ps(c + 88);
+    }
+    for (std::size_t k = 0; k < kc; ++k) {
+        const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
+        __m256 a = _mm256_broadcast_ss(x0 + k);
+        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(x1 + k);
+        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(x2 + k);
+        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(x3 + k);
+        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(x4 + k);
+        c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(x5 + k);
+        c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
+    }
+    _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+    _mm256_storeu_ps(c + 16, c10), _mm256_storeu_ps(c + 24, c11);
+    _mm256_storeu_ps(c + 32, c20), _mm256_storeu_ps(c + 40, c21);
+    _mm256_storeu_ps(c + 48, c30), _mm256_storeu_ps(c + 56, c31);
+    _mm256_storeu_ps(c + 64, c40), _mm256_storeu_ps(c + 72, c41);
+    _mm256_storeu_ps(c + 80, c50), _mm256_storeu_ps(c + 88, c51);
+}
+
+FUSED_TARGET void micro_rows(int rows, const float *panel, std::size_t kc, const float *x, std::size_t ldx,
+                             float *c, bool first) {
+    switch (rows) {
+        case 1: micro<1>(panel, kc, x, ldx, c, first); break;
+        case 2: micro<2>(panel, kc, x, ldx, c, first); break;
+        case 3: micro<3>(panel, kc, x, ldx, c, first); break;
+        case 4: micro<4>(panel, kc, x, ldx, c, first); break;
+        case 5:  // 4 + 1: the array version spills at 5 rows
+            micro<4>(panel, kc, x, ldx, c, first);
+            micro<1>(panel, kc, x + 4 * ldx, ldx, c + 4 * kPanelRows, first);
+            break;
+        default: micro6(panel, kc, x, ldx, c, first); break;
+    }
+}
+
+// Panels [p0, p1) (weight rows 16 p0 ...) against all n_x activation rows.
+template <bool kE4M3>
+FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t p0,
+                                 std::size_t p1) {
+    alignas(64) float panel[kKBlock * kPanelRows];
+    static const std::uint8_t zeros[kKBlock] = {};
+    std::vector<float> c(n_x * kPanelRows);  // the panel's results, [m][16]
+    const float *scale = static_cast<const float *>(w.scale);
+    const float nan_value = bits_to_float(0x7fc00000u);
+    for (std::size_t p = p0; p < p1; ++p) {
+        const std::size_t r0 = p * kPanelRows, nr = std::min(kPanelRows, w.rows - r0);
+        unsigned nan = 0;
+        for (std::size_t k0 = 0; k0 < w.cols; k0 += kKBlock) {
+            const std::size_t kc = std::min(kKBlock, w.cols - k0);
+            const std::uint8_t *q[kPanelRows];
+            for (std::size_t i = 0; i < kPanelRows; ++i)  // rows past the last read zeros
+                q[i] = i < nr ? w.codes + (r0 + i) * w.row_bytes + k0 : zeros;
+            if (kE4M3)
+                nan |= nan_rows(q, nr, kc);
+            decode_panel<kE4M3>(q, kc, panel);
+            for (std::size_t m = 0; m < n_x; m += kMicroRows) {
+                const int mr = int(std::min<std::size_t>(kMicroRows, n_x - m));
+                micro_rows(mr, panel, kc, x + m * w.cols + k0, w.cols, c.data() + m * kPanelRows, k0 == 0);
+            }
+        }
+        for (std::size_t i = 0; i < nr; ++i) {
+            // e4m3 through halves is 2**-8 of the value: fold the 2**8 into the scale.
+            const float s = scale[w.per_channel ? r0 + i : 0] * (kE4M3 ? 256.0f : 1.0f);
+            const bool is_nan = (nan >> i) & 1;
+            for (std::size_t m = 0; m < n_x; ++m)
+                y[m * w.rows + r0 + i] = is_nan ? nan_value : c[m * kPanelRows + i] * s;
+        }
+    }
+}
+
 bool avx512_ok() {
     static const bool ok = [] {
         __builtin_cpu_init();
@@ -167,12 +348,25 @@ void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std
     });
 }
 
+void gemm_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
+    const std::size_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+    // About 2**18 multiply-adds per thread at the least: a thread start costs ~10 us.
+    const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 18) / (kPanelRows * w.cols * n_x));
+    parallel_for(panels, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
+        if (w.format == Format::fp8_e4m3)
+            run_fp8_panels<true>(w, x, n_x, y, lo, hi);
+        else
+            run_fp8_panels<false>(w, x, n_x, y, lo, hi);
+    });
+}
+
 }  // namespace tensora::quant
 
 #else
 
 namespace tensora::quant {
 void gemv_fp8(const QuantView &, const float *, std::size_t, float *, std::size_t) {}
+void gemm_fp8(const QuantView &, const float *, std::size_t, float *, std::size_t) {}
 }  // namespace tensora::quant
 
 #endif
