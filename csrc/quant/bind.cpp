@@ -352,7 +352,8 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "quant_linear for several activation rows: each weight chunk is decoded once for\n"
           "all of them (csrc/quant/gemm.h); every row of out is bit for bit quant_linear's\n"
-          "result for that row alone. Releases the GIL.");
+          "result for that row alone, except FP8's (gemm_fp8, csrc/quant/fused.h: float\n"
+          "sums in another order, each row still independent of the others). Releases the GIL.");
     m.def("quant_linear_grad_input", &py_gemv_t, "format"_a, "parts"_a, "rows"_a, "cols"_a, "g"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "out = g @ W; g float32 (M, rows), out float32 (M, cols). Releases the GIL.");

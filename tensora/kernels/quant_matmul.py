@@ -21,7 +21,9 @@ core; for one row its byte variant, csrc/quant/fused_vnni.cpp, where the CPU has
 AVX-512 VNNI); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row kernel
 (csrc/quant/gemm_avx2.cpp: each chunk decoded once for all rows, then 16 multiply-adds
 per chunk and row with no reduction across lanes), which gives every row bit for bit
-the fused kernel's result; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+the fused kernel's result (FP8: its panel kernel, csrc/quant/fp8_avx2.cpp, which decodes
+each 256-column block of 16 weight rows once into an L1 panel of float32 and runs a 6 x 16
+FMA microkernel on it, as BLAS does); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -31,7 +33,7 @@ extension lacks (a stale build) runs the reference.
 Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks them):
 
 - ``quant_dequantize_rows``: bit for bit (same float32 operations in the same order).
-- Float paths (the tile paths, ``quant_linear_grad_input``, FP8's fused kernel, rows
+- Float paths (the tile paths, ``quant_linear_grad_input``, FP8's kernels, rows
   whose length is not a multiple of 32, any CPU without AVX2/FMA/F16C): the same
   products summed in another order, ``|native - ref| <= 1e-5 * (|x| @ |W|.T)``
   (float32 rounding is ~6e-8 per operation; 1e-5 leaves room for K ~ 10**5 terms).
@@ -55,8 +57,12 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
 
 Rows are independent: a row's result does not depend on how many rows share the call,
 bit for bit, so batched decoding computes what each sequence would alone. FP8 is the
-exception: its one-row AVX-512 loop sums in another order than its multi-row fused
-kernel, so an FP8 row agrees with itself batched within the float bound above.
+exception: its fused kernel sums each row in 16 lanes (its one-row AVX-512 loop in 32),
+its panel kernel (from ``GEMM_MIN_ROWS`` rows) in k order, so an FP8 row batched and
+alone are two float32 sums of the same exact products, each within the float bound
+above of the float64 product: they differ by at most twice that bound,
+``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (12 to 128 rows) a row's result does
+not depend on the batch, bit for bit.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format
@@ -94,7 +100,7 @@ TILE_BYTES = 4 << 20
 #: weight, as BLAS), yet tiles pay a float32 decode of every weight that costs more:
 #: at 32 rows fused runs at 1.2-1.4x NumPy float32 and tiles at 0.3-0.6x, at 64 rows
 #: fused still leads (1.05x against 0.4-0.5x).
-#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one for all but FP8.)
+#: (From GEMM_MIN_ROWS the multi-row kernels replace the fused one, FP8's included.)
 FUSED_MAX_ROWS = 64
 HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
 #: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
@@ -102,13 +108,15 @@ HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4"
 #: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
 #: a lane reduction per row. Light formats break even near 8 rows in a model (weights
 #: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
-#: (``HEAVY_DECODE``) 4 rows repay it.
+#: (``HEAVY_DECODE``) 4 rows repay it. FP8's panel kernel (float32 FMAs, no lane
+#: reductions, each weight decoded once) breaks even with its fused kernel near 8-10 rows
+#: and leads from 12 (1.3x at 12 rows and 1.35x at 32 on one core, W 2048 x 4096).
 GEMM_MIN_ROWS = 12
 GEMM_MIN_ROWS_HEAVY = 4
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
-#: Formats without a multi-row kernel: FP8's fused kernel keeps float activations.
-NO_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
+#: Formats without a multi-row kernel (none now: FP8 has its own float panel kernel).
+NO_GEMM: frozenset[str] = frozenset()
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.
 GRAD_FUSED_MAX_ROWS = 8
