@@ -153,56 +153,65 @@ constexpr std::size_t kPanelRows = 16;  // weight rows per panel: two ymm of flo
 constexpr int kMicroRows = 6;           // activation rows per microkernel: 12 accumulators
 constexpr std::size_t kKBlock = 256;    // columns per panel block: 16 KiB of float32, in L1
 
-// 8x8 transpose of floats: v[i] lane j -> v[j] lane i.
-FUSED_TARGET inline void transpose8(__m256 v[8]) {
-    __m256 t[8], s[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-    for (int i = 0; i < 4; ++i) {
-        v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-    }
-}
-
-// Columns [0, kc) of the 16 rows q[0..15] (kc a multiple of 8) into panel[k][16] as
+// Columns [0, kc) of the 16 rows q[0..15] (kc a multiple of 32) into panel[k][16] as
 // float32 values (e4m3 at 2**-8 of its value, as in gemv_fp8: the scale takes the 2**8).
+// The bytes are transposed first, 16 rows x 32 columns at a time (four rounds of unpacks
+// within each 128-bit lane), so that one vector holds the 16 rows' bytes of a column (low
+// lane) and of the column 16 further (high lane); then the half trick converts them: a
+// byte unpacked above a zero byte is the byte << 8, which is e5m2's half, and for e4m3 an
+// arithmetic shift right by one and bit 14 cleared give fp8x8's half (sign-extended byte
+// << 7). Half the instructions per weight of decoding rows and transposing the floats.
+// Returns, for e4m3, bit i set when row i holds a NaN byte (x1111111): the half trick
+// reads those as 480 (times 2**-8), so the caller sets such rows to NaN.
 template <bool kE4M3>
-FUSED_TARGET void decode_panel(const std::uint8_t *const q[kPanelRows], std::size_t kc, float *panel) {
-    for (std::size_t g = 0; g < 2; ++g) {
-        const std::uint8_t *const *p = q + 8 * g;
-        for (std::size_t k = 0; k < kc; k += 8) {
-            __m256 v[8];
-            for (int i = 0; i < 8; ++i)
-                v[i] = fp8x8<kE4M3>(p[i] + k);
-            transpose8(v);
-            for (int j = 0; j < 8; ++j)
-                _mm256_store_ps(panel + (k + j) * kPanelRows + 8 * g, v[j]);
+FUSED_TARGET unsigned decode_panel(const std::uint8_t *const q[kPanelRows], std::size_t kc, float *panel) {
+    const __m256i zero = _mm256_setzero_si256(), clear14 = _mm256_set1_epi16(short(0xbfff));
+    const __m256i nan_code = _mm256_set1_epi8(0x7f);
+    __m256i nan = zero;  // byte j of either lane: row j
+    for (std::size_t k0 = 0; k0 < kc; k0 += 32) {
+        // After round r, t[j] holds 2**r rows x (16 / 2**r) columns per lane; round r pairs
+        // the row groups j and j + 8 (16 / 2 ** r apart in the usual layout).
+        __m256i t[16], u[16];
+        for (int i = 0; i < 8; ++i) {  // rows 2i, 2i + 1: columns 0-7 | 8-15
+            const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q[2 * i] + k0));
+            const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q[2 * i + 1] + k0));
+            t[2 * i] = _mm256_unpacklo_epi8(a, b);
+            t[2 * i + 1] = _mm256_unpackhi_epi8(a, b);
+        }
+        // t[2p + h]: rows 2p, 2p + 1, columns 8h + e (e < 8), 16-bit elements.
+        for (int q4 = 0; q4 < 4; ++q4)
+            for (int h = 0; h < 2; ++h) {
+                u[4 * q4 + 2 * h] = _mm256_unpacklo_epi16(t[4 * q4 + h], t[4 * q4 + 2 + h]);
+                u[4 * q4 + 2 * h + 1] = _mm256_unpackhi_epi16(t[4 * q4 + h], t[4 * q4 + 2 + h]);
+            }
+        // u[4q + c]: rows 4q..4q + 3, columns 4c + e (e < 4), 32-bit elements.
+        for (int s8 = 0; s8 < 2; ++s8)
+            for (int c = 0; c < 4; ++c) {
+                t[8 * s8 + 2 * c] = _mm256_unpacklo_epi32(u[8 * s8 + c], u[8 * s8 + 4 + c]);
+                t[8 * s8 + 2 * c + 1] = _mm256_unpackhi_epi32(u[8 * s8 + c], u[8 * s8 + 4 + c]);
+            }
+        // t[8s + c]: rows 8s..8s + 7, columns 2c + e (e < 2), 64-bit elements.
+        for (int c = 0; c < 8; ++c) {
+            u[2 * c] = _mm256_unpacklo_epi64(t[c], t[8 + c]);
+            u[2 * c + 1] = _mm256_unpackhi_epi64(t[c], t[8 + c]);
+        }
+        // u[k]: rows 0..15 of column k0 + k (low lane) and k0 + 16 + k (high lane).
+        for (int k = 0; k < 16; ++k) {
+            __m256i lo = _mm256_unpacklo_epi8(zero, u[k]), hi = _mm256_unpackhi_epi8(zero, u[k]);  // rows 0-7 | 8-15
+            if (kE4M3) {
+                nan = _mm256_or_si256(nan, _mm256_cmpeq_epi8(_mm256_and_si256(u[k], nan_code), nan_code));
+                lo = _mm256_and_si256(_mm256_srai_epi16(lo, 1), clear14);
+                hi = _mm256_and_si256(_mm256_srai_epi16(hi, 1), clear14);
+            }
+            float *p0 = panel + (k0 + k) * kPanelRows, *p1 = panel + (k0 + 16 + k) * kPanelRows;
+            _mm256_store_ps(p0, _mm256_cvtph_ps(_mm256_castsi256_si128(lo)));
+            _mm256_store_ps(p0 + 8, _mm256_cvtph_ps(_mm256_castsi256_si128(hi)));
+            _mm256_store_ps(p1, _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1)));
+            _mm256_store_ps(p1 + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1)));
         }
     }
-}
-
-// Bit i set when row q[i] holds an e4m3 NaN byte (x1111111) in [0, kc), kc % 32 == 0:
-// the half trick reads those as 480 (times 2**-8), so such rows are set to NaN after.
-FUSED_TARGET inline unsigned nan_rows(const std::uint8_t *const q[kPanelRows], std::size_t nr, std::size_t kc) {
-    const __m256i code = _mm256_set1_epi8(0x7f);
-    unsigned rows = 0;
-    for (std::size_t i = 0; i < nr; ++i) {
-        __m256i any = _mm256_setzero_si256();
-        for (std::size_t k = 0; k < kc; k += 32) {
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q[i] + k));
-            any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(v, code), code));
-        }
-        rows |= unsigned(!_mm256_testz_si256(any, any)) << i;
-    }
-    return rows;
+    const unsigned lanes = unsigned(_mm256_movemask_epi8(nan));
+    return (lanes | lanes >> 16) & 0xffffu;
 }
 
 // c[m][0..16) (+)= sum_k x[m * ldx + k] * panel[k][0..16) for m < kM: per activation row
@@ -301,9 +310,7 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
             const std::uint8_t *q[kPanelRows];
             for (std::size_t i = 0; i < kPanelRows; ++i)  // rows past the last read zeros
                 q[i] = i < nr ? w.codes + (r0 + i) * w.row_bytes + k0 : zeros;
-            if (kE4M3)
-                nan |= nan_rows(q, nr, kc);
-            decode_panel<kE4M3>(q, kc, panel);
+            nan |= decode_panel<kE4M3>(q, kc, panel);
             for (std::size_t m = 0; m < n_x; m += kMicroRows) {
                 const int mr = int(std::min<std::size_t>(kMicroRows, n_x - m));
                 micro_rows(mr, panel, kc, x + m * w.cols + k0, w.cols, c.data() + m * kPanelRows, k0 == 0);
