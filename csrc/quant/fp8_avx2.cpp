@@ -311,6 +311,18 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
             for (std::size_t i = 0; i < kPanelRows; ++i)  // rows past the last read zeros
                 q[i] = i < nr ? w.codes + (r0 + i) * w.row_bytes + k0 : zeros;
             nan |= decode_panel<kE4M3>(q, kc, panel);
+            // The next block's bytes (this panel's next columns, else the next panel's
+            // first), fetched while the microkernels run on this one: 16 rows are more
+            // streams than the hardware prefetcher follows (8% at 32 rows on W 11008 x 4096).
+            const std::size_t nk = k0 + kKBlock < w.cols ? k0 + kKBlock : 0, np = nk ? p : p + 1;
+            if (np < p1) {
+                const std::size_t nr0 = np * kPanelRows, nnr = std::min(kPanelRows, w.rows - nr0);
+                const std::size_t nkc = std::min(kKBlock, w.cols - nk);
+                for (std::size_t i = 0; i < nnr; ++i)
+                    for (std::size_t b = 0; b < nkc; b += 64)
+                        _mm_prefetch(reinterpret_cast<const char *>(w.codes + (nr0 + i) * w.row_bytes + nk + b),
+                                     _MM_HINT_T0);
+            }
             for (std::size_t m = 0; m < n_x; m += kMicroRows) {
                 const int mr = int(std::min<std::size_t>(kMicroRows, n_x - m));
                 micro_rows(mr, panel, kc, x + m * w.cols + k0, w.cols, c.data() + m * kPanelRows, k0 == 0);
