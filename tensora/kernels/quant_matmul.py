@@ -23,7 +23,8 @@ AVX-512 VNNI); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row ke
 per chunk and row with no reduction across lanes), which gives every row bit for bit
 the fused kernel's result (FP8: its panel kernel, csrc/quant/fp8_avx2.cpp, which decodes
 each 256-column block of 16 weight rows once into an L1 panel of float32 and runs a 6 x 16
-FMA microkernel on it, as BLAS does); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+FMA microkernel on it, as BLAS does; it also takes any larger batch, ``GEMM_ANY_ROWS``);
+for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -61,7 +62,7 @@ exception: its fused kernel sums each row in 16 lanes (its one-row AVX-512 loop 
 its panel kernel (from ``GEMM_MIN_ROWS`` rows) in k order, so an FP8 row batched and
 alone are two float32 sums of the same exact products, each within the float bound
 above of the float64 product: they differ by at most twice that bound,
-``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (12 to 128 rows) a row's result does
+``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (from 12 rows) a row's result does
 not depend on the batch, bit for bit.
 
     >>> import numpy as np
@@ -115,6 +116,10 @@ GEMM_MIN_ROWS = 12
 GEMM_MIN_ROWS_HEAVY = 4
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
+#: Formats whose multi-row kernel beats tiles + BLAS at any row count: FP8's panel kernel
+#: is a float32 GEMM itself, its decode once per 256 rows (tiles pay a float32 decode of
+#: every weight and then BLAS: at 128 and 256 rows the panel kernel is 1.9-2.2x faster).
+GEMM_ANY_ROWS = frozenset({"fp8_e4m3", "fp8_e5m2"})
 #: Formats without a multi-row kernel (none now: FP8 has its own float panel kernel).
 NO_GEMM: frozenset[str] = frozenset()
 #: Rows up to which the backward's native float path (decode a row, one axpy per
@@ -215,7 +220,8 @@ def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | No
     """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
     (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
     low = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS
-    if low <= m <= GEMM_MAX_ROWS and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
+    high = m if fmt in GEMM_ANY_ROWS else GEMM_MAX_ROWS
+    if low <= m <= high and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
         return lib.quant_gemm
     if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
         return lib.quant_linear
