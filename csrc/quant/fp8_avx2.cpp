@@ -215,12 +215,12 @@ FUSED_TARGET unsigned decode_panel(const std::uint8_t *const q[kPanelRows], std:
     return (lanes | lanes >> 16) & 0xffffu;
 }
 
-// c[m][0..16) (+)= sum_k x[m * ldx + k] * panel[k][0..16) for m < kM: per activation row
-// one float32 FMA chain per weight row, in k order (so a row's result does not depend on
-// how many rows share the call or on the blocking).
+// c[m][0..16) (+)= sum_k x[k * kM + m] * panel[k][0..16) for m < kM (x: the kM rows'
+// values packed column by column, see pack_rows): per activation row one float32 FMA
+// chain per weight row, in k order (so a row's result does not depend on how many rows
+// share the call or on the blocking).
 template <int kM>
-FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *x, std::size_t ldx, float *c,
-                               bool first) {
+FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *x, float *c, bool first) {
     __m256 acc[kM][2];
     for (int m = 0; m < kM; ++m) {
         acc[m][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + m * kPanelRows);
@@ -229,7 +229,7 @@ FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *
     for (std::size_t k = 0; k < kc; ++k) {
         const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
         for (int m = 0; m < kM; ++m) {
-            const __m256 a = _mm256_broadcast_ss(x + m * ldx + k);
+            const __m256 a = _mm256_broadcast_ss(x + k * kM + m);
             acc[m][0] = _mm256_fmadd_ps(a, b0, acc[m][0]);
             acc[m][1] = _mm256_fmadd_ps(a, b1, acc[m][1]);
         }
@@ -242,9 +242,7 @@ FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *
 
 // micro for kMicroRows rows, spelled out: GCC keeps the 12 accumulators of the array
 // version in registers only up to 4 rows (from 5 it spills them every k).
-FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float *x, std::size_t ldx, float *c,
-                                bool first) {
-    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx, *x5 = x + 5 * ldx;
+FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float *x, float *c, bool first) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (first) {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
@@ -258,17 +256,17 @@ FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float 
     }
     for (std::size_t k = 0; k < kc; ++k) {
         const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
-        __m256 a = _mm256_broadcast_ss(x0 + k);
+        __m256 a = _mm256_broadcast_ss(x + k * 6 + 0);
         c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
-        a = _mm256_broadcast_ss(x1 + k);
+        a = _mm256_broadcast_ss(x + k * 6 + 1);
         c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
-        a = _mm256_broadcast_ss(x2 + k);
+        a = _mm256_broadcast_ss(x + k * 6 + 2);
         c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
-        a = _mm256_broadcast_ss(x3 + k);
+        a = _mm256_broadcast_ss(x + k * 6 + 3);
         c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
-        a = _mm256_broadcast_ss(x4 + k);
+        a = _mm256_broadcast_ss(x + k * 6 + 4);
         c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
-        a = _mm256_broadcast_ss(x5 + k);
+        a = _mm256_broadcast_ss(x + k * 6 + 5);
         c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
     }
     _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
@@ -279,18 +277,33 @@ FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float 
     _mm256_storeu_ps(c + 80, c50), _mm256_storeu_ps(c + 88, c51);
 }
 
-FUSED_TARGET void micro_rows(int rows, const float *panel, std::size_t kc, const float *x, std::size_t ldx,
-                             float *c, bool first) {
+FUSED_TARGET void micro_rows(int rows, const float *panel, std::size_t kc, const float *x, float *c, bool first) {
     switch (rows) {
-        case 1: micro<1>(panel, kc, x, ldx, c, first); break;
-        case 2: micro<2>(panel, kc, x, ldx, c, first); break;
-        case 3: micro<3>(panel, kc, x, ldx, c, first); break;
-        case 4: micro<4>(panel, kc, x, ldx, c, first); break;
-        case 5:  // 4 + 1: the array version spills at 5 rows
-            micro<4>(panel, kc, x, ldx, c, first);
-            micro<1>(panel, kc, x + 4 * ldx, ldx, c + 4 * kPanelRows, first);
-            break;
-        default: micro6(panel, kc, x, ldx, c, first); break;
+        case 1: micro<1>(panel, kc, x, c, first); break;
+        case 2: micro<2>(panel, kc, x, c, first); break;
+        case 3: micro<3>(panel, kc, x, c, first); break;
+        case 4: micro<4>(panel, kc, x, c, first); break;
+        default: micro6(panel, kc, x, c, first); break;
+    }
+}
+
+// Rows per microkernel call for the activation rows from m of n_x: 6, and a last group
+// of 1-4 (5 is 4 + 1: the array version of micro spills its 10 accumulators).
+inline int micro_group(std::size_t m, std::size_t n_x) {
+    const int left = int(std::min<std::size_t>(kMicroRows, n_x - m));
+    return left == 5 ? 4 : left;
+}
+
+// x (n_x, cols) into xp, each group of micro_group rows (from row m, at xp + m * cols)
+// packed column by column, [k][rows]: the microkernel's broadcasts then read one stream.
+void pack_rows(const float *x, std::size_t n_x, std::size_t cols, float *xp) {
+    for (std::size_t m = 0; m < n_x;) {
+        const int mr = micro_group(m, n_x);
+        float *dst = xp + m * cols;
+        for (std::size_t k = 0; k < cols; ++k)
+            for (int i = 0; i < mr; ++i)
+                dst[k * mr + i] = x[(m + i) * cols + k];
+        m += mr;
     }
 }
 
@@ -301,6 +314,8 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
     alignas(64) float panel[kKBlock * kPanelRows];
     static const std::uint8_t zeros[kKBlock] = {};
     std::vector<float> c(n_x * kPanelRows);  // the panel's results, [m][16]
+    std::vector<float> xp(n_x * w.cols);
+    pack_rows(x, n_x, w.cols, xp.data());
     const float *scale = static_cast<const float *>(w.scale);
     const float nan_value = bits_to_float(0x7fc00000u);
     for (std::size_t p = p0; p < p1; ++p) {
@@ -324,9 +339,10 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
                         _mm_prefetch(reinterpret_cast<const char *>(w.codes + (nr0 + i) * w.row_bytes + nk + b),
                                      _MM_HINT_T0);
             }
-            for (std::size_t m = 0; m < n_x; m += kMicroRows) {
-                const int mr = int(std::min<std::size_t>(kMicroRows, n_x - m));
-                micro_rows(mr, panel, kc, x + m * w.cols + k0, w.cols, c.data() + m * kPanelRows, k0 == 0);
+            for (std::size_t m = 0; m < n_x;) {
+                const int mr = micro_group(m, n_x);
+                micro_rows(mr, panel, kc, xp.data() + m * w.cols + k0 * mr, c.data() + m * kPanelRows, k0 == 0);
+                m += mr;
             }
         }
         for (std::size_t i = 0; i < nr; ++i) {
