@@ -110,8 +110,9 @@ HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4"
 #: a lane reduction per row. Light formats break even near 8 rows in a model (weights
 #: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
 #: (``HEAVY_DECODE``) 4 rows repay it. FP8's panel kernel (float32 FMAs, no lane
-#: reductions, each weight decoded once) breaks even with its fused kernel near 8-10 rows
-#: and leads from 12 (1.3x at 12 rows and 1.35x at 32 on one core, W 2048 x 4096).
+#: reductions, each weight decoded once) is 1.5-1.7x slower than its fused kernel at 4-5
+#: rows, level with it (within 10%, either way) at 6-11 and faster from 12 (1.3x at 12
+#: rows, 1.5x at 32; W 11008 x 4096, one core and two).
 GEMM_MIN_ROWS = 12
 GEMM_MIN_ROWS_HEAVY = 4
 #: Rows up to which it beats native tiles + BLAS (measured as above).
