@@ -3,6 +3,8 @@
 // a half; e4m3's sign-extended byte shifted left by 7 (bit 14 cleared) is a half of
 // 2**-8 its value, subnormals included. Each 8 bytes are decoded once for up to 4
 // activation rows (one row: 16 at a time with AVX-512 where allowed, run_fp8_rows512).
+// For many rows gemm_fp8 decodes each weight once per call into a float32 panel and runs
+// a BLAS-style register-blocked microkernel on it (see "many activation rows" below).
 // Exact products summed in float32: no activation rounding.
 #include "fused.h"
 
@@ -170,8 +172,10 @@ FUSED_TARGET unsigned decode_panel(const std::uint8_t *const q[kPanelRows], std:
     const __m256i nan_code = _mm256_set1_epi8(0x7f);
     __m256i nan = zero;  // byte j of either lane: row j
     for (std::size_t k0 = 0; k0 < kc; k0 += 32) {
-        // After round r, t[j] holds 2**r rows x (16 / 2**r) columns per lane; round r pairs
-        // the row groups j and j + 8 (16 / 2 ** r apart in the usual layout).
+        // Round r interleaves elements of 2**(r-1) bytes of two row groups, so that after
+        // it an element holds the bytes of 2**r consecutive rows at one column (the
+        // comments after each round give the layout per 128-bit lane; the high lane holds
+        // the same for the columns 16 further).
         __m256i t[16], u[16];
         for (int i = 0; i < 8; ++i) {  // rows 2i, 2i + 1: columns 0-7 | 8-15
             const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q[2 * i] + k0));
