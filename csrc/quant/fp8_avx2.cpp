@@ -219,83 +219,82 @@ FUSED_TARGET unsigned decode_panel(const std::uint8_t *const q[kPanelRows], std:
     return (lanes | lanes >> 16) & 0xffffu;
 }
 
-// c[m][0..16) (+)= sum_k x[k * kM + m] * panel[k][0..16) for m < kM (x: the kM rows'
+// c[m][0..16) += sum_k x[k * kM + m] * panel[k][0..16) for m < kM <= 6 (x: the kM rows'
 // values packed column by column, see pack_rows): per activation row one float32 FMA
 // chain per weight row, in k order (so a row's result does not depend on how many rows
-// share the call or on the blocking).
+// share the call or on the blocking). Per k: two panel loads, kM broadcasts, 2 kM FMAs.
+// The accumulators are named, not an array: GCC stores an array's vectors to the stack
+// on every k from 3 rows on.
 template <int kM>
-FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *x, float *c, bool first) {
-    __m256 acc[kM][2];
-    for (int m = 0; m < kM; ++m) {
-        acc[m][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + m * kPanelRows);
-        acc[m][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + m * kPanelRows + 8);
-    }
+FUSED_TARGET inline void micro(const float *panel, std::size_t kc, const float *x, float *c) {
+    static_assert(kM >= 1 && kM <= kMicroRows, "1 to 6 rows");
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    __m256 c10 = zero, c11 = zero, c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+    __m256 c40 = zero, c41 = zero, c50 = zero, c51 = zero;
+    if constexpr (kM > 1)
+        c10 = _mm256_loadu_ps(c + 16), c11 = _mm256_loadu_ps(c + 24);
+    if constexpr (kM > 2)
+        c20 = _mm256_loadu_ps(c + 32), c21 = _mm256_loadu_ps(c + 40);
+    if constexpr (kM > 3)
+        c30 = _mm256_loadu_ps(c + 48), c31 = _mm256_loadu_ps(c + 56);
+    if constexpr (kM > 4)
+        c40 = _mm256_loadu_ps(c + 64), c41 = _mm256_loadu_ps(c + 72);
+    if constexpr (kM > 5)
+        c50 = _mm256_loadu_ps(c + 80), c51 = _mm256_loadu_ps(c + 88);
     for (std::size_t k = 0; k < kc; ++k) {
         const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
-        for (int m = 0; m < kM; ++m) {
-            const __m256 a = _mm256_broadcast_ss(x + k * kM + m);
-            acc[m][0] = _mm256_fmadd_ps(a, b0, acc[m][0]);
-            acc[m][1] = _mm256_fmadd_ps(a, b1, acc[m][1]);
+        const float *xk = x + k * kM;
+        __m256 a = _mm256_broadcast_ss(xk);
+        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+        if constexpr (kM > 1) {
+            a = _mm256_broadcast_ss(xk + 1);
+            c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+        }
+        if constexpr (kM > 2) {
+            a = _mm256_broadcast_ss(xk + 2);
+            c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+        }
+        if constexpr (kM > 3) {
+            a = _mm256_broadcast_ss(xk + 3);
+            c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+        }
+        if constexpr (kM > 4) {
+            a = _mm256_broadcast_ss(xk + 4);
+            c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+        }
+        if constexpr (kM > 5) {
+            a = _mm256_broadcast_ss(xk + 5);
+            c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
         }
     }
-    for (int m = 0; m < kM; ++m) {
-        _mm256_storeu_ps(c + m * kPanelRows, acc[m][0]);
-        _mm256_storeu_ps(c + m * kPanelRows + 8, acc[m][1]);
-    }
-}
-
-// micro for kMicroRows rows, spelled out: GCC keeps the 12 accumulators of the array
-// version in registers only up to 4 rows (from 5 it spills them every k).
-FUSED_TARGET inline void micro6(const float *panel, std::size_t kc, const float *x, float *c, bool first) {
-    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-    if (first) {
-        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
-    } else {
-        c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-        c10 = _mm256_loadu_ps(c + 16), c11 = _mm256_loadu_ps(c + 24);
-        c20 = _mm256_loadu_ps(c + 32), c21 = _mm256_loadu_ps(c + 40);
-        c30 = _mm256_loadu_ps(c + 48), c31 = _mm256_loadu_ps(c + 56);
-        c40 = _mm256_loadu_ps(c + 64), c41 = _mm256_loadu_ps(c + 72);
-        c50 = _mm256_loadu_ps(c + 80), c51 = _mm256_loadu_ps(c + 88);
-    }
-    for (std::size_t k = 0; k < kc; ++k) {
-        const __m256 b0 = _mm256_load_ps(panel + k * kPanelRows), b1 = _mm256_load_ps(panel + k * kPanelRows + 8);
-        __m256 a = _mm256_broadcast_ss(x + k * 6 + 0);
-        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
-        a = _mm256_broadcast_ss(x + k * 6 + 1);
-        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
-        a = _mm256_broadcast_ss(x + k * 6 + 2);
-        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
-        a = _mm256_broadcast_ss(x + k * 6 + 3);
-        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
-        a = _mm256_broadcast_ss(x + k * 6 + 4);
-        c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
-        a = _mm256_broadcast_ss(x + k * 6 + 5);
-        c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
-    }
     _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
-    _mm256_storeu_ps(c + 16, c10), _mm256_storeu_ps(c + 24, c11);
-    _mm256_storeu_ps(c + 32, c20), _mm256_storeu_ps(c + 40, c21);
-    _mm256_storeu_ps(c + 48, c30), _mm256_storeu_ps(c + 56, c31);
-    _mm256_storeu_ps(c + 64, c40), _mm256_storeu_ps(c + 72, c41);
-    _mm256_storeu_ps(c + 80, c50), _mm256_storeu_ps(c + 88, c51);
+    if constexpr (kM > 1)
+        _mm256_storeu_ps(c + 16, c10), _mm256_storeu_ps(c + 24, c11);
+    if constexpr (kM > 2)
+        _mm256_storeu_ps(c + 32, c20), _mm256_storeu_ps(c + 40, c21);
+    if constexpr (kM > 3)
+        _mm256_storeu_ps(c + 48, c30), _mm256_storeu_ps(c + 56, c31);
+    if constexpr (kM > 4)
+        _mm256_storeu_ps(c + 64, c40), _mm256_storeu_ps(c + 72, c41);
+    if constexpr (kM > 5)
+        _mm256_storeu_ps(c + 80, c50), _mm256_storeu_ps(c + 88, c51);
 }
 
-FUSED_TARGET void micro_rows(int rows, const float *panel, std::size_t kc, const float *x, float *c, bool first) {
+FUSED_TARGET void micro_rows(int rows, const float *panel, std::size_t kc, const float *x, float *c) {
     switch (rows) {
-        case 1: micro<1>(panel, kc, x, c, first); break;
-        case 2: micro<2>(panel, kc, x, c, first); break;
-        case 3: micro<3>(panel, kc, x, c, first); break;
-        case 4: micro<4>(panel, kc, x, c, first); break;
-        default: micro6(panel, kc, x, c, first); break;
+        case 1: micro<1>(panel, kc, x, c); break;
+        case 2: micro<2>(panel, kc, x, c); break;
+        case 3: micro<3>(panel, kc, x, c); break;
+        case 4: micro<4>(panel, kc, x, c); break;
+        case 5: micro<5>(panel, kc, x, c); break;
+        default: micro<6>(panel, kc, x, c); break;
     }
 }
 
-// Rows per microkernel call for the activation rows from m of n_x: 6, and a last group
-// of 1-4 (5 is 4 + 1: the array version of micro spills its 10 accumulators).
+// Rows per microkernel call for the activation rows from m of n_x: 6 at a time.
 inline int micro_group(std::size_t m, std::size_t n_x) {
-    const int left = int(std::min<std::size_t>(kMicroRows, n_x - m));
-    return left == 5 ? 4 : left;
+    return int(std::min<std::size_t>(kMicroRows, n_x - m));
 }
 
 // x (n_x, cols) into xp, each group of micro_group rows (from row m, at xp + m * cols)
@@ -325,6 +324,7 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
     for (std::size_t p = p0; p < p1; ++p) {
         const std::size_t r0 = p * kPanelRows, nr = std::min(kPanelRows, w.rows - r0);
         unsigned nan = 0;
+        std::fill(c.begin(), c.end(), 0.0f);
         for (std::size_t k0 = 0; k0 < w.cols; k0 += kKBlock) {
             const std::size_t kc = std::min(kKBlock, w.cols - k0);
             const std::uint8_t *q[kPanelRows];
@@ -345,7 +345,7 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
             }
             for (std::size_t m = 0; m < n_x;) {
                 const int mr = micro_group(m, n_x);
-                micro_rows(mr, panel, kc, xp.data() + m * w.cols + k0 * mr, c.data() + m * kPanelRows, k0 == 0);
+                micro_rows(mr, panel, kc, xp.data() + m * w.cols + k0 * mr, c.data() + m * kPanelRows);
                 m += mr;
             }
         }
