@@ -23,7 +23,7 @@ AVX-512 VNNI); from ``GEMM_MIN_ROWS`` to ``GEMM_MAX_ROWS`` rows the multi-row ke
 per chunk and row with no reduction across lanes), which gives every row bit for bit
 the fused kernel's result (FP8: its panel kernel, csrc/quant/fp8_avx2.cpp, which decodes
 each 256-column block of 16 weight rows once into an L1 panel of float32 and runs a 6 x 16
-FMA microkernel on it, as BLAS does; it also takes any larger batch, ``GEMM_ANY_ROWS``);
+FMA microkernel on it, as BLAS does: from ``GEMM_MIN_ROWS_FP8`` rows, at any batch);
 for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
@@ -59,11 +59,11 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
 Rows are independent: a row's result does not depend on how many rows share the call,
 bit for bit, so batched decoding computes what each sequence would alone. FP8 is the
 exception: its fused kernel sums each row in 16 lanes (its one-row AVX-512 loop in 32),
-its panel kernel (from ``GEMM_MIN_ROWS`` rows) in k order, so an FP8 row batched and
+its panel kernel (from ``GEMM_MIN_ROWS_FP8`` rows) in k order, so an FP8 row batched and
 alone are two float32 sums of the same exact products, each within the float bound
 above of the float64 product: they differ by at most twice that bound,
-``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (from 12 rows) a row's result does
-not depend on the batch, bit for bit.
+``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (from ``GEMM_MIN_ROWS_FP8`` rows) a
+row's result does not depend on the batch, bit for bit.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format
@@ -101,7 +101,8 @@ TILE_BYTES = 4 << 20
 #: weight, as BLAS), yet tiles pay a float32 decode of every weight that costs more:
 #: at 32 rows fused runs at 1.2-1.4x NumPy float32 and tiles at 0.3-0.6x, at 64 rows
 #: fused still leads (1.05x against 0.4-0.5x).
-#: (From GEMM_MIN_ROWS the multi-row kernels replace the fused one, FP8's included.)
+#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one; FP8 from
+#: GEMM_MIN_ROWS_FP8, at any batch.)
 FUSED_MAX_ROWS = 64
 HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
 #: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one,
@@ -109,18 +110,19 @@ HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4"
 #: of each decoded chunk that the fused kernel skips, and saves a decode per two rows and
 #: a lane reduction per row. Light formats break even near 8 rows in a model (weights
 #: streaming from DRAM; a step at 16 rows is 7% faster, at 32 13%); with a heavy decode
-#: (``HEAVY_DECODE``) 4 rows repay it. FP8's panel kernel (float32 FMAs, no lane
-#: reductions, each weight decoded once) is 1.5-1.7x slower than its fused kernel at 4-5
-#: rows, level with it (within 10%, either way) at 6-11 and faster from 12 (1.3x at 12
-#: rows, 1.5x at 32; W 11008 x 4096, one core and two).
+#: (``HEAVY_DECODE``) 4 rows repay it.
 GEMM_MIN_ROWS = 12
 GEMM_MIN_ROWS_HEAVY = 4
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
-#: Formats whose multi-row kernel beats tiles + BLAS at any row count: FP8's panel kernel
-#: is a float32 GEMM itself, its decode once per 256 rows (tiles pay a float32 decode of
-#: every weight and then BLAS: at 128 and 256 rows the panel kernel is 1.9-2.2x faster).
-GEMM_ANY_ROWS = frozenset({"fp8_e4m3", "fp8_e5m2"})
+#: Formats whose multi-row kernel is FP8's panel kernel (float32 FMAs, no lane reductions,
+#: each weight decoded once per 256 rows), used from ``GEMM_MIN_ROWS_FP8`` rows at any
+#: batch: measured on W 11008 x 4096 (one core), it is 1.2x slower than the fused kernel
+#: at 4 rows, level at 5 and 8 (the fused kernel's 4-row passes fit), as fast or up to
+#: 1.3x faster at 6-7 and 9-12, 1.5x at 32; tiles + BLAS, which pay a float32 decode of every weight, are
+#: 1.9-2.2x slower than it at 128 and 256 rows.
+FP8_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
+GEMM_MIN_ROWS_FP8 = 6
 #: Formats without a multi-row kernel (none now: FP8 has its own float panel kernel).
 NO_GEMM: frozenset[str] = frozenset()
 #: Rows up to which the backward's native float path (decode a row, one axpy per
@@ -220,8 +222,10 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
 def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | None:
     """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
     (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
-    low = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS
-    high = m if fmt in GEMM_ANY_ROWS else GEMM_MAX_ROWS
+    if fmt in FP8_GEMM:
+        low, high = GEMM_MIN_ROWS_FP8, m
+    else:
+        low, high = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS, GEMM_MAX_ROWS
     if low <= m <= high and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
         return lib.quant_gemm
     if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):

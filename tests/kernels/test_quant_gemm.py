@@ -220,20 +220,23 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
                             for m in range(x.shape[0])])
     twice = 2e-5 * (np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T) + 1e-30
     panel = None
-    for m in (2, qm.GEMM_MIN_ROWS_HEAVY, qm.GEMM_MIN_ROWS - 1, qm.GEMM_MIN_ROWS, 33, qm.GEMM_MAX_ROWS):
+    for m in (2, qm.GEMM_MIN_ROWS_HEAVY, qm.GEMM_MIN_ROWS_FP8 - 1, qm.GEMM_MIN_ROWS_FP8, qm.GEMM_MIN_ROWS - 1,
+              qm.GEMM_MIN_ROWS, 33, qm.GEMM_MAX_ROWS):
         got = qm.quant_linear.run_native(x[:m], name, {}, parts, (37, 512), decode)
         if not fp8:
             np.testing.assert_array_equal(got, alone[:m], err_msg=f"M={m}")
             continue
         assert np.all(np.abs(got.astype(np.float64) - alone[:m]) <= twice[:m]), f"M={m}"
-        if m >= qm.GEMM_MIN_ROWS:
+        if qm.native_linear(lib, name, m) is lib.quant_gemm:
             if panel is not None:
                 np.testing.assert_array_equal(got[: panel.shape[0]], panel, err_msg=f"M={m}")
             panel = got
-    picked = {m: qm.native_linear(lib, name, m) for m in (1, qm.GEMM_MIN_ROWS, qm.GEMM_MAX_ROWS + 1)}
-    assert picked[1] is lib.quant_linear
-    assert picked[qm.GEMM_MIN_ROWS] is lib.quant_gemm
-    assert picked[qm.GEMM_MAX_ROWS + 1] is (lib.quant_gemm if name in qm.GEMM_ANY_ROWS else None)
+    assert panel is not None or not fp8
+    low = qm.GEMM_MIN_ROWS_FP8 if fp8 else qm.GEMM_MIN_ROWS_HEAVY if name in qm.HEAVY_DECODE else qm.GEMM_MIN_ROWS
+    picked = {m: qm.native_linear(lib, name, m) for m in (1, low - 1, low, qm.GEMM_MAX_ROWS + 1)}
+    assert picked[1] is lib.quant_linear and picked[low - 1] is lib.quant_linear
+    assert picked[low] is lib.quant_gemm
+    assert picked[qm.GEMM_MAX_ROWS + 1] is (lib.quant_gemm if name in qm.FP8_GEMM else None)
 
 
 # -- FP8's panel kernel (csrc/quant/fp8_avx2.cpp, gemm_fp8) ------------------------------
