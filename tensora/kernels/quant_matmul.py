@@ -219,11 +219,16 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
     return {"parts": dict(parts), "group": int(group or 0)}
 
 
-def native_linear(lib: ModuleType, fmt: str, m: int) -> Callable[..., None] | None:
-    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows in place
-    (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles + BLAS are faster."""
+def native_linear(lib: ModuleType, fmt: str, m: int, cols: int | None = None) -> Callable[..., None] | None:
+    """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows of ``cols``
+    values in place (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles
+    + BLAS are faster. ``cols=None`` stands for a row length the kernels take in whole
+    32-value chunks."""
     if fmt in FP8_GEMM:
-        low, high = GEMM_MIN_ROWS_FP8, m
+        # The panel kernel runs with AVX2 on whole chunks; elsewhere quant_gemm would take
+        # the float path row by row, which tiles + BLAS beat at large batches.
+        panel = lib.simd() == "avx2" and (cols is None or cols % 32 == 0)
+        low, high = (GEMM_MIN_ROWS_FP8, m) if panel else (m + 1, m)  # (m + 1, m): not at all
     else:
         low, high = GEMM_MIN_ROWS_HEAVY if fmt in HEAVY_DECODE else GEMM_MIN_ROWS, GEMM_MAX_ROWS
     if low <= m <= high and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
@@ -250,7 +255,7 @@ def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapp
         return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    fused = native_linear(lib, fmt, x.shape[0])
+    fused = native_linear(lib, fmt, x.shape[0], cols)
     if fused is not None:
         out = np.empty((x.shape[0], rows), np.float32)
         fused(fmt, args["parts"], rows, cols, x, out, group=args["group"])

@@ -239,6 +239,27 @@ def test_dispatch_gives_each_row_its_result_alone(name, lib):
     assert picked[qm.GEMM_MAX_ROWS + 1] is (lib.quant_gemm if name in qm.FP8_GEMM else None)
 
 
+def test_fp8_dispatch_leaves_the_float_path_to_tiles(lib):
+    """FP8's panel kernel needs AVX2 and whole 32-column chunks: otherwise quant_gemm would
+    run the float path row by row, so FP8 keeps its fused limit and tiles + BLAS past it."""
+    big = qm.FUSED_MAX_ROWS + 1
+    assert qm.native_linear(lib, "fp8_e4m3", big, 512) is (lib.quant_gemm if lib.simd() == "avx2" else None)
+    assert qm.native_linear(lib, "fp8_e4m3", qm.GEMM_MIN_ROWS_FP8, 40) is lib.quant_linear
+    assert qm.native_linear(lib, "fp8_e5m2", big, 40) is None
+    lib.set_simd("baseline")
+    assert qm.native_linear(lib, "fp8_e4m3", qm.GEMM_MIN_ROWS_FP8, 512) is lib.quant_linear
+    assert qm.native_linear(lib, "fp8_e4m3", big, 512) is None
+    parts, w, group = make("fp8_e5m2", {}, 7, 40)
+    fmt = get_format("fp8_e5m2")
+    x = np.random.default_rng(25).standard_normal((big, 40)).astype(np.float32)
+
+    def decode(a, b):
+        return fmt.dequantize_rows(parts, (7, 40), a, b)
+
+    got = qm.quant_linear.run_native(x, "fp8_e5m2", {}, parts, (7, 40), decode)
+    assert np.all(np.abs(got - x.astype(np.float64) @ w.astype(np.float64).T) <= fp8_bound(x, w))
+
+
 # -- FP8's panel kernel (csrc/quant/fp8_avx2.cpp, gemm_fp8) ------------------------------
 #
 # quant_gemm sends FP8 to a kernel of its own: 16 weight rows decoded per 256-column block
