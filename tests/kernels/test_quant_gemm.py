@@ -7,8 +7,10 @@ bound (quant_matmul's module docstring: exact products with activations rounded 
 per 32 values); and, bit for bit, the fused kernel ``quant_linear`` run on each activation
 row alone, which is what makes batched decoding compute what each sequence would alone.
 Shapes are odd on purpose: N not a multiple of the 8-row groups, K with a tail of chunks
-that is not a multiple of 8, and K longer than one L1 segment (32 chunks). Bad inputs
-must raise, never crash. Every test needs the extension and skips under TENSORA_NO_NATIVE.
+that is not a multiple of 8, and K longer than one L1 segment (32 chunks). FP8 has its own
+float panel kernel: float64 within the float bound, a row batched and alone within twice
+it, and each row bit for bit the same in batches of any size. Bad inputs must raise, never
+crash. Every test needs the extension and skips under TENSORA_NO_NATIVE.
 """
 
 from __future__ import annotations
