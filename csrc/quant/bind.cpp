@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "check.h"
+#include "fused.h"
 #include "gemm.h"
 #include "quant.h"
 
@@ -265,6 +266,15 @@ void check_out(const Parts &parts, const float *in, std::size_t in_n, float *out
         fail("out: must not overlap the input array");
 }
 
+// quant_gemm's product: FP8's panel kernel where the fused kernels run (AVX2, K % 32 == 0),
+// else gemm() (the integer formats' multi-row kernel, or gemv()).
+void gemm_rows(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
+    if ((w.format == Format::fp8_e4m3 || w.format == Format::fp8_e5m2) && gemv_is_fused(w))
+        gemm_fp8(w, x, n_x, y, threads);
+    else
+        gemm(w, x, n_x, y, threads);
+}
+
 // quant_linear and quant_gemm share one contract: y (M, rows) = x (M, cols) @ W.T, checked
 // here; Product is gemv() or gemm() (gemm.h, several rows at once).
 template <void (*Product)(const QuantView &, const float *, std::size_t, float *, std::size_t)>
@@ -338,11 +348,12 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out = x @ W.T for the (rows, cols) matrix W packed as `parts` in `format`;\n"
           "x float32 (M, cols), out float32 (M, rows), both C-contiguous. `group` is the\n"
           "int4 group size or nf4/fp4 block size (0 for the others). Releases the GIL.");
-    m.def("quant_gemm", &py_product<gemm>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
+    m.def("quant_gemm", &py_product<gemm_rows>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "quant_linear for several activation rows: each weight chunk is decoded once for\n"
           "all of them (csrc/quant/gemm.h); every row of out is bit for bit quant_linear's\n"
-          "result for that row alone. Releases the GIL.");
+          "result for that row alone, except FP8's (gemm_fp8, csrc/quant/fused.h: float\n"
+          "sums in another order, each row still independent of the others). Releases the GIL.");
     m.def("quant_linear_grad_input", &py_gemv_t, "format"_a, "parts"_a, "rows"_a, "cols"_a, "g"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
           "out = g @ W; g float32 (M, rows), out float32 (M, cols). Releases the GIL.");

@@ -44,6 +44,11 @@ bool vnni_supported();
 // gemv_fused's FP8 kernel (fp8_avx2.cpp), for K a multiple of 32.
 void gemv_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);
 
+// gemv_fp8's contract for many activation rows (fp8_avx2.cpp, same requirements): each
+// block of weights decoded once per call into an L1 panel, then a register-blocked FMA
+// microkernel. Another summation order than gemv_fp8 (sequential in k per row).
+void gemm_fp8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);
+
 // W[r] into y with AVX2 where it pays (decode_avx2.cpp); false when this format,
 // shape or CPU is left to the portable decoders.
 bool decode_row_fast(const QuantView &w, std::size_t r, float *y);

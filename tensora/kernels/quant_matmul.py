@@ -21,7 +21,10 @@ core; for one row its byte variant, csrc/quant/fused_vnni.cpp, where the CPU has
 AVX-512 VNNI); from ``GEMM_MIN_ROWS`` (``GEMM_MIN_ROWS_FORMAT``) to ``GEMM_MAX_ROWS``
 rows the multi-row kernel (csrc/quant/gemm_avx2.cpp: each chunk decoded once for all
 rows, then 16 multiply-adds per chunk and row straight from an L1 buffer), which gives
-every row bit for bit the fused kernel's result; for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
+every row bit for bit the fused kernel's result (FP8: its panel kernel, csrc/quant/fp8_avx2.cpp,
+which decodes each 256-column block of 16 weight rows once into an L1 panel of float32 and
+runs a 6 x 16 FMA microkernel on it, as BLAS does: from ``GEMM_MIN_ROWS_FP8`` rows, at any
+batch); for more rows they decode tiles natively (AVX2, one thread: BLAS's workers
 spin between tiles) into one reused buffer and hand each tile to BLAS, where a GEMM's
 arithmetic rather than the weight bytes is the cost. The backward does the same with
 a float path (decode a row, one axpy per activation row) up to
@@ -31,7 +34,7 @@ extension lacks (a stale build) runs the reference.
 Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks them):
 
 - ``quant_dequantize_rows``: bit for bit (same float32 operations in the same order).
-- Float paths (the tile paths, ``quant_linear_grad_input``, FP8's fused kernel, rows
+- Float paths (the tile paths, ``quant_linear_grad_input``, FP8's kernels, rows
   whose length is not a multiple of 32, any CPU without AVX2/FMA/F16C): the same
   products summed in another order, ``|native - ref| <= 1e-5 * (|x| @ |W|.T)``
   (float32 rounding is ~6e-8 per operation; 1e-5 leaves room for K ~ 10**5 terms).
@@ -55,8 +58,12 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
 
 Rows are independent: a row's result does not depend on how many rows share the call,
 bit for bit, so batched decoding computes what each sequence would alone. FP8 is the
-exception: its one-row AVX-512 loop sums in another order than its multi-row fused
-kernel, so an FP8 row agrees with itself batched within the float bound above.
+exception: its fused kernel sums each row in 16 lanes (its one-row AVX-512 loop in 32),
+its panel kernel (from ``GEMM_MIN_ROWS_FP8`` rows) in k order, so an FP8 row batched and
+alone are two float32 sums of the same exact products, each within the float bound
+above of the float64 product: they differ by at most twice that bound,
+``2e-5 * (|x| @ |W|.T)``. Within the panel kernel (from ``GEMM_MIN_ROWS_FP8`` rows) a
+row's result does not depend on the batch, bit for bit.
 
     >>> import numpy as np
     >>> from tensora.quant.formats import get_format
@@ -94,7 +101,8 @@ TILE_BYTES = 4 << 20
 #: weight, as BLAS), yet tiles pay a float32 decode of every weight that costs more:
 #: at 32 rows fused runs at 1.2-1.4x NumPy float32 and tiles at 0.3-0.6x, at 64 rows
 #: fused still leads (1.05x against 0.4-0.5x).
-#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one for all but FP8.)
+#: (From GEMM_MIN_ROWS the multi-row kernel replaces the fused one; FP8 from
+#: GEMM_MIN_ROWS_FP8, at any batch.)
 FUSED_MAX_ROWS = 64
 HEAVY_DECODE = {"q2_k": 32, "q3_k": 16, "q5_k": 32, "q6_k": 16, "nf4": 32, "fp4": 32, "nvfp4": 32}
 #: Activation rows from which the multi-row kernel (``quant_gemm``) beats the fused one
@@ -121,8 +129,14 @@ GEMM_NARROW_COLS = 1024
 GEMM_MIN_ROWS_WIDE = 12
 #: Rows up to which it beats native tiles + BLAS (measured as above).
 GEMM_MAX_ROWS = 128
-#: Formats without a multi-row kernel: FP8's fused kernel keeps float activations.
-NO_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
+#: Formats whose multi-row kernel is FP8's panel kernel (float32 FMAs, no lane reductions,
+#: each weight decoded once per 256 rows), used from ``GEMM_MIN_ROWS_FP8`` rows at any
+#: batch: measured on W 11008 x 4096 (one core), it is 1.2x slower than the fused kernel
+#: at 4 rows, level at 5 and 8 (the fused kernel's 4-row passes fit), as fast or up to
+#: 1.3x faster at 6-7 and 9-12, 1.5x at 32; tiles + BLAS, which pay a float32 decode of every weight, are
+#: 1.9-2.2x slower than it at 128 and 256 rows.
+FP8_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
+GEMM_MIN_ROWS_FP8 = 6
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.
 GRAD_FUSED_MAX_ROWS = 8
@@ -220,12 +234,18 @@ def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.nd
 def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0) -> Callable[..., None] | None:
     """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows of ``cols``
     values in place (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles
-    + BLAS are faster."""
-    if cols > GEMM_NARROW_COLS:
-        low = GEMM_MIN_ROWS_FORMAT[fmt] if fmt in HEAVY_DECODE else GEMM_MIN_ROWS_WIDE
+    + BLAS are faster. ``cols=0`` stands for a row length the caller does not give: the
+    thresholds of narrow rows, taken in whole 32-value chunks."""
+    if fmt in FP8_GEMM:
+        # The panel kernel runs with AVX2 on whole chunks; elsewhere quant_gemm would take
+        # the float path row by row, which tiles + BLAS beat at large batches.
+        panel = lib.simd() == "avx2" and cols % 32 == 0
+        low, high = (GEMM_MIN_ROWS_FP8, m) if panel else (m + 1, m)  # (m + 1, m): not at all
+    elif cols > GEMM_NARROW_COLS:
+        low, high = GEMM_MIN_ROWS_FORMAT[fmt] if fmt in HEAVY_DECODE else GEMM_MIN_ROWS_WIDE, GEMM_MAX_ROWS
     else:
-        low = GEMM_MIN_ROWS_FORMAT.get(fmt, GEMM_MIN_ROWS)
-    if low <= m <= GEMM_MAX_ROWS and fmt not in NO_GEMM and hasattr(lib, "quant_gemm"):
+        low, high = GEMM_MIN_ROWS_FORMAT.get(fmt, GEMM_MIN_ROWS), GEMM_MAX_ROWS
+    if low <= m <= high and hasattr(lib, "quant_gemm"):
         return lib.quant_gemm
     if m <= min(FUSED_MAX_ROWS, HEAVY_DECODE.get(fmt, FUSED_MAX_ROWS)):
         return lib.quant_linear
