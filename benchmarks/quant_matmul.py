@@ -13,7 +13,12 @@ The packed weight is one eighth of the rows quantized and repeated 8 times (quan
 45M values takes minutes for the K-quants' scale searches; the kernels' speed does not
 depend on the values).
 
-    .venv/bin/python benchmarks/quant_matmul.py [--quick] [--formats q4_0,nf4] [--shape 11008 4096]
+On a shared machine the time of one product drifts (a neighbour on the same cores or
+memory): each format's ratios divide by a NumPy time taken just before its own, and
+``--rounds R`` repeats the whole sweep, reporting each time and ratio as the median
+over the rounds with the ratios' min-max beside it.
+
+    .venv/bin/python benchmarks/quant_matmul.py [--quick] [--rounds 3] [--formats q4_0,nf4] [--shape 11008 4096]
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter timing budget")
     parser.add_argument("--formats", default="", help="comma-separated format names (default: all)")
     parser.add_argument("--shape", type=int, nargs=2, default=(11008, 4096), metavar=("N", "K"))
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep; medians over the rounds")
     args = parser.parse_args()
     budget = 0.1 if args.quick else 0.3
     n, k = args.shape
@@ -93,40 +99,59 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((n, k), dtype=np.float32)
-    x1 = rng.standard_normal((1, k), dtype=np.float32)
-    x32 = rng.standard_normal((32, k), dtype=np.float32)
-    base = {m: per_call_us(lambda x=x: x @ w.T, min_time=budget) / 1e3 for m, x in ((1, x1), (32, x32))}
-    rows = [("numpy float32", w.nbytes / 2**20, base[1], 1.0, w.nbytes / base[1] / 1e6, base[32], 1.0, "BLAS")]
-    if torch:
-        tw, t1, t32 = torch.from_numpy(w), torch.from_numpy(x1), torch.from_numpy(x32)
-        lin = torch.nn.functional.linear
-        tt = {m: per_call_us(lambda x=x: lin(x, tw), min_time=budget) / 1e3 for m, x in ((1, t1), (32, t32))}
-        rows.append(("torch float32", w.nbytes / 2**20, tt[1], base[1] / tt[1], w.nbytes / tt[1] / 1e6,
-                     tt[32], base[32] / tt[32], "BLAS"))
+    xs = {1: rng.standard_normal((1, k), dtype=np.float32), 32: rng.standard_normal((32, k), dtype=np.float32)}
+
+    def numpy_ms(m: int) -> float:
+        return per_call_us(lambda: xs[m] @ w.T, min_time=budget) / 1e3
 
     w_slice = w[: n // REPEAT]
+    runners = []  # (label, MiB, run(x) -> y)
+    if torch:
+        tw, lin = torch.from_numpy(w), torch.nn.functional.linear
+        runners.append(("torch float32", w.nbytes, lambda x: lin(torch.from_numpy(x), tw)))
     for name, options in cases:
         fmt = get_format(name, **options)
         t0 = time.perf_counter()
         parts = tiled_parts(fmt, w_slice)
-        setup = time.perf_counter() - t0
-        nbytes = sum(p.nbytes for p in parts.values())
-        opts = fmt.options()
+        print(f"  {name}: quantized in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         def decode(a, b, fmt=fmt, parts=parts):
             return fmt.dequantize_rows(parts, (n, k), a, b)
 
-        def run(x, fmt=fmt, parts=parts, opts=opts):
+        def run(x, fmt=fmt, parts=parts, opts=fmt.options()):
             return qm.quant_linear(x, fmt.name, opts, parts, (n, k), decode)
 
-        t1 = per_call_us(lambda: run(x1), min_time=budget) / 1e3
-        t32 = per_call_us(lambda: run(x32), min_time=budget) / 1e3
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
-        picked = None if lib is None else qm.native_linear(lib, name, 32)
-        path = "-" if lib is None else "tiles+BLAS" if picked is None else picked.__name__
-        rows.append((label, nbytes / 2**20, t1, base[1] / t1, nbytes / t1 / 1e6, t32, base[32] / t32, path))
-        print(f"  {label}: quantized in {setup:.1f} s", file=sys.stderr)
+        runners.append((label, sum(p.nbytes for p in parts.values()), run))
 
+    # times[label][m]: (this ms, NumPy ms just before) per round
+    times: dict[str, dict[int, list[tuple[float, float]]]] = {r[0]: {1: [], 32: []} for r in runners}
+    for _ in range(args.rounds):
+        for label, _, run in runners:
+            for m in (1, 32):
+                base = numpy_ms(m)
+                times[label][m].append((per_call_us(lambda: run(xs[m]), min_time=budget) / 1e3, base))
+
+    def med(v: list[float]) -> float:
+        return float(np.median(v))
+
+    def ratio(samples: list[tuple[float, float]]) -> str:
+        r = [b / t for t, b in samples]
+        return f"{med(r):.2f}" if len(r) == 1 else f"{med(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+
+    bases = {m: [b for label in times for _, b in times[label][m]] for m in (1, 32)}
+    rows = [("numpy float32", w.nbytes / 2**20, med(bases[1]), "1.00", w.nbytes / med(bases[1]) / 1e6,
+             med(bases[32]), "1.00", "BLAS")]
+    for label, nbytes, _ in runners:
+        t = times[label]
+        t1, t32 = med([a for a, _ in t[1]]), med([a for a, _ in t[32]])
+        name = label.split()[0]
+        picked = None if lib is None or name not in FORMATS else qm.native_linear(lib, name, 32, k)
+        path = "BLAS" if name not in FORMATS else "-" if lib is None else (
+            "tiles+BLAS" if picked is None else picked.__name__)
+        rows.append((label, nbytes / 2**20, t1, ratio(t[1]), nbytes / t1 / 1e6, t32, ratio(t[32]), path))
+    print(f"NumPy float32 ms over the run: M=1 {min(bases[1]):.2f}-{max(bases[1]):.2f}, "
+          f"M=32 {min(bases[32]):.2f}-{max(bases[32]):.2f}")
     print()
     print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "M=32 ms", "x fp32", "M=32 path")))
 
