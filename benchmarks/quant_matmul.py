@@ -9,6 +9,12 @@ NumPy and in torch (when importable) in the same run. Reports milliseconds, the 
 which the weight bytes are read (GB/s), beside the machine's copy bandwidth (bytes
 read + written per second by ``np.copyto`` of 256 MiB) and NumPy's dense GEMV rate.
 
+For the GGUF block formats llama.cpp runs the same weight bytes too (ggml's mul_mat through
+the libraries llama-cpp-python ships, when it is installed: see _ggml.py), with as many
+threads; the "x llama.cpp" columns are llama.cpp's time over tensora's (> 1: tensora is
+faster), each pair timed back to back. llama.cpp rounds the activations to 8 bits per
+block (its q8_0 / q8_K), tensora to 15 bits (tensora/kernels/quant_matmul.py).
+
 The packed weight is one eighth of the rows quantized and repeated 8 times (quantizing
 45M values takes minutes for the K-quants' scale searches; the kernels' speed does not
 depend on the values).
@@ -30,8 +36,10 @@ import sys
 import time
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _ggml  # noqa: E402
 from _timing import per_call_us, table  # noqa: E402
 
 from tensora.backend import native  # noqa: E402
@@ -106,6 +114,8 @@ def main() -> None:
 
     w_slice = w[: n // REPEAT]
     runners = []  # (label, MiB, run(x) -> y)
+    threads = lib.auto_threads() if lib else os.cpu_count()
+    peers = {}  # label -> {m: llama.cpp's run(x) -> y}
     if torch:
         tw, lin = torch.from_numpy(w), torch.nn.functional.linear
         runners.append(("torch float32", w.nbytes, lambda x: lin(torch.from_numpy(x), tw)))
@@ -123,14 +133,22 @@ def main() -> None:
 
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
         runners.append((label, sum(p.nbytes for p in parts.values()), run))
+        if _ggml.available() and name.upper() in GGMLQuantizationType.__members__:
+            type_id = int(GGMLQuantizationType[name.upper()])
+            peers[label] = {m: _ggml.GgmlMatmul(type_id, parts["blocks"], n, k, m, threads) for m in xs}
 
     # times[label][m]: (this ms, NumPy ms just before) per round
     times: dict[str, dict[int, list[tuple[float, float]]]] = {r[0]: {1: [], 32: []} for r in runners}
+    peer_times: dict[str, dict[int, list[tuple[float, float]]]] = {label: {1: [], 32: []} for label in peers}
     for _ in range(args.rounds):
         for label, _, run in runners:
             for m in (1, 32):
                 base = numpy_ms(m)
-                times[label][m].append((per_call_us(lambda: run(xs[m]), min_time=budget) / 1e3, base))
+                ours = per_call_us(lambda: run(xs[m]), min_time=budget) / 1e3
+                times[label][m].append((ours, base))
+                if label in peers:
+                    peer = peers[label][m]
+                    peer_times[label][m].append((ours, per_call_us(lambda: peer(xs[m]), min_time=budget) / 1e3))
 
     def med(v: list[float]) -> float:
         return float(np.median(v))
@@ -140,8 +158,8 @@ def main() -> None:
         return f"{med(r):.2f}" if len(r) == 1 else f"{med(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
     bases = {m: [b for label in times for _, b in times[label][m]] for m in (1, 32)}
-    rows = [("numpy float32", w.nbytes / 2**20, med(bases[1]), "1.00", w.nbytes / med(bases[1]) / 1e6,
-             med(bases[32]), "1.00", "BLAS")]
+    rows = [("numpy float32", w.nbytes / 2**20, med(bases[1]), "1.00", w.nbytes / med(bases[1]) / 1e6, "",
+             med(bases[32]), "1.00", "", "BLAS")]
     for label, nbytes, _ in runners:
         t = times[label]
         t1, t32 = med([a for a, _ in t[1]]), med([a for a, _ in t[32]])
@@ -149,11 +167,14 @@ def main() -> None:
         picked = None if lib is None or name not in FORMATS else qm.native_linear(lib, name, 32, k)
         path = "BLAS" if name not in FORMATS else "-" if lib is None else (
             "tiles+BLAS" if picked is None else picked.__name__)
-        rows.append((label, nbytes / 2**20, t1, ratio(t[1]), nbytes / t1 / 1e6, t32, ratio(t[32]), path))
+        vs = {m: ratio(peer_times[label][m]) if label in peers else "" for m in (1, 32)}
+        rows.append((label, nbytes / 2**20, t1, ratio(t[1]), nbytes / t1 / 1e6, vs[1], t32, ratio(t[32]), vs[32],
+                     path))
     print(f"NumPy float32 ms over the run: M=1 {min(bases[1]):.2f}-{max(bases[1]):.2f}, "
           f"M=32 {min(bases[32]):.2f}-{max(bases[32]):.2f}")
     print()
-    print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "M=32 ms", "x fp32", "M=32 path")))
+    print(table(rows, ("weight", "MiB", "M=1 ms", "x fp32", "GB/s", "x llama.cpp", "M=32 ms", "x fp32",
+                       "x llama.cpp", "M=32 path")))
 
 
 if __name__ == "__main__":
