@@ -6,9 +6,10 @@ weights (hidden 768, 12 layers, FFN 2048, SmolLM2's 49152-token vocabulary, so t
 llama.cpp can take SmolLM2's tokenizer) in float32, q8_0 and q4_0. Each engine gets the
 same 32-token prompt; TTFT is the time of a 1-token generation, decode tok/s comes from
 the difference between a 1- and a (1 + N)-token generation (greedy, end-of-sequence
-ignored). Batch 8 runs 8 prompts together (tensora and transformers); its tok/s counts
-the tokens of all 8 sequences. llama.cpp runs when
-llama-cpp-python is installed, with as many threads as tensora uses.
+ignored). Batch 8 runs 8 prompts together (tensora, transformers, and llama.cpp through its
+batch API: 8 sequences of one context, one llama_decode per step for all of them, greedy);
+its tok/s counts the tokens of all 8 sequences. llama.cpp runs when llama-cpp-python is
+installed, with as many threads as tensora uses.
 
 A shared machine's load changes from second to second, so one measurement per engine
 lets one noisy moment decide a ratio. Each model is therefore timed in `--rounds`
@@ -118,6 +119,46 @@ def llamacpp_runner(path: Path, prompt: list[int]):
     return run
 
 
+def llamacpp_batch_runner(path: Path, prompts: list[list[int]], new: int):
+    """llama.cpp decoding all `prompts` together: each a sequence of one context (its own KV
+    cells), prefilled in one llama_decode, then one llama_decode per step carrying every
+    sequence's next token (greedy, end-of-sequence ignored), as llama.cpp's batched examples
+    and its server's continuous batching do."""
+    import llama_cpp as cpp
+
+    n = len(prompts)
+    cpp.llama_backend_init()
+    model = cpp.llama_model_load_from_file(str(path).encode(), cpp.llama_model_default_params())
+    params = cpp.llama_context_default_params()
+    params.n_ctx = n * (max(map(len, prompts)) + new + 16)
+    params.n_batch = params.n_ubatch = max(512, sum(map(len, prompts)))
+    params.n_seq_max, params.n_threads, params.n_threads_batch = n, THREADS, THREADS
+    ctx = cpp.llama_init_from_model(model, params)
+    memory, vocab = cpp.llama_get_memory(ctx), cpp.llama_vocab_n_tokens(cpp.llama_model_get_vocab(model))
+    batch = cpp.llama_batch_init(params.n_batch, 0, 1)
+
+    def decode(tokens: list[tuple[int, int, int, bool]]) -> None:  # (token, position, sequence, logits?)
+        batch.n_tokens = len(tokens)
+        for i, (tok, pos, seq, want) in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, want
+            batch.seq_id[i][0] = seq
+        if cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def greedy(batch_rows) -> list[int]:  # each sequence's next token from the logits of its batch row
+        return [int(np.ctypeslib.as_array(cpp.llama_get_logits_ith(ctx, i), shape=(vocab,)).argmax())
+                for i in batch_rows]
+
+    def run(steps):
+        cpp.llama_memory_clear(memory, True)
+        decode([(tok, pos, s, pos == len(p) - 1) for s, p in enumerate(prompts) for pos, tok in enumerate(p)])
+        nxt = greedy(np.cumsum([len(p) for p in prompts]) - 1)
+        for step in range(steps - 1):
+            decode([(nxt[s], len(prompts[s]) + step, s, True) for s in range(n)])
+            nxt = greedy(range(n))
+    return run
+
+
 def random_llama(root: Path, smollm_meta: dict) -> tuple[Path, dict]:
     """A random-weight Llama as an HF directory and as GGUF files (f32, q8_0, q4_0) with SmolLM2's vocabulary."""
     from safetensors.numpy import save_file
@@ -216,6 +257,8 @@ def main() -> None:
                     engines.append(("tensora module path batch 8", fmt, module_path_runner(model, batch), 8))
             if have_llamacpp:
                 engines.append(("llama.cpp", fmt, llamacpp_runner(gguf_path, prompt), 1))
+                if batched:
+                    engines.append(("llama.cpp batch 8", fmt, llamacpp_batch_runner(gguf_path, batch, args.new), 8))
             if have_hf and fmt in ("Q4_1", "f32"):
                 import torch
                 import transformers
@@ -254,8 +297,8 @@ def rounds(model_name: str, engines: list[tuple], new: int, count: int) -> list[
 
 
 def with_ratios(rows: list[list]) -> list[tuple]:
-    """Rows with median TTFT and tok/s, plus decode tok/s over llama.cpp's (same model and weights,
-    batch 1) and over transformers' (same batch), each ratio per round: median (min-max)."""
+    """Rows with median TTFT and tok/s, plus decode tok/s over llama.cpp's (same model, weights and
+    batch) and over transformers' (same batch), each ratio per round: median (min-max)."""
     def speed(model, engine, fmt=None):
         return next((r[4] for r in rows if r[0] == model and r[1] == engine and (fmt is None or r[2] == fmt)), None)
 
@@ -267,7 +310,7 @@ def with_ratios(rows: list[list]) -> list[tuple]:
 
     out = []
     for model, engine, fmt, ttft, tps in rows:
-        cpp = speed(model, "llama.cpp", fmt)
+        cpp = speed(model, "llama.cpp batch 8" if engine.endswith("batch 8") else "llama.cpp", fmt)
         hf = speed(model, "transformers f32 batch 8" if engine.endswith("batch 8") else "transformers f32")
         out.append((model, engine, fmt, f"{statistics.median(ttft) * 1e3:.0f}", f"{statistics.median(tps):.1f}",
                     ratio(tps, cpp), ratio(tps, hf)))
