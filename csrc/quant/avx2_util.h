@@ -111,6 +111,21 @@ FUSED_TARGET inline __m256i widen_i8(const std::uint8_t *p) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
 }
 
+// 32 signed bytes as two vectors of 16 int16 (bytes 0-15, then 16-31).
+FUSED_TARGET inline Pair widen_i8x32(__m256i v) {
+    return {_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1))};
+}
+
+// Bits [shift, shift + width) of each of 32 bytes, in the low bits of each byte: one
+// 16-bit shift moves the next byte's low bits into each byte's top, the mask clears them.
+FUSED_TARGET inline __m256i byte_bits(__m256i v, __m128i shift, __m256i mask) {
+    return _mm256_and_si256(_mm256_srl_epi16(v, shift), mask);
+}
+
+FUSED_TARGET inline __m256i load32(const std::uint8_t *p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+}
+
 FUSED_TARGET inline __m256i mad2(__m256i a, __m256i b, __m256i x0, __m256i x1) {
     return _mm256_add_epi32(_mm256_madd_epi16(a, x0), _mm256_madd_epi16(b, x1));
 }

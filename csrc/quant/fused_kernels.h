@@ -263,19 +263,20 @@ struct KQ6_K : KernelBase<KQ6_K> {
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc), widen_i8(sb + 192));
         return {_mm256_set1_ps(f16(sb + 208)), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
+    // The 6-bit codes of all 32 values are put together in bytes (one shift and mask for
+    // each part over 32 bytes at once), then widened: half the instructions of doing it
+    // in int16 lanes.
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         const std::size_t sb = 210 * (c / 8), t8 = c % 8, h = t8 / 4, t = t8 % 4;
         const std::size_t ql = sb + 64 * h + 32 * (t & 1), qh = sb + 128 + 32 * h;
         const __m128i nibble = _mm_cvtsi32_si128(int(4 * (t >> 1))), pair = _mm_cvtsi32_si128(int(2 * t));
-        const __m256i m2 = _mm256_set1_epi16(3), k32 = _mm256_set1_epi16(32);
-        __m256i v[2];
-        for (int k = 0; k < 2; ++k) {
-            __m256i lo = low4(_mm256_srl_epi16(widen_u8(b + ql + 16 * k), nibble));
-            __m256i hi = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + qh + 16 * k), pair), m2);
-            __m256i code = _mm256_sub_epi16(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), k32);
-            v[k] = _mm256_mullo_epi16(code, _mm256_set1_epi16(isc[2 * c + k]));
-        }
-        return {v[0], v[1]};
+        const __m256i lo = byte_bits(load32(b + ql), nibble, _mm256_set1_epi8(0x0f));
+        const __m256i hi = byte_bits(load32(b + qh), pair, _mm256_set1_epi8(3));
+        // (hi << 4) stays inside its byte: hi <= 3
+        const __m256i code = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), _mm256_set1_epi8(32));
+        const Pair v = widen_i8x32(code);
+        return {_mm256_mullo_epi16(v.a, _mm256_set1_epi16(isc[2 * c])),
+                _mm256_mullo_epi16(v.b, _mm256_set1_epi16(isc[2 * c + 1]))};
     }
 };
 
@@ -295,19 +296,17 @@ struct KQ3_K : KernelBase<KQ3_K> {
             isc[k] = q3k_scale(sb + 96, k);
         return {_mm256_set1_ps(f16(sb + 108)), _mm256_setzero_ps(), _mm256_setzero_ps()};
     }
+    // In bytes, 32 values at once, then widened (as Q6_K).
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         const std::size_t sb = 110 * (c / 8), t8 = c % 8, q = sb + 32 + 32 * (t8 / 4);
         const __m128i pair = _mm_cvtsi32_si128(int(2 * (t8 % 4)));
-        const __m256i three = _mm256_set1_epi16(3), four = _mm256_set1_epi16(4);
-        const __m256i bit = _mm256_set1_epi16(short(1 << t8));  // hmask bit 4h + j == t8
-        __m256i v[2];
-        for (int k = 0; k < 2; ++k) {
-            __m256i code = _mm256_and_si256(_mm256_srl_epi16(widen_u8(b + q + 16 * k), pair), three);
-            __m256i clear = _mm256_cmpeq_epi16(_mm256_and_si256(widen_u8(b + sb + 16 * k), bit), _mm256_setzero_si256());
-            code = _mm256_sub_epi16(code, _mm256_and_si256(clear, four));
-            v[k] = _mm256_mullo_epi16(code, _mm256_set1_epi16(isc[2 * c + k]));
-        }
-        return {v[0], v[1]};
+        const __m256i bit = _mm256_set1_epi8(char(1 << t8));  // hmask bit 4h + j == t8
+        __m256i code = byte_bits(load32(b + q), pair, _mm256_set1_epi8(3));
+        const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(load32(b + sb), bit), _mm256_setzero_si256());
+        code = _mm256_sub_epi8(code, _mm256_and_si256(clear, _mm256_set1_epi8(4)));
+        const Pair v = widen_i8x32(code);
+        return {_mm256_mullo_epi16(v.a, _mm256_set1_epi16(isc[2 * c])),
+                _mm256_mullo_epi16(v.b, _mm256_set1_epi16(isc[2 * c + 1]))};
     }
 };
 
