@@ -102,7 +102,20 @@ def test_linear_trilinear_and_double_backward():
     assert gradgradcheck(lambda x: tensora.interpolate(x, size=(5, 3), mode="bilinear"), [x])
 
 
+def area_ref(x, out):
+    """PyTorch's area mode: output pixel j averages input [floor(j * in / out), ceil((j + 1) * in / out))."""
+    y = np.zeros(x.shape[:2] + tuple(out))
+    for pos in itertools.product(*[range(o) for o in out]):
+        window = tuple(slice(j * i // o, -(-(j + 1) * i // o)) for j, i, o in zip(pos, x.shape[2:], out))
+        y[(Ellipsis,) + pos] = x[(Ellipsis,) + window].mean(axis=tuple(range(2, x.ndim)))
+    return y
+
+
 def test_area_is_adaptive_average_pooling():
+    # Uneven, overlapping windows (7 -> 3, 9 -> 4) against per-pixel window means: interpolate's area
+    # mode and adaptive_avg_pool2d share their table code, so comparing them alone could not catch a bug.
+    check_op(lambda x: tensora.interpolate(x, size=(3, 4), mode="area"), lambda x: area_ref(x, (3, 4)),
+             [(2, 3, 7, 9)], atol=1e-12)
     x = tensora.tensor(np.random.default_rng(2).standard_normal((2, 3, 7, 9)))
     np.testing.assert_allclose(tensora.interpolate(x, size=(3, 4), mode="area").numpy(),
                                tensora.adaptive_avg_pool2d(x, (3, 4)).numpy())
