@@ -67,6 +67,7 @@ def test_kv_cache_decoding_equals_full_forward(hf_models, name):
     model = load(hf_models[name][0])
     ids = _ids(1, 12, seed=3)[0].tolist()
     out = model.generate(ids, max_new_tokens=6, temperature=0, stop_token_ids=[])
+    assert len(out.token_ids) == 6  # no stop ids: all six are decoded (an empty list would compare equal)
     full = model(np.array([ids + out.token_ids])).numpy()[0]
     assert full[len(ids) - 1:-1].argmax(-1).tolist() == out.token_ids
 
@@ -75,7 +76,9 @@ def test_batched_generation_equals_one_prompt_at_a_time(hf_models):
     model = load(hf_models["llama"][0])
     prompts = [_ids(1, n, seed=n)[0].tolist() for n in (3, 11, 7)]
     batch = model.generate(prompts, max_new_tokens=12, temperature=0, stop_token_ids=[])
+    assert len(batch) == len(prompts)  # zip below would otherwise stop at the shorter list
     for p, b in zip(prompts, batch):
+        assert len(b.token_ids) == 12
         assert b.token_ids == model.generate(p, max_new_tokens=12, temperature=0, stop_token_ids=[]).token_ids
 
 
