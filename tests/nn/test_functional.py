@@ -251,6 +251,8 @@ def test_fused_norm_backward_matches_create_graph_path():
     g = tensora.tensor(rng.standard_normal((3, 5)))
     fast = tensora.autograd.grad(F.layer_norm(x, (5,), w, b), [x, w, b], g)
     graph = tensora.autograd.grad(F.layer_norm(x, (5,), w, b), [x, w, b], g, create_graph=True)
+    assert len(fast) == len(graph) == 3
+    assert graph[0].requires_grad and not fast[0].requires_grad  # the two paths really differ
     for a, c in zip(fast, graph):
         np.testing.assert_allclose(a.numpy(), c.detach().numpy(), rtol=1e-12, atol=1e-14)
 

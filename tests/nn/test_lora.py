@@ -69,7 +69,10 @@ def test_only_adapters_get_gradients():
     model = Net()
     add_lora(model, r=2, targets=["q_proj", "v_proj"])
     model(tensora.randn(3, 16)).sum().backward()
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters())
+    # 2 layers x (q_proj, v_proj) x (lora_a, lora_b): without adapters the loop below would pass on frozen weights
+    assert sum("lora_" in name for name, _ in named) == 8 and len(named) > 8
+    for name, p in named:
         assert (p.grad is not None) == ("lora_" in name), name
 
 
