@@ -28,7 +28,8 @@ def test_tensor_copies_and_as_tensor_shares():
 
 def test_tensor_from_list_of_tensors():
     t = tensora.tensor([tensora.tensor([1.0, 2.0]), tensora.tensor([3.0, 4.0])])
-    assert t.shape == (2, 2)
+    assert t.shape == (2, 2) and t.dtype is tensora.float32
+    assert t.tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_ragged_data_is_a_clear_error():

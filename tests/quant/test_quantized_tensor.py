@@ -84,11 +84,18 @@ def test_gradients_reach_the_input_and_bias(name):
 
 def test_vector_input_and_dtypes():
     qt = quantize_tensor(_weight(rows=8, cols=64), "q8_0")
-    v = tensora.randn(64)
-    assert (v @ qt.T).shape == tensora.Size([8])
-    assert (tensora.randn(8) @ qt).shape == tensora.Size([64])
-    y = tensora.randn(2, 64).to(tensora.bfloat16) @ qt.to(tensora.bfloat16).T
+    dense = qt.dequantize().numpy().astype(np.float64)
+    v, u = tensora.randn(64), tensora.randn(8)
+    out = v @ qt.T
+    assert out.shape == tensora.Size([8])
+    assert _rel_err(out.numpy(), dense @ v.numpy().astype(np.float64)) < 1e-2
+    out = u @ qt
+    assert out.shape == tensora.Size([64])
+    assert _rel_err(out.numpy(), u.numpy().astype(np.float64) @ dense) < 1e-2
+    x = tensora.randn(2, 64).to(tensora.bfloat16)
+    y = x @ qt.to(tensora.bfloat16).T
     assert y.dtype is tensora.bfloat16
+    assert _rel_err(y.float().numpy(), x.float().numpy().astype(np.float64) @ dense.T) < 2e-2
     assert qt.T.T.shape == qt.shape and qt.T.shape == tensora.Size([64, 8])
 
 
