@@ -42,6 +42,7 @@ def check_op(fn: Callable, ref: Callable, specs: Sequence[Any], *, grad: bool = 
     expected = ref(*[a.copy() for a in arrays])
     outs = out if isinstance(out, (tuple, list)) else [out]
     exps = expected if isinstance(expected, (tuple, list)) else [expected]
+    assert len(outs) == len(exps), f"{len(outs)} outputs but {len(exps)} reference values"  # zip would drop some
     for o, e in zip(outs, exps):
         e = np.asarray(e)
         assert tuple(o.shape) == e.shape, f"shape {tuple(o.shape)} != reference {e.shape}"
