@@ -9,7 +9,9 @@
 // kSub (int16 sub-scales per 16 multiplied into the weights), kOffset (subtracted
 // from every code, via the activation sums), kLines (cache lines of codes per chunk
 // of 8 rows, for prefetching), kRowFill (fill_rows gives one chunk's scales of 8 rows,
-// no transpose needed: formats with a scale in every 32-value block).
+// no transpose needed: formats with a scale in every 32-value block), kSuperFill
+// (fill_super writes the 8 chunks of a 256-value super-block for 8 rows at once, in
+// table order: the K-quants whose packed sub-scales unpack as well on 8 rows as on one).
 #pragma once
 
 #include "avx2_util.h"
@@ -65,7 +67,7 @@ struct KernelBase {
     static constexpr bool kSplit = false, kSub = false;
     static constexpr int kOffset = 0;
     static constexpr int kLines = 3;
-    static constexpr bool kRowFill = false;
+    static constexpr bool kRowFill = false, kSuperFill = false;
     std::size_t row_bytes = 0;
     const std::uint8_t *row(const QuantView &w, std::size_t r) const { return w.codes + r * row_bytes; }
     // Scales stored apart from the codes: where row r's start, and how many bytes a row has.
@@ -223,6 +225,32 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
         const auto *bytes = reinterpret_cast<const std::uint8_t *>(u);
         return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
                 _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
+    }
+    static constexpr bool kSuperFill = true;
+    // Bits 6-7 of each byte of u, moved to bits 4-5 (the scales' and mins' high bits).
+    FUSED_TARGET static __m256i high2(__m256i u, __m256i low2) {
+        return _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 6), low2), 4);
+    }
+    // fill8's unpacking on 8 rows at once, one row per 32-bit lane: scale j of each row
+    // lands in [chunk][row] order without a transpose (the same floats as fill8).
+    FUSED_TARGET void fill_super(const std::uint8_t *const *rows, std::size_t s, float *sc, float *mn) const {
+        const std::size_t off = kSize * s;
+        __m256 d, dmin;
+        f16_pair_rows(rows, off, &d, &dmin);
+        const __m256 neg_dmin = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0f));  // -dmin, as fill8
+        const __m256i u0 = dword_rows(rows, off + 4), u1 = dword_rows(rows, off + 8), u2 = dword_rows(rows, off + 12);
+        const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4b = _mm256_set1_epi32(0x0f0f0f0f);
+        const __m256i low2 = _mm256_set1_epi32(0x03030303), byte = _mm256_set1_epi32(0xff);
+        const __m256i scales[2] = {_mm256_and_si256(u0, low6), _mm256_or_si256(_mm256_and_si256(u2, low4b), high2(u0, low2))};
+        const __m256i mins[2] = {_mm256_and_si256(u1, low6),
+                                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4b), high2(u1, low2))};
+        for (int j = 0; j < 8; ++j) {
+            const __m128i shift = _mm_cvtsi32_si128(8 * (j % 4));
+            const __m256 sj = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(scales[j / 4], shift), byte));
+            const __m256 mj = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(mins[j / 4], shift), byte));
+            _mm256_storeu_ps(sc + 8 * j, _mm256_mul_ps(sj, d));
+            _mm256_storeu_ps(mn + 8 * j, _mm256_mul_ps(mj, neg_dmin));
+        }
     }
     // Every offset and the branch depend on c only (the same for the 8 rows of a chunk):
     // the low nibbles of the zero-extended bytes are one and, the high ones one shift.

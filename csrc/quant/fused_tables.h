@@ -26,6 +26,10 @@ struct Tables {
 template <class K>
 FUSED_TARGET void fill_block(const K &kern, const QuantView &w, const std::uint8_t *const *rows,
                              const std::size_t *rr, std::size_t u0, std::size_t nu, int shift, Tables &t) {
+    if constexpr (K::kSuperFill) {  // entry u0 starts a super-block: nu is a multiple of 8 for these
+        kern.fill_super(rows, u0 / 8, &t.sc[u0 * 8], &t.mn[u0 * 8]);
+        return;
+    }
     if constexpr (K::kRowFill) {
         for (std::size_t c = u0; c < std::min(u0 + 8, nu); ++c) {
             Scales8 v = kern.fill_rows(rows, c);
