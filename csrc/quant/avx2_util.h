@@ -79,6 +79,13 @@ FUSED_TARGET inline __m256 f16_rows(const std::uint8_t *const *rows, std::size_t
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08)));
 }
 
+// As f16_rows, reading the 2 bytes before each value instead of after: for a scale at
+// the end of its block (K-quants' d), where the bytes after may lie past the data.
+FUSED_TARGET inline __m256 f16_rows_at_end(const std::uint8_t *const *rows, std::size_t off) {
+    const __m256i v = _mm256_srli_epi32(dword_rows(rows, off - 2), 16);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08)));
+}
+
 // The fp16 pairs at rows[i] + off of 8 rows: the first halves as floats in *first, the
 // second ones in *second (Q4_1's scale and minimum, with one load per row).
 FUSED_TARGET inline void f16_pair_rows(const std::uint8_t *const *rows, std::size_t off, __m256 *first,

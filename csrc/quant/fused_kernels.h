@@ -59,6 +59,10 @@ struct RowGroup {
 #define FILL8_ARGS [[maybe_unused]] const QuantView &w, [[maybe_unused]] const std::uint8_t *b,         \
                    [[maybe_unused]] std::size_t r, std::size_t c0, [[maybe_unused]] std::int16_t *isc
 #define DECODE_ARGS const std::uint8_t *b, std::size_t c, [[maybe_unused]] const std::int16_t *isc
+// fill_super: table entries u0 .. u0 + 7 (one super-block) of the 8 rows; sc, mn, mn2 are
+// the [entry][row] tables, isc the [row][2 * nu] sub-scales.
+#define SUPER_ARGS const std::uint8_t *const *rows, std::size_t u0, [[maybe_unused]] std::size_t nu, float *sc, \
+                   [[maybe_unused]] float *mn, [[maybe_unused]] float *mn2, [[maybe_unused]] std::int16_t *isc
 
 template <class D>
 struct KernelBase {
@@ -210,40 +214,26 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
         *sc = f16(sb) * float(s);
         *mn = -(f16(sb + 2) * float(m));
     }
-    // A whole super-block: the 6-bit scales and mins unpacked as llama.cpp does with
-    // 32-bit words (bytes 0-7 of `u` the scales, 8-15 the mins).
-    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
-        const std::uint8_t *sb = b + kSize * (c0 / 8);
-        std::uint32_t u[4];
-        std::memcpy(u, sb + 4, 12);
-        const std::uint32_t low6 = 0x3f3f3f3f, low4b = 0x0f0f0f0f, low2 = 0x03030303;
-        u[3] = ((u[2] >> 4) & low4b) | (((u[1] >> 6) & low2) << 4);
-        const std::uint32_t mins_lo = u[1] & low6;
-        u[1] = (u[2] & low4b) | (((u[0] >> 6) & low2) << 4);
-        u[2] = mins_lo;
-        u[0] &= low6;
-        const auto *bytes = reinterpret_cast<const std::uint8_t *>(u);
-        return {_mm256_mul_ps(u8x8(bytes), _mm256_set1_ps(f16(sb))),
-                _mm256_mul_ps(u8x8(bytes + 8), _mm256_set1_ps(-f16(sb + 2))), _mm256_setzero_ps()};
-    }
     static constexpr bool kSuperFill = true;
     // Bits 6-7 of each byte of u, moved to bits 4-5 (the scales' and mins' high bits).
     FUSED_TARGET static __m256i high2(__m256i u, __m256i low2) {
         return _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 6), low2), 4);
     }
-    // fill8's unpacking on 8 rows at once, one row per 32-bit lane: scale j of each row
-    // lands in [chunk][row] order without a transpose (the same floats as fill8).
-    FUSED_TARGET void fill_super(const std::uint8_t *const *rows, std::size_t s, float *sc, float *mn) const {
-        const std::size_t off = kSize * s;
+    // The 6-bit scales and mins unpacked as llama.cpp does with 32-bit words, on 8 rows at
+    // once (a row per 32-bit lane): scale j of each row lands in [chunk][row] order.
+    FUSED_TARGET void fill_super(SUPER_ARGS) const {
+        const std::size_t off = kSize * (u0 / 8);
+        sc += 8 * u0;
+        mn += 8 * u0;
         __m256 d, dmin;
         f16_pair_rows(rows, off, &d, &dmin);
-        const __m256 neg_dmin = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0f));  // -dmin, as fill8
-        const __m256i u0 = dword_rows(rows, off + 4), u1 = dword_rows(rows, off + 8), u2 = dword_rows(rows, off + 12);
+        const __m256 neg_dmin = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0f));  // -dmin, as fill
+        const __m256i w0 = dword_rows(rows, off + 4), w1 = dword_rows(rows, off + 8), w2 = dword_rows(rows, off + 12);
         const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4b = _mm256_set1_epi32(0x0f0f0f0f);
         const __m256i low2 = _mm256_set1_epi32(0x03030303), byte = _mm256_set1_epi32(0xff);
-        const __m256i scales[2] = {_mm256_and_si256(u0, low6), _mm256_or_si256(_mm256_and_si256(u2, low4b), high2(u0, low2))};
-        const __m256i mins[2] = {_mm256_and_si256(u1, low6),
-                                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4b), high2(u1, low2))};
+        const __m256i scales[2] = {_mm256_and_si256(w0, low6), _mm256_or_si256(_mm256_and_si256(w2, low4b), high2(w0, low2))};
+        const __m256i mins[2] = {_mm256_and_si256(w1, low6),
+                                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4b), high2(w1, low2))};
         for (int j = 0; j < 8; ++j) {
             const __m128i shift = _mm_cvtsi32_si128(8 * (j % 4));
             const __m256 sj = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(scales[j / 4], shift), byte));
@@ -280,16 +270,14 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
 struct KQ6_K : KernelBase<KQ6_K> {
     static constexpr bool kSub = true;
     static constexpr int kLines = 4;
-    FUSED_TARGET void fill(FILL_ARGS) const {
-        const std::uint8_t *sb = b + 210 * (c / 8);
-        *sc = f16(sb + 208);
-        isc[0] = std::int8_t(sb[192 + 2 * (c % 8)]);
-        isc[1] = std::int8_t(sb[193 + 2 * (c % 8)]);
-    }
-    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
-        const std::uint8_t *sb = b + 210 * (c0 / 8);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc), widen_i8(sb + 192));
-        return {_mm256_set1_ps(f16(sb + 208)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    static constexpr bool kSuperFill = true;
+    FUSED_TARGET void fill_super(SUPER_ARGS) const {
+        const std::size_t off = 210 * (u0 / 8);
+        for (int i = 0; i < 8; ++i)
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc + i * 2 * nu + 2 * u0), widen_i8(rows[i] + off + 192));
+        const __m256 d = f16_rows_at_end(rows, off + 208);
+        for (std::size_t j = 0; j < 8; ++j)
+            _mm256_storeu_ps(sc + 8 * (u0 + j), d);
     }
     // The 6-bit codes of all 32 values are put together in bytes (one shift and mask for
     // each part over 32 bytes at once), then widened: half the instructions of doing it
@@ -312,17 +300,27 @@ struct KQ6_K : KernelBase<KQ6_K> {
 // 4h + j is clear; 6-bit signed sub-scales per 16.
 struct KQ3_K : KernelBase<KQ3_K> {
     static constexpr bool kSub = true;
-    FUSED_TARGET void fill(FILL_ARGS) const {
-        const std::uint8_t *sb = b + 110 * (c / 8);
-        *sc = f16(sb + 108);
-        for (int h = 0; h < 2; ++h)
-            isc[h] = q3k_scale(sb + 96, int(2 * (c % 8)) + h);
+    static constexpr bool kSuperFill = true;
+    // q3k_scale for all 16 sub-scales of a super-block (p: its 12 packed bytes) at once:
+    // the low nibbles of bytes 0-7, then their high nibbles; the 2-bit high parts of
+    // scale i are bits 2 (i / 4) of byte 8 + i % 4, which shifting the 32-bit word of
+    // bytes 8-11 by 0, 2, 4, 6 (one lane per i / 4) puts in place.
+    FUSED_TARGET static __m128i scales16(const std::uint8_t *p) {
+        const __m128i lo8 = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)), m4 = _mm_set1_epi8(0x0f);
+        const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(lo8, m4), _mm_and_si128(_mm_srli_epi16(lo8, 4), m4));
+        std::int32_t h;
+        std::memcpy(&h, p + 8, 4);
+        const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(h), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+        return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));  // high << 4 <= 48
     }
-    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
-        const std::uint8_t *sb = b + 110 * (c0 / 8);
-        for (int k = 0; k < 16; ++k)
-            isc[k] = q3k_scale(sb + 96, k);
-        return {_mm256_set1_ps(f16(sb + 108)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    FUSED_TARGET void fill_super(SUPER_ARGS) const {
+        const std::size_t off = 110 * (u0 / 8);
+        for (int i = 0; i < 8; ++i)
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc + i * 2 * nu + 2 * u0),
+                                _mm256_cvtepi8_epi16(scales16(rows[i] + off + 96)));
+        const __m256 d = f16_rows_at_end(rows, off + 108);
+        for (std::size_t j = 0; j < 8; ++j)
+            _mm256_storeu_ps(sc + 8 * (u0 + j), d);
     }
     // In bytes, 32 values at once, then widened (as Q6_K).
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
@@ -342,28 +340,31 @@ struct KQ3_K : KernelBase<KQ3_K> {
 struct KQ2_K : KernelBase<KQ2_K> {
     static constexpr int kMin = 2;
     static constexpr bool kSub = true;
-    FUSED_TARGET void fill(FILL_ARGS) const {
-        const std::uint8_t *sb = b + 84 * (c / 8);
-        float dmin = f16(sb + 82);
-        std::uint8_t s0 = sb[2 * (c % 8)], s1 = sb[2 * (c % 8) + 1];
-        *sc = f16(sb + 80);
-        *mn = -(dmin * float(s0 >> 4));
-        *mn2 = -(dmin * float(s1 >> 4));
-        isc[0] = s0 & 0x0f;
-        isc[1] = s1 & 0x0f;
-    }
-    FUSED_TARGET Scales8 fill8(FILL8_ARGS) const {
-        const std::uint8_t *sb = b + 84 * (c0 / 8);
-        __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i *>(sb));
+    static constexpr bool kSuperFill = true;
+    // Per row the 16 sub-scales (low nibbles); for 8 rows at once the mins (high nibbles
+    // of bytes 2j and 2j + 1 for chunk j's halves), from 32-bit lanes of 4 bytes per row.
+    FUSED_TARGET void fill_super(SUPER_ARGS) const {
+        const std::size_t off = 84 * (u0 / 8);
         const __m128i m4 = _mm_set1_epi8(0x0f);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc), _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)));
-        // High nibbles, even bytes (first half of each chunk) then odd ones.
-        __m128i mins = _mm_shuffle_epi8(_mm_and_si128(_mm_srli_epi16(s, 4), m4),
-                                        _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
-        const __m256 neg_dmin = _mm256_set1_ps(-f16(sb + 82));
-        return {_mm256_set1_ps(f16(sb + 80)),
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)), neg_dmin),
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8))), neg_dmin)};
+        for (int i = 0; i < 8; ++i)
+            _mm256_storeu_si256(reinterpret_cast<__m256i *>(isc + i * 2 * nu + 2 * u0),
+                                _mm256_cvtepu8_epi16(_mm_and_si128(
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(rows[i] + off)), m4)));
+        __m256 d, dmin;
+        f16_pair_rows(rows, off + 80, &d, &dmin);
+        const __m256 neg_dmin = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0f));
+        const __m256i nibble = _mm256_set1_epi32(0x0f);
+        for (std::size_t q = 0; q < 4; ++q) {  // bytes 4q .. 4q + 3: chunks 2q and 2q + 1
+            const __m256i v = dword_rows(rows, off + 4 * q);
+            for (std::size_t h = 0; h < 2; ++h) {
+                const std::size_t e = 8 * (u0 + 2 * q + h);
+                const __m256i first = _mm256_and_si256(_mm256_srli_epi32(v, int(16 * h + 4)), nibble);
+                const __m256i second = _mm256_and_si256(_mm256_srli_epi32(v, int(16 * h + 12)), nibble);
+                _mm256_storeu_ps(sc + e, d);
+                _mm256_storeu_ps(mn + e, _mm256_mul_ps(_mm256_cvtepi32_ps(first), neg_dmin));
+                _mm256_storeu_ps(mn2 + e, _mm256_mul_ps(_mm256_cvtepi32_ps(second), neg_dmin));
+            }
+        }
     }
     FUSED_TARGET Pair decode(DECODE_ARGS) const {
         const std::size_t q = 84 * (c / 8) + 16 + 32 * ((c % 8) / 4);
