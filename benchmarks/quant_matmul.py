@@ -133,7 +133,9 @@ def main() -> None:
 
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
         runners.append((label, sum(p.nbytes for p in parts.values()), run))
-        if _ggml.available() and name.upper() in GGMLQuantizationType.__members__:
+        # GGUF block formats only: their single "blocks" part is the GGUF tensor's bytes (gguf
+        # also knows NVFP4 by name, but tensora keeps its scales apart: no llama.cpp layout)
+        if _ggml.available() and set(parts) == {"blocks"} and name.upper() in GGMLQuantizationType.__members__:
             type_id = int(GGMLQuantizationType[name.upper()])
             peers[label] = {m: _ggml.GgmlMatmul(type_id, parts["blocks"], n, k, m, threads) for m in xs}
 
