@@ -105,11 +105,6 @@ FUSED_TARGET inline __m256i u8_rows(const std::uint8_t *const *rows, std::size_t
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(std::int64_t(v)));
 }
 
-// Eight bytes as floats.
-FUSED_TARGET inline __m256 u8x8(const std::uint8_t *p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
-}
-
 FUSED_TARGET inline __m256i widen_u8(const std::uint8_t *p) {
     return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
 }
