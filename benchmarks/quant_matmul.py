@@ -138,6 +138,14 @@ def main() -> None:
         if _ggml.available() and set(parts) == {"blocks"} and name.upper() in GGMLQuantizationType.__members__:
             type_id = int(GGMLQuantizationType[name.upper()])
             peers[label] = {m: _ggml.GgmlMatmul(type_id, parts["blocks"], n, k, m, threads) for m in xs}
+            # Both must compute the same product (llama.cpp rounds activations to 8 bits: ~1%
+            # of the output's scale), or the ratios would compare different work.
+            for m, peer in peers[label].items():
+                ours, theirs = run(xs[m]), peer(xs[m])
+                err = float(np.abs(ours - theirs).max() / np.abs(ours).max())
+                if not err < 0.05:
+                    raise RuntimeError(f"{label}: llama.cpp's product differs from tensora's by {err:.3f} "
+                                       f"of its largest value at M={m}")
 
     # times[label][m]: (this ms, NumPy ms just before) per round
     times: dict[str, dict[int, list[tuple[float, float]]]] = {r[0]: {1: [], 32: []} for r in runners}
