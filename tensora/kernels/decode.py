@@ -18,8 +18,10 @@ strings them together):
   reading kv head ``h // (heads / kv_heads)``, ``mask`` (B, T, S) True where a key is seen;
 - ``gemv_q8_0(x, blocks, shape, decode_rows)``: quant_linear's product for one row and a
   q8_0 weight, streamed row by row (faster than the fused 8-row kernel for this format);
-- ``gemv_f32(x, w, out)``: ``x @ w.T`` for one row and a float32 weight (N, K), rows split
-  over the native pool (faster than OpenBLAS's sgemv on the decode shapes).
+- ``gemv_f32(x, w, out)``: ``x @ w.T`` for one row, or a batched decode step's few rows (up
+  to 16: the weight still streams from memory once, where OpenBLAS's sgemm would pack it
+  first), and a float32 weight (N, K), rows split over the native pool; each output row is
+  what that row alone gives, bit for bit. More rows go to np.matmul.
 
 Each is a NumPy reference body plus a native body (csrc/decode.cpp) doing the same float32
 operations: ``rms_norm_rows``, ``add_rms_norm_rows`` and ``silu_mul`` agree within 1e-6 relative (the native sum
@@ -231,12 +233,12 @@ def _gemv_q8_0_native(lib, x, blocks, shape, decode_rows):
 
 @kernel("gemv_f32")
 def gemv_f32(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out = x @ w.T`` for x (1, K), w (N, K) and out (1, N) float32; returns out."""
+    """``out = x @ w.T`` for x (M, K), w (N, K) and out (M, N) float32; returns out."""
     return np.matmul(x, w.T, out=out)
 
 
 @gemv_f32.native_body
 def _gemv_f32_native(lib, x, w, out):
-    if not lib.gemv_f32(w, x, out):  # no AVX2/FMA here: BLAS
+    if not lib.gemv_f32(w, x, out):  # no AVX2/FMA here, or more than 16 rows: BLAS
         np.matmul(x, w.T, out=out)
     return out

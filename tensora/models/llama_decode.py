@@ -74,6 +74,7 @@ class Projection:
         if all(isinstance(w, Tensor) for w in weights):
             self.quant = None
             self.weight = _merge_dense(linears, arena)
+            self.dense = _body(dk.gemv_f32)  # native for up to 16 rows, then BLAS
         else:
             self.quant = _merge_quantized(linears, arena)
             self.format_obj = weights[0].format
@@ -86,7 +87,7 @@ class Projection:
         if x.shape[0] == 1 and self.one_row is not None:
             out = self.one_row(x)
         elif self.quant is None:
-            out = np.matmul(x, self.weight.T)
+            out = self.dense(x, self.weight, np.empty((x.shape[0], self.rows), np.float32))
         else:
             fmt, options, parts = self.quant
             fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0], self.cols)
@@ -105,7 +106,7 @@ class Projection:
         choosing the kernel at each cost ~1.3 us of them (~2% of a q4_0 step)."""
         rows, cols = self.rows, self.cols
         if self.quant is None:
-            gemv, w = _body(dk.gemv_f32), self.weight
+            gemv, w = self.dense, self.weight
             return lambda x: gemv(x, w, np.empty((1, rows), np.float32))
         if self.native is None:
             return None

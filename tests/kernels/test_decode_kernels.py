@@ -245,11 +245,13 @@ def test_gemv_q8_0_propagates_nan_and_checks_shapes(lib):
 # -- gemv_f32 ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("m", [1, 2, 6, 7, 16, 17])
 @pytest.mark.parametrize("n,k", [(1, 1), (7, 13), (37, 64), (300, 771), (2048, 96)])
-def test_gemv_f32_native_agrees_with_float64(lib, simd, n, k):
-    # row counts around the 8-row groups and the per-thread blocks; cols with an 8-lane tail
-    w, x = _f32(n, k), _f32(1, k)
-    out = np.full((1, n), np.nan, np.float32)
+def test_gemv_f32_native_agrees_with_float64(lib, simd, n, k, m):
+    # row counts around the 8-row groups, the 2-row tiles and the per-thread blocks; cols
+    # with an 8-lane tail; activation rows around the 6-row passes (17: BLAS takes over)
+    w, x = _f32(n, k), _f32(m, k)
+    out = np.full((m, n), np.nan, np.float32)
     got = dk.gemv_f32.run_native(x, w, out)
     assert got is out
     want = x.astype(np.float64) @ w.T.astype(np.float64)
@@ -259,12 +261,27 @@ def test_gemv_f32_native_agrees_with_float64(lib, simd, n, k):
     np.testing.assert_allclose(dk.gemv_f32.reference(x, w, np.empty_like(out)), want, rtol=0, atol=bound.max())
 
 
+@pytest.mark.parametrize("m", [2, 5, 8, 16])
+def test_gemv_f32_rows_do_not_depend_on_the_batch(lib, m):
+    # a batched decode step gives each sequence what it would get alone, bit for bit
+    w, x = _f32(301, 203), _f32(m, 203)
+    together = np.empty((m, 301), np.float32)
+    if not lib.gemv_f32(w, x, together):
+        pytest.skip("no AVX2/FMA kernel here: np.matmul runs, whose sums depend on the row count")
+    for i in range(m):
+        alone = np.empty((1, 301), np.float32)
+        assert lib.gemv_f32(w, x[i:i + 1], alone)
+        assert np.array_equal(together[i:i + 1].view(np.uint32), alone.view(np.uint32))
+
+
 def test_gemv_f32_checks_shapes_and_overlap(lib):
     w, x = _f32(8, 16), _f32(1, 16)
     with pytest.raises(ValueError):
         lib.gemv_f32(w, _f32(1, 15), np.empty((1, 8), np.float32))
     with pytest.raises(ValueError):
-        lib.gemv_f32(w, _f32(2, 16), np.empty((2, 8), np.float32))
+        lib.gemv_f32(w, _f32(2, 16), np.empty((1, 8), np.float32))  # out has fewer rows than x
+    with pytest.raises(ValueError):
+        lib.gemv_f32(w, _f32(0, 16), np.empty((0, 8), np.float32))  # no rows
     with pytest.raises(ValueError):
         lib.gemv_f32(w, x, np.empty((1, 9), np.float32))
     with pytest.raises(TypeError):
