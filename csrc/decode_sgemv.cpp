@@ -96,6 +96,9 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float *w, std::size_t c
 
 // Weight rows r .. r + R - 1 times activation rows m0 .. m0 + M - 1 (x rows of cols, y rows of
 // `rows`): lane sums over k, then hsum and the tail, as rows_avx2 computes each output.
+// rows_avx2 stays its own loop: written as tile<8, 1> (weights loaded before the FMAs, not
+// as their memory operands) the one-row product of a 4096 x 4096 weight took 1.83-1.99 ms
+// against 1.44-1.82 ms, alternating runs.
 template <int R, int M>
 __attribute__((target("avx2,fma"))) void tile(const float *w, std::size_t cols, std::size_t rows, const float *x,
                                               float *y, std::size_t r, std::size_t m0) {
