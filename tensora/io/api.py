@@ -18,7 +18,8 @@ from . import pickle_guard, quantized
 from .errors import FormatError, UnsupportedError
 from .gguf_read import MAGIC as GGUF_MAGIC
 from .gguf_read import load_gguf
-from .safetensors_file import load_file, read_safetensors_header, save_file
+from .files import open_regular
+from .safetensors_file import load_file_and_metadata, read_safetensors_header, save_file
 from .sharded import INDEX_SUFFIX, load_sharded, read_index, save_sharded
 
 SNIFF_BYTES = 16
@@ -60,13 +61,14 @@ def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> d
     p = resolve(path)
     if p.name.endswith(INDEX_SUFFIX):
         tensors = load_sharded(p, device=device, mmap=mmap)
+        metadata = read_metadata(p)
     else:
-        head = _head(p)
+        head, size = _head(p)
         if head.startswith(GGUF_MAGIC):
             return _load_gguf(p, device)
-        pickle_guard.refuse(p, head)
-        tensors = load_file(p, device=device, mmap=mmap)
-    metadata = read_metadata(p)
+        if not _looks_like_safetensors(head, size):
+            pickle_guard.refuse(p, head)
+        tensors, metadata = load_file_and_metadata(p, device=device, mmap=mmap)
     if quantized.has_quantized_metadata(metadata):
         return quantized.unflatten(p, tensors, metadata)
     return tensors
@@ -115,6 +117,16 @@ def resolve(path: str | os.PathLike) -> Path:
                          "pass the one to load")
 
 
-def _head(p: Path) -> bytes:
-    with open(p, "rb") as f:
-        return f.read(SNIFF_BYTES)
+def _head(p: Path) -> tuple[bytes, int]:
+    """The first SNIFF_BYTES of the file at `p`, and its size."""
+    with open_regular(p) as f:
+        return f.read(SNIFF_BYTES), os.fstat(f.fileno()).st_size
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    # A header length such as 640 (0x280) begins b"\x80\x02", which is also how a pickle stream begins;
+    # a pickle's first 8 bytes read as a length far beyond its own size, and byte 8 is not "{".
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return n <= size - 8 and head[8:9] == b"{"

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
+TEMP_STEM_BYTES = 200  # "." + stem + "." + 8 random chars + ".tmp" stays within NAME_MAX (255)
 
 
 def _umask() -> int:
@@ -67,14 +69,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=directory)
+    # The temporary name must fit NAME_MAX (255) whenever the target's does: keep only a stem of the name.
+    stem = target.name
+    while len(os.fsencode(stem)) > TEMP_STEM_BYTES:
+        stem = stem[:-1]
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:  # read-only or missing folder: name the file being saved, not the temp file
+        raise type(exc)(exc.errno, f"{exc.strerror} (cannot create a temporary file in {directory})",
+                        str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         # mkstemp makes 0600 (and some writers, safetensors' among them, replace the file
-        # by their own rename), so give the finished file the mode open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # by their own rename), so give the finished file the mode of the file it replaces,
+        # or for a new file the mode open() would give it.
+        os.chmod(tmp, _mode_for(target))
         fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
@@ -82,6 +93,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
         raise
     fsync_path(directory, directory=True)
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        st = os.stat(target)
+    except OSError:
+        return 0o666 & ~_umask()
+    # Replacing a private (0600) checkpoint must not leave a world-readable one.
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

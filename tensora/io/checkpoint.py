@@ -15,9 +15,10 @@ one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,11 @@ def load_checkpoint(path: str | os.PathLike, *, model: Any = None, optimizer: An
     except (ValueError, RecursionError) as exc:
         raise FormatError(path, f"checkpoint state is not valid JSON: {exc}") from None
     version = state.get("version") if isinstance(state, dict) else None
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # (True == 1, but it is no version number)
         raise FormatError(path, f"unsupported checkpoint version {version!r} (this tensora reads {VERSION})")
+    step = state.get("step")
+    if step is not None and type(step) is not int:
+        raise FormatError(path, f"checkpoint step must be an integer, got {str(step)[:100]}")
     tensors: dict[str, Tensor] = load_file(path, mmap=False)
     try:
         decoded = {k: tree.decode(v, tensors, path, device) for k, v in state.items() if k != "version"}
@@ -115,12 +119,31 @@ def load_checkpoint(path: str | os.PathLike, *, model: Any = None, optimizer: An
         if obj is not None:
             if section not in decoded:
                 raise FormatError(path, f"checkpoint has no {section} state to restore")
-            obj.load_state_dict(decoded[section])
+            if not isinstance(decoded[section], dict):
+                raise FormatError(path, f"checkpoint {section} state has type {type(decoded[section]).__name__}, "
+                                        "not a state dict")
+            with _restoring(path, section, obj):
+                obj.load_state_dict(decoded[section])
     if rng is not None:
         if "rng" not in decoded:
             raise FormatError(path, "checkpoint has no rng state to restore")
-        _restore_rng(path, rng, decoded["rng"])
+        with _restoring(path, "rng", rng):
+            _restore_rng(path, rng, decoded["rng"])
     return ckpt
+
+
+@contextlib.contextmanager
+def _restoring(path: Any, section: str, obj: Any) -> Iterator[None]:
+    # A hand-edited or corrupt state makes load_state_dict / set_state fail deep inside with a bare
+    # KeyError or TypeError; say which file and which section. (RuntimeError, what load_state_dict
+    # raises for missing keys or shape mismatches, already names them and passes through as is.)
+    try:
+        yield
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise FormatError(path, f"checkpoint {section} state does not fit {type(obj).__name__}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
 def _restore_rng(path: Any, rng: Any, states: Any) -> None:

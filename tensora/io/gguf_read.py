@@ -28,6 +28,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..creation import from_numpy
 from .errors import FormatError, UnsupportedError
+from .files import open_regular
 from .gguf_values import Cursor, read_value
 from .safetensors_header import MAX_SPAN
 
@@ -111,7 +112,7 @@ def load_gguf(path: str | os.PathLike) -> GGUFFile:
     ('llama', tensora.Size([49152, 576]))
     """
     name = os.fspath(path)
-    with open(name, "rb") as fh:
+    with open_regular(name, "a GGUF file") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size < MIN_HEADER_BYTES:
             raise FormatError(name, f"file is {size} bytes, too short for a GGUF header ({MIN_HEADER_BYTES})")

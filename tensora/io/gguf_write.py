@@ -26,11 +26,12 @@ import numpy as np
 
 from .. import dtypes as dt
 from .atomic import atomic_path
-from .gguf_read import DENSE_TYPES, GGUFBlockTensor
+from .gguf_read import DENSE_TYPES, MAX_DIMS, GGUFBlockTensor
 from .gguf_values import SCALARS
 from .safetensors_file import host_array
 
 DEFAULT_ARCH = "tensora"  # general.architecture when the caller names none
+MAX_NAME_BYTES = 64  # GGML_MAX_NAME: ggml keeps names NUL-terminated in char[64], so 63 bytes at most
 _TYPE_BY_NAME = {name: code for code, (name, _, _) in SCALARS.items()} | {"STRING": 8, "ARRAY": 9}
 _INT_RANGES = {name: (int(np.iinfo(np_dtype[1:]).min), int(np.iinfo(np_dtype[1:]).max))
                for name, _, np_dtype in SCALARS.values() if name not in ("FLOAT32", "FLOAT64", "BOOL")}
@@ -58,11 +59,18 @@ def save_gguf(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Map
     from_meta = meta.pop("general.architecture", None)  # GGUFWriter writes it from `arch`
     arch = arch or from_meta or DEFAULT_ARCH
     types.pop("general.architecture", None)
+    # general.alignment must also move the tensor data, which GGUFWriter aligns to its own
+    # data_alignment: written as a plain key, the file would promise an alignment it does not have.
+    alignment = _alignment(meta.pop("general.alignment", None), types.pop("general.alignment", None))
     entries = [(key, *_typed(key, value, types.get(key))) for key, value in meta.items()]
     arrays = [(name, *_tensor_bytes(name, value)) for name, value in tensors.items()]
+    for name, arr, _ in arrays:
+        _check_tensor(name, arr.ndim)
     with atomic_path(path) as tmp:
         writer = GGUFWriter(tmp, arch)
         try:
+            if alignment is not None:
+                writer.add_custom_alignment(alignment)
             for key, value, vtype, sub_type in entries:
                 writer.add_key_value(key, value, GGUFValueType(_TYPE_BY_NAME[vtype]),
                                      None if sub_type is None else GGUFValueType(_TYPE_BY_NAME[sub_type]))
@@ -74,6 +82,27 @@ def save_gguf(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Map
         finally:
             writer.close()
     return Path(path)
+
+
+def _alignment(value: Any, vtype: str | None) -> int | None:
+    if value is None:
+        return None
+    ok = vtype in (None, "UINT32") and isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+        and 0 < value <= _INT_RANGES["UINT32"][1] and not value & (value - 1)
+    if not ok:
+        raise ValueError(f"metadata 'general.alignment' must be a UINT32 power of two, got {value!r}")
+    return int(value)
+
+
+def _check_tensor(name: Any, ndim: int) -> None:
+    """Refuse what llama.cpp (and our own reader) would refuse to read back."""
+    if not isinstance(name, str):
+        raise TypeError(f"GGUF tensor names must be str, got {name!r}")
+    if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
+        raise ValueError(f"tensor name {name!r} is {len(name.encode('utf-8'))} bytes; GGUF readers (ggml's "
+                         f"GGML_MAX_NAME) take at most {MAX_NAME_BYTES - 1}")
+    if ndim > MAX_DIMS:
+        raise ValueError(f"tensor {name!r} has {ndim} dimensions; GGUF allows at most {MAX_DIMS}")
 
 
 def _tensor_bytes(name: str, value: Any) -> tuple[np.ndarray, str]:

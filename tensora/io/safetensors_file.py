@@ -30,6 +30,7 @@ from ..device import CPU, as_device
 from ..tensor import Tensor
 from .atomic import atomic_path
 from .errors import FormatError
+from .files import open_regular
 from .safetensors_header import DTYPE_CODES, METADATA_KEY, Header, TensorEntry, read_header
 
 _CODE_OF = {dtype: code for code, dtype in DTYPE_CODES.items()}
@@ -48,6 +49,12 @@ def load_file(path: str | os.PathLike, *, device: Any = None, mmap: bool = True)
     is read until a tensor is touched. mmap=False reads every tensor into its own
     memory now. A `device` other than cpu copies each tensor there.
     """
+    return load_file_and_metadata(path, device=device, mmap=mmap)[0]
+
+
+def load_file_and_metadata(path: str | os.PathLike, *, device: Any = None,
+                           mmap: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`load_file` plus the file's ``__metadata__``, from one read of the header."""
     with _open(path) as f:
         size = os.fstat(f.fileno()).st_size
         header = read_header(path, f, size)
@@ -60,14 +67,11 @@ def load_file(path: str | os.PathLike, *, device: Any = None, mmap: bool = True)
     for name, arr in arrays.items():
         t = from_numpy(arr)
         out[name] = t if dev == CPU else t.to(dev)
-    return out
+    return out, dict(header.metadata)
 
 
 def _open(path: str | os.PathLike):
-    try:
-        return open(path, "rb")
-    except IsADirectoryError:
-        raise FormatError(path, "is a directory, not a safetensors file") from None
+    return open_regular(path, "a safetensors file")
 
 
 def _mapped(path: Any, f: Any, header: Header) -> dict[str, np.ndarray]:

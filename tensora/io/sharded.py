@@ -26,7 +26,9 @@ from typing import Any
 from ..tensor import Tensor
 from .atomic import atomic_write_bytes
 from .errors import FormatError
+from .files import open_regular
 from .safetensors_file import check_metadata, host_array, load_file, read_safetensors_header, save_file
+from .safetensors_header import _DuplicateKey, _no_duplicates
 
 INDEX_SUFFIX = ".safetensors.index.json"
 SAVE_ID_KEY = "tensora.save_id"
@@ -98,15 +100,14 @@ def _nbytes(name: str, value: Any) -> int:
 
 def read_index(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, Any]]:
     """(weight_map, metadata) of an index file, validated; shard names are plain file names."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_INDEX_BYTES + 1)
-    except IsADirectoryError:
-        raise FormatError(path, "is a directory, not an index file") from None
+    with open_regular(path, "an index file") as f:
+        raw = f.read(MAX_INDEX_BYTES + 1)
     if len(raw) > MAX_INDEX_BYTES:
         raise FormatError(path, f"index file is larger than {MAX_INDEX_BYTES} bytes")
     try:
-        index = json.loads(raw.decode("utf-8"))
+        index = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:  # {"x": "a", "x": "b"} would silently pick one shard for x
+        raise FormatError(path, f"index repeats the key {exc.args[0]!r}") from None
     except UnicodeDecodeError as exc:
         raise FormatError(path, f"index is not valid UTF-8: {exc.reason}") from None
     except RecursionError:

@@ -92,6 +92,8 @@ def decode(tree: Any, tensors: Mapping[str, Tensor], path: Any, device: Any = No
         t = tensors[value]
         if tag == "__tensor__":
             return t if device is None else t.to(device)
+        if tag == "__scalar__" and t.ndim != 0:
+            raise FormatError(path, f"checkpoint scalar {value[:100]!r} has shape {list(t.shape)}, not []")
         return t.numpy() if tag == "__ndarray__" else t.numpy()[()]
     if tag == "__float__":
         if value not in ("nan", "inf", "-inf"):
