@@ -225,10 +225,21 @@ def formats_with_native() -> frozenset[str]:
 def _native_args(fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray]) -> dict | None:
     """Keyword arguments of the ``tensora._C`` calls, or None when the extension lacks ``fmt``
     (or the weight is empty: nothing to speed up, and the reference handles no rows)."""
-    if fmt not in formats_with_native() or any(p.size == 0 for p in parts.values()):
+    if fmt not in formats_with_native() or any(np.asarray(p).size == 0 for p in parts.values()):
         return None
     group = options.get("group_size") if fmt == "int4" else options.get("block_size") if fmt in ("nf4", "fp4") else 0
-    return {"parts": dict(parts), "group": int(group or 0)}
+    return {"parts": {k: _native_part(v) for k, v in parts.items()}, "group": int(group or 0)}
+
+
+def _native_part(a: Any) -> Any:
+    """An ndarray part as the native kernels read it: native byte order, C-contiguous and aligned
+    (strided, misaligned or byte-swapped views are copied; the reference reads any of them, and
+    both bodies must agree). Anything else is passed on for the extension to reject."""
+    if not isinstance(a, np.ndarray):
+        return a
+    if a.dtype.byteorder not in "=|":
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.require(a, requirements=("C", "A"))
 
 
 def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0) -> Callable[..., None] | None:

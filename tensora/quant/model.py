@@ -30,9 +30,9 @@ from ..nn import Embedding, Linear, Module
 from ..tensor import Tensor
 from .formats import QuantFormat, get_format
 from .layers import QuantizedEmbedding, QuantizedLinear
-from .tensor import QuantizedTensor
+from .tensor import QuantizedTensor, quantize_tensor
 
-Skip = Iterable[str] | Callable[[str, Module], bool] | None
+Skip = str | Iterable[str] | Callable[[str, Module], bool] | None
 
 
 @dataclass
@@ -70,26 +70,80 @@ def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group
              *, embeddings: bool = True, **options: Any) -> QuantizeResult:
     """Replace Linear (and Embedding, if ``embeddings``) layers of ``module`` in place.
 
-    ``skip``: dotted names (a name skips its whole subtree) or a predicate
-    ``(name, module) -> bool``; ``group_size`` sets the format's block/group size;
+    ``skip``: a dotted name or a list of them (a name skips its whole subtree), or a
+    predicate ``(name, module) -> bool``; ``group_size`` sets the format's block/group size;
     other ``options`` go to the format (e.g. ``double_quant=True`` for nf4).
+
+    Sharing survives: a layer reachable under two names becomes one quantized layer, and
+    weights tied between layers (an embedding and the LM head) become one QuantizedTensor.
     """
+    if isinstance(module, (Linear, Embedding)):
+        raise TypeError(f"quantize() replaces the layers inside a module in place, so it cannot replace "
+                        f"{type(module).__name__} {module!r} itself: use QuantizedLinear.from_float / "
+                        "QuantizedEmbedding.from_float, or pass the module that holds it")
+    if isinstance(skip, str):
+        skip = [skip]
+    elif skip is not None and not callable(skip):
+        skip = list(skip)
     fmt = _format_with_group(format, group_size, options)
     result = QuantizeResult()
-    _quantize_children(module, "", fmt, skip, embeddings, result)
+    state = _SharedState(module, embeddings)
+    _quantize_children(module, "", fmt, skip, embeddings, result, state)
     return result
 
 
+class _SharedState:
+    """Replacements of layers and weights that more than one place refers to.
+
+    An entry lives until the last place that refers to it has been replaced, so the
+    dense original it is keyed by (by id) is alive for as long as the key is used."""
+
+    def __init__(self, root: Module, embeddings: bool):
+        self.uses: dict[int, int] = {}
+        stack = [root]
+        visited: set[int] = set()
+        while stack:
+            parent = stack.pop()
+            if id(parent) in visited:  # a shared container: its children are counted once
+                continue
+            visited.add(id(parent))
+            for child in parent._modules.values():
+                if child is None:
+                    continue
+                if isinstance(child, Linear) or (embeddings and isinstance(child, Embedding)):
+                    for key in (id(child), id(child.weight)):
+                        self.uses[key] = self.uses.get(key, 0) + 1
+                else:
+                    stack.append(child)
+        self.memo: dict[int, Any] = {}
+
+    def get(self, key: int, make: Any) -> Any:
+        """The shared replacement for ``key`` (made on first use), dropped after its last use."""
+        value = self.memo[key] if key in self.memo else make()
+        left = self.uses.get(key, 1) - 1
+        self.uses[key] = left
+        if left > 0:
+            self.memo[key] = value
+        else:
+            self.memo.pop(key, None)
+        return value
+
+
+def _layer_names(module: Module, prefix: str, embeddings: bool) -> list[str]:
+    """Dotted names of the Linear (and Embedding) layers at or under ``module``."""
+    kinds = (Linear, Embedding) if embeddings else (Linear,)
+    return [prefix + (("." + n) if n else "") for n, m in module.named_modules() if isinstance(m, kinds)]
+
+
 def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip, embeddings: bool,
-                       result: QuantizeResult) -> None:
+                       result: QuantizeResult, state: _SharedState) -> None:
     """Depth-first over ``parent``'s children, holding no reference to a replaced layer afterwards."""
     for child_name, child in list(parent._modules.items()):
         if child is None:
             continue
         name = prefix + child_name
         if _should_skip(skip, name, child):
-            if isinstance(child, (Linear, Embedding)):
-                result.skipped.append(name)
+            result.skipped.extend(_layer_names(child, name, embeddings))
             continue
         if isinstance(child, Linear) or (embeddings and isinstance(child, Embedding)):
             try:
@@ -97,11 +151,18 @@ def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip
             except ShapeError as exc:
                 result.unfit[name] = str(exc)
                 continue
-            layer_cls = QuantizedLinear if isinstance(child, Linear) else QuantizedEmbedding
-            setattr(parent, child_name, layer_cls.from_float(child, fmt))
+
+            def make_layer(child: Module = child) -> Module:
+                weight = state.get(id(child.weight), lambda: quantize_tensor(child.weight, fmt))
+                if isinstance(child, Linear):
+                    return QuantizedLinear(weight, child.bias)
+                return QuantizedEmbedding(weight, child.padding_idx)
+
+            setattr(parent, child_name, state.get(id(child), make_layer))
             result.quantized.append(name)
         else:
-            _quantize_children(child, name + ".", fmt, skip, embeddings, result)
+            _quantize_children(child, name + ".", fmt, skip, embeddings, result, state)
+
 
 @dataclass
 class MemoryReport:
@@ -125,10 +186,12 @@ class MemoryReport:
 
 
 def memory_report(module: Module) -> MemoryReport:
-    """What ``module``'s parameters, buffers and quantized weights take, dense vs held."""
+    """What ``module``'s parameters, buffers (non-persistent ones too: they are held) and quantized
+    weights take, dense vs held; a tensor reachable under several names counts once."""
     by_format: dict[str, list[int]] = {}
     seen: set[int] = set()
-    for value in module.state_dict(keep_vars=True).values():
+    values = list(module.state_dict(keep_vars=True).values()) + [b for _, b in module.named_buffers()]
+    for value in values:
         if id(value) in seen:
             continue
         seen.add(id(value))

@@ -33,11 +33,11 @@ from ..autograd.function import Op
 from ..creation import from_numpy
 from ..device import CPU, as_device
 from ..device import device as Device
-from ..errors import DeviceError, ShapeError, fmt_shape
+from ..errors import DeviceError, DTypeError, ShapeError, fmt_shape
 from ..kernels import quant_matmul as qk
 from ..ops import gather, linalg
 from ..tensor import Size, Tensor
-from .formats import QuantFormat, get_format, matrix_shape
+from .formats import QuantFormat, QuantFormatError, get_format, matrix_shape
 
 
 class QuantizedTensor:
@@ -51,11 +51,18 @@ class QuantizedTensor:
 
     def __init__(self, fmt: QuantFormat, parts: Mapping[str, np.ndarray], shape: tuple[int, ...],
                  dtype: dt.DType = dt.float32, *, transposed: bool = False, validate: bool = True):
-        shape = tuple(int(s) for s in shape)
-        if validate:
-            fmt.check_parts(parts, shape)
+        shape = _as_shape(shape)
+        dtype = dt.get_dtype(dtype)
         if not dtype.is_floating_point:
             raise TypeError(f"a QuantizedTensor dequantizes to a floating dtype, not {dtype}")
+        if validate:
+            if not isinstance(parts, Mapping):
+                raise QuantFormatError(f"{fmt.name}: parts must be a mapping of part name to ndarray, "
+                                       f"got {type(parts).__name__}")
+            fmt.check_parts(parts, shape)
+            # The native kernels read raw memory: C-contiguous, aligned arrays (copied once here
+            # when a caller hands in strided or misaligned views; no copy otherwise).
+            parts = {k: np.require(v, requirements=("C", "A")) for k, v in parts.items()}
         self.format = fmt
         self._parts = dict(parts)
         self._stored_shape = shape
@@ -68,7 +75,7 @@ class QuantizedTensor:
     def from_packed(cls, format_name: str, parts: Mapping[str, np.ndarray], shape: tuple[int, ...],
                     dtype: dt.DType = dt.float32, **options: Any) -> QuantizedTensor:
         """Rebuild one from the parts `packed()` returned (validated: they may come from a file)."""
-        return cls(get_format(format_name, **options), parts, tuple(shape), dtype)
+        return cls(get_format(format_name, **options), parts, shape, dtype)
 
     # -- what a tensor answers ------------------------------------------------------------
 
@@ -161,6 +168,14 @@ class QuantizedTensor:
     def cpu(self) -> QuantizedTensor:
         return self
 
+    def _assign(self, other: QuantizedTensor) -> None:
+        """Take ``other``'s format, parts, shape, dtype and orientation, in place (load_state_dict's
+        copy: every layer holding this object, e.g. tied embedding and head, sees the new weight)."""
+        if other is self:
+            return
+        self.format, self._parts = other.format, dict(other._parts)
+        self._stored_shape, self._dtype, self._transposed = other._stored_shape, other._dtype, other._transposed
+
     def dequantize(self) -> Tensor:
         """The dense values as a new Tensor of `dtype` (materialises the whole array)."""
         rows, k = matrix_shape(self._stored_shape)
@@ -209,6 +224,11 @@ class QuantizedTensor:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        # Without this NumPy would wrap the object in a 0-d object array, silently.
+        raise TypeError("a QuantizedTensor is not an array: call .dequantize() for a dense Tensor "
+                        "(or .packed() for its raw parts)")
+
     # -- ops that accept a QuantizedTensor (tensora/ops/overrides.py) -----------------------
 
     def __rmatmul__(self, other: Any) -> Tensor:
@@ -225,13 +245,16 @@ class QuantizedTensor:
             return _matmul(a, self)
         if func is linalg.linear:
             x, w, bias = args
-            if w is not self or self._transposed or not isinstance(x, Tensor):
+            if w is not self or not isinstance(x, Tensor):
                 return NotImplemented
             return quantized_linear(x, self, bias)
         if func is gather.embedding:
             ids, w, padding_idx = args
             if w is not self or self._transposed or self.ndim != 2:
                 return NotImplemented
+            if not isinstance(ids, Tensor) or ids.dtype.category != dt.INTEGRAL:  # as the dense embedding
+                what = ids.dtype.name if isinstance(ids, Tensor) else type(ids).__name__
+                raise DTypeError(f"embedding: index must be an integer tensor, got {what}")
             return from_numpy(self.take_rows(ids._data)).to(self._dtype)
         return NotImplemented
 
@@ -245,7 +268,7 @@ class QuantLinearOp(Op, name="quant_linear"):
     def forward(ctx, x, bias=None, *, weight: QuantizedTensor):
         ctx.weight = weight
         k = x.shape[-1]
-        out = _linear_array(weight, x.reshape(-1, k))
+        out = _linear_array(weight, x.reshape(math.prod(x.shape[:-1]), k))  # not -1: k may be 0
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (out.shape[-1],)).astype(x.dtype, copy=False)
@@ -266,7 +289,7 @@ class QuantGradInputOp(Op, name="quant_matmul_t"):
         ctx.weight = weight
         n = g.shape[-1]
         rows, k = matrix_shape(weight._stored_shape)
-        out = qk.quant_linear_grad_input(np.ascontiguousarray(g.reshape(-1, n), np.float32),
+        out = qk.quant_linear_grad_input(np.ascontiguousarray(g.reshape(math.prod(g.shape[:-1]), n), np.float32),
                                          weight.format.name, weight.format.options(), weight._parts,
                                          (rows, k), weight._decoder())
         return out.reshape(g.shape[:-1] + (k,)).astype(g.dtype, copy=False)
@@ -294,15 +317,21 @@ def quantized_linear(x: Tensor, weight: QuantizedTensor, bias: Tensor | None = N
     """F.linear with a quantized (out, in) weight: the fused kernel, gradients to x and bias."""
     if weight.ndim != 2:
         raise ShapeError(f"linear: quantized weight must be 2-D, got shape {fmt_shape(weight.shape)}")
-    n, k = weight._stored_shape
+    n, k = weight.shape  # logical (out, in): a .T view is the stored matrix's transpose
     _check_input(x, k, "linear", weight.shape)
-    x = x.to(dt.promote_types(x.dtype, weight.dtype))
-    if bias is None:
-        return QuantLinearOp.apply(x, weight=weight)
-    if tuple(bias.shape) != (n,):
+    if bias is not None and tuple(bias.shape) != (n,):
         raise ShapeError(f"linear: bias of shape {fmt_shape(bias.shape)} does not match the quantized weight "
                          f"of shape {fmt_shape(weight.shape)} (need [{n}])")
-    return QuantLinearOp.apply(x, bias.to(x.dtype), weight=weight)
+    dtype = dt.promote_types(x.dtype, weight.dtype)
+    if bias is not None:
+        dtype = dt.promote_types(dtype, bias.dtype)  # as the dense F.linear promotes
+    x = x.to(dtype)
+    if weight._transposed:  # x @ (W.T).T = x @ W: the transpose product, bias added after
+        out = QuantGradInputOp.apply(x, weight=weight)
+        return out if bias is None else out + bias.to(dtype)
+    if bias is None:
+        return QuantLinearOp.apply(x, weight=weight)
+    return QuantLinearOp.apply(x, bias.to(dtype), weight=weight)
 
 
 def _matmul(a: Tensor, qt: QuantizedTensor) -> Tensor:
@@ -310,16 +339,31 @@ def _matmul(a: Tensor, qt: QuantizedTensor) -> Tensor:
     if qt.ndim != 2 or a.ndim == 0:
         raise ShapeError(f"matmul: shapes {fmt_shape(a.shape)} and {fmt_shape(qt.shape)} cannot be multiplied "
                          "(a QuantizedTensor operand must be 2-D)")
+    n, k = qt._stored_shape
+    _check_input(a, k if qt._transposed else n, "matmul", qt.shape)  # names a's own shape, not a2's
     squeeze = a.ndim == 1
     a2 = a.unsqueeze(0) if squeeze else a
-    n, k = qt._stored_shape
     if qt._transposed:
-        _check_input(a2, k, "matmul", qt.shape)
         out = QuantLinearOp.apply(a2.to(dt.promote_types(a.dtype, qt.dtype)), weight=qt)
     else:
-        _check_input(a2, n, "matmul", qt.shape)
         out = QuantGradInputOp.apply(a2.to(dt.promote_types(a.dtype, qt.dtype)), weight=qt)
     return out.squeeze(0) if squeeze else out
+
+
+def _as_shape(shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints; ShapeError for what is not a sequence of integers."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ShapeError(f"a QuantizedTensor shape must be a sequence of integers, got {shape!r}") from None
+    out = []
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise ShapeError(f"a QuantizedTensor shape must be a sequence of integers, got {shape!r}")
+        out.append(int(d))
+    return tuple(out)
 
 
 def from_gguf(block_tensor: Any) -> QuantizedTensor:
@@ -345,6 +389,8 @@ def quantize_tensor(t: Tensor | np.ndarray, format: str | QuantFormat, **options
         array, dtype = t.detach()._data, t.dtype
     else:
         array = np.asarray(t)
+        if array.dtype.kind in "biuc?O":  # integers, booleans, complex, objects: not weights
+            raise TypeError(f"quantize_tensor: expected a floating point array, got {array.dtype}")
         dtype = dt.get_dtype(array.dtype) if array.dtype.kind == "f" else dt.float32
     if not dtype.is_floating_point:
         raise TypeError(f"quantize_tensor: expected a floating point tensor, got {dtype}")

@@ -151,9 +151,13 @@ def test_dequantize_rows_reads_only_its_rows(name):
 def test_quantize_equals_gguf_py(name, shape, scale):
     fmt = get_format(name)
     x = sample(shape, scale, seed=zlib.crc32(repr((name, shape, scale)).encode()))
-    ours = fmt.quantize(x)["blocks"]
     theirs = gguf_quantize(x.reshape(-1, shape[-1]), fmt.gguf_type)
-    np.testing.assert_array_equal(ours, theirs)
+    if not np.isfinite(gguf_dequantize(theirs, fmt.gguf_type)).all():
+        # gguf-py writes an fp16 scale of inf (the 60 * 3e4 outlier): we refuse instead.
+        with pytest.raises(QuantFormatError, match="float16"):
+            fmt.quantize(x)
+        return
+    np.testing.assert_array_equal(fmt.quantize(x)["blocks"], theirs)
 
 
 @pytest.mark.parametrize("name", GGUF_PY_QUANTIZES)

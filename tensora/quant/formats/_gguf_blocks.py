@@ -25,6 +25,11 @@ F32 = np.float32
 
 #: Blocks handled per chunk: bounds the temporaries of the vectorised codecs (a few MiB).
 CHUNK_VALUES = 1 << 17
+#: Largest finite float16: the GGUF block scales (d, dmin, m) are float16.
+F16_MAX = float(np.finfo(np.float16).max)
+#: Chunks whose largest magnitude is at most this cannot overflow a float16 scale (every
+#: scale field is at most about the block's absmax), so only larger ones are decoded and checked.
+_OVERFLOW_CHECK_FROM = 256.0
 
 
 class GGUFBlockFormat(QuantFormat):
@@ -33,6 +38,9 @@ class GGUFBlockFormat(QuantFormat):
     gguf_type: ClassVar[GGMLQuantizationType]
     #: Bytes per block (the C struct's size), written as a sum of its fields.
     type_size: ClassVar[int]
+    #: Largest magnitude a block can represent (float16 scales times the largest codes); larger
+    #: inputs cannot be stored, and are refused rather than written as inf, NaN or garbage.
+    max_abs: ClassVar[float] = float("inf")
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -59,8 +67,13 @@ class GGUFBlockFormat(QuantFormat):
     def quantize(self, array: np.ndarray) -> Parts:
         x = as_rows(array)
         self.check_shape(x.shape)
-        if not np.isfinite(x).all():
+        amax = float(np.abs(x).max()) if x.size else 0.0  # NaN if any value is NaN
+        if not np.isfinite(amax):
             raise QuantFormatError(f"{self.name}: cannot quantize inf or NaN values")
+        if amax > self.max_abs:
+            raise QuantFormatError(f"{self.name}: values up to {amax:.6g} are too large for its float16 scales "
+                                   f"(largest storable magnitude {self.max_abs:.6g}); scale the tensor down or "
+                                   "use a format with float32 scales (int8, fp8_e4m3, nf4)")
         rows, k = x.shape
         blocks = x.reshape(-1, self.block_size)
         out = np.empty((blocks.shape[0], self.type_size), np.uint8)
@@ -68,6 +81,11 @@ class GGUFBlockFormat(QuantFormat):
         with np.errstate(all="ignore"):  # masked lanes of degenerate blocks divide by zero
             for i in range(0, blocks.shape[0], step):
                 out[i:i + step] = self.quantize_blocks(blocks[i:i + step])
+                if amax > _OVERFLOW_CHECK_FROM and not np.isfinite(self.dequantize_blocks(out[i:i + step])).all():
+                    big = float(np.abs(blocks[i:i + step]).max())
+                    raise QuantFormatError(f"{self.name}: values up to {big:.6g} overflow its float16 block scales "
+                                           "(they would decode to inf or NaN); scale the tensor down or use a "
+                                           "format with float32 scales (int8, fp8_e4m3, nf4)")
         return {"blocks": out.reshape(rows, k // self.block_size * self.type_size)}
 
     def dequantize_rows(self, parts: Mapping[str, np.ndarray], shape: tuple[int, ...],

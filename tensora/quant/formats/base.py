@@ -81,8 +81,7 @@ class QuantFormat:
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Raise ShapeError unless ``shape`` can be stored in this format."""
-        if len(shape) == 0:
-            raise ShapeError(f"{self.name}: cannot quantize a 0-d tensor")
+        check_dims(self.name, shape)
         if shape[-1] % self.block_size:
             raise ShapeError(f"{self.name}: the last dimension of {fmt_shape(shape)} must be a "
                              f"multiple of the block size {self.block_size}")
@@ -106,9 +105,12 @@ class QuantFormat:
             if not isinstance(got, np.ndarray):
                 raise QuantFormatError(f"{self.name}: part {key!r} is {type(got).__name__}, not an ndarray")
             if got.dtype != np.dtype(want_dtype) or tuple(got.shape) != tuple(want_shape):
+                hint = ""
+                if got.dtype.newbyteorder("=") == np.dtype(want_dtype) and got.dtype != np.dtype(want_dtype):
+                    hint = f" (non-native byte order: convert it with .astype({np.dtype(want_dtype).str!r}))"
                 raise QuantFormatError(
                     f"{self.name}: part {key!r} should be {np.dtype(want_dtype)}{fmt_shape(want_shape)} "
-                    f"for shape {fmt_shape(shape)}, got {got.dtype}{fmt_shape(got.shape)}")
+                    f"for shape {fmt_shape(shape)}, got {got.dtype}{fmt_shape(got.shape)}{hint}")
 
     def nbytes(self, shape: tuple[int, ...]) -> int:
         """Bytes the packed parts of ``shape`` occupy."""
@@ -130,6 +132,16 @@ class QuantFormat:
         return hash((self.name, tuple(sorted(self.options().items()))))
 
 
+def check_dims(name: str, shape: tuple[int, ...]) -> None:
+    """Raise ShapeError unless ``shape`` has at least one dimension and every one is an int >= 0."""
+    if len(shape) == 0:
+        raise ShapeError(f"{name}: cannot quantize a 0-d tensor")
+    for d in shape:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise ShapeError(f"{name}: shape {fmt_shape(shape)} has an invalid dimension {d!r} "
+                             "(dimensions are integers >= 0)")
+
+
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """(rows, K) of the row matrix an array of ``shape`` is stored as."""
     return math.prod(shape[:-1]), shape[-1]
@@ -140,7 +152,8 @@ def as_rows(array: np.ndarray) -> np.ndarray:
     a = np.asarray(array)
     if a.ndim == 0:
         raise ShapeError("cannot quantize a 0-d array")
-    return np.ascontiguousarray(a.reshape(-1, a.shape[-1]), dtype=np.float32)
+    # Explicit row count: reshape(-1, 0) is ambiguous for a (..., 0) array.
+    return np.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), dtype=np.float32)
 
 
 def register_format(cls: type[QuantFormat]) -> type[QuantFormat]:

@@ -62,10 +62,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import ShapeError
 from ...kernels.dynamic_map import SIGNED_MAP, quantize_blockwise
 from ._gguf_blocks import CHUNK_VALUES
-from .base import Parts, QuantFormat, QuantFormatError, as_rows, matrix_shape, register_format
+from .base import Parts, QuantFormat, QuantFormatError, as_rows, check_dims, matrix_shape, register_format
 
 F32 = np.float32
 BLOCK_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -180,8 +179,7 @@ class _BitsAndBytes4(QuantFormat):
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Any shape but 0-d: the values are blocked after flattening, the last block may be short."""
-        if len(shape) == 0:
-            raise ShapeError(f"{self.name}: cannot quantize a 0-d tensor")
+        check_dims(self.name, shape)
 
     def encode(self, scaled: np.ndarray) -> np.ndarray:
         """Codes of values already divided by their absmax (clipped to [-1, 1] here)."""

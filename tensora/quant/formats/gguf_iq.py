@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from ._gguf_blocks import F32, GGUFBlockFormat, first_absmax, get_f16, low_high_nibbles, pack_low_high, put_f16, seqsum
+from ._gguf_blocks import (F16_MAX, F32, GGUFBlockFormat, first_absmax, get_f16, low_high_nibbles, pack_low_high,
+                           put_f16, seqsum)
 from .base import register_format
 
 #: llama.cpp's ``kvalues_iq4nl``.
@@ -54,6 +55,7 @@ class IQ4_NL(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.IQ4_NL
     block_size = 32
     type_size = 2 + 16  # fp16 d, 32 nibbles
+    max_abs = F16_MAX * 127  # d * KVALUES[q]
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         big = first_absmax(x, axis=1)

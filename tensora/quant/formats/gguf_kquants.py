@@ -32,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from ._gguf_blocks import F32, GGUFBlockFormat, first_absmax, get_f16, nearest_clip, nearest_int, put_f16, seqsum
+from ._gguf_blocks import (F16_MAX, F32, GGUFBlockFormat, first_absmax, get_f16, nearest_clip, nearest_int, put_f16,
+                           seqsum)
 from ._kquant_search import GROUP_MAX_EPS, make_q3_quants, make_qkx2_quants, make_qx_quants
 from .base import register_format
 
@@ -112,6 +113,7 @@ class Q2_K(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q2_K
     block_size = QK_K
     type_size = 16 + 64 + 2 + 2  # scale|min nibbles, 256 2-bit codes, fp16 d, fp16 dmin
+    max_abs = F16_MAX * 15 * 3  # d * sc * q (sc <= 15, q <= 3), dmin * m no larger
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -155,6 +157,7 @@ class Q3_K(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q3_K
     block_size = QK_K
     type_size = 32 + 64 + 12 + 2  # high-bit mask, 256 2-bit low codes, 16 6-bit scales, fp16 d
+    max_abs = F16_MAX * 32 * 4  # d * (sc - 32) * (q - 4)
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -244,6 +247,7 @@ class Q4_K(_ScaleMinK):
     gguf_type = GGMLQuantizationType.Q4_K
     block_size = QK_K
     type_size = 2 + 2 + 12 + 128  # fp16 d, fp16 dmin, 8 6-bit scales and mins, 256 nibbles
+    max_abs = F16_MAX * 63 * 15  # d * sc * q (sc <= 63, q <= 15), dmin * m no larger
     nmax, rmin, nstep = 15, -1.0, 20
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
@@ -265,6 +269,7 @@ class Q5_K(_ScaleMinK):
     gguf_type = GGMLQuantizationType.Q5_K
     block_size = QK_K
     type_size = 2 + 2 + 12 + 32 + 128  # fp16 d, fp16 dmin, scales and mins, high bits, 256 nibbles
+    max_abs = F16_MAX * 63 * 31  # d * sc * q (sc <= 63, q <= 31), dmin * m no larger
     nmax, rmin, nstep = 31, -0.5, 15
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
@@ -288,6 +293,7 @@ class Q6_K(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q6_K
     block_size = QK_K
     type_size = 128 + 64 + 16 + 2  # low nibbles, high 2-bit pairs, 16 int8 scales, fp16 d
+    max_abs = F16_MAX * 128 * 32  # d * sc * (q - 32), sc int8
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]

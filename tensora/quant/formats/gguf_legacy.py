@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from ._gguf_blocks import F32, GGUFBlockFormat, get_f16, low_high_nibbles, pack_low_high, put_f16
+from ._gguf_blocks import F16_MAX, F32, GGUFBlockFormat, get_f16, low_high_nibbles, pack_low_high, put_f16
 from .base import register_format
 
 _FIVE_BIT_OFFSET = 16
@@ -64,6 +64,7 @@ class Q4_0(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q4_0
     block_size = 32
     type_size = 2 + 16  # fp16 d, 32 nibbles
+    max_abs = F16_MAX * 8  # d * (q - 8)
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         d = _absmax_scale(x, 8)
@@ -85,6 +86,7 @@ class Q4_1(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q4_1
     block_size = 32
     type_size = 2 + 2 + 16  # fp16 d, fp16 m, 32 nibbles
+    max_abs = F16_MAX * 16  # d * q + m, q <= 15
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         lo, hi = x.min(axis=1), x.max(axis=1)
@@ -108,6 +110,7 @@ class Q5_0(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q5_0
     block_size = 32
     type_size = 2 + 4 + 16  # fp16 d, 32 high bits, 32 nibbles
+    max_abs = F16_MAX * 16  # d * (q - 16)
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         d = _absmax_scale(x, _FIVE_BIT_OFFSET)
@@ -129,6 +132,7 @@ class Q5_1(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q5_1
     block_size = 32
     type_size = 2 + 2 + 4 + 16  # fp16 d, fp16 m, 32 high bits, 32 nibbles
+    max_abs = F16_MAX * 32  # d * q + m, q <= 31
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         lo, hi = x.min(axis=1), x.max(axis=1)
@@ -152,6 +156,7 @@ class Q8_0(GGUFBlockFormat):
     gguf_type = GGMLQuantizationType.Q8_0
     block_size = 32
     type_size = 2 + 32  # fp16 d, 32 int8
+    max_abs = F16_MAX * 128  # d * q, q int8
 
     def quantize_blocks(self, x: np.ndarray) -> np.ndarray:
         d = np.abs(x).max(axis=1) / F32(127)
