@@ -29,6 +29,42 @@ def command(name: str, help: str, setup: Setup = lambda p: None) -> Callable[[Ha
     return deco
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low, refused with a message naming the bound."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def float_between(low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in [low, high] (or (low, high] with low_open)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        if value != value or too_low or (high is not None and value > high):
+            bounds = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+            raise argparse.ArgumentTypeError(f"must lie in {bounds}, got {text}")
+        return value
+    return parse
+
+
+def sampling_args(p: argparse.ArgumentParser, max_tokens: int, temperature: float, top_p: float) -> None:
+    """The sampling options of generate and chat, checked when parsed (not after the model has loaded)."""
+    p.add_argument("--max-tokens", type=int_at_least(1), default=max_tokens, help="tokens to generate at most")
+    p.add_argument("--temperature", type=float_between(0.0), default=temperature, help="0: greedy")
+    p.add_argument("--top-p", type=float_between(0.0, 1.0, low_open=True), default=top_p)
+    p.add_argument("--seed", type=int_at_least(0), default=None)
+
+
 def _load_commands() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):
@@ -43,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (fn, setup, help_text) in sorted(COMMANDS.items()):
         p = sub.add_parser(name, help=help_text, description=help_text)
         setup(p)
+        # also after the command's name (`tensora serve m --debug`); absent there, the top level's value stands
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback when the command fails")
         p.set_defaults(_fn=fn)
     args = parser.parse_args(argv)
     try:

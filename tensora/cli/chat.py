@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import command
+from . import command, sampling_args
 from .serve import load_model
 from .streaming import stream_to_terminal
 
@@ -14,10 +14,7 @@ HELP = "commands: /reset starts over, /exit (or Ctrl-D) quits"
 def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
     p.add_argument("--system", default=None, help="a system prompt to start the conversation with")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=None)
+    sampling_args(p, max_tokens=256, temperature=0.7, top_p=0.95)
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
 
 

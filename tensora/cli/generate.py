@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import command
+from . import command, int_at_least, sampling_args
 from .streaming import stream_to_terminal
 
 
@@ -13,11 +13,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
     p.add_argument("--prompt", required=True, help="the text to continue, or the user message with --chat")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None)
+    sampling_args(p, max_tokens=128, temperature=0.7, top_p=0.95)
+    p.add_argument("--top-k", type=int_at_least(0), default=0, help="sample from the k likeliest tokens (0: all)")
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
 
 
@@ -25,6 +22,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def generate(args: argparse.Namespace) -> int:
     from tensora.models import DefaultModelMissing, default_model_path, load
 
+    if not args.prompt and not args.chat:
+        raise ValueError("--prompt is empty: give the text to continue (or a message with --chat)")
     try:
         path = args.model or default_model_path()
     except DefaultModelMissing as exc:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import command
+from . import command, int_at_least
 
 
 def find_mpirun(explicit: str | None = None) -> str:
@@ -51,7 +51,7 @@ def mpirun_command(mpirun: str, n: int, script: list[str]) -> tuple[list[str], d
 
 
 def _launch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--nproc", type=int, required=True, help="number of ranks (processes)")
+    p.add_argument("-n", "--nproc", type=int_at_least(1), required=True, help="number of ranks (processes)")
     p.add_argument("--mpirun", default=None, help="mpirun to use (default: the one beside this Python, or PATH)")
     p.add_argument("script", help="the Python script every rank runs")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")

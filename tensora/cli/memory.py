@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import command
+from . import command, int_at_least
 
 
 def _memory_args(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def _memory_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", default=None, help="quantize while loading: q4_0, nf4, int8, ...")
     p.add_argument("--disk-dir", default=None, help="where spill files go (default: the temp dir)")
     p.add_argument("--prompt", default="The capital of France is", help="text (or, without a tokenizer, ignored)")
-    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--max-tokens", type=int_at_least(1), default=16)
     p.add_argument("--plot", default=None, help="also save tier usage over time to this image (matplotlib)")
 
 

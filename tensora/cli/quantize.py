@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import command
+from pathlib import Path
+
+from . import command, int_at_least
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -13,7 +15,8 @@ def _args(p: argparse.ArgumentParser) -> None:
                                "(from a GGUF file, with a GGUF block format)")
     p.add_argument("--format", required=True, help="nf4, int8, fp8_e4m3, q4_0, q4_k, q8_0, ... "
                                                     "(tensora.quant.formats())")
-    p.add_argument("--block-size", type=int, default=None, help="block/group size, for formats that take one")
+    p.add_argument("--block-size", type=int_at_least(1), default=None,
+                   help="block/group size, for formats that take one")
     p.add_argument("--double-quant", action="store_true", help="nf4/fp4: quantize the block scales too")
 
 
@@ -23,6 +26,8 @@ def quantize(args: argparse.Namespace) -> int:
 
     from tensora.models.convert import quantize_checkpoint
 
+    if not Path(args.src).exists():
+        raise FileNotFoundError(f"{args.src}: no such file or directory")
     options = {}
     if args.block_size is not None:
         options["block_size"] = args.block_size

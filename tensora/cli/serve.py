@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
-from . import command
+from . import command, int_at_least
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="HF directory or .gguf file (default: the embedded SmolLM2-135M)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="0: any free port")
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
     p.add_argument("--memory-budget", default=None, help="RAM budget for the weights, e.g. 2GiB")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
-    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (continuous batching)")
-    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429")
-    p.add_argument("--max-context", type=int, default=None, help="cap on prompt + completion tokens")
+    p.add_argument("--max-batch", type=int_at_least(1), default=8,
+                   help="requests decoded together (continuous batching)")
+    p.add_argument("--max-queue", type=int_at_least(0), default=64, help="requests that may wait; more get 429")
+    p.add_argument("--max-context", type=int_at_least(1), default=None, help="cap on prompt + completion tokens")
     p.add_argument("--embedding-model", default=None, help="a BERT-style HF directory to serve /v1/embeddings")
     p.add_argument("--model-id", default=None, help="the name clients use (default: the file or folder name)")
+
+
+def _port(text: str) -> int:
+    port = int_at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {port}")
+    return port
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail now, with one clear line, if host:port cannot be listened on (before a model takes minutes to load)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(address)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def load_model(path: str | None, quantize: str | None = None, memory_budget: str | None = None):
@@ -41,6 +62,7 @@ def serve(args: argparse.Namespace) -> int:
     from tensora.models import load
     from tensora.serve import Settings, create_app, run
 
+    check_listen(args.host, args.port)
     model = load_model(args.model, args.quantize, args.memory_budget)
     embedder = load(args.embedding_model) if args.embedding_model else None
     settings = Settings(max_batch=args.max_batch, max_queue=args.max_queue, max_context=args.max_context,

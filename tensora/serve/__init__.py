@@ -10,7 +10,7 @@
 """
 
 from .app import Settings, create_app
-from .engine import Engine, QueueFull
+from .engine import Engine, QueueFull, ShuttingDown
 from .server import BackgroundServer, run
 
-__all__ = ["BackgroundServer", "Engine", "QueueFull", "Settings", "create_app", "run"]
+__all__ = ["BackgroundServer", "Engine", "QueueFull", "Settings", "ShuttingDown", "create_app", "run"]

@@ -6,7 +6,10 @@
 The event loop only validates, tokenizes (in a thread) and relays text: the chat model runs
 in the engine's worker thread (continuous batching, see engine.py), the embedding model in a
 one-thread executor of its own. Streams are server-sent events ending in `data: [DONE]`; a
-failure mid-stream is sent as an `error` event, so no stream is left hanging.
+failure mid-stream is sent as an `error` event, so no stream is left hanging. A client that
+hangs up, streaming or not, has its request dropped at once (its row or queue place freed).
+In front of /v1/* a small ASGI gate checks the API key (401), then the content type (415) and
+the body's size (413) before anything parses the body.
 """
 
 from __future__ import annotations
@@ -19,22 +22,26 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..models.generation import Completion as ModelCompletion
 from ..models.generation import SamplingOptions
 from . import errors
 from . import schemas as s
-from .engine import Engine, QueueFull
+from .engine import Engine, QueueFull, ShuttingDown
 from .engine import Request as Generation
 from .errors import APIError
 
 PAGE = Path(__file__).parent / "static" / "chat.html"
-ERRORS = {status: {"model": s.ErrorResponse} for status in (400, 401, 404, 429)}
+GET_ERRORS = {401: {"model": s.ErrorResponse}}
+ERRORS = {status: {"model": s.ErrorResponse} for status in (400, 401, 404, 413, 415, 429, 500, 503)}
+POST_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 STREAM_DOC = {"text/event-stream": {"schema": {"type": "string", "description": "server-sent events, `data: {json}`"
                                                                                   " then `data: [DONE]`"}}}
 
@@ -48,6 +55,7 @@ class Settings:
     max_context: int | None = None  # None: the model's own context length
     default_max_tokens: int = 256
     api_key: str | None = None
+    max_body_bytes: int = 16 * 2**20  # a request body past this is refused (413) before it is parsed
 
 
 class _Hosted:
@@ -87,7 +95,10 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
                   description="OpenAI-compatible completions, chat and embeddings served by tensora")
     app.state.hosted = hosted
     errors.install(app)
-    auth = [Depends(_auth(settings.api_key))]
+    # The key, the content type and the body's size are checked before the body is read or parsed,
+    # so that a client without the key learns nothing about the API (not even that its JSON is bad).
+    app.add_middleware(_Gate, key=settings.api_key, max_body=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)
     page = PAGE.read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -98,50 +109,58 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     async def health() -> s.Health:
         return s.Health(active=hosted.engine.active, waiting=hosted.engine.waiting)
 
-    @app.get("/v1/models", response_model=s.ModelList, dependencies=auth, responses=ERRORS)
+    @app.get("/v1/models", response_model=s.ModelList, responses=GET_ERRORS)
     async def models() -> s.ModelList:
         ids = [hosted.model_id] + ([hosted.embedder_id] if hosted.embedder_id else [])
         return s.ModelList(data=[s.ModelCard(id=i, created=hosted.created) for i in ids])
 
-    @app.get("/v1/memory", response_model=s.MemoryReports, dependencies=auth, responses=ERRORS)
+    @app.get("/v1/memory", response_model=s.MemoryReports, responses=GET_ERRORS)
     async def memory() -> s.MemoryReports:
         return await asyncio.to_thread(_memory_reports, hosted)
 
-    @app.post("/v1/chat/completions", response_model=s.ChatCompletion, dependencies=auth,
+    @app.post("/v1/chat/completions", response_model=s.ChatCompletion,
               responses={**ERRORS, 200: {"content": STREAM_DOC}})
-    async def chat_completions(body: s.ChatCompletionRequest) -> Any:
+    async def chat_completions(body: s.ChatCompletionRequest, http: Request) -> Any:
         _check_model(hosted, body.model)
+        _check_options(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         ids = await asyncio.to_thread(_chat_ids, hosted.model, messages)
-        limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        request = _submit(hosted, body, ids, limit, "messages")
+        if body.max_completion_tokens is not None:
+            request = _submit(hosted, body, ids, body.max_completion_tokens, "messages", "max_completion_tokens")
+        else:
+            request = _submit(hosted, body, ids, body.max_tokens, "messages")
         if body.stream:
             return _sse(_chat_events(request, body), request)
-        completion = await _result(request)
+        completion = await _result(request, http)
         return s.ChatCompletion(id=s.new_id("chatcmpl"), created=s.now(), model=body.model, usage=_usage(completion),
                                 choices=[s.ChatChoice(message=s.AssistantMessage(content=completion.text),
                                                       finish_reason=completion.finish_reason)])
 
-    @app.post("/v1/completions", response_model=s.Completion, dependencies=auth,
+    @app.post("/v1/completions", response_model=s.Completion,
               responses={**ERRORS, 200: {"content": STREAM_DOC}})
-    async def completions(body: s.CompletionRequest) -> Any:
+    async def completions(body: s.CompletionRequest, http: Request) -> Any:
         _check_model(hosted, body.model)
+        _check_options(body)
         ids = await asyncio.to_thread(_prompt_ids, hosted.model, body.prompt)
         request = _submit(hosted, body, ids, body.max_tokens, "prompt")
         if body.stream:
             return _sse(_completion_events(request, body), request)
-        completion = await _result(request)
+        completion = await _result(request, http)
         return s.Completion(id=s.new_id("cmpl"), created=s.now(), model=body.model, usage=_usage(completion),
                             choices=[s.TextChoice(text=completion.text, finish_reason=completion.finish_reason)])
 
-    @app.post("/v1/embeddings", response_model=s.EmbeddingList, dependencies=auth, responses=ERRORS)
+    @app.post("/v1/embeddings", response_model=s.EmbeddingList, responses=ERRORS)
     async def embeddings(body: s.EmbeddingRequest) -> s.EmbeddingList:
         if hosted.embedder is None or body.model != hosted.embedder_id:
             known = (f"'{hosted.embedder_id}'" if hosted.embedder_id
                      else "none (start the server with --embedding-model)")
             raise APIError(404, f"the embedding model '{body.model}' does not exist; this server has {known}",
                            param="model", code="model_not_found")
+        _check_options(body)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if any(not isinstance(t, str) for t in texts):
+            raise APIError(400, "input as token ids is not supported: send the text", param="input",
+                           code="invalid_value")
         if not texts or any(not t for t in texts):
             raise APIError(400, "input must be a non-empty string or a non-empty list of non-empty strings",
                            param="input", code="invalid_value")
@@ -160,17 +179,83 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _auth(key: str | None) -> Callable[[Request], None]:
-    def check(request: Request) -> None:
-        if key is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
-            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           type="authentication_error", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-    return check
+class _Gate:
+    """ASGI middleware in front of /v1/*: the API key (401), then for the POST routes a JSON content
+    type (415) and a bounded body (413), all before anything reads or parses the body."""
+
+    def __init__(self, app: ASGIApp, key: str | None, max_body: int) -> None:
+        self.app, self.key, self.max_body = app, None if key is None else key.encode("utf-8"), max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        if self.key is not None and not _key_matches(headers.get(b"authorization", b""), self.key):
+            error = APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                             type="authentication_error", code="invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
+            return await error.response()(scope, receive, send)
+        if scope["method"] != "POST" or scope["path"] not in POST_ROUTES:
+            return await self.app(scope, receive, send)
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            got = f"'{ctype}'" if ctype else "none"
+            error = APIError(415, f"send the body as JSON with 'Content-Type: application/json' (got {got})",
+                             code="unsupported_media_type")
+            return await error.response()(scope, receive, send)
+        length = headers.get(b"content-length", b"")
+        declared = int(length) if length.isdigit() else None
+        chunks, size, more = [], 0, True
+        while more and size <= self.max_body and (declared is None or declared <= self.max_body):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        if size > self.max_body or (declared is not None and declared > self.max_body):
+            error = APIError(413, f"the request body is over this server's limit of {self.max_body} bytes"
+                                  + (f" ({declared} bytes)" if declared is not None else ""),
+                             code="request_too_large")
+            return await error.response()(scope, receive, send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+
+def _key_matches(header: bytes, key: bytes) -> bool:
+    scheme, _, token = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), key)
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema without its 422 responses: every validation error here is a 400 (errors.py)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema
+
+
+def _check_options(body: s.SamplingRequest | s.EmbeddingRequest) -> None:
+    """400 for what this server cannot honour, rather than an answer to a different request."""
+    for name in body.unsupported_options():
+        raise APIError(400, f"'{name}' is not supported by this server (leave it out, or send its default)",
+                       param=name, code="unsupported_parameter")
+    if isinstance(body, s.SamplingRequest) and body.stream_options is not None and not body.stream:
+        raise APIError(400, "stream_options is only allowed with stream: true", param="stream_options",
+                       code="invalid_value")
 
 
 def _check_model(hosted: _Hosted, name: str) -> None:
@@ -187,10 +272,11 @@ def _chat_ids(model: Any, messages: list[dict[str, str]]) -> list[int]:
                        code="invalid_value") from exc
 
 
-def _prompt_ids(model: Any, prompt: str | list[int] | list[str]) -> list[int]:
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+def _prompt_ids(model: Any, prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):  # a batch of prompts
         if len(prompt) != 1:
-            raise APIError(400, "only one prompt per request is supported", param="prompt", code="invalid_value")
+            raise APIError(400, f"only one prompt per request is supported, got {len(prompt)}", param="prompt",
+                           code="invalid_value")
         prompt = prompt[0]
     if isinstance(prompt, str):
         ids = model.tokenizer.encode(prompt) if prompt else []
@@ -205,36 +291,64 @@ def _prompt_ids(model: Any, prompt: str | list[int] | list[str]) -> list[int]:
 
 
 def _submit(hosted: _Hosted, body: s.SamplingRequest, ids: list[int], max_tokens: int | None,
-            prompt_param: str) -> Generation:
+            prompt_param: str, limit_param: str = "max_tokens") -> Generation:
     """Check the lengths and queue the request: 400 for what cannot fit, 429 when the queue is full."""
     n, context = len(ids), hosted.context
     if max_tokens is not None and max_tokens < 1:
-        raise APIError(400, f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens",
+        raise APIError(400, f"{limit_param} must be at least 1, got {max_tokens}", param=limit_param,
                        code="invalid_value")
+    if max_tokens is None and n >= context:
+        raise APIError(400, f"this model's maximum context length is {context} tokens; the {prompt_param} alone "
+                            f"holds {n}, which leaves no room to generate", param=prompt_param,
+                       code="context_length_exceeded")
     if max_tokens is None:
         max_tokens = min(hosted.settings.default_max_tokens, context - n)
-    if n + max(max_tokens, 1) > context:
+    if n + max_tokens > context:
         raise APIError(400, f"this model's maximum context length is {context} tokens; the request asks for "
                             f"{n + max_tokens} ({n} in the {prompt_param}, {max_tokens} to generate)",
-                       param=prompt_param if n >= context else "max_tokens", code="context_length_exceeded")
+                       param=prompt_param if n >= context else limit_param, code="context_length_exceeded")
     options = SamplingOptions(max_new_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                              top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty,
                               stop=tuple(body.stop_list()), seed=body.seed)
     try:
         return hosted.engine.submit(ids, options)
     except QueueFull as exc:
         raise APIError(429, f"the server is busy: {exc}", type="rate_limit_error", code="queue_full",
                        headers={"Retry-After": "1"}) from None
+    except ShuttingDown as exc:
+        raise _unavailable(exc) from None
 
 
-async def _result(request: Generation) -> ModelCompletion:
+def _unavailable(exc: Exception) -> APIError:
+    return APIError(503, f"the server is unavailable: {exc}", type="server_error", code="shutting_down",
+                    headers={"Retry-After": "5"})
+
+
+async def _result(request: Generation, http: Request) -> ModelCompletion:
+    """The whole completion; if the client hangs up first, its request is dropped (its row freed) at once."""
+    done = asyncio.ensure_future(request.result())
+    gone = asyncio.ensure_future(_disconnected(http))
     try:
-        return await request.result()
-    except APIError:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # nobody will read the answer; uvicorn drops it
+            raise APIError(499, "the client closed the connection", code="client_closed_request")
+        return done.result()
+    except (APIError, asyncio.CancelledError):
         raise
+    except ShuttingDown as exc:
+        raise _unavailable(exc) from exc
     except Exception as exc:
         raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error") from exc
     finally:
+        gone.cancel()
+        done.cancel()
         request.cancel()  # a no-op when finished; frees the row if this handler was cancelled
+
+
+async def _disconnected(http: Request) -> None:
+    """Returns when the client has gone (the body is read by then, so what comes next is the disconnect)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # not expected (the body is read); never spin on it
 
 
 def _usage(c: ModelCompletion) -> s.Usage:
@@ -248,7 +362,8 @@ def _sse(events: AsyncIterator[dict], request: Generation) -> StreamingResponse:
             async for event in events:
                 yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
         except Exception as exc:  # the stream has started: the error goes in-band, then the stream ends
-            error = APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
+            error = (_unavailable(exc) if isinstance(exc, ShuttingDown)
+                     else APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error"))
             yield f"data: {json.dumps(error.body())}\n\n"
         else:
             yield "data: [DONE]\n\n"

@@ -26,6 +26,10 @@ class QueueFull(TensoraError):
     """The engine's waiting queue is at its bound; the client should retry later."""
 
 
+class ShuttingDown(TensoraError, RuntimeError):
+    """The engine is stopping (or stopped): no request is taken or finished any more."""
+
+
 @dataclass
 class Delta:
     """Text produced since the last delta; `completion` is set on the last one."""
@@ -109,7 +113,7 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return sum(not request.cancelled for request in list(self._waiting))
 
     @property
     def active(self) -> int:
@@ -119,6 +123,10 @@ class Engine:
         """Queue a request (from the event loop's thread); QueueFull when `max_queue` already wait."""
         request = Request(prompt, options, asyncio.get_running_loop())
         with self._wake:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:  # those whose clients left wait no more: drop them first
+                self._waiting = collections.deque(r for r in self._waiting if not r.cancelled)
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting; retry later")
             self._waiting.append(request)
@@ -137,9 +145,12 @@ class Engine:
                     break
                 joining, tokens = [], 0
                 while self._waiting and len(running) + len(joining) < self.max_batch and (
-                        not joining or tokens + len(self._waiting[0].prompt) <= self.prefill_tokens):
-                    joining.append(self._waiting.popleft())
-                    tokens += len(joining[-1].prompt)
+                        self._waiting[0].cancelled or not joining
+                        or tokens + len(self._waiting[0].prompt) <= self.prefill_tokens):
+                    request = self._waiting.popleft()
+                    if not request.cancelled:  # its client left while it waited: it takes no row
+                        joining.append(request)
+                        tokens += len(request.prompt)
             try:
                 self._join([request for request in joining if not request.cancelled], running)
                 for key, request in list(running.items()):
@@ -151,7 +162,7 @@ class Engine:
             except Exception as exc:  # never leave a stream hanging: whatever broke, its requests hear of it
                 self._fail(running, exc)
         for request in [*running.values(), *self._waiting]:
-            request._put(RuntimeError("the server is shutting down"))
+            request._put(ShuttingDown("the server is shutting down"))
 
     def _fail(self, running: dict[int, Request], exc: Exception) -> None:
         for request in running.values():

@@ -32,20 +32,50 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def _is_field(part: object) -> bool:
+    """A loc part that names a field or an index, not the member of a union pydantic tried ('str', 'list[int]')."""
+    return isinstance(part, int) or (part != "body" and "[" not in str(part) and str(part) not in _UNION_TAGS)
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "dict", "list", "function-after"}
+
+
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    errors = list(exc.errors()) or [{"msg": "invalid request", "loc": (), "type": ""}]
+    first = errors[0]
     if first.get("type") == "json_invalid":
         return APIError(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
                         code="invalid_json").response()
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole: empty, or JSON that is not an object
+        what = "empty" if first.get("type") == "missing" else "not a JSON object"
+        return APIError(400, f"the request body is {what}: send a JSON object such as "
+                             '{"model": ..., "messages": [...]}', code="invalid_value").response()
+
+    def path(error: dict) -> tuple:
+        return tuple(p for p in error.get("loc", ()) if _is_field(p))
+
+    # A value that fits no member of a union gives one error per member; report the member it went
+    # furthest into (a list of the wrong items says which item, or that it is too long, rather than
+    # "should be a valid string"): the deepest error, and one past the type check before a type mismatch.
+    same = [e for e in errors if path(e)[:len(path(first))] == path(first)]
+    chosen = max(same or [first], key=lambda e: (len(path(e)), not str(e.get("type", "")).endswith("_type")))
+    param = ".".join(str(p) for p in path(chosen)) or None
     where = f" at '{param}'" if param else ""
-    return APIError(400, f"invalid request{where}: {first['msg']}", param=param, code="invalid_value").response()
+    message = chosen["msg"].removeprefix("Value error, ")
+    return APIError(400, f"invalid request{where}: {message}", param=param, code="invalid_value").response()
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     kind = {401: "authentication_error", 404: "not_found_error"}.get(exc.status_code, "invalid_request_error")
-    return APIError(exc.status_code, str(exc.detail), type=kind, headers=getattr(exc, "headers", None)).response()
+    message, code = str(exc.detail), None
+    if exc.status_code == 400 and message == "There was an error parsing the body":  # e.g. bytes that are not UTF-8
+        message, code = "the request body could not be read as JSON (UTF-8 text, not nested too deep)", "invalid_json"
+    elif exc.status_code == 404 and message == "Not Found":
+        message = f"there is no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+        message = f"{request.url.path} does not take {request.method}" + (f"; use {allowed}" if allowed else "")
+    return APIError(exc.status_code, message, type=kind, code=code, headers=getattr(exc, "headers", None)).response()
 
 
 def _api_error(request: Request, exc: APIError) -> JSONResponse:

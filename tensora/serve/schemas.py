@@ -2,33 +2,116 @@
 
 They are the OpenAPI schema (FastAPI derives /openapi.json from them) and the validation:
 a body that does not fit is a 400 with an OpenAI-style error (see errors.py). Types are
-strict (no "5" for 5), unknown fields are ignored as OpenAI's own server does for the
-many options this server does not implement.
+strict (no "5" for 5). Unknown fields are ignored, as OpenAI's own server does, except
+the OpenAI options that change what a reply means (logprobs, tools, response_format,
+penalties, echo, suffix, best_of, ...): set to anything but their no-op value, this
+server cannot honour them and says so (`unsupported_options`) instead of answering as
+if it had. Text fields refuse unpaired UTF-16 surrogates ("\\ud800"), which no
+tokenizer can encode.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from typing_extensions import Annotated
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"the text holds an unpaired UTF-16 surrogate at character {exc.start}, "
+                         "which is not valid Unicode") from None
+    return text
+
+
+def _shaped(members: dict[str, Any]) -> Any:
+    """A union that picks its member by the value's shape, so that its errors speak of that member alone
+    ("stop.1: String should have at least 1 character", not one complaint per member it could have been).
+    The tags are named like types; errors.py leaves them out of the reported parameter."""
+    lists = [k for k in members if k.startswith("list")]
+
+    def pick(value: Any) -> str:
+        if not isinstance(value, list):
+            return "str" if "str" in members else next(iter(members))
+        first = value[0] if value else None
+        kind = ("list[str]" if isinstance(first, str) else "list[list[int]]" if isinstance(first, list)
+                else "list[part]" if isinstance(first, dict) else "list[int]")
+        return kind if value and kind in members else lists[0]
+
+    return Annotated[Union[tuple(Annotated[t, Tag(k)] for k, t in members.items())], Discriminator(pick)]
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+StopText = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_valid_unicode)]
+MAX_STOP = 16
+MAX_EMBED_INPUTS = 2048
+Stop = _shaped({"str": StopText, "list[str]": Annotated[list[StopText], Field(max_length=MAX_STOP)]})
+Prompt = _shaped({"str": Text, "list[int]": list[int], "list[str]": list[Text], "list[list[int]]": list[list[int]]})
+EmbedInput = _shaped({"str": Text, "list[str]": Annotated[list[Text], Field(max_length=MAX_EMBED_INPUTS)],
+                      "list[int]": list[int], "list[list[int]]": list[list[int]]})
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class SamplingRequest(_Request):
+# OpenAI options this server does not implement, with the values that ask for nothing (sent by
+# clients that fill in every default). Anything else is refused: silently ignoring logprobs or
+# tools would answer a different question than the one asked.
+_NO_OP: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
+    "frequency_penalty": (None, 0), "presence_penalty": (None, 0), "tools": (None, []), "functions": (None, []),
+    "tool_choice": (None, "none", "auto"), "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}), "best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
+    "audio": (None,), "prediction": (None,), "modalities": (None, ["text"]), "dimensions": (None,),
+}
+
+
+class _OpenAIRequest(_Request):
+    model_config = ConfigDict(strict=True, extra="allow")  # extras are looked at, then dropped
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """OpenAI takes null for any optional field and means its default; many clients send them."""
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            data = {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
+        return data
+
+    def unsupported_options(self) -> list[str]:
+        """The OpenAI options of this request that ask for something this server does not do."""
+        extra = self.model_extra or {}
+        return [name for name, no_op in _NO_OP.items()
+                if name in extra and not any(_same(extra[name], v) for v in no_op)]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b or (type(a) in (int, float) and type(b) is int and a == b)
+
+
+class SamplingRequest(_OpenAIRequest):
     model: str
     max_tokens: Optional[int] = Field(None, description="tokens to generate at most (default: the server's)")
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: Union[str, list[str], None] = None
+    temperature: Optional[float] = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: Optional[float] = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    # vLLM's extensions, which tensora's sampler has too
+    top_k: Optional[int] = Field(0, ge=-1, description="sample from the k likeliest tokens (0 or -1: all)")
+    min_p: Optional[float] = Field(0.0, ge=0, le=1, allow_inf_nan=False,
+                                   description="drop tokens under min_p times the likeliest's probability")
+    repetition_penalty: Optional[float] = Field(1.0, gt=0, le=10, allow_inf_nan=False,
+                                                description="scale the logits of tokens seen so far down")
+    stop: Optional[Stop] = Field(
+        None, description=f"up to {MAX_STOP} non-empty strings; the reply ends before the first one")
     seed: Optional[int] = Field(None, ge=0)
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
-    stream: bool = False
-    stream_options: Optional[StreamOptions] = None
+    n: Optional[int] = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = Field(None, description="only with stream: true")
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -39,13 +122,16 @@ class StreamOptions(_Request):
 
 
 class TextPart(_Request):
-    type: Literal["text"]
-    text: str
+    type: Literal["text"] = Field(description="only text parts are supported")
+    text: Text
+
+
+Content = _shaped({"str": Text, "list[part]": list[TextPart]})
 
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[TextPart]]
+    content: Content
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -57,13 +143,15 @@ class ChatCompletionRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: Union[str, list[int], list[str]]
+    prompt: Prompt = Field(
+        description="text or token ids; a list of one prompt is taken too (one prompt per request)")
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(_OpenAIRequest):
     model: str
-    input: Union[str, list[str]]
-    encoding_format: Literal["float", "base64"] = "float"
+    input: EmbedInput = Field(
+        description=f"a string or up to {MAX_EMBED_INPUTS} strings (token ids are refused: send text)")
+    encoding_format: Optional[Literal["float", "base64"]] = "float"
 
 
 # -- responses ------------------------------------------------------------------------------
