@@ -107,7 +107,9 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
 
     @app.get("/health", response_model=s.Health)
     async def health() -> s.Health:
-        return s.Health(active=hosted.engine.active, waiting=hosted.engine.waiting)
+        engine = hosted.engine
+        return s.Health(active=engine.active, waiting=engine.waiting, decode_steps=engine.steps,
+                        decode_rows=engine.rows_stepped)
 
     @app.get("/v1/models", response_model=s.ModelList, responses=GET_ERRORS)
     async def models() -> s.ModelList:

@@ -267,9 +267,13 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
+    """Liveness, the engine's load now, and its decode counters since start (for load tests)."""
+
     status: Literal["ok"] = "ok"
     active: int
     waiting: int
+    decode_steps: int = Field(description="batched decode steps run since the server started")
+    decode_rows: int = Field(description="sequence rows those steps decoded (rows / steps = mean batch)")
 
 
 class MemoryReportBody(BaseModel):

@@ -24,7 +24,14 @@ def _alone(model, messages, n):
 
 def test_models_and_health(tiny_server):
     assert [m.id for m in client(tiny_server).models.list()] == ["tiny"]
-    assert httpx.get(tiny_server.url + "/health").json() == {"status": "ok", "active": 0, "waiting": 0}
+    health = httpx.get(tiny_server.url + "/health").json()
+    assert health == {"status": "ok", "active": 0, "waiting": 0, "decode_steps": health["decode_steps"],
+                      "decode_rows": health["decode_rows"]}
+    client(tiny_server).completions.create(model="tiny", prompt="a b", max_tokens=3, temperature=0)
+    after = httpx.get(tiny_server.url + "/health").json()
+    # the first token comes from the prefill, the other two from decode steps of one row
+    assert after["decode_steps"] - health["decode_steps"] == 2
+    assert after["decode_rows"] - health["decode_rows"] == 2
 
 
 def test_chat_completion_equals_generate(tiny_server, tiny_model):
