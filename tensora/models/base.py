@@ -79,6 +79,8 @@ class CausalLM(Module):
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of messages rendered with the chat template, ready for the assistant's reply."""
+        if self.tokenizer is None:
+            raise ValueError("chat needs a model loaded with its tokenizer (and its chat template)")
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 

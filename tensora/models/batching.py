@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
-from .generation import Completion, SamplingOptions, _Row, _stream, sample, stop_ids_of
+from .generation import Completion, SamplingOptions, _Row, _stream, check_prompt, sample, stop_ids_of
 from .layers import SlotKVCache
 
 
@@ -115,8 +115,10 @@ class BatchDecoder:
         results: list[BatchedSequence | Exception] = []
         pending = []
         for prompt, opts in requests:
-            if not prompt:
-                results.append(ValueError("a prompt must hold at least one token"))
+            try:
+                check_prompt(self.model, prompt)  # empty, or ids outside the vocabulary
+            except ValueError as exc:
+                results.append(exc)
                 continue
             if opts.max_new_tokens == 0:
                 seq = BatchedSequence(self.model, prompt, opts)

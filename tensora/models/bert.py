@@ -62,9 +62,13 @@ class BertConfig:
 
         if key("attention.causal", False):
             raise ValueError("GGUF BERT with bert.attention.causal = true is not an encoder tensora supports")
-        return cls(vocab_size=key("vocab_size") or len(meta["tokenizer.ggml.tokens"]),
-                   hidden_size=key("embedding_length"), num_hidden_layers=key("block_count"),
-                   num_attention_heads=key("attention.head_count"), intermediate_size=key("feed_forward_length"),
+
+        def need(name: str) -> Any:
+            return meta[f"bert.{name}"]  # llama.cpp refuses a file without it too
+
+        return cls(vocab_size=key("vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()) or need("vocab_size"),
+                   hidden_size=need("embedding_length"), num_hidden_layers=need("block_count"),
+                   num_attention_heads=need("attention.head_count"), intermediate_size=need("feed_forward_length"),
                    max_position_embeddings=key("context_length", 512),
                    type_vocab_size=meta.get("tokenizer.ggml.token_type_count", 2),
                    layer_norm_eps=key("attention.layer_norm_epsilon", 1e-12),
@@ -165,6 +169,9 @@ class BertModel(Module):
 
     config_class = BertConfig
     tokenizer: Any = None
+    #: The longest input `embed` gives the encoder (sentence-transformers' max_seq_length, read from
+    #: sentence_bert_config.json by the loader); None: the model's max_position_embeddings.
+    max_seq_length: int | None = None
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -186,7 +193,9 @@ class BertModel(Module):
         return h, None if self.pooler is None else self.pooler(h)
 
     def embed(self, texts: str | Sequence[str], normalize: bool = True, batch_size: int = 32) -> np.ndarray:
-        """Sentence embeddings (N, hidden): mean over real tokens of the last hidden states, L2-normalised."""
+        """Sentence embeddings (N, hidden): mean over real tokens of the last hidden states, L2-normalised.
+
+        Each text is cut to `max_seq_length` tokens ([CLS] and [SEP] kept), as sentence-transformers does."""
         if self.tokenizer is None:
             raise ValueError("embed() needs a model loaded with its tokenizer")
         single = isinstance(texts, str)
@@ -196,8 +205,9 @@ class BertModel(Module):
         return result[0] if single else result
 
     def _embed_batch(self, texts: list[str], normalize: bool) -> np.ndarray:
-        limit = self.config.max_position_embeddings
-        encoded = [self.tokenizer.encode(t)[:limit] for t in texts]
+        limit = min(self.max_seq_length or self.config.max_position_embeddings, self.config.max_position_embeddings)
+        # truncated as sentence-transformers does: the text's tokens are cut, [CLS] and [SEP] stay
+        encoded = [self.tokenizer.encode(t, max_length=limit) for t in texts]
         longest = max(len(e) for e in encoded)
         ids = np.full((len(encoded), longest), self.config.pad_token_id, np.int64)
         mask = np.zeros((len(encoded), longest), bool)

@@ -11,12 +11,14 @@ module's rows, sampler and stop rules.
 
 Sampling follows transformers' logits processors, in their order: repetition penalty,
 temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax). A seed makes a
-run reproducible.
+run reproducible: every row of a batch samples from its own generator seeded with it, so
+a prompt gives the same tokens alone or in any batch (as in BatchDecoder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -52,13 +54,22 @@ class SamplingOptions:
     stop_token_ids: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        checks = [(self.max_new_tokens >= 0, "max_new_tokens must be >= 0"),
-                  (self.temperature >= 0, "temperature must be >= 0"),
+        if self.stop is None or isinstance(self.stop, str):
+            self.stop = () if self.stop is None else (self.stop,)
+        if any(not isinstance(s, str) for s in self.stop):
+            raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        self.stop = tuple(s for s in self.stop if s)  # an empty stop string matches nothing, as in vLLM
+        if isinstance(self.stop_token_ids, (int, np.integer)):
+            self.stop_token_ids = (int(self.stop_token_ids),)
+        integral = isinstance(self.max_new_tokens, (int, np.integer)) and not isinstance(self.max_new_tokens, bool)
+        checks = [(integral, "max_new_tokens must be an integer"),
+                  (self.max_new_tokens >= 0, "max_new_tokens must be >= 0"),
+                  (math.isfinite(self.temperature) and self.temperature >= 0,
+                   "temperature must be a finite number >= 0"),
                   (self.top_k >= 0, "top_k must be >= 0"), (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
                   (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-                  (self.repetition_penalty > 0, "repetition_penalty must be > 0")]
+                  (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+                   "repetition_penalty must be a finite number > 0")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"{message}, got {self}")
@@ -84,6 +95,9 @@ def stream(model: Any, prompt: Any, **options: Any) -> TextStream:
     prompts, batched = _prompts(model, prompt)
     if batched:
         raise ValueError("stream() takes one prompt; use generate() for a batch")
+    if model.tokenizer is None:
+        raise ValueError("stream() yields text, so it needs a model loaded with its tokenizer; "
+                         "generate() gives the token ids of a model without one")
     return TextStream(_Run(model, prompts, SamplingOptions(**options)))
 
 
@@ -112,13 +126,32 @@ def _prompts(model: Any, prompt: Any) -> tuple[list[list[int]], bool]:
             if model.tokenizer is None:
                 raise ValueError("a text prompt needs a model loaded with its tokenizer; pass token ids instead")
             return model.tokenizer.encode(p)
-        return [int(i) for i in (p.tolist() if hasattr(p, "tolist") else p)]
+        a = np.asarray(p.tolist() if hasattr(p, "tolist") else p)
+        if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"a prompt is a text or a sequence of integer token ids, got {p!r:.80}")
+        return [int(i) for i in a]
 
+    if isinstance(prompt, np.ndarray) or hasattr(prompt, "tolist") and not isinstance(prompt, (list, tuple)):
+        prompt = prompt.tolist()  # a 2-D array (or Tensor) is a batch of rows, a 1-D one a single prompt
     batched = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and not isinstance(prompt[0], (int, np.integer))
     prompts = [ids(p) for p in (prompt if batched else [prompt])]
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("a prompt must hold at least one token")
+    for p in prompts:
+        check_prompt(model, p)
     return prompts, batched
+
+
+def check_prompt(model: Any, ids: Sequence[int]) -> None:
+    """Refuse an empty prompt or token ids outside the vocabulary (negative ids would silently index
+    the embedding from its end), before any cache is allocated."""
+    if len(ids) == 0:
+        raise ValueError("a prompt must hold at least one token")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    low, high = min(ids), max(ids)
+    if low < 0 or (vocab is not None and high >= vocab):
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is out of range: the model's vocabulary has "
+                         f"{vocab if vocab is not None else 'non-negative'} ids"
+                         + (f" (0..{vocab - 1})" if vocab is not None else ""))
 
 
 @dataclass
@@ -165,15 +198,23 @@ class _Row:
                 self.text, self.finish_reason, self.stream = self.text[:at], "stop", None
 
     def pending_text(self, final: bool) -> str:
-        """New text that is safe to show: not a possible stop-string prefix (the detokenizer
-        never gives an unfinished character)."""
+        """New text that is safe to show: all of it but a tail that could still grow into a stop
+        string (the detokenizer never gives an unfinished character)."""
         end = len(self.text)
-        if not final and self.finish_reason is None:
-            hold = max((len(s) - 1 for s in self.stop), default=0)
-            end = max(self.emitted, end - hold)
+        if not final and self.finish_reason is None and self.stop:
+            end = max(self.emitted, end - _stop_prefix_tail(self.text, self.stop))
         delta = self.text[self.emitted:end]
         self.emitted = end
         return delta
+
+
+def _stop_prefix_tail(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is a proper prefix of one of `stops` (0 if none)."""
+    for n in range(min(len(text), max(len(s) for s in stops) - 1), 0, -1):
+        tail = text[-n:]
+        if any(s.startswith(tail) for s in stops):
+            return n
+    return 0
 
 
 class _Run:
@@ -183,7 +224,11 @@ class _Run:
         self.model, self.opts = model, opts
         self.rows = [_Row(p, _stream(model), tuple(opts.stop)) for p in prompts]
         self.stop_ids = stop_ids_of(model, opts)
-        self.rng = np.random.default_rng(opts.seed)
+        if opts.stop and model.tokenizer is None:
+            raise ValueError("stop strings need a model loaded with its tokenizer (to see text); "
+                             "use stop_token_ids instead")
+        # one generator per row, each seeded alike: a row samples what its prompt alone would
+        self.rngs = [np.random.default_rng(opts.seed) for _ in prompts]
         longest = max(len(p) for p in prompts)
         self.capacity = longest + opts.max_new_tokens
         if self.capacity > model.max_positions:
@@ -210,9 +255,9 @@ class _Run:
                 mask = attention_mask(cache.key_mask, start, ids.shape[1], model.sliding_window)
                 logits = model.next_token_logits(ids, positions, mask, cache, start)  # float32; sample widens
                 start += ids.shape[1]
-                for r, row_logits in zip(rows, logits):
+                for r, rng, row_logits in zip(rows, self.rngs, logits):
                     if r.finish_reason is None:
-                        r.add(self._sample(row_logits, r), self.stop_ids)
+                        r.add(sample(row_logits, opts, rng, r.prompt + r.tokens), self.stop_ids)
                         if r.finish_reason is None and len(r.tokens) >= opts.max_new_tokens:
                             r.end("length")
                 yield
@@ -222,9 +267,6 @@ class _Run:
                 cache.key_mask[:, start] = True
                 last = last + 1
                 positions = last[:, None]
-
-    def _sample(self, logits: np.ndarray, row: _Row) -> int:
-        return sample(logits, self.opts, self.rng, row.prompt + row.tokens)
 
     def completions(self) -> list[Completion]:
         return [Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
@@ -253,7 +295,8 @@ def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, see
         logits[seen_ids] = np.where(picked > 0, picked / o.repetition_penalty, picked * o.repetition_penalty)
     if o.temperature == 0:
         return int(np.argmax(logits))
-    logits = logits / o.temperature
+    # shifted first: the largest becomes 0, so a tiny temperature gives -inf elsewhere, never inf - inf = nan
+    logits = (logits - logits.max()) / o.temperature
     if 0 < o.top_k < logits.size:
         kth = np.partition(logits, -o.top_k)[-o.top_k]
         logits = np.where(logits < kth, -np.inf, logits)

@@ -49,9 +49,14 @@ class GPT2Config:
         def key(name: str, default: Any = None) -> Any:
             return meta.get(f"gpt2.{name}", default)
 
-        return cls(vocab_size=key("vocab_size") or len(meta["tokenizer.ggml.tokens"]), n_embd=key("embedding_length"),
-                   n_layer=key("block_count"), n_head=key("attention.head_count"),
-                   n_inner=key("feed_forward_length"), max_position_embeddings=key("context_length"),
+        def need(name: str) -> Any:
+            return meta[f"gpt2.{name}"]  # llama.cpp refuses a file without it too
+
+        vocab = key("vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()) or need("vocab_size")
+        return cls(vocab_size=vocab, n_embd=need("embedding_length"),
+                   n_layer=need("block_count"), n_head=need("attention.head_count"),
+                   n_inner=key("feed_forward_length") or 4 * need("embedding_length"),
+                   max_position_embeddings=need("context_length"),
                    layer_norm_epsilon=key("attention.layer_norm_epsilon", 1e-5),
                    eos_token_id=meta.get("tokenizer.ggml.eos_token_id"))
 
@@ -152,6 +157,8 @@ class GPT2LMHeadModel(CausalLM):
                 out[_GGUF_NAMES[name]] = t
             elif len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER:
                 out[f"transformer.h.{parts[1]}.{_GGUF_LAYER[parts[2]]}.{parts[3]}"] = t
+            else:  # a tensor this model has no place for: the loader names it as unexpected
+                out[name] = t
         return out
 
 

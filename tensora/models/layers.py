@@ -44,16 +44,18 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
     """inv_freq[i] = theta^(-2i/d), adjusted as `rope_scaling` asks (transformers' rope init functions).
 
     Supported: none/"default", "linear" (positions divided by factor), "llama3" (Llama 3.1's
-    frequency-dependent smoothing between low_freq_factor and high_freq_factor wavelengths).
+    frequency-dependent smoothing between low_freq_factor and high_freq_factor wavelengths);
+    "freq_factors" (a GGUF's rope_freqs tensor, one divisor per frequency) applies on top.
     """
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    scaling = scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind in ("default", None):
-        return inv
-    factor = float(scaling["factor"])
-    if kind == "linear":
-        return inv / factor
-    if kind == "llama3":
+        pass
+    elif kind == "linear":
+        inv = inv / float(scaling["factor"])
+    elif kind == "llama3":
+        factor = float(scaling["factor"])
         low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
         old_context = float(scaling["original_max_position_embeddings"])
         wavelen = 2 * math.pi / inv
@@ -61,8 +63,12 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
         smooth = (old_context / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
-        return np.where(medium, smoothed, scaled)
-    raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+        inv = np.where(medium, smoothed, scaled)
+    else:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+    if "freq_factors" in scaling:  # a GGUF's rope_freqs tensor: llama.cpp divides each frequency by its factor
+        inv = inv / np.asarray(scaling["freq_factors"], dtype=np.float64)
+    return inv
 
 
 class RotaryTable:

@@ -23,7 +23,8 @@ from ..nn import functional as F
 from ..quant import QuantizedTensor
 from ..tensor import Tensor
 from .base import CausalLM
-from .layers import CheckpointEmbedding, CheckpointLinear, KVCache, LayerCache, RotaryTable, apply_rotary
+from .layers import (CheckpointEmbedding, CheckpointLinear, KVCache, LayerCache, RotaryTable, apply_rotary,
+                     rope_inverse_frequencies)
 from .llama_decode import fast_path
 from .registry import register
 
@@ -55,7 +56,7 @@ class LlamaConfig:
         """From a transformers config.json (llama, mistral, qwen2)."""
         heads = c["num_attention_heads"]
         qwen = c.get("model_type") == "qwen2"
-        window = c.get("sliding_window") if c.get("use_sliding_window", c.get("model_type") == "mistral") else None
+        window = _sliding_window(c)
         return cls(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
                    num_hidden_layers=c["num_hidden_layers"], num_attention_heads=heads,
                    num_key_value_heads=c.get("num_key_value_heads") or heads,
@@ -75,15 +76,21 @@ class LlamaConfig:
         def key(name: str, default: Any = None) -> Any:
             return meta.get(f"{arch}.{name}", default)
 
-        heads = key("attention.head_count")
-        hidden = key("embedding_length")
+        def need(name: str) -> Any:
+            return meta[f"{arch}.{name}"]  # llama.cpp refuses a file without it too
+
+        heads = need("attention.head_count")
+        hidden = need("embedding_length")
         head_dim = key("attention.key_length") or key("rope.dimension_count") or hidden // heads
         scaling = None
-        if key("rope.scaling.type") == "linear":
+        kind = key("rope.scaling.type")
+        if kind == "linear":
             scaling = {"rope_type": "linear", "factor": key("rope.scaling.factor")}
-        vocab = key("vocab_size") or len(meta["tokenizer.ggml.tokens"])
-        return cls(vocab_size=vocab, hidden_size=hidden, intermediate_size=key("feed_forward_length"),
-                   num_hidden_layers=key("block_count"), num_attention_heads=heads,
+        elif kind not in (None, "none"):
+            scaling = {"rope_type": kind}  # refused by RotaryTable: not silently computed without its scaling
+        vocab = key("vocab_size") or len(_vocabulary(meta, arch))
+        return cls(vocab_size=vocab, hidden_size=hidden, intermediate_size=need("feed_forward_length"),
+                   num_hidden_layers=need("block_count"), num_attention_heads=heads,
                    num_key_value_heads=key("attention.head_count_kv") or heads, head_dim=head_dim,
                    max_position_embeddings=key("context_length", 2048),
                    rms_norm_eps=key("attention.layer_norm_rms_epsilon", 1e-6),
@@ -93,6 +100,32 @@ class LlamaConfig:
                    sliding_window=key("attention.sliding_window"),
                    bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
                    eos_token_id=meta.get("tokenizer.ggml.eos_token_id"), extra={"gguf_arch": arch})
+
+
+def _sliding_window(c: dict[str, Any]) -> int | None:
+    """The window every layer attends within, or None; transformers' rule for which layers slide.
+
+    Qwen2 slides only from layer max_window_layers on (layer_types, when config.json lists them):
+    a model whose layers differ is refused, not computed with one window for all.
+    """
+    window = c.get("sliding_window") if c.get("use_sliding_window", c.get("model_type") == "mistral") else None
+    if window is None or c.get("model_type") != "qwen2":
+        return window
+    kinds = c.get("layer_types") or ["sliding_attention" if i >= c.get("max_window_layers", 28) else "full_attention"
+                                     for i in range(c["num_hidden_layers"])]
+    if all(k == "sliding_attention" for k in kinds):
+        return window
+    if all(k == "full_attention" for k in kinds):
+        return None
+    raise ValueError(f"a sliding window ({window}) on some layers only ({kinds.count('sliding_attention')} of "
+                     f"{len(kinds)}) is not supported; tensora applies one attention rule to every layer")
+
+
+def _vocabulary(meta: dict[str, Any], arch: str) -> list[str]:
+    """The GGUF's token list, which gives the vocabulary size where `{arch}.vocab_size` is absent."""
+    if "tokenizer.ggml.tokens" not in meta:
+        raise KeyError(f"{arch}.vocab_size (or tokenizer.ggml.tokens)")
+    return meta["tokenizer.ggml.tokens"]
 
 
 def _rope_theta(c: dict[str, Any]) -> float:
@@ -171,6 +204,7 @@ class LlamaForCausalLM(CausalLM):
         self.model = LlamaBackbone(config)
         self.lm_head = CheckpointLinear(config.hidden_size, config.vocab_size, bias=False)
         self._rope: RotaryTable | None = None
+        rope_inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)  # refuse an unknown kind now
 
     def rotary(self) -> RotaryTable:
         c = self.config
@@ -217,15 +251,32 @@ class LlamaForCausalLM(CausalLM):
         permuted = c.extra.get("gguf_arch") == "llama"  # llama.cpp's converter interleaves llama's Q/K rows
         out: dict[str, Any] = {}
         for name, t in tensors.items():
+            if name == "rope_freqs.weight":  # Llama 3.1+ rope scaling, as llama.cpp's per-frequency divisors
+                self._use_freq_factors(t)
+                continue
             hf = _GGUF_NAMES.get(name) or _gguf_layer_name(name)
-            if hf is None:
-                continue  # e.g. rope_freqs.weight, which RotaryTable recomputes from the metadata
+            if hf is None:  # a tensor this model has no place for: the loader names it as unexpected
+                out[name] = t
+                continue
             if permuted and (hf.endswith("q_proj.weight") or hf.endswith("k_proj.weight")
                              or hf.endswith("q_proj.bias") or hf.endswith("k_proj.bias")):
                 heads = c.num_attention_heads if ".q_proj." in hf else c.num_key_value_heads
+                if t.shape[0] != heads * c.head_dim:  # else the row permutation would index past the end
+                    raise ValueError(f"{name}: {t.shape[0]} rows, but the metadata gives {heads} heads of "
+                                     f"{c.head_dim} ({heads * c.head_dim} rows)")
                 t = take_rows(t, _unpermute_rows(heads, c.head_dim))
             out[hf] = t
         return out
+
+    def _use_freq_factors(self, t: Any) -> None:
+        """Divide the rotary frequencies by a GGUF's rope_freqs (convert_hf_to_gguf writes Llama 3's
+        scaling as these factors, not as metadata), as llama.cpp's rope does."""
+        c = self.config
+        factors = (t.dequantize() if isinstance(t, QuantizedTensor) else t).float().numpy().reshape(-1)
+        if factors.size != c.head_dim // 2:
+            raise ValueError(f"rope_freqs.weight holds {factors.size} factors for {c.head_dim // 2} rotary frequencies")
+        c.rope_scaling = {**(c.rope_scaling or {"rope_type": "default"}), "freq_factors": factors.tolist()}
+        self._rope = None
 
 
 _GGUF_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",

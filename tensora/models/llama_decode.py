@@ -313,6 +313,8 @@ class LlamaDecoder:
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         w = self.embed
         if not isinstance(w, QuantizedTensor):
+            if ids.min() < 0 or ids.max() >= w.shape[0]:  # NumPy would take a negative id from the end
+                raise IndexError(f"token id out of range for an embedding of {w.shape[0]} rows")
             return w[ids]
         if ids.size > 8:  # a prompt: take_rows decodes runs of ids together
             return np.ascontiguousarray(w.take_rows(ids), np.float32)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .. import dtypes as dt
 from ..errors import ShapeError
 from ..io import load as load_tensors
-from ..io import load_gguf, read_metadata
+from ..io import FormatError, load_gguf, read_metadata
 from ..io.mapped_pages import release_pages
 from ..memory.layered import tier_model
 from ..nn import Embedding, Linear, Module, Parameter
@@ -51,6 +51,10 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     from the checkpoint, others spill to `disk_dir` (default: the temp dir). `model.memory` is it.
     """
     p = Path(path)
+    compute = dt.get_dtype(dtype) if dtype is not None else dt.float32
+    if compute not in (dt.float16, dt.bfloat16, dt.float32, dt.float64):
+        raise ValueError(f"dtype {compute} cannot hold a model's weights and activations; "
+                         "use float32 (the default), float16, bfloat16 or float64")
     if p.is_dir():
         model, tensors, tokenizer = _from_hf_directory(p)
     elif p.suffix == ".gguf" or _is_gguf(p):
@@ -59,7 +63,7 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
         raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
     fmt = None if quantize is None else get_format(quantize, **quantize_options)
     tiered = None if memory_budget is None else tier_model(model, memory_budget, disk_dir)
-    assign_weights(model, tensors, dt.get_dtype(dtype) if dtype is not None else dt.float32, fmt, progress,
+    assign_weights(model, tensors, compute, fmt, progress,
                    on_placed=None if tiered is None else tiered.own_module)
     if tiered is not None:
         tiered.start()
@@ -77,10 +81,16 @@ def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | Non
     config_path = p / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{p}: no config.json, so not a Hugging Face model directory")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(config_path, f"not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise FormatError(config_path, f"holds a JSON {type(config).__name__}, not an object of settings")
     arch = for_model_type(config.get("model_type"), str(config_path))
     cls = arch.model_class
-    model = cls(cls.config_class.from_hf(config))
+    model = cls(_config(cls, "from_hf", config_path, config))
+    _read_folder_settings(model, p)
     tokenizer = Tokenizer.from_hf_dir(p) if (p / "tokenizer.json").exists() else None
     tensors = load_tensors(p)
     return model, tensors if _in_model_layout(p) else model.hf_state_dict(tensors), tokenizer
@@ -99,9 +109,31 @@ def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     f = load_gguf(p)
     arch = for_gguf_architecture(f.metadata.get("general.architecture"), str(p))
     cls = arch.model_class
-    model = cls(cls.config_class.from_gguf(f.metadata, set(f.tensors)))
+    model = cls(_config(cls, "from_gguf", p, f.metadata, set(f.tensors)))
     tokenizer = Tokenizer.from_gguf_metadata(f.metadata, str(p)) if "tokenizer.ggml.model" in f.metadata else None
     return model, model.gguf_state_dict(f.tensors), tokenizer
+
+
+def _config(cls: type, reader: str, source: Path, *args: Any) -> Any:
+    """The architecture's config from config.json or GGUF metadata; a required key that is absent is a
+    FormatError naming it, not a KeyError or TypeError from deep inside."""
+    try:
+        return getattr(cls.config_class, reader)(*args)
+    except KeyError as exc:
+        raise FormatError(source, f"lacks {exc.args[0]!r}, which a {cls.__name__} needs") from None
+
+
+def _read_folder_settings(model: Module, folder: Path) -> None:
+    """Settings that live beside config.json: sentence-transformers' max_seq_length (sentence_bert_config.json),
+    which `embed` truncates to, as sentence-transformers does."""
+    path = folder / "sentence_bert_config.json"
+    if hasattr(model, "max_seq_length") and path.is_file():
+        try:
+            length = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise FormatError(path, f"not a JSON object of settings ({exc})") from None
+        if length is not None:
+            model.max_seq_length = int(length)
 
 
 def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None,
@@ -144,8 +176,8 @@ def _convert(name: str, value: Any, param: Parameter | None, module: Module, dty
     shape = tuple(param.shape) if param is not None else None
     if shape is not None and tuple(value.shape) != shape:
         raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} does not match the model's {shape}")
-    if isinstance(value, QuantizedTensor):
-        return value
+    if isinstance(value, QuantizedTensor):  # its blocks as stored; results in the model's dtype
+        return value if value.dtype is dtype else value.to(dtype)
     weight = name.endswith("weight") and isinstance(module, (Linear, Embedding))
     if fmt is not None and weight:
         try:
@@ -153,7 +185,8 @@ def _convert(name: str, value: Any, param: Parameter | None, module: Module, dty
         except ShapeError:
             pass  # a row length the format cannot block: stays dense, as tensora.quant.quantize does
         else:
-            return _consumed(value, quantize_tensor(value, fmt))
+            q = quantize_tensor(value, fmt)
+            return _consumed(value, q if q.dtype is dtype else q.to(dtype))
     t = value if isinstance(value, Tensor) else Tensor(value)
     if t.dtype.is_floating_point and t.dtype is not dtype:
         return Parameter(_consumed(t, t.to(dtype)), requires_grad=False)

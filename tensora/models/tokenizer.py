@@ -113,12 +113,24 @@ class Tokenizer:
 
     # -- text <-> ids ---------------------------------------------------------------------------
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True, max_length: int | None = None) -> list[int]:
         """Token ids of `text`; special tokens written in the text are matched whole.
 
         add_special_tokens: add the BOS/EOS (or [CLS]/[SEP]) the tokenizer is configured to add.
+        max_length: keep at most this many ids, cutting the text's tokens, never the added BOS/EOS
+        ([CLS] ... [SEP] stay whole), as transformers' truncation=True does.
         """
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        if max_length is None:
+            return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        if max_length < 0:
+            raise ValueError(f"max_length must be >= 0, got {max_length}")
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        added = self.backend.num_special_tokens_to_add(False) if add_special_tokens else 0
+        if len(encoding.ids) + added > max_length:
+            encoding.truncate(max(max_length - added, 0))
+        if add_special_tokens:
+            encoding = self.backend.post_process(encoding, add_special_tokens=True)
+        return encoding.ids[:max_length]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of `ids`; bytes that do not form UTF-8 come out as U+FFFD."""
