@@ -192,6 +192,11 @@ class BertModel(Module):
             h = layer(h, mask)
         return h, None if self.pooler is None else self.pooler(h)
 
+    @property
+    def max_input_tokens(self) -> int:
+        """The most tokens of one text that `embed` reads ([CLS] and [SEP] included)."""
+        return min(self.max_seq_length or self.config.max_position_embeddings, self.config.max_position_embeddings)
+
     def embed(self, texts: str | Sequence[str], normalize: bool = True, batch_size: int = 32) -> np.ndarray:
         """Sentence embeddings (N, hidden): mean over real tokens of the last hidden states, L2-normalised.
 
@@ -205,7 +210,7 @@ class BertModel(Module):
         return result[0] if single else result
 
     def _embed_batch(self, texts: list[str], normalize: bool) -> np.ndarray:
-        limit = min(self.max_seq_length or self.config.max_position_embeddings, self.config.max_position_embeddings)
+        limit = self.max_input_tokens
         # truncated as sentence-transformers does: the text's tokens are cut, [CLS] and [SEP] stay
         encoded = [self.tokenizer.encode(t, max_length=limit) for t in texts]
         longest = max(len(e) for e in encoded)

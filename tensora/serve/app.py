@@ -167,7 +167,9 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
             raise APIError(400, "input must be a non-empty string or a non-empty list of non-empty strings",
                            param="input", code="invalid_value")
         counts = await asyncio.to_thread(lambda: [len(hosted.embedder.tokenizer.encode(t)) for t in texts])
-        limit = hosted.embedder.config.max_position_embeddings
+        # embed() would cut a longer text silently (as sentence-transformers does); an API caller
+        # is told instead, as OpenAI's embeddings endpoint does
+        limit = hosted.embedder.max_input_tokens
         if max(counts) > limit:
             raise APIError(400, f"an input holds {max(counts)} tokens; this model's maximum is {limit}",
                            param="input", code="context_length_exceeded")

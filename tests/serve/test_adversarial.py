@@ -248,6 +248,7 @@ def test_a_stopping_server_answers_503_with_retry_after(tiny_model, monkeypatch)
 class _FakeEmbedder:
     def __init__(self, tokenizer):
         self.tokenizer, self.config = tokenizer, SimpleNamespace(max_position_embeddings=512)
+        self.max_input_tokens = 512
 
     def embed(self, texts):
         return np.ones((len(texts), 4), np.float32)

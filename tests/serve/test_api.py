@@ -206,6 +206,9 @@ def test_embeddings_equal_the_model(tiny_model, minilm):
         floats = c.embeddings.create(model="minilm", input=texts[0], encoding_format="float")
         raw = _post(server, {"model": "minilm", "input": texts, "encoding_format": "base64"}, "/v1/embeddings")
         bad = _post(server, {"model": "minilm", "input": ["ok", ""]}, "/v1/embeddings")
+        # more tokens than embed() reads (its max_seq_length, below the position limit): refused, not cut
+        words = " ".join(["word"] * minilm.max_input_tokens)
+        long = _post(server, {"model": "minilm", "input": words}, "/v1/embeddings")
     want = minilm.embed(texts)
     np.testing.assert_allclose(np.array([d.embedding for d in default.data]), want, atol=1e-6)
     np.testing.assert_allclose(floats.data[0].embedding, want[0], atol=1e-6)
@@ -213,6 +216,9 @@ def test_embeddings_equal_the_model(tiny_model, minilm):
     np.testing.assert_array_equal(decoded, want[1])
     assert default.usage.prompt_tokens == sum(len(minilm.tokenizer.encode(t)) for t in texts)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+    assert minilm.max_input_tokens < minilm.config.max_position_embeddings
+    assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+    assert f"maximum is {minilm.max_input_tokens}" in long.json()["error"]["message"]
 
 
 @needs_smollm2
