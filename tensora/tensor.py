@@ -20,7 +20,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .device import CPU, as_device, device as Device
-from .errors import AutogradError, DeviceError, DTypeError, fmt_shape
+from .errors import AutogradError, DeviceError, DTypeError, ShapeError, fmt_shape
 
 
 class Size(tuple):
@@ -59,7 +59,7 @@ class Tensor:
     constructor wraps an existing array without copying.
     """
 
-    __slots__ = ("_data", "dtype", "device", "_requires_grad", "grad", "grad_fn",
+    __slots__ = ("_data", "dtype", "device", "_requires_grad", "_grad", "grad_fn",
                  "_output_nr", "_vc_or_none", "_base", "_accumulator", "_retains_grad", "__weakref__")
 
     __array_priority__ = 1000  # make ndarray + Tensor defer to Tensor.__radd__
@@ -69,7 +69,7 @@ class Tensor:
         self._data = data
         self.dtype = dt._BY_NUMPY.get(data.dtype) or dt.get_dtype(data.dtype)
         self.device = device
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._output_nr = 0
         self._base = _base
@@ -186,6 +186,24 @@ class Tensor:
             raise AutogradError("you can only change requires_grad flags of leaf tensors; "
                                 "use detach() to get a tensor that does not require grad")
         self._requires_grad = bool(value)
+
+    @property
+    def grad(self) -> "Tensor | None":
+        """The gradient backward accumulated here (leaves, and non-leaves that retain_grad()), or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: "Tensor | None") -> None:
+        # As torch: a gradient of another shape would be broadcast (or fail) silently inside step().
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type "
+                                f"{type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise ShapeError(f"attempting to assign a gradient of size {fmt_shape(value.shape)} to a tensor "
+                                 f"of size {fmt_shape(self.shape)}. Please ensure that the gradient and the tensor "
+                                 "are the same size")
+        self._grad = value
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         self.requires_grad = requires_grad
@@ -422,7 +440,7 @@ def make_tensor(data: Any, device: Device, base: Tensor | None = None) -> Tensor
     t._data = data
     t.dtype = _BY_NUMPY.get(data.dtype) or dt.get_dtype(data.dtype)
     t.device = device
-    t.grad = t.grad_fn = t._accumulator = None
+    t._grad = t.grad_fn = t._accumulator = None
     t._output_nr = 0
     t._requires_grad = t._retains_grad = False
     t._base = base

@@ -20,7 +20,7 @@ from .. import dtypes as dt
 from ..amp.autocast_mode import ACTIVE, autocast_inputs
 from ..backend import get_backend
 from ..device import CPU
-from ..errors import DeviceError, ShapeError, TensoraError, fmt_shape
+from ..errors import AutogradError, DeviceError, ShapeError, TensoraError, fmt_shape
 from ..kernels.cast import float32_to_bfloat16
 from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
@@ -38,7 +38,8 @@ def _edge(t: Any) -> tuple[tuple, tuple]:
             acc = t._accumulator
             return (acc if acc is not None else grad_accumulator(t), 0), (t._data.shape, t.dtype)
         if t._base is not None:
-            check_view_current(t)
+            check_view_current(t)  # may regenerate a stale view's grad_fn
+            fn = t.grad_fn
         return (fn, t._output_nr), (t._data.shape, t.dtype)
     return _NO_GRAD
 
@@ -372,7 +373,16 @@ class Function:
     ...     def backward(ctx, g):
     ...         (x,) = ctx.saved_tensors
     ...         return 2 * x * g
+
+    As in torch, forward may instead take only the inputs, with a separate
+    setup_context(ctx, inputs, output) that saves what backward needs; and an input
+    that forward modifies in place and returns is declared with ctx.mark_dirty(x).
     """
+
+    @staticmethod
+    def setup_context(ctx: Context, inputs: tuple, output: Any) -> None:
+        """Override to split forward(*args) from saving (torch's setup_context style)."""
+        raise NotImplementedError
 
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
@@ -382,10 +392,18 @@ class Function:
         ctx.xp = None
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
         with no_grad():
-            out = cls.forward(ctx, *args, **kwargs)
+            if cls.setup_context is Function.setup_context:
+                out = cls.forward(ctx, *args, **kwargs)
+            else:
+                out = cls.forward(*args, **kwargs)
+                cls.setup_context(ctx, args, out)
         multi = isinstance(out, tuple)
-        outs = tuple(_fresh_output(o, args) for o in (out if multi else (out,)))
+        dirty = ctx.dirty
+        outs = tuple(o if dirty and id(o) in dirty else _fresh_output(o, args) for o in (out if multi else (out,)))
         if record:
+            for t in outs:
+                if isinstance(t, Tensor) and id(t) in dirty:
+                    _check_dirty(cls, t)
             edges, metas = tuple(zip(*map(_edge, args))) or ((), ())
             node = Node(_UserBackward(cls), ctx, edges, len(outs), metas)
             for i, t in enumerate(outs):
@@ -398,6 +416,16 @@ class Function:
             ctx._raw = tuple(s._data if isinstance(s, Tensor) else s for s in ctx._raw)
             pack_saved(ctx, node, args, tuple(o for o in outs if isinstance(o, Tensor)))
         return outs if multi else outs[0]
+
+
+def _check_dirty(cls: type, t: Tensor) -> None:
+    """A mark_dirty input is rebased onto the Function's node, as torch: not a leaf that requires grad
+    (its gradient would be lost), not a view (its base would not see the new history)."""
+    if t._requires_grad and t.grad_fn is None:
+        raise AutogradError(f"{cls.__name__}: a leaf tensor that requires grad is being used in an in-place "
+                            "operation (mark_dirty)")
+    if t._base is not None:
+        raise AutogradError(f"{cls.__name__}: mark_dirty on a view is not supported; write into its base")
 
 
 def _fresh_output(o: Any, args: tuple) -> Any:

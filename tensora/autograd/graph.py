@@ -84,6 +84,7 @@ class Context:
     non_differentiable: frozenset | set = frozenset()
     materialize_grads: bool = True
     base_fn: Any = False  # view ops: the base's grad_fn when the view was taken (False: not a view op)
+    dirty: frozenset = frozenset()  # custom Functions: ids of inputs forward wrote in place (mark_dirty)
 
     def save(self, *items: Any) -> None:
         """Keep arrays (or other values) for backward; inputs and outputs come back as Tensors.
@@ -100,6 +101,10 @@ class Context:
 
     def mark_non_differentiable(self, *outputs: Any) -> None:
         self.non_differentiable = set(self.non_differentiable) | {id(o) for o in outputs}
+
+    def mark_dirty(self, *tensors: Any) -> None:
+        """Custom Functions: these inputs were modified in place by forward (and are returned)."""
+        self.dirty = frozenset(id(t) for t in tensors)
 
     @property
     def saved(self) -> tuple:
@@ -307,15 +312,21 @@ class AccumulateGrad:
         return "<AccumulateGrad>"
 
 
-def check_view_current(t: Tensor) -> None:
-    """Refuse a view whose base got a new history (an in-place write) after the view was taken.
+# Set by tensora.ops.inplace: regenerate_view(t) -> bool gives a stale view the history "its elements
+# of its base as the base is now" (torch's AsStridedBackward), False when it cannot.
+REGENERATE_VIEW: Callable[[Tensor], bool] | None = None
 
-    The view's recorded node still points at the base's old history, so its gradient
-    would silently be wrong (torch regenerates the view's grad_fn instead).
+
+def check_view_current(t: Tensor) -> None:
+    """Regenerate (or else refuse) a view whose base got a new history (an in-place write) after the view
+    was taken: its recorded node still points at the base's old history, so its gradient would silently be
+    wrong. torch regenerates the view's grad_fn the same way.
     """
     fn = t.grad_fn
     expected = fn.ctx.base_fn if isinstance(fn, Node) else False
     if expected is not False and t._base.grad_fn is not expected:
+        if REGENERATE_VIEW is not None and REGENERATE_VIEW(t):
+            return
         raise AutogradError(f"a view of shape {fmt_shape(t.shape)} was taken before its base (shape "
                             f"{fmt_shape(t._base.shape)}) was modified by an in-place operation; its gradient "
                             "would be stale: take the view again after the in-place write")
@@ -357,6 +368,18 @@ def register_post_accumulate_grad_hook(t: Tensor, hook: Callable) -> RemovableHa
         acc.post_hooks = []
     acc.post_hooks.append(hook)
     return RemovableHandle(acc.post_hooks, hook)
+
+
+def move_retain_grad(t: Tensor, old_fn: Any, old_nr: int) -> None:
+    """After an in-place write gave t a new grad_fn: t.grad is the gradient of t's new value, as torch
+    moves retain_grad to the new history (hooks from register_hook stay with the old value, as torch)."""
+    if not t._retains_grad:
+        return
+    hooks = old_fn.pre_hooks.get(old_nr) if isinstance(old_fn, Node) and old_fn.pre_hooks else None
+    if hooks:
+        hooks[:] = [h for h in hooks if not getattr(h, "retains_grad", False)]
+    t._retains_grad = False
+    retain_grad(t)
 
 
 def retain_grad(t: Tensor) -> None:

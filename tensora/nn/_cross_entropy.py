@@ -137,6 +137,10 @@ class CrossEntropyBackward(Op, name="cross_entropy_backward"):
         else:
             r = float(g) * tg.scale
         out = xp.multiply(p, (tg.total * r)[:, None])
+        if not out.flags.c_contiguous:
+            # p follows a strided input's memory order (ufuncs keep it); the flat write below needs
+            # the (N, C, *) C order that tg.pos indexes, or it would land in a reshape's copy.
+            out = xp.ascontiguousarray(out)
         if tg.smoothing:
             per_class = 1 if tg.weight is None else tg.weight.reshape(_class_shape(x.ndim))
             out -= (tg.valid * (r * tg.smoothing / x.shape[1]))[:, None] * per_class

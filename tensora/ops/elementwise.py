@@ -128,14 +128,18 @@ class Mul(Op, name="mul"):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save(a, b)
+        need = ctx.needs_input_grad
+        if need:  # save only what backward reads, as torch: (x * 2) then x.add_(1) is no error
+            ctx.shapes = (_shape(a), _shape(b))
+            ctx.save(a if need[1] else None, b if need[0] else None)
         return a * b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
+        sa, sb = ctx.shapes
         need = ctx.needs_input_grad
-        return (sum_to(g * b, a.shape) if need[0] else None), (sum_to(g * a, b.shape) if need[1] else None)
+        return (sum_to(g * b, sa) if need[0] else None), (sum_to(g * a, sb) if need[1] else None)
 
 
 class Div(Op, name="div"):
@@ -144,15 +148,19 @@ class Div(Op, name="div"):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save(a, b)
+        need = ctx.needs_input_grad
+        if need:  # a only for d/db, as torch: (x / 2) then x.add_(1) is no error
+            ctx.shapes = (_shape(a), _shape(b))
+            ctx.save(a if need[1] else None, b)
         return a / b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
+        sa, sb = ctx.shapes
         need = ctx.needs_input_grad
-        ga = sum_to(g / b, a.shape) if need[0] else None
-        gb = sum_to(-g * a / (b * b), b.shape) if need[1] else None
+        ga = sum_to(g / b, sa) if need[0] else None
+        gb = sum_to(-g * a / (b * b), sb) if need[1] else None
         return ga, gb
 
 
@@ -184,12 +192,21 @@ class Pow(Op, name="pow"):
     def backward(ctx, g):
         a, b, out = ctx.saved
         need = ctx.needs_input_grad
-        ga = sum_to(g * b * a ** (b - 1), a.shape) if need[0] else None
-        gb = None
+        ga = gb = None
+        if need[0]:
+            # d/da a^b = b a^(b-1), which is 0 where b == 0 (not 0 * 0^-1 = nan at a == 0), as PyTorch.
+            if isinstance(b, Tensor):
+                ga = g * b * a ** (b - 1)
+                ga = where((b == 0) & (a == 0), 0.0, ga)
+            else:
+                ga = g * b * a ** (b - 1) if b != 0 else g * 0
+            ga = sum_to(ga, a.shape)
         if need[1]:
-            # d/db a^b = a^b log a; define it as 0 where a == 0 (PyTorch does the same).
-            safe = where(a > 0, a, ones_scalar(a))
-            gb = sum_to(g * out * log(safe) * (a > 0), b.shape)
+            # d/db a^b = a^b log a, defined as 0 where a == 0 and b >= 0 (PyTorch does the same);
+            # a negative base gives nan (log a), as in PyTorch.
+            mask = (a == 0) & (b >= 0)
+            safe = where(mask, ones_scalar(a), a)
+            gb = sum_to(g * out * log(safe), b.shape)
         return ga, gb
 
 

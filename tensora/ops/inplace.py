@@ -4,8 +4,18 @@ Without recording, the write goes straight into x's array. While recording,
 the op runs out of place on a snapshot of x and x's history is rebased onto
 the result (x.grad_fn becomes the new node), so gradients stay right; its
 version counter is bumped either way, which turns a later backward through a
-stale saved copy into a clear error. Writes into a view of a tensor that is
-part of a graph are refused rather than silently giving wrong gradients.
+stale saved copy into a clear error.
+
+A write into a recorded view of a graph tensor rebases the view's base, as
+PyTorch's CopySlices does: the base's history becomes "the old base with the
+view's elements replaced by op(view)", built from the view's element positions
+in the base (flat indices, found from the arrays' offsets and strides), and the
+view's own history is regenerated as those elements of the new base. Other
+views taken earlier are regenerated the same way when next used (see
+`regenerate_view`). Views the positions cannot be found for (another dtype's
+reinterpretation, a base with overlapping strides), views of leaves that
+require grad, and views recorded outside the graph (made under no_grad, or
+detach() aliases) are refused rather than silently giving wrong gradients.
 """
 
 from __future__ import annotations
@@ -14,11 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..autograd import graph
 from ..autograd.function import Op
 from ..autograd.grad_mode import STATE
 from ..errors import AutogradError, fmt_shape
-from ..tensor import Tensor
-from .index import check_index_shape
+from ..tensor import Tensor, _address
+from .index import GetItem, check_index_shape
 from .registry import register
 
 
@@ -46,14 +57,123 @@ def update_inplace(x: Tensor, compute: Callable[[Tensor], Tensor], others: tuple
         x._bump_version()
         return x
     if x._base is not None:
-        # The base would not see the new history (its gradient would silently miss the write).
-        raise AutogradError(f"in-place write into a view (shape {fmt_shape(x.shape)}) that records a gradient "
-                            "is not supported; use out-of-place ops, or write into the base tensor itself")
+        return _update_view(x, compute)
     y = compute(_snapshot(x))
     if y.dtype is not x.dtype:
         y = y.to(x.dtype)
     x._data[...] = y._data
+    old = x.grad_fn, x._output_nr
     x.grad_fn, x._output_nr, x._requires_grad = y.grad_fn, y._output_nr, y._requires_grad
+    graph.move_retain_grad(x, *old)
+    x._bump_version()
+    return x
+
+
+def _refuse_view_write(x: Tensor, why: str) -> AutogradError:
+    return AutogradError(f"in-place write into a view (shape {fmt_shape(x.shape)}) that records a gradient is not "
+                         f"supported here ({why}); use out-of-place ops, or write into the base tensor itself")
+
+
+def _xp(t: Tensor) -> Any:
+    if t.device.type == "cpu":
+        return np
+    from ..backend import get_backend
+    return get_backend(t.device).xp
+
+
+def base_positions(view: Any, base: Any) -> np.ndarray | None:
+    """For each element of array `view`, its flat (C order) index in array `base`, whose memory it shares;
+    None when that cannot be worked out from the two arrays' offsets and strides."""
+    size = base.itemsize
+    if view.dtype != base.dtype or any(st % size for st in view.strides + base.strides):
+        return None
+    offset, rem = divmod(_address(view) - _address(base), size)
+    if rem or offset < 0:
+        return None
+    mem = np.full(view.shape, offset, dtype=np.int64)  # each view element's offset from base's first
+    for k, (n, st) in enumerate(zip(view.shape, view.strides)):
+        if n > 1 and st:
+            mem += (np.arange(n, dtype=np.int64) * (st // size)).reshape((-1,) + (1,) * (view.ndim - k - 1))
+    if mem.size and mem.min() < 0:  # a negative stride reaching before base's first element
+        return None
+    # Undo base's layout, largest stride first; every stride must be positive and nested (no overlaps).
+    dims = sorted((k for k in range(base.ndim) if base.shape[k] > 1), key=lambda k: -base.strides[k])
+    c_strides = np.ones(base.ndim, dtype=np.int64)
+    for k in range(base.ndim - 2, -1, -1):
+        c_strides[k] = c_strides[k + 1] * base.shape[k + 1]
+    flat = np.zeros(view.shape, dtype=np.int64)
+    for k in dims:
+        st = base.strides[k] // size
+        if st <= 0:
+            return None
+        i = mem // st
+        if i.size and (i.max() >= base.shape[k]):
+            return None
+        mem -= i * st
+        flat += i * c_strides[k]
+    if mem.any():
+        return None
+    return flat
+
+
+def _positions_key(view: Tensor, root: Tensor) -> tuple | None:
+    pos = base_positions(view._data, root._data)
+    if pos is None:
+        return None
+    xp = _xp(root)
+    return (pos if xp is np else xp.asarray(pos),)
+
+
+def _alias(root: Tensor) -> Tensor:
+    """root's array and place in the graph, as a tensor of its own (views of it are not views of root)."""
+    a = Tensor(root._data, device=root.device)
+    a.grad_fn, a._output_nr, a._requires_grad = root.grad_fn, root._output_nr, root._requires_grad
+    return a
+
+
+def _rebase_view(t: Tensor, root: Tensor, key: tuple) -> None:
+    """Give view t the history 'its elements of root as root is now' (torch's AsStridedBackward)."""
+    v = GetItem.apply(_alias(root).reshape(-1), key=key)
+    old = t.grad_fn, t._output_nr
+    t.grad_fn, t._output_nr, t._requires_grad = v.grad_fn, v._output_nr, v._requires_grad
+    graph.move_retain_grad(t, *old)
+
+
+def regenerate_view(t: Tensor) -> bool:
+    """Rebase a view whose base got a new history after it was taken; False if its positions are unknown."""
+    root = t._base
+    key = _positions_key(t, root)
+    if key is None:
+        return False
+    _rebase_view(t, root, key)
+    return True
+
+
+graph.REGENERATE_VIEW = regenerate_view
+
+
+def _update_view(x: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
+    """x (a view of root) holds compute(x), recorded as root = root with x's elements replaced (CopySlices)."""
+    root = x._base
+    if root._requires_grad and root.grad_fn is None:
+        raise AutogradError(f"a view (shape {fmt_shape(x.shape)}) of a leaf tensor that requires grad is being used "
+                            "in an in-place operation; wrap it in tensora.no_grad() or clone() the leaf first")
+    if x.grad_fn is None or not root._requires_grad:
+        raise _refuse_view_write(x, "the view was made outside the graph: under no_grad, by detach(), or of a "
+                                    "tensor that does not require grad")
+    key = _positions_key(x, root)
+    if key is None:
+        raise _refuse_view_write(x, "its elements' positions in its base are unknown")
+    flat = _snapshot(root).reshape(-1)
+    y = compute(GetItem.apply(flat, key=key))
+    if y.dtype is not x.dtype:
+        y = y.to(x.dtype)
+    new = IndexPut.apply(flat, y, key=key).reshape(root.shape)
+    root._data[...] = new._data
+    old = root.grad_fn, root._output_nr
+    root.grad_fn, root._output_nr, root._requires_grad = new.grad_fn, new._output_nr, new._requires_grad
+    graph.move_retain_grad(root, *old)
+    _rebase_view(x, root, key)
     x._bump_version()
     return x
 

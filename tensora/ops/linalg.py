@@ -66,22 +66,26 @@ class MatMul(Op, name="matmul"):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save(a, b)
+        need = ctx.needs_input_grad
+        if need:  # each gradient needs only the other operand: keep just that, as torch's mm
+            ctx.shapes = (a.shape, b.shape)
+            ctx.save(a if need[1] else None, b if need[0] else None)
         return mm_array(ctx.xp, a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
+        sa, sb = ctx.shapes
         need = ctx.needs_input_grad
-        ga = sum_to(MatMul.apply(g, b.mT), a.shape) if need[0] else None
+        ga = sum_to(MatMul.apply(g, b.mT), sa) if need[0] else None
         gb = None
         if need[1]:
-            if a.ndim > 2 and a.ndim >= b.ndim and all(s == 1 for s in b.shape[:-2]):
+            if len(sa) > 2 and len(sa) >= len(sb) and all(s == 1 for s in sb[:-2]):
                 # One matrix shared by every row of the batch: its gradient is a single
                 # (K, rows) @ (rows, N) GEMM, not a (B, K, N) stack summed afterwards.
-                gb = MatMul.apply(_flat_rows(a).mT, _flat_rows(g)).reshape(b.shape)
+                gb = MatMul.apply(_flat_rows(a).mT, _flat_rows(g)).reshape(sb)
             else:
-                gb = sum_to(MatMul.apply(a.mT, g), b.shape)
+                gb = sum_to(MatMul.apply(a.mT, g), sb)
         return ga, gb
 
 
@@ -175,7 +179,9 @@ class Linear(Op, name="linear"):
 
     @staticmethod
     def forward(ctx, x, w, b=None):
-        ctx.save(x, w)
+        need = ctx.needs_input_grad
+        if need:  # d/dx needs only w and d/dw only x: a frozen layer keeps no activation alive
+            ctx.save(x if need[1] else None, w if need[0] else None)
         x2 = x.reshape(1, -1) if x.ndim == 1 else x
         out = mm_array(ctx.xp, x2, w.T, b)  # w.T is a view: BLAS reads it transposed
         return out.reshape(w.shape[:1]) if x.ndim == 1 else out

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, opmath,
-                        step_state, zeros_state)
+from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_impl_flags, check_range, chunks,
+                        effective_grad, opmath, step_state, zeros_state)
 
 
 class Adagrad(Optimizer):
@@ -35,7 +35,10 @@ class Adagrad(Optimizer):
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+                 initial_accumulator_value: float = 0, eps: float = 1e-10, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        check_impl_flags("Adagrad", foreach, fused, capturable, differentiable)
         check_range("learning rate", lr)
         check_range("lr_decay value", lr_decay)
         check_range("weight_decay value", weight_decay)

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..dtypes import get_default_dtype
 from ..tensor import Tensor
 from .optimizer import array_module
 
@@ -54,7 +55,7 @@ def get_total_norm(tensors: TensorOrTensors, norm_type: float = 2.0, error_if_no
     tensors = _as_list(tensors)
     norm_type = float(norm_type)
     if not tensors:
-        return Tensor(np.zeros((), dtype=np.float32))
+        return Tensor(np.zeros((), dtype=get_default_dtype().np_dtype))  # torch.tensor(0.0)
     first = tensors[0]
     xp = array_module(first)
     norms = [_vector_norm(xp, t.to(first.device)._data, norm_type) for t in tensors]

@@ -135,6 +135,16 @@ def check_range(name: str, value: float, low: float = 0.0, high: float | None = 
         raise ValueError(f"Invalid {name}: {value}")
 
 
+def check_impl_flags(name: str, foreach: bool | None = None, fused: bool | None = None,
+                     capturable: bool = False, differentiable: bool = False) -> None:
+    """torch's foreach / fused / capturable choose kernels, not results: accepted, and the update is the
+    same. differentiable=True (autograd through step()) is not supported, so it is refused."""
+    if differentiable:
+        raise NotImplementedError(f"{name}: differentiable=True (autograd through the update) is not supported")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
 class Optimizer:
     """Base class: holds param_groups and per-parameter state, loops a rule over them.
 

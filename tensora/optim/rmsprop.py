@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_range, chunks, effective_grad, lerp_,
-                        opmath, step_state, zeros_state)
+from .optimizer import (Optimizer, ParamsT, array_module, bump_step, check_impl_flags, check_range, chunks,
+                        effective_grad, lerp_, opmath, step_state, zeros_state)
 
 
 class RMSprop(Optimizer):
@@ -33,7 +33,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        check_impl_flags("RMSprop", foreach, fused, capturable, differentiable)
         check_range("learning rate", lr)
         check_range("epsilon value", eps)
         check_range("momentum value", momentum)

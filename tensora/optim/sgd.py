@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import Optimizer, ParamsT, array_module, check_range, chunks, effective_grad, opmath
+from .optimizer import (Optimizer, ParamsT, array_module, check_impl_flags, check_range, chunks, effective_grad,
+                        opmath)
 
 
 class SGD(Optimizer):
@@ -31,7 +32,10 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None) -> None:
+        check_impl_flags("SGD", foreach, fused, capturable, differentiable)
         check_range("learning rate", lr)
         check_range("momentum value", momentum)
         check_range("weight_decay value", weight_decay)

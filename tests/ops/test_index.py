@@ -146,8 +146,13 @@ def test_setitem_version_and_autograd_guards():
     assert leaf.tolist() == [2.0, 1.0, 1.0]
     base = leaf * 1
     view = base[1:]
-    with pytest.raises(AutogradError, match="in-place write into a view"):
-        view[0] = 0.0
+    view[0] = 0.0  # recorded on the base, as torch's CopySlices
+    assert base.tolist() == [2.0, 0.0, 1.0]
+    base.sum().backward()
+    assert leaf.grad.tolist() == [1.0, 0.0, 1.0]
+    leaf.grad = None
+    with pytest.raises(AutogradError, match="leaf tensor that requires grad"):
+        leaf[1:][0] = 0.0  # a view of the leaf itself
     x = tensora.ones(3, requires_grad=True)
     y = x * 1
     z = y * y  # saves y
