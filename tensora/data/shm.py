@@ -44,6 +44,18 @@ _RTYPE = "shared_memory"
 available = _posixshmem is not None
 
 
+if available:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _mmap = _libc.mmap
+    _mmap.restype = ctypes.c_void_p
+    _mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    _munmap = _libc.munmap
+    _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    _MAP_FAILED = ctypes.c_void_p(-1).value
+else:
+    _munmap = None
+
+
 class Mapping:
     """A shared mapping that holds no file descriptor; NumPy views it through __array_interface__.
 
@@ -62,19 +74,11 @@ class Mapping:
         self._addr, self._size = addr, size
         self.__array_interface__ = {"shape": (size,), "typestr": "|u1", "data": (addr, False), "version": 3}
 
-    def __del__(self) -> None:
+    def __del__(self, _munmap: Any = _munmap) -> None:
+        # _munmap bound at definition: at interpreter exit the module's globals may be None already, and a
+        # mapping that dies then (a worker's dataset, a batch kept to the end) printed a TypeError
         if hasattr(self, "_addr"):  # not when __init__ failed
             _munmap(self._addr, self._size)
-
-
-if available:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _mmap = _libc.mmap
-    _mmap.restype = ctypes.c_void_p
-    _mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    _munmap = _libc.munmap
-    _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def create(name: str, nbytes: int) -> Mapping:

@@ -48,6 +48,8 @@ def block_name(prefix: str, worker: int, number: int) -> str:
 
 def describe(obj: Any, arrays: list, offset: int = 0) -> tuple[tuple, int]:
     """The spec of `obj`, appending (offset, array) for each array; returns (spec, bytes used)."""
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
+        return ("object", obj), offset  # pointers: meaningless in another process, so pickled with the message
     if isinstance(obj, (Tensor, np.ndarray)):
         kind = "tensor" if isinstance(obj, Tensor) else "array"
         arr = np.asarray(obj)  # a CPU tensor's own array, no copy
@@ -106,6 +108,7 @@ class BatchWriter:
         self.blocks: dict[int, np.ndarray] = {}  # number -> the block as uint8 (this process's mapping)
         self.spare: list[int] = []
         self.dropped: list[int] = []  # to report with the next reply
+        self.unsent: set[int] = set()  # created and not yet sent: the name is still in /dev/shm
         self.next_number = 0
 
     def give_back(self, numbers: list[int]) -> None:
@@ -115,7 +118,11 @@ class BatchWriter:
             self.spare.sort(key=lambda n: self.blocks[n].size, reverse=True)
             for n in self.spare[self.keep:]:
                 del self.blocks[n]
-                self.dropped.append(n)
+                if n in self.unsent:  # never sent, so never mapped over there: unlink here instead
+                    self.unsent.discard(n)
+                    shm.release(block_name(self.prefix, self.worker, n))
+                else:
+                    self.dropped.append(n)
             del self.spare[self.keep:]
 
     def write(self, batch: Any) -> tuple[int | None, int, tuple]:
@@ -132,9 +139,24 @@ class BatchWriter:
                     np.copyto(flat[offset:offset + arr.nbytes].view(arr.dtype).reshape(arr.shape), arr,
                               casting="no")
         except BaseException:
-            self.spare.append(number)
+            if number in self.unsent:  # the main process never saw it: no one else would unlink its name
+                self.unsent.discard(number)
+                del self.blocks[number]
+                shm.release(block_name(self.prefix, self.worker, number))
+            else:
+                self.spare.append(number)
             raise
         return number, flat.size, spec
+
+    def sent(self, number: int | None) -> None:
+        """The reply naming block `number` reached the pipe: from now on the main process unlinks its name."""
+        self.unsent.discard(number)
+
+    def release_unsent(self) -> None:
+        """Unlink the names of blocks made and never sent (the worker is leaving: nobody else knows them)."""
+        for number in sorted(self.unsent):
+            shm.release(block_name(self.prefix, self.worker, number))
+        self.unsent.clear()
 
     def take_dropped(self) -> list[int]:
         out, self.dropped = self.dropped, []
@@ -149,6 +171,7 @@ class BatchWriter:
         number = self.next_number
         self.next_number += 1
         self.blocks[number] = np.asarray(shm.create(block_name(self.prefix, self.worker, number), nbytes))
+        self.unsent.add(number)
         return number
 
 

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import random
 import secrets
 import signal
+import threading
 import time
 import traceback
 import weakref
 from dataclasses import dataclass
 from multiprocessing import connection, resource_tracker
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable
 
 import numpy as np
@@ -121,6 +124,8 @@ def _worker_main(worker_id: int, conn: connection.Connection, done: Any, setup: 
         _worker_loop(worker_id, conn, done, setup, writer, parent_pid)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main process reports it
         pass
+    finally:
+        writer.release_unsent()
 
 
 def _seed_worker(seed: int) -> None:
@@ -144,6 +149,7 @@ def _worker_loop(worker_id: int, conn: connection.Connection, done: Any, setup: 
         fetcher = setup.fetcher()
     except Exception as exc:  # reported with every task, so the main process raises it at the first batch
         init_error = _exception_info(exc)
+    sender = _Sender(conn)
     while True:
         if not conn.poll(_POLL_S):
             if os.getppid() != parent_pid:  # the main process is gone
@@ -169,13 +175,46 @@ def _worker_loop(worker_id: int, conn: connection.Connection, done: Any, setup: 
         kind, rest = _run_task(index, fetcher, init_error, setup.is_iterable, writer)
         reply = (kind, writer.take_dropped(), *rest)
         try:
-            conn.send(reply)
-        except (BrokenPipeError, ConnectionResetError):
-            return
+            data = ForkingPickler.dumps(reply)
         except Exception as exc:  # the reply would not pickle (an odd object inside the batch)
             if kind == "batch" and rest[0] is not None:
                 writer.give_back([rest[0]])
-            conn.send(("error", reply[1], _exception_info(exc)))
+            data = ForkingPickler.dumps(("error", reply[1], _exception_info(exc)))
+        else:
+            if kind == "batch":
+                writer.sent(rest[0])
+        if not sender.send(data):
+            return  # the pipe broke: the main process is gone
+
+
+class _Sender:
+    """Sends a worker's replies from a thread of their own, in order.
+
+    A reply too big for the pipe's buffer blocks its sender until the main process reads it,
+    and the main process may itself be blocked sending this worker a big task (a long list of
+    indices): sent from the loop, each waited for the other forever. Sent from here, the loop
+    goes on reading tasks (and watching for the main process to go away) meanwhile."""
+
+    def __init__(self, conn: connection.Connection) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._broken = False
+        threading.Thread(target=self._run, name="tensora-data-sender", daemon=True).start()
+
+    def send(self, data: bytes) -> bool:
+        """Queue a pickled reply; False once the pipe has broken."""
+        if not self._broken:
+            self._queue.put(data)
+        return not self._broken
+
+    def _run(self) -> None:
+        while True:
+            data = self._queue.get()
+            try:
+                self._conn.send_bytes(data)
+            except OSError:
+                self._broken = True
+                return
 
 
 def _run_task(index: Any, fetcher: Any, init_error: tuple | None, is_iterable: bool,

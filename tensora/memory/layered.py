@@ -121,11 +121,12 @@ class TieredModel:
         bindings = []
         for pname, p in module._parameters.items():
             if p is not None:
-                bindings.append(self._bind(p, "_data", p._data, f"{name}.{pname}", _setter(p), maps))
+                bindings.append(self._bind(p, "_data", p._data, f"{name}.{pname}" if name else pname, _setter(p),
+                                           maps))
         for attr, value in vars(module).items():
             if isinstance(value, QuantizedTensor):
                 for part, arr in value._parts.items():
-                    bindings.append(self._bind(value, part, arr, f"{name}.{attr}.{part}",
+                    bindings.append(self._bind(value, part, arr, f"{name}.{attr}.{part}".lstrip("."),
                                                _part_setter(value._parts, part), maps, value))
         self._bindings[id(module)] = bindings
 
@@ -155,6 +156,12 @@ class TieredModel:
         """Find the stages, check the budget can hold the largest one, install the hooks, start prefetching."""
         self.stages = []
         self._find_stages(self.model, "")
+        staged = {id(b) for s in self.stages for b in s.bindings}
+        stray = [b.handle.name for bs in self._bindings.values() for b in bs if id(b) not in staged]
+        if stray:  # never brought up: forward would run on the zero placeholders and answer wrong
+            raise TensoraError(f"{type(self.model).__name__}: weights held by the root module itself cannot be "
+                               f"tiered ({', '.join(stray)}): only submodules are streamed stage by stage; move "
+                               "them into a submodule or load the model without memory_budget")
         if not self.stages:
             return
         host = self.manager.budgets["host"]
@@ -179,6 +186,9 @@ class TieredModel:
             self._hooks.append(stage.module.register_forward_hook(_weak_hook(self, "_exit", i), always_call=True))
             if i in self._lookups:
                 self._hooks.append(stage.module.register_forward_hook(_rows_hook(self, stage.bindings[0].handle)))
+        # A call of the whole model is one pass, however it ends: if a stage raises, the cycle never closes
+        # and the lowered switch interval and BLAS threads would outlive the call (cpu_share.py).
+        self._hooks.append(self.model.register_forward_hook(_weak_hook(self, "_end_pass", None), always_call=True))
         _trim_heap()
         if self.prefetch_depth > 0:
             self._prefetcher = _Prefetcher(self.manager)
@@ -270,16 +280,19 @@ class TieredModel:
             self._cpu.begin()
         if i not in self._lookups:
             bindings = self.stages[i].bindings
-            for b, array in zip(bindings, self.manager._acquire_all([b.handle for b in bindings], pin=True)):
-                b.install(array)
+            arrays = self.manager._acquire_all([b.handle for b in bindings], pin=True)
+            with self.manager._lock:  # pinned: installing cannot race another thread's _exit of this stage
+                for b, array in zip(bindings, arrays):
+                    b.install(array)
         self._entered = time.perf_counter()
 
     def _exit(self, i: int) -> None:
         self.manager.tracker.compute_s += time.perf_counter() - self._entered
-        for b in () if i in self._lookups else self.stages[i].bindings:
-            if b.handle.pinned_count == 1:
-                b.clear()
-            self.manager._unpin(b.handle)
+        with self.manager._lock:  # the check, the placeholder and the unpin at once: another thread may be
+            for b in () if i in self._lookups else self.stages[i].bindings:  # entering this stage
+                if b.handle.pinned_count == 1:
+                    b.clear()
+                self.manager._unpin(b.handle)
         self._last_stage = i
         if self._next[i] == self._pass_first:
             self._end_pass()
@@ -344,7 +357,7 @@ def _part_setter(parts: dict[str, np.ndarray], key: str) -> Callable[[np.ndarray
     return install
 
 
-def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
+def _weak_hook(tiered: TieredModel, method: str, i: int | None) -> Callable[..., None]:
     """A hook that does not keep `tiered` alive (the model holds the hooks, `tiered` holds the model)."""
     ref = weakref.ref(tiered)
 
@@ -353,7 +366,7 @@ def _weak_hook(tiered: TieredModel, method: str, i: int) -> Callable[..., None]:
         if t is not None:
             if method == "_enter":
                 _refuse_recording(module, args)
-            getattr(t, method)(i)
+            getattr(t, method)(*(() if i is None else (i,)))
     return hook
 
 
@@ -430,7 +443,7 @@ def prefetch_window(manager: MemoryManager, groups: list[list[Handle]],
         try:
             if manager.prefetch(group) < len(group):
                 return  # no room without evicting what is needed sooner: later stages have none either
-        except (MemoryBudgetError, OSError, RuntimeError):
+        except Exception:  # any kind: an exception would end the thread, and every later prefetch with it
             return
 
 

@@ -140,13 +140,17 @@ class MemoryManager:
         _state.prefetching = True
         try:
             with self._lock:
-                for h in handles:
-                    got = self._claim(h, pin=False, background=True, protect=protect)
-                    if got is False:
-                        break
-                    if got is not True:
-                        claimed.append((h, got))
-                    done += 1
+                try:
+                    for h in handles:
+                        got = self._claim(h, pin=False, background=True, protect=protect)
+                        if got is False:
+                            break
+                        if got is not True:
+                            claimed.append((h, got))
+                        done += 1
+                except BaseException:
+                    self._unclaim(claimed)  # else they would stay "loading" and their users wait forever
+                    raise
             if claimed:
                 self._load(claimed, pin=False, background=True)
         finally:
@@ -168,12 +172,16 @@ class MemoryManager:
             out = np.empty((len(rows),) + h.shape[1:], h.dtype)
             if not len(rows):
                 return out
-            loc, size = h._backing, out[0].nbytes
             if rows.min() < -h.shape[0] or rows.max() >= h.shape[0]:
                 raise IndexError(f"row index out of range for {h.name or 'an array'} with {h.shape[0]} rows")
+            if not out.size:
+                return out
+            loc, size = h._backing, out.nbytes // len(rows)
+            # one array per row, viewing `out`: out[k] of a 1-D array would be a scalar, read into nothing
+            views = out.reshape(len(rows), -1)
             t0 = time.perf_counter()
             self._reader.read_many([(DiskLocation(loc.path, loc.offset + int(r % h.shape[0]) * size, size,
-                                                  loc.spilled), out[k]) for k, r in enumerate(rows)])
+                                                  loc.spilled), views[k]) for k, r in enumerate(rows)])
             self.tracker.move("disk", "host", out.nbytes, time.perf_counter() - t0)
             return out
 
@@ -415,23 +423,46 @@ class MemoryManager:
         protect = {h.id for h in handles}
         claimed = []
         with self._lock:
-            for h in handles:
-                self._check_alive(h)
-                if h.tier == "host" or h._loading:
-                    continue
-                buf = self._take_buffer(h.nbytes, protect)
-                if buf is None:
-                    break  # no room for more now: read these, then the rest one by one (waiting or raising)
-                h._loading = True
-                self._loading += 1
-                claimed.append((h, buf))
+            try:
+                for h in handles:
+                    self._check_alive(h)
+                    if h.tier == "host" or h._loading:
+                        continue
+                    buf = self._take_buffer(h.nbytes, protect)
+                    if buf is None:
+                        break  # no room for more now: read these, then the rest one by one (waiting or raising)
+                    h._loading = True
+                    self._loading += 1
+                    claimed.append((h, buf))
+            except BaseException:
+                self._unclaim(claimed)
+                raise
         if claimed:
             self._load(claimed, pin, background=False)
         read = {h.id for h, _ in claimed}
-        for h in handles:
-            if h.id not in read:
-                self._bring_up(h, pin=pin)
+        pinned = [h for h, _ in claimed] if pin else []
+        try:
+            for h in handles:
+                if h.id not in read:
+                    self._bring_up(h, pin=pin)
+                    if pin:
+                        pinned.append(h)
+        except BaseException:  # all or nothing: a stage that cannot come up whole leaves no pins behind
+            for h in pinned:
+                self._unpin(h)
+            raise
         return [h._array for h in handles]
+
+    def _unclaim(self, claimed: list[tuple[Handle, np.ndarray]]) -> None:
+        """(lock held) Undo _claim / _take_buffer for handles that will not be read: not loading, buffers back."""
+        for h, buf in claimed:
+            h._loading = False
+            self._loading -= 1
+            self._live -= h.nbytes
+            self._pool[h.nbytes].append(buf)
+            self._pooled += h.nbytes
+        if claimed:
+            self._changed.notify_all()
 
     def _wait_for_change(self) -> None:
         """Block until another thread's transfer ends (lock held); the caller's time counts as waiting."""

@@ -28,8 +28,11 @@ def report(manager: MemoryManager | None = None) -> str:
                  format_size(t.peak["spill"])))
     lines = _table(rows)
     lines.append("")
-    for direction in sorted(t.moved):
-        lines.append(f"moved {direction:<11} {format_size(t.moved[direction]):>11} in {t.transfers[direction]} transfers")
+    # copies (atomic under the GIL): a pass running in another thread (a server's) adds directions meanwhile
+    moved, transfers = dict(t.moved), dict(t.transfers)
+    for direction in sorted(moved):
+        lines.append(f"moved {direction:<11} {format_size(moved[direction]):>11} in {transfers.get(direction, 0)} "
+                     "transfers")
     lines.append(f"time transferring {t.transfer_s:8.3f} s (prefetch thread {t.prefetch_s:.3f} s)   "
                  f"caller waiting {t.wait_s:8.3f} s   computing {t.compute_s:8.3f} s")
     lines.append(f"transfer time hidden by prefetch {100 * t.hidden_fraction:5.1f} %  (transfer time the caller did "

@@ -10,18 +10,25 @@ than guessed: tools disagree on what it means, and a budget off by 7% is a wrong
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
+from fractions import Fraction
+
+import numpy as np
 
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")  # ASCII digits only
 
 
 def parse_size(size: int | str) -> int:
-    """Bytes in `size`: a non-negative int, or a number followed by B, KB..TB or KiB..TiB."""
-    if isinstance(size, bool) or not isinstance(size, (int, str)):
+    """Bytes in `size`: a non-negative int, or a number followed by B, KB..TB or KiB..TiB (rounded down to
+    whole bytes; a bare or B-suffixed number must be whole)."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (numbers.Integral, str)):
         raise TypeError(f"a size is an int or a string like '512MiB', not {type(size).__name__}")
-    if isinstance(size, int):
+    if isinstance(size, numbers.Integral):  # NumPy integers too (a size computed with np.prod)
+        size = int(size)
         if size < 0:
             raise ValueError(f"a size cannot be negative, got {size}")
         return size
@@ -30,7 +37,11 @@ def parse_size(size: int | str) -> int:
     if m is None or unit not in UNITS and unit != "":
         raise ValueError(f"cannot read {size!r} as a size; write a number of bytes or a number followed by one "
                          "of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
-    return int(float(m.group(1)) * UNITS[unit or "B"])
+    # Exact decimal arithmetic: through a float, "2.01KB" came out as 2009 bytes.
+    n = Fraction(m.group(1)) * UNITS[unit or "B"]
+    if n.denominator != 1 and unit in ("", "B"):
+        raise ValueError(f"cannot read {size!r} as a size: a number of bytes is a whole number")
+    return math.floor(n)  # a fraction of a byte of a larger unit ("1.1GiB") rounds down
 
 
 def format_size(n: int | float) -> str:
