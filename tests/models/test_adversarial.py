@@ -23,6 +23,8 @@ from tensora.models.batching import BatchDecoder
 from tensora.models.generation import SamplingOptions, _Row
 from tensora.models.tokenizer import StreamDecoder
 
+from models.llama_gguf import llama_gguf_parts
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -161,10 +163,7 @@ def test_quantized_weights_compute_in_the_requested_dtype(hf_models, tmp_path, d
     path, ref = hf_models["llama"]
     ids = np.random.default_rng(2).integers(3, VOCAB, size=(1, 12))
     want = _logits(ref, ids)
-    tensors, meta = _llama_gguf_parts(ref)
-    tensors = {k: tensora.quant.quantize_tensor(v.numpy(), "q8_0") if v.ndim == 2 and v.shape[1] % 32 == 0 else v
-                for k, v in tensors.items()}
-    gguf = tio.save_gguf(tmp_path / "q8.gguf", tensors, meta, arch="llama")
+    gguf = tio.save_gguf(tmp_path / "q8.gguf", *llama_gguf_parts(ref, VOCAB, "q8_0"), arch="llama")
     for model in (load(path, quantize="q8_0", dtype=dtype), load(gguf, dtype=dtype)):
         logits = model(ids)
         assert logits.dtype == tensora.dtypes.get_dtype(dtype)
@@ -191,62 +190,6 @@ def test_qwen2_slides_only_where_transformers_does(tmp_path, max_window_layers):
     np.testing.assert_allclose(load(tmp_path)(ids).numpy(), _logits(ref, ids), atol=1e-4, rtol=0)
 
 
-def _permute(w, heads):
-    """llama.cpp's convert_hf_to_gguf permutation of Q/K rows (rotate-half -> interleaved)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _llama_gguf_parts(ref):
-    """(tensors, metadata) as llama.cpp's converter writes a Llama checkpoint, rope_freqs included for
-    Llama 3 scaling (convert_hf_to_gguf's LlamaModel.generate_extra_tensors)."""
-    c = ref.config
-    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    tensors = {}
-    for name, p in ref.state_dict().items():
-        w = p.numpy()
-        if name == "lm_head.weight":
-            if c.tie_word_embeddings:
-                continue
-            gguf = "output.weight"
-        elif name == "model.embed_tokens.weight":
-            gguf = "token_embd.weight"
-        elif name == "model.norm.weight":
-            gguf = "output_norm.weight"
-        else:
-            parts = name.split(".")
-            gguf = f"blk.{parts[2]}.{layer['.'.join(parts[3:-1])]}.{parts[-1]}"
-            if "q_proj" in name:
-                w = _permute(w, c.num_attention_heads)
-            elif "k_proj" in name:
-                w = _permute(w, c.num_key_value_heads)
-        tensors[gguf] = tensora.tensor(np.ascontiguousarray(w))
-    scaling = getattr(c, "rope_scaling", None) or getattr(c, "rope_parameters", None) or {}
-    if scaling.get("rope_type") == "llama3":
-        head_dim = c.hidden_size // c.num_attention_heads
-        base = scaling.get("rope_theta", getattr(c, "rope_theta", 10000.0))
-        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-        old = scaling["original_max_position_embeddings"]
-        factors = []
-        for freq in 1.0 / base ** (np.arange(0, head_dim, 2) / head_dim):
-            wavelen = 2 * math.pi / freq
-            if wavelen < old / high:
-                factors.append(1.0)
-            elif wavelen > old / low:
-                factors.append(factor)
-            else:
-                smooth = (old / wavelen - low) / (high - low)
-                factors.append(1 / ((1 - smooth) / factor + smooth))
-        tensors["rope_freqs.weight"] = tensora.tensor(np.array(factors, np.float32))
-    meta = {"llama.block_count": c.num_hidden_layers, "llama.context_length": c.max_position_embeddings,
-            "llama.embedding_length": c.hidden_size, "llama.feed_forward_length": c.intermediate_size,
-            "llama.attention.head_count": c.num_attention_heads,
-            "llama.attention.head_count_kv": c.num_key_value_heads, "llama.rope.freq_base": 10000.0,
-            "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps, "llama.vocab_size": VOCAB}
-    return tensors, meta
-
-
 def _logits(ref, ids):
     with torch.no_grad():
         return ref(torch.from_numpy(ids)).logits.numpy()
@@ -254,7 +197,7 @@ def _logits(ref, ids):
 
 def test_llama3_gguf_applies_its_rope_freqs(hf_models, tmp_path):
     _, ref = hf_models["llama3_tied"]
-    tensors, meta = _llama_gguf_parts(ref)
+    tensors, meta = llama_gguf_parts(ref, VOCAB)
     assert "rope_freqs.weight" in tensors and "output.weight" not in tensors
     path = tio.save_gguf(tmp_path / "l3.gguf", tensors, meta, arch="llama")
     ids = np.random.default_rng(1).integers(3, VOCAB, size=(1, 40))
@@ -270,7 +213,7 @@ def test_llama3_gguf_applies_its_rope_freqs(hf_models, tmp_path):
 
 
 def test_gguf_metadata_gaps_and_strays_are_named(hf_models, tmp_path):
-    tensors, meta = _llama_gguf_parts(hf_models["llama"][1])
+    tensors, meta = llama_gguf_parts(hf_models["llama"][1], VOCAB)
     for key in ["llama.block_count", "llama.embedding_length", "llama.attention.head_count",
                 "llama.feed_forward_length"]:
         path = tio.save_gguf(tmp_path / "m.gguf", tensors, {k: v for k, v in meta.items() if k != key}, arch="llama")

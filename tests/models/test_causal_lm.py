@@ -10,6 +10,8 @@ import tensora.io as tio
 from tensora.models import load
 from tensora.quant import QuantizedLinear, QuantizedTensor, quantize_tensor
 
+from models.llama_gguf import llama_gguf_parts
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -94,38 +96,8 @@ def test_quantize_while_loading(hf_models):
 
 # -- GGUF files as llama.cpp's converter writes them -------------------------------------------
 
-def _permute(w: np.ndarray, heads: int) -> np.ndarray:
-    """llama.cpp's convert_hf_to_gguf permutation of Q/K rows (rotate-half -> interleaved)."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _llama_gguf(path, ref, quant: str | None):
-    c = ref.config
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    tensors = {}
-    for name, p in ref.state_dict().items():
-        w = p.numpy()
-        if name in names:
-            gguf_name = names[name]
-        else:
-            parts = name.split(".")
-            gguf_name = f"blk.{parts[2]}.{layer['.'.join(parts[3:-1])]}.{parts[-1]}"
-        if "q_proj" in name:
-            w = _permute(w, c.num_attention_heads)
-        elif "k_proj" in name:
-            w = _permute(w, c.num_key_value_heads)
-        big = w.ndim == 2 and w.shape[1] % 32 == 0
-        tensors[gguf_name] = quantize_tensor(w, quant) if quant and big else tensora.tensor(w)
-    meta = {"llama.block_count": c.num_hidden_layers, "llama.context_length": c.max_position_embeddings,
-            "llama.embedding_length": c.hidden_size, "llama.feed_forward_length": c.intermediate_size,
-            "llama.attention.head_count": c.num_attention_heads,
-            "llama.attention.head_count_kv": c.num_key_value_heads, "llama.rope.freq_base": 10000.0,
-            "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps, "llama.vocab_size": VOCAB}
-    return tio.save_gguf(path, tensors, meta, arch="llama")
+    return tio.save_gguf(path, *llama_gguf_parts(ref, VOCAB, quant), arch="llama")
 
 
 # -- sampling and stopping ---------------------------------------------------------------------
