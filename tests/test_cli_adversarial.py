@@ -81,6 +81,25 @@ def test_generate_with_an_empty_chat_message_still_answers(tiny, capsys):
     assert "2 tokens" in capsys.readouterr().out
 
 
+def test_generate_takes_the_prompt_after_the_model_as_the_issue_spells_it(tiny, capsys):
+    common = ["--max-tokens", "3", "--temperature", "0"]
+    assert main(["generate", str(tiny), "Hello there", *common]) == 0
+    positional = capsys.readouterr().out
+    assert main(["generate", str(tiny), "--prompt", "Hello there", *common]) == 0
+    flag = capsys.readouterr().out
+    assert flag.split("[")[0] == positional.split("[")[0] and "3 tokens" in positional  # the same text
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["generate", "a.gguf"], "no prompt"),  # a lone .gguf is the model, even when missing
+    (["generate"], "no prompt"),
+    (["generate", "m.gguf", "one", "--prompt", "two"], "prompt is given twice"),
+])
+def test_generate_says_what_is_missing_about_the_prompt(argv, fragment, capsys):
+    assert main(argv) == 1
+    _one_line_error(capsys, fragment)
+
+
 def test_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 1
     _one_line_error(capsys, "config.json")

@@ -14,7 +14,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", help="a directory (safetensors + config, from a HF directory) or a .gguf file "
                                "(from a GGUF file, with a GGUF block format)")
     p.add_argument("--format", required=True, help="nf4, int8, fp8_e4m3, q4_0, q4_k, q8_0, ... "
-                                                    "(tensora.quant.formats())")
+                                                    "(tensora.quant.formats()), or f32 / f16 / bf16 to "
+                                                    "write the weights dense")
     p.add_argument("--block-size", type=int_at_least(1), default=None,
                    help="block/group size, for formats that take one")
     p.add_argument("--double-quant", action="store_true", help="nf4/fp4: quantize the block scales too")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tensora
+import tensora.dtypes as dt
 import tensora.io as tio
 from tensora.autograd.grad_mode import no_grad
 from tensora.cli import main
@@ -68,6 +69,31 @@ def test_smollm2_requantized_to_q8_0_keeps_its_answers(tmp_path):
     assert model.tokenizer.encode("hello world") == original.tokenizer.encode("hello world")
 
 
+@pytest.mark.parametrize("target, dtype, file_type", [("f32", "float32", 0), ("f16", "float16", 1),
+                                                      ("bf16", "bfloat16", 32)])
+def test_gguf_made_dense_as_llama_quantize_writes_f32_f16_bf16(tmp_path, target, dtype, file_type):
+    q8 = quantize_checkpoint(_tiny_gguf(tmp_path / "in.gguf"), tmp_path / "q8.gguf", "q8_0", progress=False)
+    out = quantize_checkpoint(q8, tmp_path / f"{target}.gguf", target.upper(), progress=False)
+    f, src = tio.load_gguf(out), tio.load_gguf(q8)
+    assert f.metadata["general.file_type"] == file_type and f.metadata["general.name"] == "tiny"
+    for name in ("blk.0.ffn_up.weight", "blk.0.ffn_down.weight"):
+        t = f.tensors[name]
+        assert not isinstance(t, QuantizedTensor) and t.dtype == dt.get_dtype(dtype)
+        want = src.tensors[name].dequantize().numpy()
+        np.testing.assert_array_equal(t.float().numpy(), want.astype(dt.get_dtype(dtype).np_dtype))
+    assert f.tensors["blk.0.ffn_norm.weight"].dtype == tensora.float32  # 1-D tensors stay as stored
+
+
+def test_hf_directory_made_dense_loads_with_the_same_answers(hf_models, tmp_path):
+    src = hf_models["llama"][0]
+    dst = quantize_checkpoint(src, tmp_path / "f16", "f16", progress=False)
+    assert tio.read_metadata(dst / "model.safetensors")["tensora.dtype"] == "float16"
+    assert {t.dtype for t in tio.load(dst / "model.safetensors").values()} == {tensora.float16}
+    ids = [1, 5, 9, 17, 33, 65]
+    a, b = _logits(load(dst), ids), _logits(load(src), ids)
+    assert np.abs(a - b).max() < 1e-2 * np.abs(b).max()
+
+
 def test_impossible_conversions_say_why(hf_models, tmp_path):
     src = hf_models["llama"][0]
     gguf = _tiny_gguf(tmp_path / "in.gguf")
@@ -77,6 +103,10 @@ def test_impossible_conversions_say_why(hf_models, tmp_path):
         quantize_checkpoint(gguf, tmp_path / "x.gguf", "nf4")
     with pytest.raises(ConversionError, match="converts to a .gguf destination"):
         quantize_checkpoint(gguf, tmp_path / "dir", "q4_0")
+    with pytest.raises(ConversionError, match="dense type; it takes no format options"):
+        quantize_checkpoint(gguf, tmp_path / "x.gguf", "f16", block_size=64)
+    with pytest.raises(ConversionError, match="convert_hf_to_gguf"):
+        quantize_checkpoint(src, tmp_path / "x.gguf", "bf16")
 
 
 def test_cli_quantize(hf_models, tmp_path, capsys):
