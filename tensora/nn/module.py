@@ -21,7 +21,7 @@ from ..autograd import no_grad
 from ..creation import as_tensor
 from ..device import as_device, device as Device
 from ..tensor import Tensor
-from .hooks import RemovableHandle, call_with_hooks
+from .hooks import HookRegistration, RemovableHandle, call_with_hooks
 from .parameter import Buffer, Parameter
 
 
@@ -56,7 +56,7 @@ def _check_name(kind: str, name: Any) -> None:
         raise KeyError(f"{kind} name can't be empty string \"\"")
 
 
-class Module:
+class Module(HookRegistration):
     """Base class of every layer and model: subclass it, assign layers and parameters, write forward().
 
     >>> import tensora
@@ -89,6 +89,8 @@ class Module:
         setattr_(self, "_forward_hooks", OrderedDict())
         setattr_(self, "_forward_hooks_with_kwargs", {})
         setattr_(self, "_forward_hooks_always_called", {})
+        setattr_(self, "_backward_hooks", OrderedDict())
+        setattr_(self, "_backward_pre_hooks", OrderedDict())
 
     # -- registration -----------------------------------------------------------------
     def register_parameter(self, name: str, param: Parameter | None) -> None:
@@ -510,39 +512,8 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # -- hooks and calling -------------------------------------------------------------------------------
-    def register_forward_pre_hook(self, hook: Callable, *, prepend: bool = False,
-                                  with_kwargs: bool = False) -> RemovableHandle:
-        """Call hook(module, args) before forward (hook(module, args, kwargs) with with_kwargs).
-
-        A hook may return replacement args (a tuple, or one value), or (args, kwargs) with with_kwargs.
-        """
-        handle = RemovableHandle(self._forward_pre_hooks, self._forward_pre_hooks_with_kwargs)
-        self._forward_pre_hooks[handle.id] = hook
-        if with_kwargs:
-            self._forward_pre_hooks_with_kwargs[handle.id] = True
-        if prepend:
-            self._forward_pre_hooks.move_to_end(handle.id, last=False)
-        return handle
-
-    def register_forward_hook(self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False,
-                              always_call: bool = False) -> RemovableHandle:
-        """Call hook(module, args, output) after forward (hook(module, args, kwargs, output) with with_kwargs).
-
-        A hook may return a replacement output. always_call runs it even when forward raises.
-        """
-        handle = RemovableHandle(self._forward_hooks, self._forward_hooks_with_kwargs,
-                                 self._forward_hooks_always_called)
-        self._forward_hooks[handle.id] = hook
-        if with_kwargs:
-            self._forward_hooks_with_kwargs[handle.id] = True
-        if always_call:
-            self._forward_hooks_always_called[handle.id] = True
-        if prepend:
-            self._forward_hooks.move_to_end(handle.id, last=False)
-        return handle
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not (self._forward_pre_hooks or self._forward_hooks):
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks):
             return self.forward(*args, **kwargs)
         return call_with_hooks(self, args, kwargs)
 

@@ -6,10 +6,11 @@ methods). Find an op by its family:
 
 - views and layout: shape.py (reshape, transpose, expand, ...), combine.py (cat, stack,
   split, pad, flip, ...), index.py (x[k]), inplace.py (x[k] = v, fill_, copy_),
-  conversion.py (dtype/device moves)
+  conversion.py (dtype/device moves), factory.py (x.new_zeros, x.new_tensor, ...)
 - elementwise: elementwise.py (arithmetic), pointwise.py (math), activation.py,
   logical.py (bool and bit ops)
-- reductions: reduce.py (sum, mean, var, max, norm, ...), softmax.py
+- reductions: reduce.py (sum, mean, var, max, norm, cumsum, ...), softmax.py, scan.py (cumprod),
+  median.py (median, nanmedian)
 - products and lookups: linalg.py (matmul, linear, einsum), gather.py (gather/scatter,
   embedding, sort, topk)
 - images and sequences: conv.py, pool.py, interpolate.py, attention.py, dropout.py
@@ -19,8 +20,8 @@ methods). Find an op by its family:
 import warnings
 
 from . import (  # noqa: F401 - importing registers the ops
-    activation, attention, combine, conv, conversion, dropout, elementwise, gather, index, inplace,
-    interpolate, linalg, logical, pointwise, pool, reduce, sampling, shape, softmax,
+    activation, attention, combine, conv, conversion, dropout, elementwise, factory, gather, index, inplace,
+    interpolate, linalg, logical, median, pointwise, pool, reduce, sampling, scan, shape, softmax,
 )
 from .registry import FUNCTIONS
 

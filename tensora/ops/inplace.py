@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..autograd import graph
-from ..autograd.function import Op
+from ..autograd.function import Op, _UserBackward
 from ..autograd.grad_mode import STATE
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor, _address
@@ -161,6 +161,12 @@ def _update_view(x: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
     if x.grad_fn is None or not root._requires_grad:
         raise _refuse_view_write(x, "the view was made outside the graph: under no_grad, by detach(), or of a "
                                     "tensor that does not require grad")
+    if isinstance(getattr(x.grad_fn, "op", None), _UserBackward):
+        # As torch: rebasing the root would route gradients around the Function's own backward (an input it
+        # returned as-is, or a view it made, e.g. what a module with full backward hooks passes on).
+        raise AutogradError(f"output {x._output_nr} of {x.grad_fn.op.__name__} is a view and is being modified "
+                            "in place; it was created inside a custom Function (or an input was returned as-is), "
+                            "whose backward the write would bypass. Clone the output before modifying it")
     key = _positions_key(x, root)
     if key is None:
         raise _refuse_view_write(x, "its elements' positions in its base are unknown")

@@ -1,4 +1,5 @@
-"""Pointwise math: abs, log1p/expm1, rsqrt, sin/cos, erf, rounding, sign, clamp, maximum/minimum, lerp.
+"""Pointwise math: abs, log1p/expm1, rsqrt, sin/cos, erf, rounding, sign, clamp, maximum/minimum, lerp,
+nan_to_num.
 
 Transcendental ops return floats (integer inputs become the default float
 dtype); value-preserving ops (abs, sign, clamp, rounding, maximum) keep
@@ -12,12 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from .. import dtypes as dt
 from ..autograd.function import Op
 from ..errors import DTypeError
-from ..tensor import Tensor
+from ..tensor import Tensor, make_tensor
 from .elementwise import add_inplace_methods, exact_in, exact_pair, exp, float_out, pow, unary, where, zero_grad
 from ..kernels.erf import erf_array
 from .registry import export, register
@@ -436,8 +438,59 @@ def square(input: Tensor) -> Tensor:
     return pow(input, 2)
 
 
+# -- nan_to_num ------------------------------------------------------------------------
+
+class NanToNum(Op, name="nan_to_num"):
+    """nan, +inf and -inf replaced by given values; the gradient passes where x was finite, 0 elsewhere
+    (torch's derivatives.yaml: grad * isfinite(self)). Integer and bool inputs come back as copies."""
+
+    @staticmethod
+    def forward(ctx, x, nan, posinf, neginf):
+        xp = ctx.xp
+        if x.dtype.kind in "biu":
+            return x.copy()
+        finite = xp.isfinite(x)
+        if ctx.needs_input_grad:
+            ctx.finite = finite
+        info = ml_dtypes.finfo(x.dtype)  # numpy's finfo knows no bfloat16 / float8
+        # Each replacement is cast to x's dtype first, as torch does: nan=1e10 is inf in float16.
+        fills = [xp.asarray(info.max if posinf is None else posinf).astype(x.dtype),
+                 xp.asarray(info.min if neginf is None else neginf).astype(x.dtype),
+                 xp.asarray(nan).astype(x.dtype)]
+        out = xp.where(finite, x, xp.where(x > 0, fills[0], fills[1]))
+        return xp.where(xp.isnan(x), fills[2], out)
+
+    @staticmethod
+    def backward(ctx, g):
+        return where(make_tensor(ctx.finite, g.device), g, 0)
+
+
+def _replacement(name: str, value: Any, optional: bool) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"nan_to_num(): argument '{name}' must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+@register()
+def nan_to_num(input: Tensor, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> Tensor:
+    """Replace nan by `nan`, +inf by `posinf`, -inf by `neginf` (defaults: 0, and the dtype's largest
+    and lowest finite values); gradient 1 where input was finite, 0 where a value was replaced.
+
+    >>> import tensora
+    >>> tensora.tensor([float("nan"), float("inf"), -1.0]).nan_to_num(posinf=9.0).tolist()
+    [0.0, 9.0, -1.0]
+    """
+    return NanToNum.apply(input, nan=_replacement("nan", nan, False), posinf=_replacement("posinf", posinf, True),
+                          neginf=_replacement("neginf", neginf, True))
+
+
 add_inplace_methods(abs, log1p, expm1, rsqrt, reciprocal, sin, cos, erf, sign, frac, floor, ceil, trunc, round,
-                    square, clamp, clamp_min, clamp_max, lerp)
+                    square, clamp, clamp_min, clamp_max, lerp, nan_to_num)
 Tensor.absolute_ = Tensor.abs_
 Tensor.clip_ = Tensor.clamp_
 Tensor.fix_ = Tensor.trunc_

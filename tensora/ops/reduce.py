@@ -304,12 +304,17 @@ class ExtremumDim(Op, name="reduce_extremum_dim"):
 
     @staticmethod
     def backward(ctx, g, g_idx):
-        shape = ctx.in_shape
-        if not shape:
-            return g
-        positions = ctx.xp.arange(shape[ctx.dim]).reshape([-1 if i == ctx.dim else 1 for i in range(len(shape))])
-        mask = make_tensor(positions == ctx.idx, g.device)
-        return where(mask, g.reshape(keepdim_shape(shape, (ctx.dim,))), 0)
+        return to_selected_index(ctx, g)
+
+
+def to_selected_index(ctx: Any, g: Tensor) -> Tensor:
+    """The gradient of a (values, indices) reduction along ctx.dim: g at ctx.idx (kept dims), 0 elsewhere."""
+    shape = ctx.in_shape
+    if not shape:
+        return g
+    positions = ctx.xp.arange(shape[ctx.dim]).reshape([-1 if i == ctx.dim else 1 for i in range(len(shape))])
+    mask = make_tensor(positions == ctx.idx, g.device)
+    return where(mask, g.reshape(keepdim_shape(shape, (ctx.dim,))), 0)
 
 
 class Extremum(Op, name="reduce_extremum"):

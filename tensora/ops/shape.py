@@ -251,6 +251,30 @@ def expand_as(x: Tensor, other: Tensor) -> Tensor:
     return expand(x, other.shape)
 
 
+def _other_shape(name: str, other: Any) -> tuple[int, ...]:
+    # torch accepts only a Tensor here (x.view_as(2) is a TypeError), not a shape.
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{name}(): argument 'other' must be Tensor, not {type(other).__name__}")
+    return other._data.shape
+
+
+@register(function=False)
+def view_as(x: Tensor, other: Tensor) -> Tensor:
+    """x.view(other.shape): a view with other's shape (never copies; other's dtype is not used).
+
+    >>> import tensora
+    >>> tensora.arange(6).view_as(tensora.zeros(2, 3)).shape
+    tensora.Size([2, 3])
+    """
+    return Reshape.apply(x, shape=_other_shape("view_as", other), require_view=True)
+
+
+@register(function=False)
+def reshape_as(x: Tensor, other: Tensor) -> Tensor:
+    """x.reshape(other.shape): a view when strides allow, else a copy."""
+    return Reshape.apply(x, shape=_other_shape("reshape_as", other))
+
+
 @register()
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
     return expand(x, *shape)

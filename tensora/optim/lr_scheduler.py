@@ -34,7 +34,7 @@ from .optimizer import Optimizer
 from .plateau import ReduceLROnPlateau
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
-           "SequentialLR", "OneCycleLR", "ReduceLROnPlateau"]
+           "ConstantLR", "PolynomialLR", "SequentialLR", "ChainedScheduler", "OneCycleLR", "ReduceLROnPlateau"]
 
 
 class LambdaLR(LRScheduler):
@@ -195,6 +195,83 @@ class LinearLR(LRScheduler):
                 for base_lr in self.base_lrs]
 
 
+class ConstantLR(LRScheduler):
+    """Scale the lr by `factor` for the first total_iters epochs, then restore it (a constant warmup).
+
+    Stepping multiplies the group's current lr (by factor at epoch 0, by 1 / factor at
+    total_iters), as torch does, so it composes with other schedulers in a ChainedScheduler.
+
+    >>> import tensora
+    >>> opt = tensora.optim.SGD([tensora.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = ConstantLR(opt, factor=0.5, total_iters=2)
+    >>> lrs = [sched.get_last_lr()[0]]
+    >>> for _ in range(3):
+    ...     opt.step()
+    ...     sched.step()
+    ...     lrs.append(sched.get_last_lr()[0])
+    >>> lrs
+    [0.5, 0.5, 1.0, 1.0]
+    """
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
+        if factor > 1.0 or factor < 0:
+            raise ValueError(f"Constant multiplicative factor expected to be between 0 and 1, got factor={factor}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        self._warn_outside_step()
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in self._current_lrs()]
+        if self.last_epoch != self.total_iters:
+            return self._current_lrs()
+        return [lr * (1.0 / self.factor) for lr in self._current_lrs()]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base_lr in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """Decay the lr as initial_lr * (1 - epoch / total_iters) ** power, reaching 0 at total_iters.
+
+    Stepping uses torch's ratio of consecutive factors (chainable), so lrs match torch's bit for bit.
+    """
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0,
+                 last_epoch: int = -1) -> None:
+        # torch takes total_iters=0 and then divides by zero on the first step(); say so up front.
+        if total_iters < 1:
+            raise ValueError(f"PolynomialLR: total_iters must be a positive number of epochs, got {total_iters}")
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        self._warn_outside_step()
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._current_lrs()
+        t, total = self.last_epoch, self.total_iters
+        decay = ((1.0 - t / total) / (1.0 - (t - 1) / total)) ** self.power
+        return [lr * decay for lr in self._current_lrs()]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+                for base_lr in self.base_lrs]
+
+
+def _undo_initial_steps(sched: Any) -> None:
+    """Take back the step each scheduler took when built (recursing into a ChainedScheduler's)."""
+    inner = getattr(sched, "_schedulers", None)
+    if inner is not None:
+        for s in inner:
+            _undo_initial_steps(s)
+    elif hasattr(sched, "last_epoch"):
+        sched.last_epoch -= 1
+
+
 class SequentialLR(LRScheduler):
     """Run schedulers one after another: schedulers[i + 1] takes over (from its epoch 0) at milestones[i].
 
@@ -239,7 +316,7 @@ class SequentialLR(LRScheduler):
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"]
         for sched in schedulers:
-            sched.last_epoch -= 1
+            _undo_initial_steps(sched)
         first = schedulers[bisect_right(milestones, 0)]
         first._initial_step()
         self._last_lr = first.get_last_lr()
@@ -261,6 +338,64 @@ class SequentialLR(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
+        saved = state.pop("_schedulers")
+        self.__dict__.update(state)
+        for sched, s in zip(self._schedulers, saved):
+            sched.load_state_dict(s)
+
+
+class ChainedScheduler(LRScheduler):
+    """Step several schedulers together, each multiplying the lr its own way (their effects compose).
+
+    Unlike SequentialLR, every scheduler runs at every step: ConstantLR(factor=0.1, total_iters=2)
+    chained with ExponentialLR(gamma=0.9) gives 0.1, 0.09, 0.81, 0.729, ... times the initial lr.
+    Only schedulers whose get_lr() scales the current lr (torch's "chainable" ones) compose this way.
+
+    >>> import tensora
+    >>> opt = tensora.optim.SGD([tensora.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = ChainedScheduler([ConstantLR(opt, factor=0.1, total_iters=2), ExponentialLR(opt, gamma=0.9)])
+    >>> lrs = [round(sched.get_last_lr()[0], 4)]
+    >>> for _ in range(3):
+    ...     opt.step()
+    ...     sched.step()
+    ...     lrs.append(round(sched.get_last_lr()[0], 4))
+    >>> lrs
+    [0.1, 0.09, 0.81, 0.729]
+    """
+
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None) -> None:
+        if isinstance(schedulers, LRScheduler) or not isinstance(schedulers, (list, tuple)):
+            raise TypeError(f"ChainedScheduler expects a list or tuple of schedulers, got {type(schedulers).__name__}")
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.")
+        optimizer = optimizer or schedulers[0].optimizer
+        for i, sched in enumerate(schedulers):
+            if not hasattr(sched, "optimizer"):
+                raise TypeError(f"ChainedScheduler at index {i} should have `optimizer` as its attribute.")
+            if isinstance(sched, ReduceLROnPlateau):
+                raise ValueError("ChainedScheduler does not support `ReduceLROnPlateau` scheduler as it requires "
+                                 f"additional kwargs to be specified when calling `step`, but got one at index {i} "
+                                 "in the given schedulers sequence.")
+            if sched.optimizer is not optimizer:
+                raise ValueError(f"ChainedScheduler expects all schedulers to belong to the same optimizer, but got "
+                                 f"scheduler {type(sched).__name__} at index {i} with a different optimizer")
+        # As torch: no super().__init__ (which would step); the schedulers stepped when they were built.
+        self._schedulers = schedulers
+        self.optimizer = optimizer
+        self._last_lr = [group["lr"] for group in schedulers[-1].optimizer.param_groups]
+
+    def step(self) -> None:  # type: ignore[override] - ChainedScheduler takes no epoch
+        for sched in self._schedulers:
+            sched.step()
+        self._last_lr = [group["lr"] for group in self._schedulers[-1].optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)  # the caller's dict is left as it was (torch restores it after popping)
         saved = state.pop("_schedulers")
         self.__dict__.update(state)
         for sched, s in zip(self._schedulers, saved):
