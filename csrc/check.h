@@ -87,6 +87,16 @@ void check_out(const In &src, const Out &out) {
         throw nb::value_error("out: must not overlap the input array");
 }
 
+// Whether arrays `a` and `b` share any byte (an empty array shares none).
+template <typename A, typename B>
+bool overlapping(const A &a, const B &b) {
+    if (a.size() == 0 || b.size() == 0)
+        return false;
+    auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
+    auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
+    return lo_a < lo_b + b.nbytes() && lo_b < lo_a + a.nbytes();
+}
+
 // A kernel's `threads` argument: 0 lets the pool decide, a positive count caps it.
 inline std::size_t check_threads(long threads) {
     if (threads < 0)

@@ -68,13 +68,37 @@ Geom geometry(const char *fn, const X &x, const W &w_like, const Y &y_like, Pair
     Geom g{x.shape(0), x.shape(1), x.shape(2), x.shape(3), w_like.shape(0), y_like.shape(2), y_like.shape(3),
            w_like.shape(2), w_like.shape(3), std::size_t(sh), std::size_t(sw), std::size_t(ph), std::size_t(pw),
            std::size_t(dh), std::size_t(dw), std::size_t(groups), 0, 0};
-    const bool fits = g.c % g.groups == 0 && g.o % g.groups == 0 && w_like.shape(1) * g.groups == g.c &&
-                      y_like.shape(0) == g.n && y_like.shape(1) == g.o && g.kh > 0 && g.kw > 0;
+    std::size_t cg_groups = 0;
+    const bool fits = g.c % g.groups == 0 && g.o % g.groups == 0 &&
+                      !__builtin_mul_overflow(std::size_t(w_like.shape(1)), g.groups, &cg_groups) &&
+                      cg_groups == g.c && y_like.shape(0) == g.n && y_like.shape(1) == g.o && g.kh > 0 && g.kw > 0;
     if (!fits)
         fail(name + ": shapes do not fit: input " + shape_of(x) + ", weight " + shape_of(w_like) + ", output " +
              shape_of(y_like) + ", groups " + std::to_string(groups));
-    g.hb = g.oh == 0 ? 0 : (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-    g.wb = round_up(g.ow, kLanes) + (g.kw - 1) * g.dw / g.sw;
+    if (y_like.size() == 0)
+        return g;  // no output or no output gradient (the callers return early): no padded copy
+    // One output row or column reads the same inputs whatever the stride: 1 keeps the padded
+    // copy from growing with it.
+    if (g.oh == 1)
+        g.sh = 1;
+    if (g.ow == 1)
+        g.sw = 1;
+    // The padded copy of x (N * C planes of SW x HB x WB), in checked arithmetic. Windows far
+    // outside the input (stride, padding or dilation out of proportion to the shapes) would make it
+    // giant while reading zeros: refused when larger than both 2^26 floats and 32 times the input
+    // and output (a legitimate copy is a few times the input: padding, rows rounded up to vectors).
+    std::size_t span = 0, cols = 0, plane = 0, total = 0;
+    const bool sane =
+        !__builtin_mul_overflow(g.oh - 1, g.sh, &g.hb) && !__builtin_mul_overflow(g.kh - 1, g.dh, &span) &&
+        !__builtin_add_overflow(g.hb, span + 1, &g.hb) && !__builtin_mul_overflow(g.kw - 1, g.dw, &cols) &&
+        !__builtin_add_overflow(round_up(g.ow, kLanes), cols / g.sw, &g.wb) &&
+        !__builtin_mul_overflow(g.sw, g.hb, &plane) && !__builtin_mul_overflow(plane, g.wb, &plane) &&
+        !__builtin_mul_overflow(g.n, g.c, &total) && !__builtin_mul_overflow(total, plane, &total) &&
+        total <= std::max<std::size_t>(std::size_t(1) << 26, 32 * (x.size() + y_like.size()));
+    if (!sane)
+        fail(name + ": stride " + std::to_string(sh) + "x" + std::to_string(sw) + ", padding " + std::to_string(ph) +
+             "x" + std::to_string(pw) + " and dilation " + std::to_string(dh) + "x" + std::to_string(dw) +
+             " place the windows far outside input " + shape_of(x) + " for output " + shape_of(y_like));
     return g;
 }
 
@@ -443,6 +467,8 @@ void py_conv2d_direct(const InArray &x, const InArray &w, const InArray &bias, c
              " (expected an empty array or one value per output channel)");
     if (overlap(x, out) || overlap(w, out) || overlap(bias, out))
         fail("conv2d_direct: out must not overlap the inputs");
+    if (out.size() == 0)
+        return;
     const auto *pb = bias.size() ? static_cast<const float *>(bias.data()) : nullptr;
     nb::gil_scoped_release no_gil;
     forward(g, static_cast<const float *>(x.data()), static_cast<const float *>(w.data()), pb,
@@ -457,9 +483,15 @@ void py_conv2d_weight_direct(const InArray &x, const InArray &gy, const OutArray
     const Geom g = geometry("conv2d_weight_direct", x, dw, gy, stride, pad, dilation, groups);
     if (overlap(x, dw) || overlap(gy, dw))
         fail("conv2d_weight_direct: out must not overlap the inputs");
+    if (dw.size() == 0)
+        return;
+    auto *pdw = static_cast<float *>(dw.data());
+    if (x.size() == 0 || gy.size() == 0) {  // a sum over no sample, position or channel
+        std::fill_n(pdw, dw.size(), 0.0f);
+        return;
+    }
     nb::gil_scoped_release no_gil;
-    weight_grad(g, static_cast<const float *>(x.data()), static_cast<const float *>(gy.data()),
-                static_cast<float *>(dw.data()));
+    weight_grad(g, static_cast<const float *>(x.data()), static_cast<const float *>(gy.data()), pdw);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <nanobind/stl/tuple.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -58,8 +59,9 @@ Pool pool_geometry(const char *fn, const X &x, const Y &y, const T &taps, Pair k
     std::tie(p.dh, p.dw) = dilation;
     if (p.kh < 1 || p.kw < 1 || p.sh < 1 || p.sw < 1 || p.dh < 1 || p.dw < 1 || p.ph < 0 || p.pw < 0)
         fail(name + ": kernel, stride and dilation must be positive, padding non-negative");
-    if (p.taps() > 256)
-        fail(name + ": at most 256 taps per window (uint8 tap numbers), got " + std::to_string(p.taps()));
+    if (p.kh > 256 || p.kw > 256 || p.taps() > 256)  // each side first: kh * kw could wrap
+        fail(name + ": at most 256 taps per window (uint8 tap numbers), got a " + std::to_string(p.kh) + "x" +
+             std::to_string(p.kw) + " kernel");
     if (x.ndim() != 4 || y.ndim() != 4 || taps.ndim() != 4 || x.shape(0) != y.shape(0) || x.shape(1) != y.shape(1))
         fail(name + ": expected (N, C, H, W) input and (N, C, OH, OW) output, got " + shape_of(x) + " and " +
              shape_of(y));
@@ -71,7 +73,26 @@ Pool pool_geometry(const char *fn, const X &x, const Y &y, const T &taps, Pair k
     p.w = x.shape(3);
     p.oh = y.shape(2);
     p.ow = y.shape(3);
+    if (y.size() == 0)
+        return p;  // no window: nothing is read (the callers return early)
+    // Window positions r * SH - PH + i * DH (and the same across) are computed in long, tap offsets in int32.
+    long span_h, span_w, t;
+    const bool fits = !__builtin_mul_overflow(long(p.oh - 1), p.sh, &span_h) &&
+                      !__builtin_mul_overflow(p.kh - 1, p.dh, &t) && !__builtin_add_overflow(span_h, t, &span_h) &&
+                      !__builtin_mul_overflow(long(p.ow - 1), p.sw, &span_w) &&
+                      !__builtin_mul_overflow(p.kw - 1, p.dw, &t) && !__builtin_add_overflow(span_w, t, &span_w);
+    if (!fits || p.oh > std::size_t(LONG_MAX) || p.ow > std::size_t(LONG_MAX))
+        fail(name + ": stride, padding and dilation overflow the window positions");
+    if (p.h * p.w >= std::size_t(INT32_MAX))
+        fail(name + ": planes of 2^31 or more elements are not supported (int32 offsets), got " + shape_of(x));
     return p;
+}
+
+// Refuses arrays that share bytes (outputs are written while inputs are still read).
+template <typename A, typename B>
+void check_apart(const char *fn, const char *what, const A &a, const B &b) {
+    if (overlapping(a, b))
+        fail(std::string(fn) + ": " + what + " must not overlap");
 }
 
 // The threads for a call: below ~256k window reads, waking the pool costs more than it saves.
@@ -90,7 +111,9 @@ struct Taps {
 
     explicit Taps(const Pool &p) {
         const std::size_t plane_outs = std::max<std::size_t>(p.oh * p.ow, 1);
-        planes = std::clamp<std::size_t>(256 / plane_outs, 1, std::max<std::size_t>(p.planes, 1));
+        // as many planes as make ~256 outputs, and whose inputs int32 offsets (and `lowest`) still reach
+        const std::size_t fit = std::size_t(INT32_MAX - 1) / std::max<std::size_t>(p.h * p.w, 1);
+        planes = std::clamp<std::size_t>(std::min(256 / plane_outs, fit), 1, std::max<std::size_t>(p.planes, 1));
         outs = planes * p.oh * p.ow;
         lowest = std::int32_t(planes * p.h * p.w);
         off.assign(p.taps() * outs, -1);
@@ -193,6 +216,11 @@ void py_max_pool2d(const nb::ndarray<nb::ro> &x, const nb::ndarray<> &out, const
     check_array<float>(out, "out");
     check_array<std::uint8_t>(taps, "taps");
     const Pool p = pool_geometry("max_pool2d", x, out, taps, kernel, stride, pad, dilation);
+    check_apart("max_pool2d", "out and x", out, x);
+    check_apart("max_pool2d", "taps and x", taps, x);
+    check_apart("max_pool2d", "out and taps", out, taps);
+    if (out.size() == 0)
+        return;
     nb::gil_scoped_release no_gil;
     const auto *px = static_cast<const float *>(x.data());
     auto *py = static_cast<float *>(out.data());
@@ -220,12 +248,16 @@ void py_max_pool2d_scatter(const nb::ndarray<nb::ro> &g, const nb::ndarray<nb::r
     check_array<std::uint8_t>(taps, "taps");
     check_array<float>(out, "out");
     const Pool p = pool_geometry("max_pool2d_scatter", out, g, taps, kernel, stride, pad, dilation);
+    check_apart("max_pool2d_scatter", "out and grad_out", out, g);
+    check_apart("max_pool2d_scatter", "out and taps", out, taps);
     nb::gil_scoped_release no_gil;
     const auto *pg = static_cast<const float *>(g.data());
     const auto *pt = static_cast<const std::uint8_t *>(taps.data());
     auto *po = static_cast<float *>(out.data());
-    const Taps tp(p);
     std::fill_n(po, p.planes * p.h * p.w, 0.0f);
+    if (g.size() == 0)
+        return;
+    const Taps tp(p);
     parallel_for((p.planes + tp.planes - 1) / tp.planes, pool_threads(p), 1, 1, [&](std::size_t lo, std::size_t hi) {
         over_groups(p, tp, lo, hi, [&](std::size_t pl, std::size_t n) {
             const std::size_t first = pl * p.oh * p.ow;

@@ -369,8 +369,12 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
     for (std::size_t i = 0; ok && i < 4; ++i)
         ok = values.shape(i) == keys.shape(i);
     const std::size_t h = ok ? std::size_t(heads) : 0;
-    ok = ok && qkv.shape(1) == (h + 2 * kvh) * d && cos.shape(0) == m && cos.shape(1) == d && sin.shape(0) == m &&
-         sin.shape(1) == d && q_out.shape(0) == m && q_out.shape(1) == h * d && starts.shape(0) == b;
+    // The row widths in checked arithmetic: wrapped, a huge `heads` would fit small arrays.
+    std::size_t width = 0, q_width = 0;
+    ok = ok && d > 0 && !__builtin_add_overflow(h, 2 * kvh, &width) && !__builtin_mul_overflow(width, d, &width) &&
+         !__builtin_mul_overflow(h, d, &q_width);
+    ok = ok && qkv.shape(1) == width && cos.shape(0) == m && cos.shape(1) == d && sin.shape(0) == m &&
+         sin.shape(1) == d && q_out.shape(0) == m && q_out.shape(1) == q_width && starts.shape(0) == b;
     if (!ok)
         fail("rotary_qkv: shapes do not fit: qkv " + shape_of(qkv) + ", cos " + shape_of(cos) + ", sin " +
              shape_of(sin) + ", starts " + shape_of(starts) + ", keys " + shape_of(keys) + ", heads " +
@@ -379,7 +383,8 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
     const auto *st = static_cast<const std::int64_t *>(starts.data());
     for (std::size_t r = 0; r < b; ++r)
         if (st[r] < 0 || std::size_t(st[r]) + t > cap)
-            fail("rotary_qkv: positions up to " + std::to_string(st[r] + std::int64_t(t)) +
+            fail("rotary_qkv: positions up to " +
+                 (st[r] < 0 ? std::to_string(st[r]) : std::to_string(std::size_t(st[r]) + t)) +
                  " do not fit a cache of " + std::to_string(cap));
     if (overlap(keys, values) || overlap(q_out, keys) || overlap(q_out, values))
         fail("rotary_qkv: q_out, keys and values must not overlap");
@@ -392,7 +397,7 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
     auto *qo = static_cast<float *>(q_out.data());
     auto *ko = static_cast<float *>(keys.data());
     auto *vo = static_cast<float *>(values.data());
-    const std::size_t width = (h + 2 * kvh) * d, half = d / 2;
+    const std::size_t half = d / 2;
     nb::gil_scoped_release no_gil;
     for (std::size_t r = 0; r < m; ++r) {
         const std::size_t row = r / t, pos = std::size_t(st[row]) + r % t;
@@ -449,6 +454,8 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
     if (!ok)
         fail("gqa_attention: shapes do not fit: q " + shape_of(q) + ", keys " + shape_of(keys) + ", values " +
              shape_of(values) + ", mask " + shape_of(mask));
+    if (b == 0 || t == 0)
+        return;  // no query: nothing to write (and an empty mask may claim any number of keys)
     const auto *pm = static_cast<const bool *>(mask.data());
     for (std::size_t r = 0; r < b * t; ++r)
         if (std::none_of(pm + r * s, pm + (r + 1) * s, [](bool x) { return x; }))

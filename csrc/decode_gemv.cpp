@@ -156,6 +156,8 @@ bool py_gemv_q8_0(const InArray &blocks, std::size_t rows, std::size_t cols, con
     auto lo_x = reinterpret_cast<std::uintptr_t>(x.data()), lo_o = reinterpret_cast<std::uintptr_t>(out.data());
     if (rows && cols && lo_x < lo_o + out.nbytes() && lo_o < lo_x + x.nbytes())
         throw nb::value_error("gemv_q8_0: out must not overlap x");
+    if (overlapping(blocks, out))
+        throw nb::value_error("gemv_q8_0: out must not overlap blocks");
 #if TENSORA_HAVE_AVX2_VARIANT
     if (!cpu_avx2_fma() || active_simd() != Simd::avx2 || rows == 0 || cols == 0)
         return false;

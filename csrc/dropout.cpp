@@ -106,7 +106,7 @@ void py_scale(const OutArray &out, std::uint64_t seed, std::uint64_t threshold, 
         fail("attention_dropout_scale: out must be (..., rows, cols), got shape " + shape_of(out));
     check_threads(threads);
     Tile t{seed, threshold, out.shape(out.ndim() - 2), out.shape(out.ndim() - 1), L, S, row0, col0};
-    if (row0 + t.rows > L || col0 + t.cols > S)
+    if (row0 > L || t.rows > L - row0 || col0 > S || t.cols > S - col0)  // row0 + rows could wrap
         fail("attention_dropout_scale: tile rows [" + std::to_string(row0) + ", " + std::to_string(row0 + t.rows) +
              ") x cols [" + std::to_string(col0) + ", " + std::to_string(col0 + t.cols) +
              ") lies outside the (" + std::to_string(L) + ", " + std::to_string(S) + ") weights");

@@ -179,7 +179,8 @@ const float *param(const InArray &p, std::size_t n, const char *what) {
     return static_cast<const float *>(p.data());
 }
 
-void check_rstd(const nb::ndarray<> &rstd, std::size_t rows) {
+template <typename A>
+void check_rstd(const A &rstd, std::size_t rows) {
     check_array<float>(rstd, "rstd");
     if (rstd.ndim() != 1 || rstd.shape(0) != rows)
         fail("rstd: expected shape (" + std::to_string(rows) + ",), got " + shape_of(rstd));
@@ -200,6 +201,11 @@ void py_forward(const InArray &x, const InArray &weight, const InArray &bias, do
     check_out(x, out);
     check_out(x, xhat);
     check_out(out, xhat);
+    if (overlapping(rstd, x) || overlapping(rstd, out) || overlapping(rstd, xhat))
+        fail("rstd: must not overlap x, out or xhat");
+    for (const InArray *p : {&weight, &bias})
+        if (overlapping(*p, out) || overlapping(*p, xhat) || overlapping(*p, rstd))
+            fail("layer_norm_forward: out, xhat and rstd must not overlap weight or bias");
     const Rows r{n, param(weight, n, "weight"), param(bias, n, "bias")};
     const auto *xs = static_cast<const float *>(x.data());
     auto *o = static_cast<float *>(out.data());
@@ -223,7 +229,7 @@ void py_forward(const InArray &x, const InArray &weight, const InArray &bias, do
                  });
 }
 
-void py_backward(const InArray &g, const InArray &xhat, const nb::ndarray<> &rstd, const InArray &weight,
+void py_backward(const InArray &g, const InArray &xhat, const InArray &rstd, const InArray &weight,
                  const OutArray &dx, long threads) {
     check_matrix(g, "g");
     const std::size_t rows = g.shape(0), n = g.shape(1);
@@ -235,6 +241,8 @@ void py_backward(const InArray &g, const InArray &xhat, const nb::ndarray<> &rst
     check_threads(threads);
     check_out(g, dx);
     check_out(xhat, dx);
+    if (overlapping(rstd, dx) || overlapping(weight, dx))
+        fail("dx: must not overlap rstd or weight");
     const Rows r{n, param(weight, n, "weight"), nullptr};
     const auto *gs = static_cast<const float *>(g.data());
     const auto *h = static_cast<const float *>(xhat.data());

@@ -108,7 +108,7 @@ class Parts {
             fail(what + " should have shape " + shape_str(shape) + ", got " + shape_str(got));
         }
         std::int64_t expected = 1;
-        for (std::size_t i = a.ndim(); i-- > 0;) {
+        for (std::size_t i = a.ndim(); a.size() != 0 && i-- > 0;) {  // an empty part has no layout
             if (a.shape(i) != 1 && a.stride(i) != expected)
                 fail(what + " must be C-contiguous");
             expected *= a.shape(i);
@@ -205,12 +205,12 @@ QuantView make_view(const std::string &format, nb::dict dict, std::size_t rows, 
                     fail(format + ": block_size must be a power of two from 32 to 4096, got " +
                          std::to_string(group));
                 w.group = group;
-                const std::size_t blocks = (n + group - 1) / group;
-                w.codes = static_cast<const std::uint8_t *>(parts.get("qweight", kU8, {(n + 1) / 2}));
+                const std::size_t blocks = n / group + (n % group != 0);  // n + group - 1 could wrap
+                w.codes = static_cast<const std::uint8_t *>(parts.get("qweight", kU8, {n / 2 + n % 2}));
                 w.double_quant = parts.has("absmax_scale") || parts.has("absmax_offset");
                 if (w.double_quant) {
                     w.scale = parts.get("absmax", kU8, {blocks});
-                    w.absmax_scale = static_cast<const float *>(parts.get("absmax_scale", kF32, {(blocks + 255) / 256}));
+                    w.absmax_scale = static_cast<const float *>(parts.get("absmax_scale", kF32, {blocks / 256 + (blocks % 256 != 0)}));
                     w.absmax_offset = *static_cast<const float *>(parts.get("absmax_offset", kF32, {1}));
                 } else {
                     w.scale = parts.get("absmax", kF32, {blocks});
