@@ -93,9 +93,12 @@ class _State(threading.local):
 
     dtype: dt.DType | None = None
     cache_enabled: bool = True
+    # The thread's autocast dtype setting (torch.get_autocast_dtype): set by every region entered,
+    # enabled or not, and what `autocast()` without a dtype takes.
+    fast_dtype: dt.DType = dt.bfloat16
 
     def __init__(self) -> None:
-        # (dtype, cache_enabled) saved by each open region, innermost last: with-blocks nest
+        # (dtype, cache_enabled, fast_dtype) saved by each open region, innermost last: with-blocks nest
         # per thread, so one autocast object may be entered by several threads, or inside itself.
         self.saved: list[tuple] = []
         # (id(leaf), dtype, grad mode) -> (weakref to leaf, its array, its version, the cast)
@@ -197,8 +200,9 @@ def autocast_op(name: str) -> Callable[[Callable], Callable]:
 class autocast:  # noqa: N801 - torch spelling
     """Context manager and decorator: run ops in mixed precision, as torch.autocast on CPU.
 
-    device_type: "cpu" (tensora's autocast casts CPU tensors only). dtype: bfloat16
-    (the default) or float16. enabled=False turns autocast off inside the region
+    device_type: "cpu" (tensora's autocast casts CPU tensors only). dtype: bfloat16 or
+    float16; None (the default) takes the current autocast dtype (`get_autocast_dtype()`,
+    bfloat16 unless an enclosing region set another), as torch does. enabled=False turns autocast off inside the region
     (for a float32 island within an autocast one). cache_enabled: reuse the low
     precision copy of each parameter within the region (default True).
 
@@ -218,20 +222,23 @@ class autocast:  # noqa: N801 - torch spelling
             raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}': "
                                "tensora's autocast covers CPU tensors (device_type='cpu')")
         self.device = device_type
-        self.fast_dtype = dt.bfloat16 if dtype is None else dt.get_dtype(dtype)
+        self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dt.get_dtype(dtype)
         self._enabled = bool(enabled)
         self._cache_enabled = True if cache_enabled is None else bool(cache_enabled)
-        self._args = (device_type, dtype, enabled, cache_enabled)
         if self._enabled and self.fast_dtype not in SUPPORTED:
             warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.\n"
                           "CPU Autocast only supports dtypes of tensora.bfloat16, tensora.float16 currently.",
                           stacklevel=2)
             self._enabled = False
+        # What the decorator re-enters on each call: this object's settings, resolved now (as torch's
+        # decorator re-enters the same object), not the dtype current when the function is called.
+        self._args = (device_type, self.fast_dtype, self._enabled, cache_enabled)
 
     def __enter__(self) -> "autocast":
-        AUTOCAST.saved.append((AUTOCAST.dtype, AUTOCAST.cache_enabled))
+        AUTOCAST.saved.append((AUTOCAST.dtype, AUTOCAST.cache_enabled, AUTOCAST.fast_dtype))
         AUTOCAST.dtype = self.fast_dtype if self._enabled else None
         AUTOCAST.cache_enabled = self._cache_enabled
+        AUTOCAST.fast_dtype = self.fast_dtype
         if self._enabled:
             with _ACTIVE_LOCK:
                 ACTIVE.regions += 1
@@ -241,7 +248,7 @@ class autocast:  # noqa: N801 - torch spelling
         if self._enabled:
             with _ACTIVE_LOCK:
                 ACTIVE.regions -= 1
-        AUTOCAST.dtype, AUTOCAST.cache_enabled = AUTOCAST.saved.pop()
+        AUTOCAST.dtype, AUTOCAST.cache_enabled, AUTOCAST.fast_dtype = AUTOCAST.saved.pop()
         if not AUTOCAST.saved:  # the outermost region ends: drop its weight casts
             AUTOCAST.cache.clear()
 
@@ -260,5 +267,6 @@ def is_autocast_enabled(device_type: str = "cpu") -> bool:
 
 
 def get_autocast_dtype(device_type: str = "cpu") -> dt.DType:
-    """The low-precision dtype autocast uses now, bfloat16 when off (torch.get_autocast_dtype)."""
-    return AUTOCAST.dtype or dt.bfloat16
+    """The thread's autocast dtype: that of the innermost region entered, enabled or not, bfloat16
+    outside any (torch.get_autocast_dtype)."""
+    return AUTOCAST.fast_dtype

@@ -3,7 +3,8 @@
 `Tokenizer` wraps a `tokenizers.Tokenizer` (the Rust library behind transformers' fast
 tokenizers), configured from a Hugging Face folder (tokenizer.json) or from a GGUF file's
 metadata (see gguf_tokenizer.py, which reproduces llama.cpp's tokenization). Chat templates
-render with jinja2 exactly as transformers' `apply_chat_template` does.
+render with jinja2 exactly as transformers' `apply_chat_template` does (the sandbox
+they run in lives in chat_template.py).
 
     >>> from tensora.models import default_model_path
     >>> tok = load_tokenizer(default_model_path())   # SmolLM2-135M-Instruct's GGUF
@@ -18,21 +19,16 @@ render with jinja2 exactly as transformers' `apply_chat_template` does.
 from __future__ import annotations
 
 import json
+import operator
 import os
-from datetime import datetime
-from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-import jinja2
-import jinja2.ext
-import jinja2.nodes
-import jinja2.utils
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as Backend
 from tokenizers import processors
 
 from ..errors import TensoraError
 from ..io import load_gguf
+from .chat_template import ChatTemplateError, compile_template, plain_template_data, render  # noqa: F401 - ChatTemplateError re-exported
 from .gguf_tokenizer import framing_processor, gguf_tokenizer_spec
 
 # transformers' names of the special tokens a chat template sees as variables (special_tokens_map)
@@ -42,10 +38,6 @@ GGUF_MAGIC = b"GGUF"
 
 class TokenizerError(TensoraError, ValueError):
     """A tokenizer that cannot be loaded or cannot do what was asked (no chat template, missing files)."""
-
-
-class ChatTemplateError(TensoraError, jinja2.TemplateError):
-    """Raised by a chat template's `raise_exception(...)`; a jinja2.TemplateError, as in transformers."""
 
 
 class Tokenizer:
@@ -64,6 +56,8 @@ class Tokenizer:
         eos = self.special_ids.get("eos_token")
         self._eos_token_ids = sorted({int(i) for i in eos_token_ids} | ({eos} if eos is not None else set()))
         self.chat_template = chat_template
+        self._special_added: frozenset[int] | None = None
+        self._vocab_size = backend.get_vocab_size(with_added_tokens=True)
 
     @classmethod
     def from_gguf_metadata(cls, metadata: Mapping[str, Any], path: str | None = None) -> Tokenizer:
@@ -120,6 +114,7 @@ class Tokenizer:
         max_length: keep at most this many ids, cutting the text's tokens, never the added BOS/EOS
         ([CLS] ... [SEP] stay whole), as transformers' truncation=True does.
         """
+        _check_text(text)
         if max_length is None:
             return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
         if max_length < 0:
@@ -132,9 +127,24 @@ class Tokenizer:
             encoding = self.backend.post_process(encoding, add_special_tokens=True)
         return encoding.ids[:max_length]
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """Text of `ids`; bytes that do not form UTF-8 come out as U+FFFD."""
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+        """Text of `ids` (a list, array or single id); bytes that do not form UTF-8 come out as U+FFFD.
+
+        Ids past the vocabulary decode to nothing, as in transformers (an embedding table may be
+        padded beyond the vocabulary); negative and non-integer ids are a TokenizerError.
+        """
+        return self.backend.decode(_token_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def is_silent(self, token_id: int, skip_special_tokens: bool = False) -> bool:
+        """Whether `token_id` decodes to no text wherever it stands: a special token that is skipped,
+        or an id past the vocabulary. StreamDecoder keeps such ids out of its window."""
+        if skip_special_tokens:
+            if self._special_added is None:
+                self._special_added = frozenset(i for i, t in self.backend.get_added_tokens_decoder().items()
+                                                if t.special)
+            if token_id in self._special_added:
+                return True
+        return token_id >= self._vocab_size and self.backend.id_to_token(token_id) is None
 
     def stream(self, skip_special_tokens: bool = False) -> StreamDecoder:
         """An incremental decoder for generated ids: `push(id)` returns only newly completed text."""
@@ -150,15 +160,21 @@ class Tokenizer:
         Same environment and variables as transformers' `apply_chat_template`: a sandboxed
         jinja2 with trim_blocks/lstrip_blocks, `raise_exception`, `strftime_now`, a `tojson`
         that does not escape HTML, the named special tokens (bos_token, eos_token, ...) and
-        `**extra`. tokenize=True returns ids (no BOS added: templates write their own).
+        `**extra`, all passed as plain JSON-like data (None-valued message keys dropped, a
+        message's reasoning also under `reasoning_content` and `thinking`). The template is
+        untrusted: it renders within TEMPLATE_MAX_SIZE and TEMPLATE_TIME_LIMIT (see below).
+        tokenize=True returns ids (no BOS added: templates write their own).
         """
         if not self.chat_template:
             raise TokenizerError("this tokenizer has no chat template")
-        chat = [{k: v for k, v in m.items() if v is not None} for m in messages]  # as transformers: None = absent
+        chat = _chat_messages(messages)
+        if documents is not None and not all(isinstance(d, Mapping) for d in documents):
+            raise TokenizerError("documents must be a list of dicts (with 'title' and 'text' keys)")
         names = {name: self.backend.id_to_token(i) for name, i in self.special_ids.items()}
-        text = _compile(self.chat_template).render(messages=chat, tools=tools, documents=documents,
-                                                   add_generation_prompt=add_generation_prompt,
-                                                   **{**names, **extra})
+        variables = {**names, **plain_template_data(extra)}
+        variables.update(messages=chat, tools=plain_template_data(tools), documents=plain_template_data(documents),
+                         add_generation_prompt=add_generation_prompt)
+        text = render(compile_template(self.chat_template), variables)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     def __repr__(self) -> str:
@@ -176,7 +192,8 @@ class StreamDecoder:
     holding everything back while the window ends in U+FFFD (an unfinished character). The
     context is the shortest run of emitted tokens whose text is whole and not empty, so a
     skipped special token or a lone stripped space never becomes the anchor of the space
-    rules. The pieces concatenate to `decode(all ids)`.
+    rules. The pieces concatenate to `decode(all ids)`. It uses the tokenizer's `decode` and
+    `is_silent` only.
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False) -> None:
@@ -186,7 +203,12 @@ class StreamDecoder:
         self._context_text = ""
 
     def push(self, token_id: int) -> str:
-        self._window.append(int(token_id))
+        token_id = _token_id(token_id)
+        # Ids that add no text wherever they stand never enter the window: a run of them would grow it
+        # without an anchor, and every push would re-decode all of it and rescan every tail (cubic time).
+        if self._tokenizer.is_silent(token_id, self._skip):
+            return ""
+        self._window.append(token_id)
         text = self._decode(self._window)
         if text.endswith("\ufffd"):
             return ""
@@ -213,6 +235,41 @@ class StreamDecoder:
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=self._skip)
+
+
+_MAX_ID = (1 << 32) - 1  # tokenizers stores ids as u32
+
+
+def _token_id(value: Any) -> int:
+    """One token id: an int (numpy ints too) in [0, 2**32), else a TokenizerError naming it."""
+    try:
+        i = operator.index(value)
+    except TypeError:
+        raise TokenizerError(f"token ids must be integers, got {value!r} ({type(value).__name__})") from None
+    if not 0 <= i <= _MAX_ID:
+        raise TokenizerError(f"token id {i} is out of range (ids are 0 .. {_MAX_ID})")
+    return i
+
+
+def _token_ids(ids: Any) -> list[int]:
+    if isinstance(ids, (str, bytes)):
+        raise TokenizerError(f"decode takes token ids, not {type(ids).__name__}")
+    if not isinstance(ids, Iterable):
+        return [_token_id(ids)]
+    if getattr(ids, "ndim", 1) > 1:
+        raise TokenizerError(f"decode takes one sequence of ids, got an array of shape {tuple(ids.shape)}")
+    return [_token_id(i) for i in ids]
+
+
+def _check_text(text: Any) -> None:
+    """encode's input: a str that is valid Unicode (an unpaired UTF-16 surrogate such as '\\ud800' is not)."""
+    if not isinstance(text, str):
+        raise TokenizerError(f"encode takes a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenizerError(f"the text holds an unpaired UTF-16 surrogate ({text[exc.start]!r} at character "
+                             f"{exc.start}), which is not valid Unicode and cannot be tokenized") from None
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -285,73 +342,24 @@ def _as_id_list(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
 
 
-# -- chat template environment (transformers.utils.chat_template_utils._cached_compile_jinja_template) ----
+# -- chat data as transformers hands it to a template (chat_template_utils.render_jinja_template) -----
 
-class _GenerationBlock(jinja2.ext.Extension):
-    """`{% generation %}...{% endgeneration %}` marks assistant text for training masks; rendering keeps the body."""
-
-    tags = {"generation"}
-
-    def parse(self, parser: Any) -> jinja2.nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
-
-    def _render(self, caller: Any) -> str:
-        return caller()
+# Names a message's reasoning goes under; templates read the first (transformers' _REASONING_FIELDS).
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
-class _TemplateNamespace(jinja2.utils.Namespace):
-    """`namespace()` that refuses underscore attributes, so a template cannot reach Python internals."""
-
-    def __init__(*args: Any, **kwargs: Any) -> None:
-        self, args = args[0], args[1:]
-        attrs = dict(*args, **kwargs)
-        for name in attrs:
-            _check_attribute(name)
-        jinja2.utils.Namespace.__init__(self, attrs)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        _check_attribute(name)
-        jinja2.utils.Namespace.__setitem__(self, name, value)
-
-
-class _TemplateDict:
-    """`dict(...)` and `dict.fromkeys(...)` for templates, without exposing the dict type itself."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict:
-        return dict(*args, **kwargs)
-
-    def fromkeys(self, *args: Any) -> dict:
-        return dict.fromkeys(*args)
-
-
-def _check_attribute(name: Any) -> None:
-    if isinstance(name, str) and name.startswith("_"):
-        raise jinja2.exceptions.SecurityError(f"chat templates cannot set underscore attributes ({name!r})")
-
-
-def _raise_exception(message: str) -> None:
-    raise ChatTemplateError(message)
-
-
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
-    # jinja's own tojson escapes <, >, & for HTML; templates expect plain JSON
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-@lru_cache(maxsize=16)
-def _compile(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationBlock, jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    env.globals["dict"] = _TemplateDict()
-    env.globals["namespace"] = _TemplateNamespace
-    return env.from_string(template)
+def _chat_messages(messages: Any) -> list[dict[str, Any]]:
+    """Plain copies of the messages, None-valued keys dropped, reasoning aliased (transformers' rules)."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise TokenizerError(f"messages must be a list of dicts, got {type(messages).__name__}")
+    chat = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise TokenizerError(f"messages[{i}] must be a dict with 'role' and 'content', "
+                                 f"got {type(message).__name__}")
+        message = {k: v for k, v in plain_template_data(message).items() if v is not None}
+        reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        chat.append(message)
+    return chat

@@ -17,7 +17,8 @@ Limits (all raise or are documented rather than giving wrong numbers):
   graph backpropagates through that history too; pass such tensors as arguments;
 * tensora.autograd.grad(..., inputs) still sees the gradients of the arguments,
   but leaves fn reads from outside get theirs in .grad, not in the returned tuple;
-* fn must return a Tensor or a tuple (of Tensors and other values);
+* fn may return a Tensor or any nesting of tuples, lists and dicts holding Tensors and other
+  values (torch's non-reentrant checkpoint takes the same); every Tensor in it gets its gradient;
 * only the default generator's state is replayed; pass others in explicitly.
 
 `saved_bytes(*tensors)` measures what a graph keeps for backward, to see the effect.
@@ -115,7 +116,63 @@ def checkpoint(function: Callable, *args: Any, use_reentrant: bool = False, pres
     # A leaf that requires grad makes the region recorded even when no argument does: the function may
     # read parameters that only the recomputation can see.
     anchor = Tensor(np.zeros(()), requires_grad=not use_reentrant)
-    return _Checkpoint.apply(anchor, *args, fn=function, kwargs=kwargs, preserve_rng_state=preserve_rng_state)
+    structure: list = [None]
+
+    def flat(*fargs: Any, **fkwargs: Any) -> Any:
+        # The recorded op can only hand out a Tensor or a flat tuple: any other nesting (a list, a dict,
+        # a tuple inside the tuple) goes in as a flat tuple of its Tensors and is rebuilt afterwards, so
+        # no Tensor in it is silently cut off from the graph.
+        out = function(*fargs, **fkwargs)
+        if isinstance(out, Tensor) or (type(out) is tuple and not any(isinstance(o, _NESTED) for o in out)):
+            structure[0] = None
+            return out
+        leaves: list[Tensor] = []
+        spec = _flatten(out, leaves)
+        if not leaves:
+            structure[0] = None
+            return out
+        structure[0] = spec
+        return tuple(leaves)
+
+    result = _Checkpoint.apply(anchor, *args, fn=flat, kwargs=kwargs, preserve_rng_state=preserve_rng_state)
+    if structure[0] is None:
+        return result
+    return _unflatten(structure[0], list(result if isinstance(result, tuple) else (result,)))
+
+
+_NESTED = (list, tuple, dict)
+
+
+class _Slot:
+    """Where the i-th Tensor of a flattened output goes back."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _flatten(value: Any, leaves: list) -> Any:
+    if isinstance(value, Tensor):
+        leaves.append(value)
+        return _Slot(len(leaves) - 1)
+    if isinstance(value, dict):
+        return type(value)((k, _flatten(v, leaves)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        items = [_flatten(v, leaves) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
+
+
+def _unflatten(spec: Any, leaves: list) -> Any:
+    if isinstance(spec, _Slot):
+        return leaves[spec.index]
+    if isinstance(spec, dict):
+        return type(spec)((k, _unflatten(v, leaves)) for k, v in spec.items())
+    if isinstance(spec, (list, tuple)):
+        items = [_unflatten(v, leaves) for v in spec]
+        return type(spec)(*items) if hasattr(spec, "_fields") else type(spec)(items)
+    return spec
 
 
 def checkpoint_sequential(functions: Sequence[Callable], segments: int, input: Any, use_reentrant: bool = False,
