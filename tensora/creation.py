@@ -122,7 +122,10 @@ def from_dlpack(obj: Any) -> Tensor:
 
 def _fill(size: tuple, value: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
     d = dt.get_dtype(dtype) if dtype is not None else dt.get_default_dtype()
-    return _finish(np.full(_size(size), value, dtype=d.np_dtype), device, requires_grad)
+    # Zeros come from calloc: the OS hands out zeroed pages as they are first touched, so a large
+    # buffer that is mostly never written (a KV cache sized for the whole context) costs nothing up front.
+    array = np.zeros(_size(size), dtype=d.np_dtype) if value == 0 else np.full(_size(size), value, dtype=d.np_dtype)
+    return _finish(array, device, requires_grad)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:

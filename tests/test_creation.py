@@ -1,5 +1,7 @@
 """Creation functions (tensora/creation.py) against NumPy and PyTorch's documented dtype rules."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,20 @@ def test_requires_grad_on_creation():
     assert tensora.zeros(2, requires_grad=True).requires_grad
     with pytest.raises(tensora.DTypeError, match="only floating point"):
         tensora.zeros(2, dtype=tensora.int64, requires_grad=True)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="resident size is read from Linux's /proc")
+def test_zeros_are_not_touched_until_written():
+    # A KV cache is sized for the whole context but mostly never written: zeros() must come from
+    # calloc'd pages, not a fill that makes every page resident (512 MiB here).
+    before = _resident_bytes()
+    t = tensora.zeros(1 << 27, dtype=tensora.float32)
+    grown = _resident_bytes() - before
+    assert grown < 64 << 20, f"zeros() made {grown >> 20} MiB resident"
+    assert t.numpy()[:: 1 << 20].max() == 0 and t.numpy()[-1] == 0
+    assert tensora.ones(3).numpy().tolist() == [1, 1, 1] and tensora.full((2,), 7.0).numpy().tolist() == [7, 7]
