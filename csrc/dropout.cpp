@@ -107,9 +107,9 @@ void py_scale(const OutArray &out, std::uint64_t seed, std::uint64_t threshold, 
     check_threads(threads);
     Tile t{seed, threshold, out.shape(out.ndim() - 2), out.shape(out.ndim() - 1), L, S, row0, col0};
     if (row0 > L || t.rows > L - row0 || col0 > S || t.cols > S - col0)  // row0 + rows could wrap
-        fail("attention_dropout_scale: tile rows [" + std::to_string(row0) + ", " + std::to_string(row0 + t.rows) +
-             ") x cols [" + std::to_string(col0) + ", " + std::to_string(col0 + t.cols) +
-             ") lies outside the (" + std::to_string(L) + ", " + std::to_string(S) + ") weights");
+        fail("attention_dropout_scale: a tile of " + std::to_string(t.rows) + " rows from row " + std::to_string(row0) +
+             " x " + std::to_string(t.cols) + " cols from col " + std::to_string(col0) +
+             " lies outside the (" + std::to_string(L) + ", " + std::to_string(S) + ") weights");  // no sums: they could wrap
     const bool f64 = out.dtype() == nb::dtype<double>();
     if (f64)
         check_array<double>(out, "out");

@@ -371,7 +371,7 @@ std::vector<std::string> bind(nb::module_ &m) {
     m.def("quant_dynamic_map", [] {
         return std::vector<float>(dynamic_map(), dynamic_map() + 256);
     }, "bitsandbytes' signed dynamic map, as the nf4/fp4 double-quantization decoder uses it.");
-    return {"quant_linear", "quant_linear_grad_input", "quant_dequantize_rows"};
+    return {"quant_linear", "quant_gemm", "quant_linear_grad_input", "quant_dequantize_rows"};
 }
 
 }  // namespace tensora::quant

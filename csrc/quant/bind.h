@@ -1,4 +1,4 @@
-// Registers the quantized-matrix kernels (quant_linear, quant_linear_grad_input,
+// Registers the quantized-matrix kernels (quant_linear, quant_gemm, quant_linear_grad_input,
 // quant_dequantize_rows and their helpers) on the extension module; returns the
 // kernel names for kernels().
 #pragma once

@@ -388,6 +388,6 @@ def test_native_empty_arrays_accept_any_layout(lib):
 
 
 def test_native_module_reports_itself(lib):
-    assert set(lib.kernels()) >= {"float32_to_bfloat16", "bfloat16_to_float32"}
+    assert set(lib.kernels()) >= {"float32_to_bfloat16", "bfloat16_to_float32", "quant_linear", "quant_gemm"}
     assert isinstance(lib.__version__, str) and lib.__version__
     assert lib.auto_threads() >= 1

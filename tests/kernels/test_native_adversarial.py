@@ -135,7 +135,7 @@ CASES = [
     ("dropout_threshold_negative", "C.dropout_apply(np.ones(4, f32), np.ones(4, u32), np.zeros(4, f32), np.zeros(4, bool), -1, 2.0)", ("TypeError", "incompatible function arguments")),
     ("dropout_grad_keep_dtype", "C.dropout_grad(np.ones(4, f32), np.ones(4, u8), np.zeros(4, f32), 2.0)", ("TypeError", "keep: expected dtype bool")),
     # row0 + rows wrapped past 2**64 and passed the bounds check
-    ("attention_dropout_row0_wraps", "C.attention_dropout_scale(np.zeros((2, 4), f32), 1, 2**63, 2.0, 2**64 - 1, 0, 4, 4)", ("ValueError", "lies outside")),
+    ("attention_dropout_row0_wraps", "C.attention_dropout_scale(np.zeros((2, 4), f32), 1, 2**63, 2.0, 2**64 - 1, 0, 4, 4)", ("ValueError", "2 rows from row 18446744073709551615")),
     ("attention_dropout_col0_wraps", "C.attention_dropout_scale(np.zeros((2, 4), f32), 1, 2**63, 2.0, 0, 2**64 - 2, 4, 4)", ("ValueError", "lies outside")),
     ("attention_dropout_outside", "C.attention_dropout_scale(np.zeros((2, 4), f32), 1, 2**63, 2.0, 3, 0, 4, 4)", ("ValueError", "lies outside")),
     ("attention_dropout_1d", "C.attention_dropout_scale(np.zeros(4, f32), 1, 2**63, 2.0, 0, 0, 4, 4)", ("ValueError", "rows, cols")),
