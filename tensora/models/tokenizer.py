@@ -192,8 +192,8 @@ class StreamDecoder:
     holding everything back while the window ends in U+FFFD (an unfinished character). The
     context is the shortest run of emitted tokens whose text is whole and not empty, so a
     skipped special token or a lone stripped space never becomes the anchor of the space
-    rules. The pieces concatenate to `decode(all ids)`. It uses the tokenizer's `decode` and
-    `is_silent` only.
+    rules. The pieces concatenate to `decode(all ids)`. It needs only the tokenizer's `decode`
+    (a model may carry any object with encode/decode), and uses `is_silent` where it has one.
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False) -> None:
@@ -201,12 +201,13 @@ class StreamDecoder:
         self._skip = skip_special_tokens
         self._window: list[int] = []
         self._context_text = ""
+        self._is_silent = getattr(tokenizer, "is_silent", None)
 
     def push(self, token_id: int) -> str:
         token_id = _token_id(token_id)
         # Ids that add no text wherever they stand never enter the window: a run of them would grow it
         # without an anchor, and every push would re-decode all of it and rescan every tail (cubic time).
-        if self._tokenizer.is_silent(token_id, self._skip):
+        if self._is_silent is not None and self._is_silent(token_id, self._skip):
             return ""
         self._window.append(token_id)
         text = self._decode(self._window)

@@ -13,17 +13,24 @@ Each probe either raises (type and message checked) or returns, and then checks 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
+import tensora
 from tensora.backend import native
 
 if native.load() is None:
     pytest.skip(f"tensora._C not loaded: {native.status()[1]}", allow_module_level=True)
 
+# The child must import the tensora this run imports (a fresh clone's CI runs from the source tree
+# with the package installed in site-packages: a child started there would find ./tensora, which
+# has no compiled extension). So it starts in a neutral directory, with this tensora's root first.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tensora.__file__)))
 LIMIT_BYTES = 4 << 30  # address space of a child: a giant allocation fails instead of swapping
 TIMEOUT_S = 60
 
@@ -33,6 +40,7 @@ import json, sys
 import numpy as np
 from tensora.backend import native
 C = native.load()
+assert C is not None, f"the child could not load tensora._C: {native.status()[1]}"
 f32, f64, u8, u16, u32, i8, i64 = np.float32, np.float64, np.uint8, np.uint16, np.uint32, np.int8, np.int64
 BIG = 2 ** 62
 
@@ -260,8 +268,9 @@ def _run(cases) -> dict[str, dict]:
     script = PRELUDE + "".join(f"report({name!r}, lambda: exec({body!r}, globals(), {{}}))\n"
                                for name, body, _ in cases)
     try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S,
-                              preexec_fn=_limit_memory)
+                              preexec_fn=_limit_memory, cwd=tempfile.gettempdir(), env=env)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"probes {[c[0] for c in cases]} hung (> {TIMEOUT_S} s); output:\n{e.stdout}")
     results = {}

@@ -108,9 +108,6 @@ class _Bytes:
     def decode(self, ids, skip_special_tokens=False):
         return bytes(ids).decode("utf-8", errors="replace")
 
-    def is_silent(self, token_id, skip_special_tokens=False):
-        return False
-
 
 def _deltas(text, stop):
     row = _Row([0], StreamDecoder(_Bytes(), skip_special_tokens=True), tuple(stop))

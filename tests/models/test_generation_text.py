@@ -17,9 +17,6 @@ class ByteTokenizer:
         self.decoded += len(ids)
         return bytes(ids).decode("utf-8", errors="replace")
 
-    def is_silent(self, token_id, skip_special_tokens=False):
-        return False
-
 
 def _run(text: str, stop=(), final_reason="length"):
     tok = ByteTokenizer()
