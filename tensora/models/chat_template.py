@@ -349,20 +349,21 @@ def compile_template(template: str) -> jinja2.Template:
 def render(template: jinja2.Template, variables: dict[str, Any]) -> str:
     """template.render(**variables) within TEMPLATE_MAX_SIZE characters and TEMPLATE_TIME_LIMIT seconds.
 
-    The time limit is enforced from a timer thread, which raises ChatTemplateTimeout in this thread
-    (PyThreadState_SetAsyncExc: it lands at the next bytecode boundary, wherever the template is
-    looping) and repeats it until the render has ended, in case something swallowed it.
+    The time limit is enforced from a timer thread, which raises ChatTemplateTimeout once in this
+    thread (PyThreadState_SetAsyncExc: it lands at the next bytecode boundary, wherever the template
+    is looping). Nothing else is ever sent: clearing a pending exception with
+    PyThreadState_SetAsyncExc(id, NULL) leaves CPython 3.11's eval breaker set, after which enabling
+    cProfile (or a tracer such as coverage) spins forever at the next function entry. So an interrupt
+    that arrives just as the render ends is taken here, by a short loop that catches it.
     """
-    thread, done, lock = threading.get_ident(), threading.Event(), threading.Lock()
+    thread, lock = threading.get_ident(), threading.Lock()
+    state = {"done": False, "fired": False}
 
     def interrupt() -> None:
-        while not done.is_set():
-            with lock:
-                if done.is_set():
-                    return
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
-                                                           ctypes.py_object(ChatTemplateTimeout))
-            done.wait(0.25)
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(ChatTemplateTimeout))
 
     timer = threading.Timer(TEMPLATE_TIME_LIMIT, interrupt)
     timer.daemon = True
@@ -376,9 +377,20 @@ def render(template: jinja2.Template, variables: dict[str, Any]) -> str:
         return "".join(pieces)
     finally:
         with lock:
-            done.set()
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), None)  # drop one not yet delivered
+            state["done"] = True
         timer.cancel()
+        if state["fired"]:
+            _take_pending_interrupt()
+
+
+def _take_pending_interrupt() -> None:
+    """Receive a ChatTemplateTimeout sent to this thread and not yet delivered (if there is one): the
+    loop's backward jumps are where CPython delivers it."""
+    try:
+        for _ in range(1000):
+            pass
+    except ChatTemplateTimeout:
+        pass
 
 
 def plain_template_data(value: Any, depth: int = 0) -> Any:

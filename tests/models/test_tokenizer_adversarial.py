@@ -8,6 +8,8 @@ renders, template data rebuilt from plain JSON types as transformers does.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +274,39 @@ def test_endless_template_is_stopped(smollm2, template, monkeypatch):
     assert time.perf_counter() - start < 3
     time.sleep(0.4)  # the timer must not fire later into whatever this thread does next
     assert smollm2.apply_chat_template([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+
+
+# A render, then cProfile around a call; a child interpreter, since the failure is a hang.
+_PROFILE_AFTER_RENDER = r"""
+import cProfile, sys
+from tensora.models import Tokenizer, load_tokenizer
+from tensora.models import chat_template
+tok = load_tokenizer(sys.argv[1])
+tok.apply_chat_template([{"role": "user", "content": "hi"}])
+if sys.argv[2] == "timeout":
+    chat_template.TEMPLATE_TIME_LIMIT = 0.2
+    slow = Tokenizer(tok.backend, special_ids=tok.special_ids,
+                     chat_template="{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    try:
+        slow.apply_chat_template([{"role": "user", "content": "hi"}])
+    except chat_template.ChatTemplateTimeout:
+        pass
+profile = cProfile.Profile()
+profile.enable()
+sum(len(str(i)) for i in range(1000))
+profile.disable()
+print("profiled")
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "timeout"])
+def test_profiling_works_after_a_render(smollm2_path, case):
+    """The render's timer once cleared a pending interrupt with PyThreadState_SetAsyncExc(id, NULL),
+    which leaves CPython 3.11's eval breaker set: cProfile (and tracers such as coverage) then spun
+    forever at the next function entry."""
+    proc = subprocess.run([sys.executable, "-c", _PROFILE_AFTER_RENDER, smollm2_path, case],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "profiled", proc.stderr[-2000:]
 
 
 def test_ordinary_templates_are_not_refused(smollm2):
