@@ -446,15 +446,6 @@ void weight_grad(const Geom &g, const float *x, const float *gy, float *dw) {
 
 // ---- bindings -----------------------------------------------------------------------
 
-template <typename A, typename B>
-bool overlap(const A &a, const B &b) {
-    if (a.size() == 0 || b.size() == 0)
-        return false;
-    auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
-    auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
-    return lo_a < lo_b + b.nbytes() && lo_b < lo_a + a.nbytes();
-}
-
 void py_conv2d_direct(const InArray &x, const InArray &w, const InArray &bias, const OutArray &out, Pair stride,
                       Pair pad, Pair dilation, long groups) {
     check_array<float>(x, "x");
@@ -465,7 +456,7 @@ void py_conv2d_direct(const InArray &x, const InArray &w, const InArray &bias, c
     if (bias.size() != 0 && (bias.ndim() != 1 || bias.shape(0) != g.o))
         fail("conv2d_direct: bias " + shape_of(bias) + " does not fit weight " + shape_of(w) +
              " (expected an empty array or one value per output channel)");
-    if (overlap(x, out) || overlap(w, out) || overlap(bias, out))
+    if (overlapping(x, out) || overlapping(w, out) || overlapping(bias, out))
         fail("conv2d_direct: out must not overlap the inputs");
     if (out.size() == 0)
         return;
@@ -481,7 +472,7 @@ void py_conv2d_weight_direct(const InArray &x, const InArray &gy, const OutArray
     check_array<float>(gy, "grad_out");
     check_array<float>(dw, "out");
     const Geom g = geometry("conv2d_weight_direct", x, dw, gy, stride, pad, dilation, groups);
-    if (overlap(x, dw) || overlap(gy, dw))
+    if (overlapping(x, dw) || overlapping(gy, dw))
         fail("conv2d_weight_direct: out must not overlap the inputs");
     if (dw.size() == 0)
         return;

@@ -42,15 +42,6 @@ void need_ndim(const A &a, std::size_t ndim, const char *what) {
              std::to_string(a.ndim()));
 }
 
-template <typename A, typename B>
-bool overlap(const A &a, const B &b) {
-    if (a.size() == 0 || b.size() == 0)
-        return false;
-    auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
-    auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
-    return lo_a < lo_b + b.nbytes() && lo_b < lo_a + a.nbytes();
-}
-
 // -- loops (inlined into a baseline and an AVX2 caller) ------------------------------
 //
 // GCC/Clang vector extensions: eight floats, which the AVX2 callers compile to one ymm
@@ -316,7 +307,7 @@ void check_rms(const X &x, const InArray &weight, const OutArray &out, const cha
     const std::size_t m = x.shape(0), k = x.shape(1);
     if (weight.shape(0) != k || out.shape(0) != m || out.shape(1) != k)
         fail(std::string(name) + ": x " + shape_of(x) + ", weight " + shape_of(weight) + " and out do not fit");
-    if (overlap(x, out) || overlap(weight, out))
+    if (overlapping(x, out) || overlapping(weight, out))
         fail(std::string(name) + ": out must not overlap the inputs");
 }
 
@@ -336,7 +327,7 @@ void py_add_rms_norm_rows(const OutArray &x, const InArray &delta, const InArray
     need_ndim(delta, 2, "delta");
     if (delta.shape(0) != x.shape(0) || delta.shape(1) != x.shape(1))
         fail("add_rms_norm_rows: delta " + shape_of(delta) + " does not fit x " + shape_of(x));
-    if (overlap(delta, x) || overlap(delta, out) || overlap(weight, x))
+    if (overlapping(delta, x) || overlapping(delta, out) || overlapping(weight, x))
         fail("add_rms_norm_rows: x, delta, weight and out must not overlap");
     auto *px = static_cast<float *>(x.data());
     const auto *pd = static_cast<const float *>(delta.data());
@@ -386,10 +377,10 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
             fail("rotary_qkv: positions up to " +
                  (st[r] < 0 ? std::to_string(st[r]) : std::to_string(std::size_t(st[r]) + t)) +
                  " do not fit a cache of " + std::to_string(cap));
-    if (overlap(keys, values) || overlap(q_out, keys) || overlap(q_out, values))
+    if (overlapping(keys, values) || overlapping(q_out, keys) || overlapping(q_out, values))
         fail("rotary_qkv: q_out, keys and values must not overlap");
     for (const OutArray *o : {&q_out, &keys, &values})
-        if (overlap(qkv, *o) || overlap(cos, *o) || overlap(sin, *o))
+        if (overlapping(qkv, *o) || overlapping(cos, *o) || overlapping(sin, *o))
             fail("rotary_qkv: outputs must not overlap the inputs");
     const auto *x = static_cast<const float *>(qkv.data());
     const auto *c = static_cast<const float *>(cos.data());
@@ -424,7 +415,7 @@ void py_silu_mul(const InArray &gate_up, const OutArray &out) {
     const std::size_t m = out.shape(0), f = out.shape(1);
     if (gate_up.shape(0) != m || gate_up.shape(1) != 2 * f)
         fail("silu_mul: gate_up " + shape_of(gate_up) + " does not fit out");
-    if (overlap(gate_up, out))
+    if (overlapping(gate_up, out))
         fail("silu_mul: out must not overlap gate_up");
     const auto *gu = static_cast<const float *>(gate_up.data());
     auto *o = static_cast<float *>(out.data());
@@ -460,7 +451,7 @@ void py_gqa_attention(const InArray &q, const InArray &keys, const InArray &valu
     for (std::size_t r = 0; r < b * t; ++r)
         if (std::none_of(pm + r * s, pm + (r + 1) * s, [](bool x) { return x; }))
             fail("gqa_attention: every query must see at least one key");
-    if (overlap(q, out) || overlap(keys, out) || overlap(values, out) || overlap(mask, out))
+    if (overlapping(q, out) || overlapping(keys, out) || overlapping(values, out) || overlapping(mask, out))
         fail("gqa_attention: out must not overlap the inputs");
     Attn a{static_cast<const float *>(q.data()), static_cast<const float *>(keys.data()),
            static_cast<const float *>(values.data()), pm, static_cast<float *>(out.data()),
