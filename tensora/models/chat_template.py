@@ -15,6 +15,7 @@ import functools
 import json
 import re
 import threading
+import time
 import types
 from datetime import datetime
 from functools import lru_cache
@@ -48,6 +49,7 @@ class ChatTemplateError(TensoraError, jinja2.TemplateError):
 TEMPLATE_MAX_SIZE = 1 << 24        # characters of any string, elements of any list, the rendered text
 TEMPLATE_MAX_POW_BITS = 1 << 16    # bits of an integer `a ** b`
 TEMPLATE_TIME_LIMIT = 10.0         # seconds one render may take
+_RESEND_INTERVAL = 0.25            # seconds between interrupts, once the time limit has passed
 
 
 class ChatTemplateLimitError(ChatTemplateError):
@@ -152,6 +154,17 @@ def _size(value: Any, limit: int = TEMPLATE_MAX_SIZE) -> int:
         return total
 
     return walk(value, 0)
+
+
+_render_deadline = threading.local()  # .end: time.monotonic() past which this thread's render must stop
+
+
+def _check_deadline() -> None:
+    """Stop a render that is past its time limit, at the next operator, call, filter or output: the
+    synchronous half of the time limit (render's timer thread is the other, for loops that call nothing)."""
+    end = getattr(_render_deadline, "end", None)
+    if end is not None and time.monotonic() > end:
+        raise ChatTemplateTimeout()
 
 
 def _check_size(value: Any, what: str, *, size: int | None = None) -> None:
@@ -265,6 +278,7 @@ def _filter_limits(name: str, args: tuple, kwargs: dict) -> None:
 def _checked_filter(name: str, fn: Callable) -> Callable:
     @functools.wraps(fn)  # keeps jinja's pass_context / pass_environment marks
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _check_deadline()
         plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context, jinja2.nodes.EvalContext,
                                                        jinja2.Environment))]
         for a in plain + list(kwargs.values()):
@@ -282,6 +296,7 @@ def _checked_concat(items: tuple) -> str:
 
 def _finalize(value: Any) -> Any:
     """Each `{{ expression }}` before it is turned into text: a bounded size."""
+    _check_deadline()
     _check_size(value, "an output value")
     return value
 
@@ -308,10 +323,12 @@ class _TemplateSandbox(ImmutableSandboxedEnvironment):
         self.checked_concat = _checked_concat
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _check_deadline()
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _check_deadline()
         for a in list(args) + list(kwargs.values()):
             _check_size(a, "a function argument")
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(getattr(__obj, "__self__", None), str):
@@ -349,38 +366,62 @@ def compile_template(template: str) -> jinja2.Template:
 def render(template: jinja2.Template, variables: dict[str, Any]) -> str:
     """template.render(**variables) within TEMPLATE_MAX_SIZE characters and TEMPLATE_TIME_LIMIT seconds.
 
-    The time limit is enforced from a timer thread, which raises ChatTemplateTimeout once in this
-    thread (PyThreadState_SetAsyncExc: it lands at the next bytecode boundary, wherever the template
-    is looping). Nothing else is ever sent: clearing a pending exception with
-    PyThreadState_SetAsyncExc(id, NULL) leaves CPython 3.11's eval breaker set, after which enabling
-    cProfile (or a tracer such as coverage) spins forever at the next function entry. So an interrupt
-    that arrives just as the render ends is taken here, by a short loop that catches it.
+    The time limit is enforced twice. Every operator, call, filter and output checks the deadline; and a
+    timer thread raises ChatTemplateTimeout in this thread (PyThreadState_SetAsyncExc: it lands at the
+    next bytecode boundary, so it also stops a loop that calls nothing). An asynchronous exception can
+    land where it is swallowed (a gc callback, a __del__), so the timer repeats it every
+    _RESEND_INTERVAL until the render has ended. Nothing else is ever sent: clearing a pending
+    exception with PyThreadState_SetAsyncExc(id, NULL) leaves CPython 3.11's eval breaker set, after
+    which enabling cProfile (or a tracer such as coverage) spins forever at the next function entry.
+    So an interrupt that arrives just as the render ends is taken here, by a short loop that catches it.
     """
-    thread, lock = threading.get_ident(), threading.Lock()
+    thread, lock, stopped = threading.get_ident(), threading.Lock(), threading.Event()
     state = {"done": False, "fired": False}
 
     def interrupt() -> None:
-        with lock:
-            if not state["done"]:
+        wait = TEMPLATE_TIME_LIMIT
+        while not stopped.wait(wait):
+            with lock:
+                if state["done"]:
+                    return
                 state["fired"] = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(ChatTemplateTimeout))
+                _send_timeout(thread)
+            wait = _RESEND_INTERVAL
 
-    timer = threading.Timer(TEMPLATE_TIME_LIMIT, interrupt)
-    timer.daemon = True
+    _render_deadline.end = time.monotonic() + TEMPLATE_TIME_LIMIT
+    timer = threading.Thread(target=interrupt, name="chat-template-timer", daemon=True)
     timer.start()
     try:
         pieces, total = [], 0
         for piece in template.generate(**variables):
+            _check_deadline()
             total += len(piece)
             _check_size(None, "a rendered text", size=total)
             pieces.append(piece)
         return "".join(pieces)
     finally:
-        with lock:
-            state["done"] = True
-        timer.cancel()
+        _render_deadline.end = None
+        _end_interrupts(lock, state)
+        stopped.set()
         if state["fired"]:
             _take_pending_interrupt()
+
+
+def _send_timeout(thread: int) -> None:
+    """Raise ChatTemplateTimeout in `thread` at its next bytecode boundary."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(ChatTemplateTimeout))
+
+
+def _end_interrupts(lock: threading.Lock, state: dict) -> None:
+    """Mark the render done under the timer's lock, so that no interrupt is sent after it; a repeated
+    interrupt landing here (the render is already unwinding from the first) is caught and ignored."""
+    while True:
+        try:
+            with lock:
+                state["done"] = True
+            return
+        except ChatTemplateTimeout:
+            pass
 
 
 def _take_pending_interrupt() -> None:

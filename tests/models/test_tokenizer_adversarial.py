@@ -276,6 +276,31 @@ def test_endless_template_is_stopped(smollm2, template, monkeypatch):
     assert smollm2.apply_chat_template([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
 
 
+def test_a_lost_timeout_is_sent_again(smollm2, monkeypatch):
+    """An asynchronous exception can land where it is printed and dropped: a fresh-clone CI run lost its
+    interrupt in hypothesis's gc callback, and the render ran on until the size limit. The loops below
+    call nothing, so only the timer can stop them; here its first interrupt is lost, and it must repeat."""
+    sent = []
+
+    def lose_the_first(thread: int) -> None:
+        sent.append(thread)
+        if len(sent) > 1:
+            send(thread)
+
+    send = chat_template_module._send_timeout
+    monkeypatch.setattr(chat_template_module, "_send_timeout", lose_the_first)
+    monkeypatch.setattr(chat_template_module, "TEMPLATE_TIME_LIMIT", 0.3)
+    tok = _with_template(smollm2, "{% set s = 'ab' * 5000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}")
+    start = time.perf_counter()
+    with pytest.raises(chat_template_module.ChatTemplateTimeout):
+        tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert len(sent) >= 2 and time.perf_counter() - start < 3
+    count = len(sent)
+    time.sleep(0.6)  # no repeat may reach this thread after the render ended
+    assert len(sent) == count
+    assert smollm2.apply_chat_template([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+
+
 # A render, then cProfile around a call; a child interpreter, since the failure is a hang.
 _PROFILE_AFTER_RENDER = r"""
 import cProfile, sys
