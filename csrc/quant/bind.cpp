@@ -279,9 +279,12 @@ void gemm_rows(const QuantView &w, const float *x, std::size_t n_x, float *y, st
 // here; Product is gemv() or gemm() (gemm.h, several rows at once).
 template <void (*Product)(const QuantView &, const float *, std::size_t, float *, std::size_t)>
 void py_product(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
-                const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads) {
+                const nb::ndarray<nb::ro> &x, const OutArray &out, std::size_t group, long threads, int act_bits) {
     Parts parts(format, dict);
     QuantView w = make_view(format, dict, rows, cols, group, parts);
+    if (act_bits != 8 && act_bits != 15)
+        fail("act_bits: expected 8 or 15, got " + std::to_string(act_bits));
+    w.act_bits = act_bits;
     check_array<float>(x, "x");
     if (x.ndim() != 2 || std::size_t(x.shape(1)) != cols)
         fail("x: expected shape (M, " + std::to_string(cols) + ")");
@@ -293,10 +296,17 @@ void py_product(const std::string &format, nb::dict dict, std::size_t rows, std:
     if (m == 0 || rows == 0)
         return;
     nb::gil_scoped_release no_gil;
-    if (cols == 0)
+    if (cols == 0) {
         std::fill(y, y + m * rows, 0.0f);
-    else
-        Product(w, xp, m, y, t);
+        return;
+    }
+    std::vector<float> rounded;
+    if (act_bits == 8) {  // every path (integer kernels, float paths, FP8) then computes W round_act8(x)
+        rounded.resize(m * cols);
+        round_act8(xp, m, cols, rounded.data());
+        xp = rounded.data();
+    }
+    Product(w, xp, m, y, t);
 }
 
 void py_gemv_t(const std::string &format, nb::dict dict, std::size_t rows, std::size_t cols,
@@ -344,12 +354,14 @@ bool py_fused(const std::string &format, nb::dict dict, std::size_t rows, std::s
 
 std::vector<std::string> bind(nb::module_ &m) {
     m.def("quant_linear", &py_product<gemv>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
-          "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
+          "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0, "act_bits"_a = 15,
           "out = x @ W.T for the (rows, cols) matrix W packed as `parts` in `format`;\n"
           "x float32 (M, cols), out float32 (M, rows), both C-contiguous. `group` is the\n"
-          "int4 group size or nf4/fp4 block size (0 for the others). Releases the GIL.");
+          "int4 group size or nf4/fp4 block size (0 for the others). act_bits 8 rounds x\n"
+          "to 8 bits per 32 values first (round_act8, llama.cpp's activations: the byte\n"
+          "kernel, fewer products); 15 keeps the exact-within-2**-15 default. Releases the GIL.");
     m.def("quant_gemm", &py_product<gemm_rows>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
-          "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0,
+          "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0, "act_bits"_a = 15,
           "quant_linear for several activation rows: each weight chunk is decoded once for\n"
           "all of them (csrc/quant/gemm.h); every row of out is bit for bit quant_linear's\n"
           "result for that row alone, except FP8's (gemm_fp8, csrc/quant/fused.h: float\n"

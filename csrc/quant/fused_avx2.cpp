@@ -158,7 +158,7 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     std::vector<std::int32_t> so(n_x * nc), so16(n_x * 2 * nc);
     std::vector<Act> acts(n_x);
     for (std::size_t m = 0; m < n_x; ++m) {
-        if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, q0 + m * cols, &d[m * nc], &so[m * nc],
+        if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max(w), q0 + m * cols, &d[m * nc], &so[m * nc],
                           &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]))
             return false;
         acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]};
@@ -204,7 +204,9 @@ void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y, s
         kern.row_bytes = w.row_bytes;
         *ok = run(kern, w, x, n_x, y, threads);
     };
-    // One activation row: the 8-bit kernel (fused_vnni.cpp) where the CPU and format have one.
+    if (gemv_act8(w, x, n_x, y, threads, ok))
+        return;  // 8-bit activations opted into: the byte kernel (fused_act8.cpp)
+    // One activation row: the two-byte kernel (fused_vnni.cpp) where the CPU and format have one.
     if (n_x != 1 || !gemv_vnni(w, x, y, threads, ok)) {
         switch (w.format) {
             case Format::q4_0: go(KQ4_0{}); break;

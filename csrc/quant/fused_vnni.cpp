@@ -225,7 +225,7 @@ bool vnni_supported() { return cpu_avx2_fma() && vnni_active(); }
 
 bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads, bool *ok) {
     using namespace fused;
-    if (!vnni_supported())
+    if (!vnni_supported() || w.act_bits != 15)  // 8-bit activations: fused_act8.cpp's kernel
         return false;
     auto go = [&](auto kern) {
         kern.row_bytes = w.row_bytes;

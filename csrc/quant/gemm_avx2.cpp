@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fused.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -39,7 +40,7 @@ using fused::Tables;
 constexpr std::size_t kSegChunks = 32;  // 32 chunks of 8 rows: a 16 KiB int16 buffer
 
 // Activation rows quantized as the fused GEMV quantizes them (act_quant.h's
-// quantize_act, the same function): 15-bit integers per 32 values in layout order.
+// quantize_act, the same function): 15-bit (or 8-bit) integers per 32 values in layout order.
 struct Acts {
     std::size_t nc = 0;
     std::vector<std::int16_t> q_store;
@@ -49,7 +50,7 @@ struct Acts {
 };
 
 template <class K>
-bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
+bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, float act_max, Acts &a) {
     const std::size_t nc = cols / kChunk;
     a.nc = nc;
     a.q_store.resize(n_x * cols + 16);
@@ -60,8 +61,8 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, Acts &a) {
     a.ds16.resize(n_x * 2 * nc);
     a.so.resize(n_x * nc);
     for (std::size_t m = 0; m < n_x; ++m)
-        if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, a.q + m * cols, &a.d[m * nc], &a.so[m * nc],
-                          nullptr, &a.ds[m * nc], &a.ds16[m * 2 * nc]))
+        if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max, a.q + m * cols, &a.d[m * nc],
+                                 &a.so[m * nc], nullptr, &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;
 }
@@ -211,7 +212,7 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
 template <class K>
 bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
     Acts acts;
-    if (!quantize_acts<K>(x, n_x, w.cols, acts))
+    if (!quantize_acts<K>(x, n_x, w.cols, fused::act_max(w), acts))
         return false;
     const std::size_t groups = (w.rows + 7) / 8;
     // About 64K multiply-adds per task at least: a pool round trip is microseconds.
@@ -263,7 +264,9 @@ bool gemm_fused(const QuantView &w, const float *x, std::size_t n_x, float *y, s
 }
 
 void gemm(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
-    if (active_simd() == Simd::avx2 && gemm_supported(w) && gemm_fused(w, x, n_x, y, threads))
+    // With 8-bit activations the byte kernel serves every batch (gemv_fused runs it).
+    const bool bytes = act8_supported(w) && gemv_is_fused(w);
+    if (!bytes && active_simd() == Simd::avx2 && gemm_supported(w) && gemm_fused(w, x, n_x, y, threads))
         return;
     gemv(w, x, n_x, y, threads);
 }

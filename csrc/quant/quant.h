@@ -43,6 +43,10 @@ struct QuantView {
     bool double_quant = false;    // nf4/fp4
     bool per_channel = true;      // fp8
     float global_scale = 1.0f;    // nvfp4
+    // Bits the integer kernels round activations to, per 32 values: 15 (|error| <= amax /
+    // 32512, the default) or 8 (llama.cpp's amax / 254: half the products, opt-in; the
+    // caller passes x already rounded so, see round_act8, so every path computes the same).
+    int act_bits = 15;
 };
 
 // Values per GGUF block and bytes per block, or 0 for the non-GGUF formats.
@@ -55,6 +59,13 @@ void decode_rows(const QuantView &w, std::size_t r0, std::size_t r1, float *out,
 
 // y[m * rows + r] = sum_k x[m * cols + k] * W[r][k] for m < n_x.
 void gemv(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);
+
+// out = x with each 32-value chunk of each row (cols a multiple of 32; else a copy) rounded
+// to 8 bits as the integer kernels round it: q = round-to-even(x * (127 / amax)), x~ = q *
+// (amax / 127), in float32; chunks holding inf / NaN, zeros or an amax below 2**-90 are
+// copied unchanged (the kernels leave those to the float path). tensora.kernels.quant_matmul's
+// round_activations is the same function in NumPy.
+void round_act8(const float *x, std::size_t n_x, std::size_t cols, float *out);
 
 // y[m * cols + k] = sum_r g[m * rows + r] * W[r][k] for m < n_g.
 void gemv_t(const QuantView &w, const float *g, std::size_t n_g, float *y, std::size_t threads);

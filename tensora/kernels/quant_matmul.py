@@ -54,7 +54,20 @@ Tolerances (native against reference; tests/kernels/test_quant_matmul.py checks 
   them, as llama.cpp does, but with the same 15-bit activations held as two signed bytes,
   the same integers and the same scale steps, so bit for bit the int16 kernel's result.
   llama.cpp's 8-bit activations (``amax / 127``) would halve the products but move the
-  logits ~0.5% and change SmolLM2's greedy answers.
+  logits ~0.5% and change SmolLM2's greedy answers, so they are opt-in (below).
+
+8-bit activations (``set_activation_bits(8)``, or ``act_bits=8`` per call; default 15): x is
+first rounded as llama.cpp rounds its Q8 activations, each 32-value chunk to
+``round(x * 127 / amax) * amax / 127`` (``round_activations``, the same float32 steps in
+NumPy and in the extension's ``round_act8``), and every body then computes the product with
+that rounded x: the NumPy reference and the tile paths in float32, the integer kernels with
+byte products (csrc/quant/fused_act8.cpp: ``vpmaddubsw`` on weights kept as bytes, about 1.4x
+faster than int16 at 4 bits; the formats without whole-byte weights, NF4, FP4, Q2_K, Q3_K and
+Q6_K, keep their int16 kernels with the same 8-bit integers). So the tolerances above hold
+against the reference given the rounded x, rows stay independent of the batch bit for bit,
+and the error against the unrounded x is llama.cpp's: up to ``amax / 254`` per activation.
+Rows whose length is not a multiple of 32 are not rounded. The backward treats the rounding
+as the identity (a straight-through estimate), as the 15-bit rounding is treated.
 
 Rows are independent: a row's result does not depend on how many rows share the call,
 bit for bit, so batched decoding computes what each sequence would alone. FP8 is the
@@ -136,10 +149,59 @@ GEMM_MAX_ROWS = 128
 #: 1.3x faster at 6-7 and 9-12, 1.5x at 32; tiles + BLAS, which pay a float32 decode of every weight, are
 #: 1.9-2.2x slower than it at 128 and 256 rows.
 FP8_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
+#: Formats with the byte kernel for 8-bit activations (csrc/quant/fused_act8.cpp).
+ACT8_BYTE_FORMATS = frozenset({"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "iq4_nl", "mxfp4", "int8",
+                               "int4", "nvfp4"})
 GEMM_MIN_ROWS_FP8 = 6
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.
 GRAD_FUSED_MAX_ROWS = 8
+
+#: Bits activations are rounded to before a product with a quantized weight (module-wide, as
+#: torch.set_float32_matmul_precision is): 15 (the default) or 8 (llama.cpp's; see above).
+_activation_bits = 15
+
+
+def activation_bits() -> int:
+    """The bits quant_linear rounds activations to when a call does not say (15 or 8)."""
+    return _activation_bits
+
+
+def set_activation_bits(bits: int) -> None:
+    """Set the activation rounding of later products with quantized weights: 15 (default,
+    |error| <= amax / 32512 per value) or 8 (llama.cpp's, amax / 254: faster byte kernels)."""
+    global _activation_bits
+    _activation_bits = _check_bits(bits)
+
+
+def _check_bits(bits: Any) -> int:
+    if isinstance(bits, bool) or bits not in (8, 15):
+        raise ValueError(f"activation bits must be 8 or 15, got {bits!r}")
+    return int(bits)
+
+
+def round_activations(x: np.ndarray) -> np.ndarray:
+    """x (M, K) float32 with each 32-value chunk rounded to 8 bits as llama.cpp's Q8
+    activations: ``q = round-half-even(x * (127 / amax))``, ``x~ = q * (amax / 127)`` in
+    float32, amax the chunk's largest magnitude. Chunks holding inf or NaN, all zeros, or an
+    amax below 2**-90 stay as they are, and so does x when K is not a multiple of 32 (the
+    integer kernels leave those to their float path). The extension's ``round_act8``
+    (csrc/quant/quant.h) is the same function."""
+    m, k = x.shape
+    if k % 32 or x.size == 0:
+        return x
+    chunks = x.reshape(m, k // 32, 32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        amax = np.max(np.abs(chunks), axis=2, keepdims=True)
+        keep = ~np.isfinite(amax) | ~(amax >= np.float32(2.0 ** -90))
+        amax = np.where(keep, np.float32(1), amax)
+        q = np.clip(np.rint(chunks * (np.float32(127) / amax)), -127, 127)
+        rounded = q * (amax / np.float32(127))
+    return np.where(keep, chunks, rounded).reshape(m, k)
+
+
+def _bits(act_bits: int | None) -> int:
+    return _activation_bits if act_bits is None else _check_bits(act_bits)
 
 
 def _matrix(a: np.ndarray, cols: int, what: str) -> np.ndarray:
@@ -168,10 +230,13 @@ def _shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 @kernel("quant_linear")
 def quant_linear(x: np.ndarray, fmt: str, options: Mapping[str, Any], parts: Mapping[str, np.ndarray],
-                 shape: tuple[int, int], decode_rows: Decoder) -> np.ndarray:
-    """``x @ W.T``: x float32 (M, K), W (N, K) quantized; returns float32 (M, N)."""
+                 shape: tuple[int, int], decode_rows: Decoder, act_bits: int | None = None) -> np.ndarray:
+    """``x @ W.T``: x float32 (M, K), W (N, K) quantized; returns float32 (M, N). ``act_bits``
+    (8 or 15; None: ``activation_bits()``): 8 multiplies ``round_activations(x)``."""
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
+    if _bits(act_bits) == 8:
+        x = round_activations(x)
     out_t = np.empty((rows, x.shape[0]), np.float32)  # W x.T, tile rows are contiguous
     step = _tile_rows(cols)
     for r0 in range(0, rows, step):
@@ -242,11 +307,15 @@ def _native_part(a: Any) -> Any:
     return np.require(a, requirements=("C", "A"))
 
 
-def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0) -> Callable[..., None] | None:
+def native_linear(lib: ModuleType, fmt: str, m: int, cols: int = 0, act_bits: int = 15) -> Callable[..., None] | None:
     """The ``tensora._C`` function computing ``x @ W.T`` for ``m`` activation rows of ``cols``
     values in place (``quant_gemm`` or ``quant_linear``, same signature), or None where tiles
     + BLAS are faster. ``cols=0`` stands for a row length the caller does not give: the
-    thresholds of narrow rows, taken in whole 32-value chunks."""
+    thresholds of narrow rows, taken in whole 32-value chunks. With 8-bit activations the
+    formats of whole-byte weights run the byte kernel at every batch up to ``GEMM_MAX_ROWS``
+    (it shares each decoded chunk among the rows, and ``quant_linear`` is it)."""
+    if act_bits == 8 and fmt in ACT8_BYTE_FORMATS:
+        return lib.quant_linear if m <= GEMM_MAX_ROWS else None
     if fmt in FP8_GEMM:
         # The panel kernel runs with AVX2 on whole chunks; elsewhere quant_gemm would take
         # the float path row by row, which tiles + BLAS beat at large batches.
@@ -274,17 +343,21 @@ def _decode_into(lib: ModuleType, fmt: str, args: dict, rows: int, cols: int, r0
 
 @quant_linear.native_body
 def _quant_linear_native(lib: ModuleType, x: np.ndarray, fmt: str, options: Mapping[str, Any],
-                         parts: Mapping[str, np.ndarray], shape: tuple[int, int], decode_rows: Decoder) -> np.ndarray:
+                         parts: Mapping[str, np.ndarray], shape: tuple[int, int], decode_rows: Decoder,
+                         act_bits: int | None = None) -> np.ndarray:
+    bits = _bits(act_bits)
     args = _native_args(fmt, options, parts)
     if args is None:
-        return quant_linear.reference(x, fmt, options, parts, shape, decode_rows)
+        return quant_linear.reference(x, fmt, options, parts, shape, decode_rows, bits)
     rows, cols = _shape(shape)
     x = _matrix(x, cols, "quant_linear")
-    fused = native_linear(lib, fmt, x.shape[0], cols)
+    fused = native_linear(lib, fmt, x.shape[0], cols, bits)
     if fused is not None:
         out = np.empty((x.shape[0], rows), np.float32)
-        fused(fmt, args["parts"], rows, cols, x, out, group=args["group"])
+        fused(fmt, args["parts"], rows, cols, x, out, group=args["group"], act_bits=bits)
         return out
+    if bits == 8:
+        x = round_activations(x)
     out_t = np.empty((rows, x.shape[0]), np.float32)
     step = _tile_rows(cols)
     buf = np.empty((min(step, rows), cols), np.float32)

@@ -84,18 +84,19 @@ class Projection:
         self.one_row = self._one_row()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[0] == 1 and self.one_row is not None:
+        bits = qk.activation_bits()
+        if x.shape[0] == 1 and self.one_row is not None and (self.quant is None or bits == 15):
             out = self.one_row(x)
         elif self.quant is None:
             out = self.dense(x, self.weight, np.empty((x.shape[0], self.rows), np.float32))
         else:
             fmt, options, parts = self.quant
-            fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0], self.cols)
+            fused = None if self.native is None else qk.native_linear(self.native[0], fmt, x.shape[0], self.cols, bits)
             if fused is not None:  # the fused or the multi-row kernel, called directly
                 out = np.empty((x.shape[0], self.rows), np.float32)
-                fused(fmt, self.native[1], self.rows, self.cols, x, out, group=self.native[2])
+                fused(fmt, self.native[1], self.rows, self.cols, x, out, group=self.native[2], act_bits=bits)
             else:
-                out = qk.quant_linear(x, fmt, options, parts, (self.rows, self.cols), self._decode)
+                out = qk.quant_linear(x, fmt, options, parts, (self.rows, self.cols), self._decode, bits)
         if self.bias is not None:
             out += self.bias
         return out

@@ -16,11 +16,14 @@ Where things live:
     lora.py      LoRALinear (QLoRA on a frozen quantized base)
     model.py     quantize(module, format, ...) and memory_report(module)
 
-The fused kernels are tensora/kernels/quant_matmul.py (NumPy reference + native body).
+The fused kernels are tensora/kernels/quant_matmul.py (NumPy reference + native body);
+``set_activation_bits(8)`` opts their products into llama.cpp's 8-bit activations (faster,
+coarser; the default 15 bits keeps the product within 2**-15 of the exact one).
 """
 
 from __future__ import annotations
 
+from ..kernels.quant_matmul import activation_bits, set_activation_bits
 from .formats import FORMATS, QuantFormat, QuantFormatError, get_format
 from .layers import QuantizedEmbedding, QuantizedLinear
 from .lora import LoRALinear
@@ -33,6 +36,6 @@ def formats() -> list[str]:
     return sorted(FORMATS)
 
 
-__all__ = ["FORMATS", "LoRALinear", "MemoryReport", "QuantFormat", "QuantFormatError", "QuantizeResult",
+__all__ = ["FORMATS", "LoRALinear", "activation_bits", "set_activation_bits", "MemoryReport", "QuantFormat", "QuantFormatError", "QuantizeResult",
            "QuantizedEmbedding", "QuantizedLinear", "QuantizedTensor", "formats", "from_gguf", "get_format",
            "memory_report", "quantize", "quantize_tensor", "quantized_linear"]

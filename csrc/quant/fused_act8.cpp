@@ -1,0 +1,267 @@
+// The fused product with 8-bit activations on AVX2 (QuantView::act_bits == 8, opt-in):
+// llama.cpp's numerics, for the formats whose weights are whole bytes (fused_bytes.h).
+//
+// Why a third kernel: with 15-bit activations the AVX2 kernel (fused_avx2.cpp) widens
+// every code to int16 and takes two vpmaddwd per 32 weights of a row, and a GEMV of a
+// 4-bit weight is bound by those instructions, not by memory. Activations rounded to
+// bytes (d = amax / 127 per 32 values, as llama.cpp's Q8 activations) let the weights
+// stay bytes: vpmaddubsw multiplies 32 weight bytes with 32 activation bytes into int16
+// pairs and one vpmaddwd by ones sums them to int32, for two weight rows per vector
+// (the VNNI kernel's layout: row i in the low 128 bits, row j in the high).
+//
+// vpmaddubsw takes unsigned times signed bytes and saturates its int16 pair sums, so:
+// - codes stored with an offset (Q4_0, Q5_0, int4 symmetric) and unsigned codes (Q4_1,
+//   Q5_1, Q4_K, Q5_K, int4 asymmetric) are at most 31: pairs stay within 2 * 31 * 127,
+//   and the two halves of a chunk are added as int16 before the one vpmaddwd;
+// - signed bytes (Q8_0, int8, and the code books of IQ4_NL, MXFP4, NVFP4, which
+//   fused_bytes.h stores plus 128) take llama.cpp's sign trick, |w| times x with w's
+//   sign: pairs within 2 * 128 * 127.
+//
+// Every integer sum is exact, and the activations are quantize_act's (act_quant.h) with
+// act_max 127, scaled by the same float steps as in the int16 kernels. This kernel serves
+// every batch (gemm() sends it all rows), several activation rows sharing each decoded
+// chunk, and a row's result does not depend on the batch, bit for bit.
+#include "fused.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "parallel.h"
+#include "simd.h"
+
+#if TENSORA_HAVE_AVX2_VARIANT
+#include "act_quant.h"
+#include "avx2_util.h"
+#include "fused_bytes.h"
+#include "fused_kernels.h"
+#include "fused_tables.h"
+
+namespace tensora::quant {
+
+namespace fused {
+namespace {
+
+// Activation rows as quantize_act leaves them (act_max 127), the codes narrowed to bytes:
+// row m's chunk c is the 32 bytes at q + m * cols + 32 c, in the format's layout order.
+struct Acts8 {
+    std::size_t cols = 0, nc = 0;
+    std::vector<std::int8_t> store;
+    std::int8_t *q = nullptr;  // 32-byte aligned
+    std::vector<float> d, ds;
+    std::vector<std::int32_t> so, so16;
+};
+
+template <class B>
+FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t cols, Acts8 &a) {
+    const std::size_t nc = cols / kChunk;
+    a.cols = cols;
+    a.nc = nc;
+    a.store.resize(n_x * cols + 32);
+    a.q = reinterpret_cast<std::int8_t *>((reinterpret_cast<std::uintptr_t>(a.store.data()) + 31) & ~std::uintptr_t(31));
+    a.d.resize(n_x * nc);
+    a.ds.resize(n_x * nc);
+    a.so.resize(n_x * nc);
+    a.so16.resize(n_x * 2 * nc);
+    std::vector<std::int16_t> q16(cols);
+    std::vector<float> ds16(2 * nc);
+    for (std::size_t m = 0; m < n_x; ++m) {
+        if (!quantize_act(x + m * cols, cols, B::kLayout, B::kOffset, kActMax8, q16.data(), &a.d[m * nc], &a.so[m * nc],
+                          &a.so16[m * 2 * nc], &a.ds[m * nc], ds16.data()))
+            return false;
+        std::int8_t *qm = a.q + m * cols;
+        for (std::size_t k = 0; k < cols; k += 16) {  // |q| <= 127: the packs do not saturate
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q16.data() + k));
+            const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(qm + k), b);
+        }
+    }
+    return true;
+}
+
+// Whether B's bytes are signed values plus 128 (the sign trick), else small unsigned codes.
+template <class B>
+constexpr bool kSigned = B::kOffset == 128;
+
+// The int16 pair sums of weight bytes w times activation bytes x (see the file comment).
+template <class B>
+FUSED_TARGET inline __m256i pairs(__m256i w, __m256i x) {
+    if constexpr (kSigned<B>) {
+        const __m256i s = _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80)));  // back to signed
+        return _mm256_maddubs_epi16(_mm256_abs_epi8(s), _mm256_sign_epi8(x, s));
+    } else {
+        return _mm256_maddubs_epi16(w, x);
+    }
+}
+
+FUSED_TARGET inline __m256i widen_pairs(__m256i p) { return _mm256_madd_epi16(p, _mm256_set1_epi16(1)); }
+
+// Int32 sums of one chunk of rows (p, p + 4) with one activation row: lanes 0-3 row p's,
+// 4-7 row p + 4's; for kSplit formats the two half chunks apart (*second).
+template <class B>
+FUSED_TARGET inline __m256i chunk_dot(Pair v, __m256i xa, __m256i xb, __m256i *second) {
+    if constexpr (B::kSplit) {
+        *second = widen_pairs(pairs<B>(v.b, xb));
+        return widen_pairs(pairs<B>(v.a, xa));
+    } else if constexpr (kSigned<B>) {
+        return _mm256_add_epi32(widen_pairs(pairs<B>(v.a, xa)), widen_pairs(pairs<B>(v.b, xb)));
+    } else {  // 4 products of at most 31 * 127 per int16: no saturation
+        return widen_pairs(_mm256_add_epi16(pairs<B>(v.a, xa), pairs<B>(v.b, xb)));
+    }
+}
+
+// Sums of lanes 0-3 of v0..v3 in lanes 0-3 (rows 0-3), of lanes 4-7 in lanes 4-7 (rows 4-7).
+FUSED_TARGET inline __m256i row_sums(const __m256i *v) {
+    return quad_sums(pair_sums(v[0], v[1]), pair_sums(v[2], v[3]));
+}
+
+// One pass over the chunks of a group for kM activation rows (m0 .. m0 + kM - 1). The
+// first pass of a group fills the scale tables, 8 entries ahead of use, and prefetches a
+// slice of the next group per chunk; later passes find the group's bytes in cache.
+template <class K, class B, int kM>
+FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, const RowGroup<K> &grp,
+                             const Acts8 &a, std::size_t m0, Tables &t, bool first, __m256 *out) {
+    const std::size_t nc = a.nc;
+    const char *next = first ? grp.next : nullptr;
+    const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
+    __m256 acc[kM], acc_min[kM];
+    for (int m = 0; m < kM; ++m)
+        acc[m] = acc_min[m] = _mm256_setzero_ps();
+    if (first)
+        fill_block(kern, w, grp.rows, grp.rr, 0, nc, 0, t);  // an entry per chunk
+    for (std::size_t c = 0; c < nc; ++c) {
+        if (first && (c & 7) == 0 && c + 8 < nc)
+            fill_block(kern, w, grp.rows, grp.rr, c + 8, nc, 0, t);
+        if (next)
+            for (int j = 0; j < K::kLines; ++j)
+                _mm_prefetch(next + std::min(c * next_step + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+        __m256i sa[kM][4], sb[kM][4];
+        for (int p = 0; p < 4; ++p) {  // rows p and p + 4
+            const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
+            for (int m = 0; m < kM; ++m) {
+                const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
+                const __m256i xa = _mm256_broadcastsi128_si256(_mm_load_si128(xc));  // positions 0..15
+                const __m256i xb = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
+                sa[m][p] = chunk_dot<B>(v, xa, xb, &sb[m][p]);
+            }
+        }
+        for (int m = 0; m < kM; ++m) {
+            const std::size_t i = (m0 + m) * nc + c;
+            const __m256 xd = _mm256_set1_ps(a.d[i]);
+            __m256i lo = row_sums(sa[m]);
+            if constexpr (B::kSplit) {  // a scale per half chunk: sc for the first, mn2 for the second
+                __m256i hi = row_sums(sb[m]);
+                if constexpr (B::kOffset && !kSigned<B>) {
+                    lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so16[2 * i]));
+                    hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(a.so16[2 * i + 1]));
+                }
+                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), acc[m]);
+                acc_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                                             acc_min[m]);
+            } else {
+                if constexpr (B::kOffset && !kSigned<B>)
+                    lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so[i]));
+                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), acc[m]);
+                if constexpr (K::kMin == 1)
+                    acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), acc_min[m]);
+            }
+        }
+    }
+    for (int m = 0; m < kM; ++m)
+        out[m] = _mm256_add_ps(acc[m], acc_min[m]);
+}
+
+template <class K, class B>
+FUSED_TARGET void run_groups(const K &kern, const B &bytes, const QuantView &w, const Acts8 &a, std::size_t n_x,
+                             float *y, std::size_t g0, std::size_t g1) {
+    Tables t(a.nc, false);
+    for (std::size_t g = g0; g < g1; ++g) {
+        const RowGroup<K> grp(kern, w, g, g1);
+        for (std::size_t m = 0; m < n_x;) {
+            const int k = n_x - m >= 4 ? 4 : n_x - m >= 2 ? 2 : 1;
+            __m256 out[4];
+            if (k == 4)
+                group_pass<K, B, 4>(kern, bytes, w, grp, a, m, t, m == 0, out);
+            else if (k == 2)
+                group_pass<K, B, 2>(kern, bytes, w, grp, a, m, t, m == 0, out);
+            else
+                group_pass<K, B, 1>(kern, bytes, w, grp, a, m, t, m == 0, out);
+            for (int j = 0; j < k; ++j, ++m) {
+                alignas(32) float o[8];
+                _mm256_store_ps(o, out[j]);
+                for (std::size_t i = 0; i < grp.nr; ++i)
+                    y[m * w.rows + grp.r0 + i] = o[i];
+            }
+        }
+    }
+}
+
+template <class K>
+bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
+    using B = Bytes<K>;
+    static_assert(B::kDScale == 1.0f, "byte and int16 code books share their unit");
+    static_assert(!B::kSplit || kSigned<B>, "a scale per 16 values comes with signed bytes (NVFP4)");
+    static_assert(K::kMin <= 1, "at most a minimum per chunk");
+    const B bytes(kern);
+    Acts8 a;
+    if (!quantize_acts8<B>(x, n_x, w.cols, a))
+        return false;
+    const std::size_t groups = (w.rows + 7) / 8;
+    const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / (w.cols * n_x));
+    parallel_for(groups, threads, grain, 1, [&](std::size_t lo, std::size_t hi) {
+        run_groups(kern, bytes, w, a, n_x, y, lo, hi);
+    });
+    return true;
+}
+
+}  // namespace
+}  // namespace fused
+
+bool act8_supported(const QuantView &w) {
+    if (w.act_bits != 8 || !fused_supported(w) || (w.format == Format::int8 && w.n_outliers))
+        return false;
+    switch (w.format) {
+        case Format::q4_0: case Format::q4_1: case Format::q5_0: case Format::q5_1: case Format::q8_0:
+        case Format::q4_k: case Format::q5_k: case Format::iq4_nl: case Format::mxfp4: case Format::int8:
+        case Format::int4: case Format::nvfp4:
+            return true;
+        default:
+            return false;  // the int16 kernels, with the same 8-bit activations
+    }
+}
+
+bool gemv_act8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads, bool *ok) {
+    using namespace fused;
+    if (!act8_supported(w))
+        return false;
+    auto go = [&](auto kern) {
+        kern.row_bytes = w.row_bytes;
+        *ok = run(kern, w, x, n_x, y, threads);
+        return true;
+    };
+    switch (w.format) {
+        case Format::q4_0: return go(KQ4_0{});
+        case Format::q4_1: return go(KQ4_1{});
+        case Format::q5_0: return go(KQ5_0{});
+        case Format::q5_1: return go(KQ5_1{});
+        case Format::q8_0: return go(KQ8_0{});
+        case Format::q4_k: return go(KQ45_K<false>{});
+        case Format::q5_k: return go(KQ45_K<true>{});
+        case Format::iq4_nl: return go(KLut4<false>{});
+        case Format::mxfp4: return go(KLut4<true>{});
+        case Format::int8: return go(KInt8{});
+        case Format::int4: return w.symmetric ? go(KInt4<true>(w)) : go(KInt4<false>(w));
+        case Format::nvfp4: return go(KNvfp4{});
+        default: return false;
+    }
+}
+
+}  // namespace tensora::quant
+
+#else
+
+namespace tensora::quant {
+bool act8_supported(const QuantView &) { return false; }
+bool gemv_act8(const QuantView &, const float *, std::size_t, float *, std::size_t, bool *) { return false; }
+}  // namespace tensora::quant
+
+#endif
