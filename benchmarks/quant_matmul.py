@@ -13,7 +13,9 @@ For the GGUF block formats llama.cpp runs the same weight bytes too (ggml's mul_
 the libraries llama-cpp-python ships, when it is installed: see _ggml.py), with as many
 threads; the "x llama.cpp" columns are llama.cpp's time over tensora's (> 1: tensora is
 faster), each pair timed back to back. llama.cpp rounds the activations to 8 bits per
-block (its q8_0 / q8_K), tensora to 15 bits (tensora/kernels/quant_matmul.py).
+block (its q8_0 / q8_K), tensora to 15 bits by default (tensora/kernels/quant_matmul.py);
+``--act-bits 15,8`` adds a row per format with tensora's opt-in 8-bit activations
+(``set_activation_bits(8)``: llama.cpp's rounding, the byte kernel), labelled "x8".
 
 The packed weight is one eighth of the rows quantized and repeated 8 times (quantizing
 45M values takes minutes for the K-quants' scale searches; the kernels' speed does not
@@ -25,6 +27,7 @@ memory): each format's ratios divide by a NumPy time taken just before its own, 
 over the rounds with the ratios' min-max beside it.
 
     .venv/bin/python benchmarks/quant_matmul.py [--quick] [--rounds 3] [--formats q4_0,nf4] [--shape 11008 4096]
+        [--act-bits 15,8]
 """
 
 from __future__ import annotations
@@ -89,7 +92,11 @@ def main() -> None:
     parser.add_argument("--formats", default="", help="comma-separated format names (default: all)")
     parser.add_argument("--shape", type=int, nargs=2, default=(11008, 4096), metavar=("N", "K"))
     parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep; medians over the rounds")
+    parser.add_argument("--act-bits", default="15", help="activation bits to run each format with: 15, 8 or 15,8")
     args = parser.parse_args()
+    act_bits = [int(b) for b in args.act_bits.split(",")]
+    if not act_bits or any(b not in (8, 15) for b in act_bits):
+        parser.error("--act-bits takes 15, 8 or 15,8")
     budget = 0.1 if args.quick else 0.3
     n, k = args.shape
     if n % REPEAT:
@@ -128,19 +135,23 @@ def main() -> None:
         def decode(a, b, fmt=fmt, parts=parts):
             return fmt.dequantize_rows(parts, (n, k), a, b)
 
-        def run(x, fmt=fmt, parts=parts, opts=fmt.options()):
-            return qm.quant_linear(x, fmt.name, opts, parts, (n, k), decode)
+        def run(x, fmt=fmt, parts=parts, opts=fmt.options(), bits=15):
+            return qm.quant_linear(x, fmt.name, opts, parts, (n, k), decode, bits)
 
         label = name + ("" if not options else " " + ",".join(f"{a}={v}" for a, v in options.items()))
-        runners.append((label, sum(p.nbytes for p in parts.values()), run))
+        for bits in act_bits:
+            runners.append((label + (" x8" if bits == 8 else ""), sum(p.nbytes for p in parts.values()),
+                            lambda x, run=run, bits=bits: run(x, bits=bits)))
         # GGUF block formats only: their single "blocks" part is the GGUF tensor's bytes (gguf
         # also knows NVFP4 by name, but tensora keeps its scales apart: no llama.cpp layout)
         if _ggml.available() and set(parts) == {"blocks"} and name.upper() in GGMLQuantizationType.__members__:
             type_id = int(GGMLQuantizationType[name.upper()])
-            peers[label] = {m: _ggml.GgmlMatmul(type_id, parts["blocks"], n, k, m, threads) for m in xs}
+            matmuls = {m: _ggml.GgmlMatmul(type_id, parts["blocks"], n, k, m, threads) for m in xs}
+            for bits in act_bits:
+                peers[label + (" x8" if bits == 8 else "")] = matmuls
             # Both must compute the same product (llama.cpp rounds activations to 8 bits: ~1%
             # of the output's scale), or the ratios would compare different work.
-            for m, peer in peers[label].items():
+            for m, peer in matmuls.items():
                 ours, theirs = run(xs[m]), peer(xs[m])
                 err = float(np.abs(ours - theirs).max() / np.abs(ours).max())
                 if not err < 0.05:
@@ -174,7 +185,8 @@ def main() -> None:
         t = times[label]
         t1, t32 = med([a for a, _ in t[1]]), med([a for a, _ in t[32]])
         name = label.split()[0]
-        picked = None if lib is None or name not in FORMATS else qm.native_linear(lib, name, 32, k)
+        bits = 8 if label.endswith(" x8") else 15
+        picked = None if lib is None or name not in FORMATS else qm.native_linear(lib, name, 32, k, bits)
         path = "BLAS" if name not in FORMATS else "-" if lib is None else (
             "tiles+BLAS" if picked is None else picked.__name__)
         vs = {m: ratio(peer_times[label][m]) if label in peers else "" for m in (1, 32)}

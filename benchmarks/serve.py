@@ -18,6 +18,7 @@ against ~0.5 s for this one). Clients and server in one interpreter, as an earli
 ran them, also share one GIL, which no deployment does.
 
     PYTHONPATH=. .venv/bin/python benchmarks/serve.py [--new 64] [--clients 1,8,32] [--rounds 2] [--repeat 3]
+        [--activation-bits 8]
 """
 
 from __future__ import annotations
@@ -86,12 +87,13 @@ async def _level(url: str, clients: int, rounds: int, new: int) -> tuple[float, 
 class ServerProcess:
     """`tensora serve` in a child process on a free local port, until the `with` block ends."""
 
-    def __init__(self, model: str | None, max_batch: int) -> None:
+    def __init__(self, model: str | None, max_batch: int, activation_bits: int = 15) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.cmd = [sys.executable, "-m", "tensora.cli", "serve", *([model] if model else []), "--port",
-                    str(self.port), "--max-batch", str(max_batch), "--max-queue", "256", "--model-id", "bench"]
+                    str(self.port), "--max-batch", str(max_batch), "--max-queue", "256", "--model-id", "bench",
+                    "--activation-bits", str(activation_bits)]
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServerProcess:
@@ -130,13 +132,15 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client, one after another")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--activation-bits", type=int, choices=(15, 8), default=15,
+                    help="the server's --activation-bits (8: llama.cpp's activations, the byte kernel)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the levels this many times, interleaved, and keep each level's fastest run "
                          "(steadier on a shared machine)")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     best: dict[int, tuple] = {}
-    with ServerProcess(args.model, args.max_batch) as server:
+    with ServerProcess(args.model, args.max_batch, args.activation_bits) as server:
         asyncio.run(_level(server.url, 1, 1, 4))  # warm up
         for _ in range(args.repeat):
             for clients in levels:

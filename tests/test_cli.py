@@ -34,6 +34,25 @@ def test_generate_streams_a_seeded_completion(capsys):
     assert "12 tokens" in first and "finish: length" in first
 
 
+@needs_model
+def test_generate_with_8_bit_activations(capsys):
+    """--activation-bits 8 runs the quantized products with llama.cpp's activation rounding (the
+    embedded model is Q4_1: the byte kernel), and answers as sensibly."""
+    from tensora import quant
+
+    try:
+        argv = ["generate", "The capital of France is", "--max-tokens", "6", "--temperature", "0",
+                "--activation-bits", "8"]
+        assert main(argv) == 0
+        assert quant.activation_bits() == 8
+        assert "Paris" in capsys.readouterr().out
+    finally:
+        quant.set_activation_bits(15)
+    with pytest.raises(SystemExit):
+        main(["generate", "hi", "--activation-bits", "4"])
+    assert "invalid choice: 4" in capsys.readouterr().err
+
+
 def test_generate_without_the_default_model_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert main(["generate", "--prompt", "hi"]) == 2

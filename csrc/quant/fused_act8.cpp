@@ -117,33 +117,37 @@ FUSED_TARGET inline __m256i row_sums(const __m256i *v) {
 // One pass over the chunks of a group for kM activation rows (m0 .. m0 + kM - 1). The
 // first pass of a group fills the scale tables, 8 entries ahead of use, and prefetches a
 // slice of the next group per chunk; later passes find the group's bytes in cache.
+// A table entry holds the scales of 2**shift chunks (K::table_shift: int4's groups).
 template <class K, class B, int kM>
 FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, const RowGroup<K> &grp,
-                             const Acts8 &a, std::size_t m0, Tables &t, bool first, __m256 *out) {
-    const std::size_t nc = a.nc;
+                             const Acts8 &a, std::size_t m0, Tables &t, int shift, bool first, __m256 *out) {
+    const std::size_t nc = a.nc, nu = nc >> shift, block = std::size_t(8) << shift;
     const char *next = first ? grp.next : nullptr;
     const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
         acc[m] = acc_min[m] = _mm256_setzero_ps();
     if (first)
-        fill_block(kern, w, grp.rows, grp.rr, 0, nc, 0, t);  // an entry per chunk
+        fill_block(kern, w, grp.rows, grp.rr, 0, nu, shift, t);
     for (std::size_t c = 0; c < nc; ++c) {
-        if (first && (c & 7) == 0 && c + 8 < nc)
-            fill_block(kern, w, grp.rows, grp.rr, c + 8, nc, 0, t);
+        if (first && (c & (block - 1)) == 0 && (c >> shift) + 8 < nu)
+            fill_block(kern, w, grp.rows, grp.rr, (c >> shift) + 8, nu, shift, t);
         if (next)
             for (int j = 0; j < K::kLines; ++j)
                 _mm_prefetch(next + std::min(c * next_step + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+        __m256i xa[kM], xb[kM];
+        for (int m = 0; m < kM; ++m) {
+            const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
+            xa[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc));  // positions 0..15, both halves
+            xb[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
+        }
         __m256i sa[kM][4], sb[kM][4];
         for (int p = 0; p < 4; ++p) {  // rows p and p + 4
             const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
-            for (int m = 0; m < kM; ++m) {
-                const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
-                const __m256i xa = _mm256_broadcastsi128_si256(_mm_load_si128(xc));  // positions 0..15
-                const __m256i xb = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
-                sa[m][p] = chunk_dot<B>(v, xa, xb, &sb[m][p]);
-            }
+            for (int m = 0; m < kM; ++m)
+                sa[m][p] = chunk_dot<B>(v, xa[m], xb[m], &sb[m][p]);
         }
+        const std::size_t u = (c >> shift) * 8;
         for (int m = 0; m < kM; ++m) {
             const std::size_t i = (m0 + m) * nc + c;
             const __m256 xd = _mm256_set1_ps(a.d[i]);
@@ -154,15 +158,15 @@ FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, 
                     lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so16[2 * i]));
                     hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(a.so16[2 * i + 1]));
                 }
-                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), acc[m]);
-                acc_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[c * 8]), xd),
+                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[u]), xd), acc[m]);
+                acc_min[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(&t.mn2[u]), xd),
                                              acc_min[m]);
             } else {
                 if constexpr (B::kOffset && !kSigned<B>)
                     lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(a.so[i]));
-                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c * 8]), xd), acc[m]);
+                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[u]), xd), acc[m]);
                 if constexpr (K::kMin == 1)
-                    acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[i]), acc_min[m]);
+                    acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[u]), _mm256_set1_ps(a.ds[i]), acc_min[m]);
             }
         }
     }
@@ -174,17 +178,18 @@ template <class K, class B>
 FUSED_TARGET void run_groups(const K &kern, const B &bytes, const QuantView &w, const Acts8 &a, std::size_t n_x,
                              float *y, std::size_t g0, std::size_t g1) {
     Tables t(a.nc, false);
+    const int shift = kern.table_shift(w);
     for (std::size_t g = g0; g < g1; ++g) {
         const RowGroup<K> grp(kern, w, g, g1);
         for (std::size_t m = 0; m < n_x;) {
             const int k = n_x - m >= 4 ? 4 : n_x - m >= 2 ? 2 : 1;
             __m256 out[4];
             if (k == 4)
-                group_pass<K, B, 4>(kern, bytes, w, grp, a, m, t, m == 0, out);
+                group_pass<K, B, 4>(kern, bytes, w, grp, a, m, t, shift, m == 0, out);
             else if (k == 2)
-                group_pass<K, B, 2>(kern, bytes, w, grp, a, m, t, m == 0, out);
+                group_pass<K, B, 2>(kern, bytes, w, grp, a, m, t, shift, m == 0, out);
             else
-                group_pass<K, B, 1>(kern, bytes, w, grp, a, m, t, m == 0, out);
+                group_pass<K, B, 1>(kern, bytes, w, grp, a, m, t, shift, m == 0, out);
             for (int j = 0; j < k; ++j, ++m) {
                 alignas(32) float o[8];
                 _mm256_store_ps(o, out[j]);

@@ -65,6 +65,18 @@ def sampling_args(p: argparse.ArgumentParser, max_tokens: int, temperature: floa
     p.add_argument("--seed", type=int_at_least(0), default=None)
 
 
+def activation_bits_arg(p: argparse.ArgumentParser) -> None:
+    """--activation-bits: how quantized weights' products round activations (tensora.quant.set_activation_bits)."""
+    p.add_argument("--activation-bits", type=int, choices=(15, 8), default=15,
+                   help="8: llama.cpp's 8-bit activations with quantized weights (faster, coarser)")
+
+
+def apply_activation_bits(args: argparse.Namespace) -> None:
+    from tensora.quant import set_activation_bits
+
+    set_activation_bits(args.activation_bits)
+
+
 def _load_commands() -> None:
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import command, sampling_args
+from . import activation_bits_arg, apply_activation_bits, command, sampling_args
 from .serve import load_model
 from .streaming import stream_to_terminal
 
@@ -16,10 +16,12 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", default=None, help="a system prompt to start the conversation with")
     sampling_args(p, max_tokens=256, temperature=0.7, top_p=0.95)
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
+    activation_bits_arg(p)
 
 
 @command("chat", "chat with a model in the terminal (the conversation is kept)", _chat_args)
 def chat(args: argparse.Namespace) -> int:
+    apply_activation_bits(args)
     model = load_model(args.model, args.quantize)
     start = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(start)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import command, int_at_least, sampling_args
+from . import activation_bits_arg, apply_activation_bits, command, int_at_least, sampling_args
 from .streaming import stream_to_terminal
 
 
@@ -18,6 +18,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     sampling_args(p, max_tokens=128, temperature=0.7, top_p=0.95)
     p.add_argument("--top-k", type=int_at_least(0), default=0, help="sample from the k likeliest tokens (0: all)")
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
+    activation_bits_arg(p)
 
 
 @command("generate", "stream a completion (or a chat reply) from a model", _generate_args)
@@ -32,6 +33,7 @@ def generate(args: argparse.Namespace) -> int:
     except DefaultModelMissing as exc:
         print(f"tensora generate: {exc}", file=sys.stderr)
         return 2
+    apply_activation_bits(args)
     model = load(path, quantize=args.quantize)
     prompt = model.chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
     stream_to_terminal(model, prompt, max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,

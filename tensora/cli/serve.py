@@ -6,7 +6,7 @@ import argparse
 import socket
 from pathlib import Path
 
-from . import command, int_at_least
+from . import activation_bits_arg, apply_activation_bits, command, int_at_least
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -15,6 +15,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=8000, help="0: any free port")
     p.add_argument("--quantize", default=None, help="quantize while loading: nf4, q4_0, int8, ...")
     p.add_argument("--memory-budget", default=None, help="RAM budget for the weights, e.g. 2GiB")
+    activation_bits_arg(p)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
     p.add_argument("--max-batch", type=int_at_least(1), default=8,
                    help="requests decoded together (continuous batching)")
@@ -63,6 +64,7 @@ def serve(args: argparse.Namespace) -> int:
     from tensora.serve import Settings, create_app, run
 
     check_listen(args.host, args.port)
+    apply_activation_bits(args)
     model = load_model(args.model, args.quantize, args.memory_budget)
     embedder = load(args.embedding_model) if args.embedding_model else None
     settings = Settings(max_batch=args.max_batch, max_queue=args.max_queue, max_context=args.max_context,
