@@ -224,40 +224,16 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
 bool act8_supported(const QuantView &w) {
     if (w.act_bits != 8 || !fused_supported(w) || (w.format == Format::int8 && w.n_outliers))
         return false;
-    switch (w.format) {
-        case Format::q4_0: case Format::q4_1: case Format::q5_0: case Format::q5_1: case Format::q8_0:
-        case Format::q4_k: case Format::q5_k: case Format::iq4_nl: case Format::mxfp4: case Format::int8:
-        case Format::int4: case Format::nvfp4:
-            return true;
-        default:
-            return false;  // the int16 kernels, with the same 8-bit activations
-    }
+    return fused::with_byte_kernel(w, [](auto) { return true; });  // else the int16 kernels, same activations
 }
 
 bool gemv_act8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads, bool *ok) {
-    using namespace fused;
     if (!act8_supported(w))
         return false;
-    auto go = [&](auto kern) {
-        kern.row_bytes = w.row_bytes;
-        *ok = run(kern, w, x, n_x, y, threads);
+    return fused::with_byte_kernel(w, [&](auto kern) {
+        *ok = fused::run(kern, w, x, n_x, y, threads);
         return true;
-    };
-    switch (w.format) {
-        case Format::q4_0: return go(KQ4_0{});
-        case Format::q4_1: return go(KQ4_1{});
-        case Format::q5_0: return go(KQ5_0{});
-        case Format::q5_1: return go(KQ5_1{});
-        case Format::q8_0: return go(KQ8_0{});
-        case Format::q4_k: return go(KQ45_K<false>{});
-        case Format::q5_k: return go(KQ45_K<true>{});
-        case Format::iq4_nl: return go(KLut4<false>{});
-        case Format::mxfp4: return go(KLut4<true>{});
-        case Format::int8: return go(KInt8{});
-        case Format::int4: return w.symmetric ? go(KInt4<true>(w)) : go(KInt4<false>(w));
-        case Format::nvfp4: return go(KNvfp4{});
-        default: return false;
-    }
+    });
 }
 
 }  // namespace tensora::quant

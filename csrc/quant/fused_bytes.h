@@ -1,4 +1,4 @@
-// The per-format halves of the VNNI fused kernel (included by fused_vnni.cpp only).
+// The per-format halves of the byte kernels (included by fused_vnni.cpp and fused_act8.cpp).
 //
 // Bytes<K> decodes chunk c (32 values) of two weight rows i and j at once into two
 // vectors of bytes, each holding 16 values of row i in its low 128 bits and the same
@@ -177,5 +177,31 @@ struct Bytes<KNvfp4> : BytesBase {
         return {lookup(table, _mm256_unpacklo_epi64(v.a, v.b)), lookup(table, _mm256_unpackhi_epi64(v.a, v.b))};
     }
 };
+
+// go(kernel) with the kernel of w's format (row_bytes set) where the format has Bytes, the
+// formats the byte kernels (fused_vnni.cpp, fused_act8.cpp) run; false for the others.
+template <class Go>
+bool with_byte_kernel(const QuantView &w, Go &&go) {
+    auto call = [&](auto kern) {
+        kern.row_bytes = w.row_bytes;
+        return go(kern);
+    };
+    switch (w.format) {
+        case Format::q4_0: return call(KQ4_0{});
+        case Format::q4_1: return call(KQ4_1{});
+        case Format::q5_0: return call(KQ5_0{});
+        case Format::q5_1: return call(KQ5_1{});
+        case Format::q8_0: return call(KQ8_0{});
+        case Format::q4_k: return call(KQ45_K<false>{});
+        case Format::q5_k: return call(KQ45_K<true>{});
+        case Format::iq4_nl: return call(KLut4<false>{});
+        case Format::mxfp4: return call(KLut4<true>{});
+        case Format::int8: return call(KInt8{});
+        case Format::int4: return w.symmetric ? call(KInt4<true>(w)) : call(KInt4<false>(w));
+        case Format::nvfp4: return call(KNvfp4{});
+        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8; NF4 and FP4, whose
+                                // code books are not whole bytes (exact in int16)
+    }
+}
 
 }  // namespace tensora::quant::fused

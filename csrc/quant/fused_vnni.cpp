@@ -227,27 +227,10 @@ bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads
     using namespace fused;
     if (!vnni_supported() || w.act_bits != 15)  // 8-bit activations: fused_act8.cpp's kernel
         return false;
-    auto go = [&](auto kern) {
-        kern.row_bytes = w.row_bytes;
+    return with_byte_kernel(w, [&](auto kern) {
         *ok = run_bytes(kern, w, x, y, threads);
         return true;
-    };
-    switch (w.format) {
-        case Format::q4_0: return go(KQ4_0{});
-        case Format::q4_1: return go(KQ4_1{});
-        case Format::q5_0: return go(KQ5_0{});
-        case Format::q5_1: return go(KQ5_1{});
-        case Format::q8_0: return go(KQ8_0{});
-        case Format::q4_k: return go(KQ45_K<false>{});
-        case Format::q5_k: return go(KQ45_K<true>{});
-        case Format::iq4_nl: return go(KLut4<false>{});
-        case Format::mxfp4: return go(KLut4<true>{});
-        case Format::int8: return go(KInt8{});
-        case Format::int4: return w.symmetric ? go(KInt4<true>(w)) : go(KInt4<false>(w));
-        case Format::nvfp4: return go(KNvfp4{});
-        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8; NF4 and
-                                  // FP4, whose code books are not whole bytes (exact in int16)
-    }
+    });
 }
 
 }  // namespace tensora::quant

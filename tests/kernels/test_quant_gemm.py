@@ -22,18 +22,8 @@ from tensora.backend import native
 from tensora.kernels import quant_matmul as qm
 from tensora.quant.formats import FORMATS, get_format
 
-CASES = [
-    ("q4_0", {}), ("q4_1", {}), ("q5_0", {}), ("q5_1", {}), ("q8_0", {}),
-    ("q2_k", {}), ("q3_k", {}), ("q4_k", {}), ("q5_k", {}), ("q6_k", {}),
-    ("iq4_nl", {}), ("mxfp4", {}), ("nvfp4", {}),
-    ("int8", {}), ("int8", {"threshold": 3.0}),
-    ("int4", {"group_size": 32}), ("int4", {"group_size": 64, "symmetric": False}),
-    ("int4", {"group_size": 128, "symmetric": False}),
-    ("nf4", {}), ("nf4", {"block_size": 128, "double_quant": True}),
-    ("fp4", {"block_size": 32}), ("fp4", {"double_quant": True}),
-    ("fp8_e4m3", {}), ("fp8_e5m2", {}),
-]
-IDS = [n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in CASES]
+from quant_cases import CASES, IDS  # tests/quant_cases.py: every format and option set
+
 K_QUANTS = {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}
 ROW_COUNTS = (2, 3, 5, 8, 13, 32)
 
