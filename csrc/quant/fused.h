@@ -38,7 +38,8 @@ void gemv_fused(const QuantView &w, const float *x, std::size_t n_x, float *y,
 bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads, bool *ok);
 
 // gemv_fused's kernel for 8-bit activations (w.act_bits == 8, fused_act8.cpp): AVX2 byte
-// products for the formats whose weights are whole bytes, any number of activation rows,
+// products for the formats whose weights are whole bytes (and NF4, its code book rounded
+// to bytes: |error| <= absmax / 126 per weight), any number of activation rows,
 // each row's result independent of the others, bit for bit. False
 // (nothing written) where act8_supported(w) is not; else it ran, and *ok is as for gemv_fused.
 bool gemv_act8(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads, bool *ok);

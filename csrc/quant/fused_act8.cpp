@@ -1,5 +1,6 @@
 // The fused product with 8-bit activations on AVX2 (QuantView::act_bits == 8, opt-in):
-// llama.cpp's numerics, for the formats whose weights are whole bytes (fused_bytes.h).
+// llama.cpp's numerics, for the formats whose weights are whole bytes (fused_bytes.h), and
+// NF4 with its code book rounded to bytes (fused_bytes.h says how).
 //
 // Why a third kernel: with 15-bit activations the AVX2 kernel (fused_avx2.cpp) widens
 // every code to int16 and takes two vpmaddwd per 32 weights of a row, and a GEMV of a
@@ -13,6 +14,8 @@
 // - codes stored with an offset (Q4_0, Q5_0, int4 symmetric) and unsigned codes (Q4_1,
 //   Q5_1, Q4_K, Q5_K, int4 asymmetric) are at most 31: pairs stay within 2 * 31 * 127,
 //   and the two halves of a chunk are added as int16 before the one vpmaddwd;
+// - NF4's rounded code book plus its offset is at most 126: pairs within
+//   2 * 126 * 127, each half widened to int32 on its own;
 // - signed bytes (Q8_0, int8, and the code books of IQ4_NL, MXFP4, NVFP4, which
 //   fused_bytes.h stores plus 128) take llama.cpp's sign trick, |w| times x with w's
 //   sign: pairs within 2 * 128 * 127.
@@ -68,6 +71,9 @@ FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t co
         if (!quantize_act(x + m * cols, cols, B::kLayout, B::kOffset, kActMax8, q16.data(), &a.d[m * nc], &a.so[m * nc],
                           &a.so16[m * 2 * nc], &a.ds[m * nc], ds16.data()))
             return false;
+        if constexpr (B::kDScale != 1.0f)  // the scale tables' unit (absmax / kUnit) to the byte book's
+            for (std::size_t c = 0; c < nc; ++c)
+                a.d[m * nc + c] *= B::kDScale;
         std::int8_t *qm = a.q + m * cols;
         for (std::size_t k = 0; k < cols; k += 16) {  // |q| <= 127: the packs do not saturate
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q16.data() + k));
@@ -102,7 +108,7 @@ FUSED_TARGET inline __m256i chunk_dot(Pair v, __m256i xa, __m256i xb, __m256i *s
     if constexpr (B::kSplit) {
         *second = widen_pairs(pairs<B>(v.b, xb));
         return widen_pairs(pairs<B>(v.a, xa));
-    } else if constexpr (kSigned<B>) {
+    } else if constexpr (kSigned<B> || !B::kSmall) {
         return _mm256_add_epi32(widen_pairs(pairs<B>(v.a, xa)), widen_pairs(pairs<B>(v.b, xb)));
     } else {  // 4 products of at most 31 * 127 per int16: no saturation
         return widen_pairs(_mm256_add_epi16(pairs<B>(v.a, xa), pairs<B>(v.b, xb)));
@@ -203,7 +209,6 @@ FUSED_TARGET void run_groups(const K &kern, const B &bytes, const QuantView &w, 
 template <class K>
 bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
     using B = Bytes<K>;
-    static_assert(B::kDScale == 1.0f, "byte and int16 code books share their unit");
     static_assert(!B::kSplit || kSigned<B>, "a scale per 16 values comes with signed bytes (NVFP4)");
     static_assert(K::kMin <= 1, "at most a minimum per chunk");
     const B bytes(kern);

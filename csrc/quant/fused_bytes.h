@@ -12,7 +12,8 @@
 // signed code books and signed bytes (Q8_0, int8) become themselves plus 128. Scales
 // come from the kernel's own fill / fill8 (fused_kernels.h), times kDScale when the
 // kernel's int16 code book unit differs from the byte one. Formats whose sub-scales
-// multiply int16 weights (Q2_K, Q3_K, Q6_K) have no Bytes and keep the AVX2 kernel.
+// multiply int16 weights (Q2_K, Q3_K, Q6_K) have no Bytes and keep the AVX2 kernel, and
+// so does FP4; NF4's are rounded (not kExact), for the 8-bit activation kernel only.
 #pragma once
 
 #include <cmath>
@@ -26,12 +27,16 @@ namespace tensora::quant::fused {
 template <class K>
 struct Bytes;  // formats without one run the AVX2 kernel
 
-// Defaults of the traits: natural layout, no offset, one scale per chunk.
+// Defaults of the traits: natural layout, no offset, one scale per chunk, unsigned codes
+// of at most 31 where not signed (kSmall), the format's values themselves (kExact; a
+// rounded code book serves 8-bit activations only).
 struct BytesBase {
     static constexpr Layout kLayout = Layout::natural;
     static constexpr int kOffset = 0;
     static constexpr bool kSplit = false;
+    static constexpr bool kSmall = true;
     static constexpr float kDScale = 1.0f;
+    static constexpr bool kExact = true;
 };
 
 // 16 bytes of row i (low half) and of row j (high half).
@@ -178,8 +183,38 @@ struct Bytes<KNvfp4> : BytesBase {
     }
 };
 
+// NF4 (bitsandbytes) with 8-bit activations only: its code book is irrational, so it is
+// held rounded to multiples of 1/63, plus 63 (as llama.cpp holds IQ4_NL's as bytes):
+// unsigned codes of at most 126, whose pair sums stay within int16 without the sign trick
+// and its two extra instructions per vector; |error| <= absmax / 126 per weight, 0.5% more
+// matmul error on Gaussian weights. (FP4 keeps its exact int16 book: a sixth of its
+// weights sit on its smallest value, 1/192, which no byte unit that fits holds.) kDScale
+// turns the int16 kernel's scale table (absmax / 4096) into the byte unit. Element 2i is
+// the high nibble: low nibbles are the odd elements.
+template <>
+struct Bytes<KBnb<true>> : BytesBase {
+    static constexpr int kUnit8 = 63;
+    static constexpr Layout kLayout = Layout::odd_even;
+    static constexpr int kOffset = kUnit8;
+    static constexpr bool kSmall = false;
+    static constexpr bool kExact = false;
+    static constexpr float kDScale = KBnb<true>::kUnit / float(kUnit8);
+    alignas(16) std::uint8_t table[16];
+    explicit Bytes(const KBnb<true> &) {
+        for (int k = 0; k < 16; ++k) {
+            const float v = kNF4[k] * float(kUnit8);
+            table[k] = std::uint8_t(int(v < 0 ? v - 0.5f : v + 0.5f) + kUnit8);  // half away from zero
+        }
+    }
+    FUSED_TARGET Pair get(const std::uint8_t *bi, const std::uint8_t *bj, std::size_t c) const {
+        Pair v = nibbles(load2(bi + 16 * c, bj + 16 * c));
+        return {lookup(table, v.a), lookup(table, v.b)};
+    }
+};
+
 // go(kernel) with the kernel of w's format (row_bytes set) where the format has Bytes, the
-// formats the byte kernels (fused_vnni.cpp, fused_act8.cpp) run; false for the others.
+// formats the byte kernels (fused_vnni.cpp, fused_act8.cpp) run; false for the others. The
+// VNNI kernel, bit for bit the int16 one, declines those whose Bytes are not kExact.
 template <class Go>
 bool with_byte_kernel(const QuantView &w, Go &&go) {
     auto call = [&](auto kern) {
@@ -199,8 +234,8 @@ bool with_byte_kernel(const QuantView &w, Go &&go) {
         case Format::int8: return call(KInt8{});
         case Format::int4: return w.symmetric ? call(KInt4<true>(w)) : call(KInt4<false>(w));
         case Format::nvfp4: return call(KNvfp4{});
-        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8; NF4 and FP4, whose
-                                // code books are not whole bytes (exact in int16)
+        case Format::nf4: return call(KBnb<true>(w));  // Bytes::kExact false: 8-bit activations only
+        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8, FP4 (see NF4's Bytes)
     }
 }
 

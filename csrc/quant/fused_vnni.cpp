@@ -228,8 +228,12 @@ bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads
     if (!vnni_supported() || w.act_bits != 15)  // 8-bit activations: fused_act8.cpp's kernel
         return false;
     return with_byte_kernel(w, [&](auto kern) {
-        *ok = run_bytes(kern, w, x, y, threads);
-        return true;
+        if constexpr (!Bytes<decltype(kern)>::kExact) {
+            return false;  // a rounded code book (NF4, FP4): the int16 kernel's exact one
+        } else {
+            *ok = run_bytes(kern, w, x, y, threads);
+            return true;
+        }
     });
 }
 

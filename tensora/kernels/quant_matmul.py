@@ -64,10 +64,16 @@ that rounded x: the NumPy reference and the tile paths in float32, the integer k
 byte products (csrc/quant/fused_act8.cpp: ``vpmaddubsw`` on weights kept as bytes; on an
 11008 x 4096 GEMV, 2 cores, 1.25-1.5x faster than the int16 kernel: q4_0 1.43 -> 0.96 ms,
 int4 1.20 -> 0.94, q8_0 1.54 -> 1.24; it serves every batch up to ``GEMM_MAX_ROWS``, sharing
-each decoded chunk among the rows, so that rows stay independent of the batch; the formats without whole-byte weights, NF4, FP4,
-Q2_K, Q3_K and Q6_K, keep their int16 kernels with the same 8-bit integers). So the tolerances above hold
-against the reference given the rounded x, rows stay independent of the batch bit for bit,
-and the error against the unrounded x is llama.cpp's: up to ``amax / 254`` per activation.
+each decoded chunk among the rows, so that rows stay independent of the batch; Q2_K, Q3_K
+and Q6_K, whose sub-scales multiply int16 weights, keep their int16 kernels with the same
+8-bit integers). So the tolerances above hold against the reference given the rounded x,
+rows stay independent of the batch bit for bit, and the error against the unrounded x is
+llama.cpp's: up to ``amax / 254`` per activation. NF4, whose code book is irrational, runs
+the byte kernel too, its book held in multiples of 1/63, which adds up to
+``(|x| @ absmax_per_value.T) / 126`` (in place of ``/ 8192``): on Gaussian weights 0.5%
+more matmul error than the exact book, twice what the activations' own rounding adds. FP4
+keeps its exact int16 kernel: a sixth of its weights sit on its smallest value, 1/192 of the
+block's absmax, which a byte book that fits would move by half or more.
 Rows whose length is not a multiple of 32 are not rounded. The backward treats the rounding
 as the identity (a straight-through estimate), as the 15-bit rounding is treated.
 
@@ -153,7 +159,7 @@ GEMM_MAX_ROWS = 128
 FP8_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
 #: Formats with the byte kernel for 8-bit activations (csrc/quant/fused_act8.cpp).
 ACT8_BYTE_FORMATS = frozenset({"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "iq4_nl", "mxfp4", "int8",
-                               "int4", "nvfp4"})
+                               "int4", "nvfp4", "nf4"})
 GEMM_MIN_ROWS_FP8 = 6
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.

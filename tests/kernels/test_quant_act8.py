@@ -32,15 +32,25 @@ def _default_bits():
 
 
 def float_bound(x, w, name, options):
-    """Float32 summation error of x @ w.T, plus NF4's 2**-12 code book (quant_matmul's docstring)."""
+    """Float32 summation error of x @ w.T, plus NF4's code book rounded to bytes in the byte
+    kernel (quant_matmul's docstring)."""
     x64, aw = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
     bound = 1e-5 * (x64 @ aw.T) + 1e-30
     if name == "nf4":
         bs = options.get("block_size", 64)
         flat = aw.ravel()
         blocks = np.concatenate([flat, np.zeros(-flat.size % bs)]).reshape(-1, bs).max(-1)
-        bound += (x64 @ blocks.repeat(bs)[: flat.size].reshape(w.shape).T) / 8192 * 1.001
+        bound += (x64 @ blocks.repeat(bs)[: flat.size].reshape(w.shape).T) / 126 * 1.001
     return bound
+
+
+def byte_book(options):
+    """The NF4 format with its code book as the byte kernel holds it: each value times 63,
+    rounded half away from zero in float32, over 63 (csrc/quant/fused_bytes.h)."""
+    fmt = get_format("nf4", **options)  # a new object: the registry's keeps its code book
+    v = fmt.code.astype(np.float32) * np.float32(63)
+    fmt.code = np.trunc(v + np.copysign(np.float32(0.5), v)).astype(np.float32) / np.float32(63)
+    return fmt
 
 
 def assert_within(got, want, bound):
@@ -122,6 +132,26 @@ def test_native_matches_reference(name, options, lib):
         want = qm.quant_linear.reference(x, name, opts, parts, (ROWS, COLS), decode, 8)
         got = qm.quant_linear.run_native(x, name, opts, parts, (ROWS, COLS), decode, 8)
         assert_within(got, want, float_bound(qm.round_activations(x), w, name, opts))
+
+
+@pytest.mark.parametrize("options", [o for n, o in CASES if n == "nf4"], ids=[i for i in IDS if i.startswith("nf4")])
+def test_nf4_byte_book_is_what_the_byte_kernel_multiplies(options, lib):
+    """NF4 with 8-bit activations: the byte kernel's result is the product with its code
+    book rounded to bytes, within float32 summation error alone (a code taken from the
+    wrong nibble, or a scale of the wrong block, is off by a weight's size)."""
+    if lib.simd() != "avx2":
+        pytest.skip("the byte kernel needs AVX2; other CPUs keep the exact code book")
+    name = "nf4"
+    fmt, parts, w, decode = make(name, options)
+    w_bytes = byte_book(options).dequantize_rows(parts, (ROWS, COLS), 0, ROWS)
+    assert 0 < np.abs(w_bytes - w).max() <= np.abs(w).max() / 126 * 1.001
+    group = qm._native_args(name, fmt.options(), parts)["group"]
+    for m in (1, 4, 9):
+        x = activations(m, seed=m)
+        got = np.empty((m, ROWS), np.float32)
+        lib.quant_linear(name, parts, ROWS, COLS, x, got, group=group, act_bits=8)
+        want = qm.round_activations(x).astype(np.float64) @ w_bytes.astype(np.float64).T
+        assert_within(got, want, float_bound(qm.round_activations(x), w_bytes, "", {}))
 
 
 @pytest.mark.parametrize("name,options", INTEGER_CASES, ids=[n + "".join(f"-{k}={v}" for k, v in o.items())
