@@ -102,8 +102,8 @@ counts everything stored (codes, scales, zero points, outlier columns) for that
 matrix. *matmul rel. err* is ||x @ W_q.T - x @ W.T|| / ||x @ W.T|| for 8 Gaussian rows
 x, computed with the fused kernel (native body when the extension is loaded) and its
 default 15-bit activations; *x8* is the same with the opt-in 8-bit activations
-(`quant.set_activation_bits(8)`, llama.cpp's rounding: faster byte kernels, where NF4's
-code book is held as bytes too, in steps of 1/63).
+(`quant.set_activation_bits(8)`, llama.cpp's rounding, per 256 values for the K-quants:
+faster byte kernels, where NF4's code book is held as bytes too, in steps of 1/63).
 
 {text}
 

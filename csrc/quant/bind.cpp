@@ -303,7 +303,7 @@ void py_product(const std::string &format, nb::dict dict, std::size_t rows, std:
     std::vector<float> rounded;
     if (act_bits == 8) {  // every path (integer kernels, float paths, FP8) then computes W round_act8(x)
         rounded.resize(m * cols);
-        round_act8(xp, m, cols, rounded.data());
+        round_act8(xp, m, cols, rounded.data(), act_block(w));
         xp = rounded.data();
     }
     Product(w, xp, m, y, t);
@@ -358,8 +358,9 @@ std::vector<std::string> bind(nb::module_ &m) {
           "out = x @ W.T for the (rows, cols) matrix W packed as `parts` in `format`;\n"
           "x float32 (M, cols), out float32 (M, rows), both C-contiguous. `group` is the\n"
           "int4 group size or nf4/fp4 block size (0 for the others). act_bits 8 rounds x\n"
-          "to 8 bits per 32 values first (round_act8, llama.cpp's activations: the byte\n"
-          "kernel, fewer products); 15 keeps the exact-within-2**-15 default. Releases the GIL.");
+          "to 8 bits per 32 values first (per 256 for the K-quants; round_act8, llama.cpp's\n"
+          "activations: the byte kernel, fewer products); 15 keeps the exact-within-2**-15\n"
+          "default. Releases the GIL.");
     m.def("quant_gemm", &py_product<gemm_rows>, "format"_a, "parts"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
           "out"_a.noconvert(), nb::kw_only(), "group"_a = 0, "threads"_a = 0, "act_bits"_a = 15,
           "quant_linear for several activation rows: each weight chunk is decoded once for\n"

@@ -239,21 +239,21 @@ void decode_rows(const QuantView &w, std::size_t r0, std::size_t r1, float *out,
 
 bool gemv_is_fused(const QuantView &w) { return use_avx2() && fused_supported(w); }
 
-void round_act8(const float *x, std::size_t n_x, std::size_t cols, float *out) {
+void round_act8(const float *x, std::size_t n_x, std::size_t cols, float *out, std::size_t block) {
     std::copy(x, x + n_x * cols, out);
-    if (cols % 32)
+    if (cols % block)
         return;
-    for (std::size_t c = 0; c < n_x * cols; c += 32) {
+    for (std::size_t c = 0; c < n_x * cols; c += block) {
         float amax = 0.0f;
         bool finite = true;
-        for (std::size_t k = c; k < c + 32; ++k) {
+        for (std::size_t k = c; k < c + block; ++k) {
             finite = finite && std::isfinite(x[k]);
             amax = std::max(amax, std::fabs(x[k]));
         }
         if (!finite || !(amax >= 0x1p-90f))
             continue;
         const float inv = 127.0f / amax, d = amax / 127.0f;
-        for (std::size_t k = c; k < c + 32; ++k)
+        for (std::size_t k = c; k < c + block; ++k)
             out[k] = std::clamp(std::nearbyint(x[k] * inv), -127.0f, 127.0f) * d;
     }
 }

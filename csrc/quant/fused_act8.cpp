@@ -21,9 +21,11 @@
 //   sign: pairs within 2 * 128 * 127.
 //
 // Every integer sum is exact, and the activations are quantize_act's (act_quant.h) with
-// act_max 127, scaled by the same float steps as in the int16 kernels. This kernel serves
-// every batch (gemm() sends it all rows), several activation rows sharing each decoded
-// chunk, and a row's result does not depend on the batch, bit for bit.
+// act_max 127 (per 256 values for the K-quants, act_block, whose sub-scales Q4_K and Q5_K
+// then apply in integers: group_pass_sub), scaled by the same float steps as in the int16
+// kernels. This kernel serves every batch (gemm() sends it all rows), several activation
+// rows sharing each decoded chunk, and a row's result does not depend on the batch, bit
+// for bit.
 #include "fused.h"
 
 #include <algorithm>
@@ -55,7 +57,7 @@ struct Acts8 {
 };
 
 template <class B>
-FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t cols, Acts8 &a) {
+FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t cols, std::size_t block, Acts8 &a) {
     const std::size_t nc = cols / kChunk;
     a.cols = cols;
     a.nc = nc;
@@ -68,8 +70,8 @@ FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t co
     std::vector<std::int16_t> q16(cols);
     std::vector<float> ds16(2 * nc);
     for (std::size_t m = 0; m < n_x; ++m) {
-        if (!quantize_act(x + m * cols, cols, B::kLayout, B::kOffset, kActMax8, q16.data(), &a.d[m * nc], &a.so[m * nc],
-                          &a.so16[m * 2 * nc], &a.ds[m * nc], ds16.data()))
+        if (!quantize_act(x + m * cols, cols, B::kLayout, B::kOffset, kActMax8, block, q16.data(), &a.d[m * nc],
+                          &a.so[m * nc], &a.so16[m * 2 * nc], &a.ds[m * nc], ds16.data()))
             return false;
         if constexpr (B::kDScale != 1.0f)  // the scale tables' unit (absmax / kUnit) to the byte book's
             for (std::size_t c = 0; c < nc; ++c)
@@ -180,17 +182,82 @@ FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, 
         out[m] = _mm256_add_ps(acc[m], acc_min[m]);
 }
 
+// group_pass for Q4_K and Q5_K (B::kSubScales), whose activations have one scale per
+// super-block (act_block: 256 values, llama.cpp's q8_K): each chunk's int16 pair sums are
+// multiplied by the rows' 6-bit sub-scales (vpmaddwd against them instead of ones) and
+// added up as int32 over the super-block, so the lane reduction and the float scale (d of
+// the row times the activations' d) run once per 8 chunks instead of once per chunk.
+// Sums stay exact: per lane at most 8 chunks * 2 * 4 * 31 * 127 * 63 < 2**31. The
+// minimums' terms are the float ones of group_pass, chunk by chunk.
+template <class K, class B, int kM>
+FUSED_TARGET void group_pass_sub(const K &kern, const B &bytes, const RowGroup<K> &grp, const Acts8 &a,
+                                 std::size_t m0, Tables &t, bool first, __m256 *out) {
+    const std::size_t nc = a.nc;
+    const char *next = first ? grp.next : nullptr;
+    const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
+    __m256 acc[kM], acc_min[kM];
+    for (int m = 0; m < kM; ++m)
+        acc[m] = acc_min[m] = _mm256_setzero_ps();
+    auto *scales = reinterpret_cast<__m256i *>(t.isc.data());  // 4 vectors per super-block
+    for (std::size_t c0 = 0; c0 < nc; c0 += 8) {
+        __m256i *sub = scales + c0 / 2;
+        if (first)
+            kern.fill_super_int(grp.rows, c0, sub, &t.sc[c0], t.mn.data());
+        __m256i iacc[kM][4];
+        for (int m = 0; m < kM; ++m)
+            for (int p = 0; p < 4; ++p)
+                iacc[m][p] = _mm256_setzero_si256();
+        for (std::size_t c = c0; c < c0 + 8; ++c) {
+            if (next)
+                for (int j = 0; j < K::kLines; ++j)
+                    _mm_prefetch(next + std::min(c * next_step + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+            __m256i xa[kM], xb[kM];
+            for (int m = 0; m < kM; ++m) {
+                const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
+                xa[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc));
+                xb[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
+            }
+            const __m256i pick = _mm256_set1_epi16(short(((2 * (c - c0) + 1) << 8) | (2 * (c - c0))));
+            for (int p = 0; p < 4; ++p) {  // rows p and p + 4
+                const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
+                const __m256i scale = _mm256_shuffle_epi8(_mm256_loadu_si256(sub + p), pick);
+                for (int m = 0; m < kM; ++m) {
+                    const __m256i sums = _mm256_add_epi16(pairs<B>(v.a, xa[m]), pairs<B>(v.b, xb[m]));
+                    iacc[m][p] = _mm256_add_epi32(iacc[m][p], _mm256_madd_epi16(sums, scale));
+                }
+            }
+            for (int m = 0; m < kM; ++m)
+                acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[(m0 + m) * nc + c]),
+                                             acc_min[m]);
+        }
+        for (int m = 0; m < kM; ++m) {
+            const __m256 xd = _mm256_set1_ps(a.d[(m0 + m) * nc + c0]);  // the same for the 8 chunks
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(iacc[m])), _mm256_mul_ps(_mm256_loadu_ps(&t.sc[c0]), xd),
+                                     acc[m]);
+        }
+    }
+    for (int m = 0; m < kM; ++m)
+        out[m] = _mm256_add_ps(acc[m], acc_min[m]);
+}
+
 template <class K, class B>
 FUSED_TARGET void run_groups(const K &kern, const B &bytes, const QuantView &w, const Acts8 &a, std::size_t n_x,
                              float *y, std::size_t g0, std::size_t g1) {
-    Tables t(a.nc, false);
+    Tables t(a.nc, B::kSubScales);
     const int shift = kern.table_shift(w);
     for (std::size_t g = g0; g < g1; ++g) {
         const RowGroup<K> grp(kern, w, g, g1);
         for (std::size_t m = 0; m < n_x;) {
             const int k = n_x - m >= 4 ? 4 : n_x - m >= 2 ? 2 : 1;
             __m256 out[4];
-            if (k == 4)
+            if constexpr (B::kSubScales) {
+                if (k == 4)
+                    group_pass_sub<K, B, 4>(kern, bytes, grp, a, m, t, m == 0, out);
+                else if (k == 2)
+                    group_pass_sub<K, B, 2>(kern, bytes, grp, a, m, t, m == 0, out);
+                else
+                    group_pass_sub<K, B, 1>(kern, bytes, grp, a, m, t, m == 0, out);
+            } else if (k == 4)
                 group_pass<K, B, 4>(kern, bytes, w, grp, a, m, t, shift, m == 0, out);
             else if (k == 2)
                 group_pass<K, B, 2>(kern, bytes, w, grp, a, m, t, shift, m == 0, out);
@@ -213,7 +280,7 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     static_assert(K::kMin <= 1, "at most a minimum per chunk");
     const B bytes(kern);
     Acts8 a;
-    if (!quantize_acts8<B>(x, n_x, w.cols, a))
+    if (!quantize_acts8<B>(x, n_x, w.cols, act_block(w) / kChunk, a))
         return false;
     const std::size_t groups = (w.rows + 7) / 8;
     const std::size_t grain = std::max<std::size_t>(1, (std::size_t(1) << 15) / (w.cols * n_x));

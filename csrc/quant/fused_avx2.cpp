@@ -158,8 +158,8 @@ bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, flo
     std::vector<std::int32_t> so(n_x * nc), so16(n_x * 2 * nc);
     std::vector<Act> acts(n_x);
     for (std::size_t m = 0; m < n_x; ++m) {
-        if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max(w), q0 + m * cols, &d[m * nc], &so[m * nc],
-                          &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]))
+        if (!quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max(w), act_block(w) / kChunk, q0 + m * cols,
+                          &d[m * nc], &so[m * nc], &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]))
             return false;
         acts[m] = Act{q0 + m * cols, &d[m * nc], &so[m * nc], &so16[m * 2 * nc], &ds[m * nc], &ds16[m * 2 * nc]};
     }

@@ -37,6 +37,7 @@ struct BytesBase {
     static constexpr bool kSmall = true;
     static constexpr float kDScale = 1.0f;
     static constexpr bool kExact = true;
+    static constexpr bool kSubScales = false;  // integer sub-scales per chunk (Q4_K, Q5_K)
 };
 
 // 16 bytes of row i (low half) and of row j (high half).
@@ -140,6 +141,7 @@ struct Bytes<KLut4<kMx>> : BytesBase {
 // Q4_K / Q5_K: chunk c is the low (even c % 8) or high nibbles of 32 bytes.
 template <bool kFifth>
 struct Bytes<KQ45_K<kFifth>> : BytesBase {
+    static constexpr bool kSubScales = true;
     explicit Bytes(const KQ45_K<kFifth> &) {}
     FUSED_TARGET Pair get(const std::uint8_t *bi, const std::uint8_t *bj, std::size_t c) const {
         constexpr std::size_t kSize = KQ45_K<kFifth>::kSize, kQs = KQ45_K<kFifth>::kQs;

@@ -219,28 +219,59 @@ struct KQ45_K : KernelBase<KQ45_K<kFifth>> {
     FUSED_TARGET static __m256i high2(__m256i u, __m256i low2) {
         return _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 6), low2), 4);
     }
-    // The 6-bit scales and mins unpacked as llama.cpp does with 32-bit words, on 8 rows at
-    // once (a row per 32-bit lane): scale j of each row lands in [chunk][row] order.
-    FUSED_TARGET void fill_super(SUPER_ARGS) const {
-        const std::size_t off = kSize * (u0 / 8);
-        sc += 8 * u0;
-        mn += 8 * u0;
+    // A super-block's scales of 8 rows (a row per 32-bit lane): d, dmin, and the 6-bit
+    // scales and mins unpacked as llama.cpp does with 32-bit words, sub-block j's in byte
+    // j % 4 of scales[j / 4] (mins[j / 4]).
+    struct SuperScales {
         __m256 d, dmin;
-        f16_pair_rows(rows, off, &d, &dmin);
-        const __m256 neg_dmin = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0f));  // -dmin, as fill
+        __m256i scales[2], mins[2];
+    };
+    FUSED_TARGET SuperScales super_scales(const std::uint8_t *const *rows, std::size_t u0) const {
+        const std::size_t off = kSize * (u0 / 8);
+        SuperScales s;
+        f16_pair_rows(rows, off, &s.d, &s.dmin);
         const __m256i w0 = dword_rows(rows, off + 4), w1 = dword_rows(rows, off + 8), w2 = dword_rows(rows, off + 12);
         const __m256i low6 = _mm256_set1_epi32(0x3f3f3f3f), low4b = _mm256_set1_epi32(0x0f0f0f0f);
-        const __m256i low2 = _mm256_set1_epi32(0x03030303), byte = _mm256_set1_epi32(0xff);
-        const __m256i scales[2] = {_mm256_and_si256(w0, low6), _mm256_or_si256(_mm256_and_si256(w2, low4b), high2(w0, low2))};
-        const __m256i mins[2] = {_mm256_and_si256(w1, low6),
-                                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4b), high2(w1, low2))};
+        const __m256i low2 = _mm256_set1_epi32(0x03030303);
+        s.scales[0] = _mm256_and_si256(w0, low6);
+        s.scales[1] = _mm256_or_si256(_mm256_and_si256(w2, low4b), high2(w0, low2));
+        s.mins[0] = _mm256_and_si256(w1, low6);
+        s.mins[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4b), high2(w1, low2));
+        return s;
+    }
+    // Byte j % 4 of each lane of v[j / 4], as float.
+    FUSED_TARGET static __m256 byte_j(const __m256i *v, int j) {
+        const __m128i shift = _mm_cvtsi32_si128(8 * (j % 4));
+        return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(v[j / 4], shift), _mm256_set1_epi32(0xff)));
+    }
+    // Scale j of each row lands in [chunk][row] order: d * scale and -dmin * min.
+    FUSED_TARGET void fill_super(SUPER_ARGS) const {
+        const SuperScales s = super_scales(rows, u0);
+        const __m256 neg_dmin = _mm256_xor_ps(s.dmin, _mm256_set1_ps(-0.0f));  // -dmin, as fill
         for (int j = 0; j < 8; ++j) {
-            const __m128i shift = _mm_cvtsi32_si128(8 * (j % 4));
-            const __m256 sj = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(scales[j / 4], shift), byte));
-            const __m256 mj = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(mins[j / 4], shift), byte));
-            _mm256_storeu_ps(sc + 8 * j, _mm256_mul_ps(sj, d));
-            _mm256_storeu_ps(mn + 8 * j, _mm256_mul_ps(mj, neg_dmin));
+            _mm256_storeu_ps(sc + 8 * (u0 + j), _mm256_mul_ps(byte_j(s.scales, j), s.d));
+            _mm256_storeu_ps(mn + 8 * (u0 + j), _mm256_mul_ps(byte_j(s.mins, j), neg_dmin));
         }
+    }
+    // For integer sub-scales (fused_act8.cpp, activations with one scale per super-block):
+    // d of the 8 rows into d8, -dmin * min per chunk into mn as fill_super, and the scales
+    // as int16 into pairs[p] for rows p and p + 4 (p < 4): row p's 8 in the low half, row
+    // p + 4's in the high half, the layout of the byte kernel's vectors.
+    FUSED_TARGET void fill_super_int(const std::uint8_t *const *rows, std::size_t u0, __m256i *pairs, float *d8,
+                                     float *mn) const {
+        const SuperScales s = super_scales(rows, u0);
+        const __m256 neg_dmin = _mm256_xor_ps(s.dmin, _mm256_set1_ps(-0.0f));
+        for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(mn + 8 * (u0 + j), _mm256_mul_ps(byte_j(s.mins, j), neg_dmin));
+        _mm256_storeu_ps(d8, s.d);
+        // Each 64-bit unit: the 8 scale bytes of one row; rows 0 1 | 4 5, then 2 3 | 6 7.
+        const __m256i r0145 = _mm256_unpacklo_epi32(s.scales[0], s.scales[1]);
+        const __m256i r2367 = _mm256_unpackhi_epi32(s.scales[0], s.scales[1]);
+        const __m256i zero = _mm256_setzero_si256();
+        _mm256_storeu_si256(pairs, _mm256_unpacklo_epi8(r0145, zero));
+        _mm256_storeu_si256(pairs + 1, _mm256_unpackhi_epi8(r0145, zero));
+        _mm256_storeu_si256(pairs + 2, _mm256_unpacklo_epi8(r2367, zero));
+        _mm256_storeu_si256(pairs + 3, _mm256_unpackhi_epi8(r2367, zero));
     }
     // Every offset and the branch depend on c only (the same for the 8 rows of a chunk):
     // the low nibbles of the zero-extended bytes are one and, the high ones one shift.

@@ -50,7 +50,7 @@ struct Acts {
 };
 
 template <class K>
-bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, float act_max, Acts &a) {
+bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, float act_max, std::size_t block, Acts &a) {
     const std::size_t nc = cols / kChunk;
     a.nc = nc;
     a.q_store.resize(n_x * cols + 16);
@@ -61,7 +61,7 @@ bool quantize_acts(const float *x, std::size_t n_x, std::size_t cols, float act_
     a.ds16.resize(n_x * 2 * nc);
     a.so.resize(n_x * nc);
     for (std::size_t m = 0; m < n_x; ++m)
-        if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max, a.q + m * cols, &a.d[m * nc],
+        if (!fused::quantize_act(x + m * cols, cols, K::kLayout, K::kOffset, act_max, block, a.q + m * cols, &a.d[m * nc],
                                  &a.so[m * nc], nullptr, &a.ds[m * nc], &a.ds16[m * 2 * nc]))
             return false;
     return true;
@@ -212,7 +212,7 @@ FUSED_TARGET void run_groups(const K &kern, const QuantView &w, const Acts &a, s
 template <class K>
 bool run(const K &kern, const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads) {
     Acts acts;
-    if (!quantize_acts<K>(x, n_x, w.cols, fused::act_max(w), acts))
+    if (!quantize_acts<K>(x, n_x, w.cols, fused::act_max(w), act_block(w) / kChunk, acts))
         return false;
     const std::size_t groups = (w.rows + 7) / 8;
     // About 64K multiply-adds per task at least: a pool round trip is microseconds.

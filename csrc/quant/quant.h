@@ -45,9 +45,19 @@ struct QuantView {
     float global_scale = 1.0f;    // nvfp4
     // Bits the integer kernels round activations to, per 32 values: 15 (|error| <= amax /
     // 32512, the default) or 8 (llama.cpp's amax / 254: half the products, opt-in; the
-    // caller passes x already rounded so, see round_act8, so every path computes the same).
+    // caller passes x already rounded so, see round_act8, so every path computes the same;
+    // K-quants per 256 values, act_block).
     int act_bits = 15;
 };
+
+// Values that share one activation scale: with 8-bit activations the K-quants take one
+// per 256 (a super-block, as llama.cpp's q8_K), so that their integer sub-scales apply
+// before any float step; every other case one per 32.
+inline std::size_t act_block(const QuantView &w) {
+    const bool k_quant = w.format == Format::q2_k || w.format == Format::q3_k || w.format == Format::q4_k ||
+                         w.format == Format::q5_k || w.format == Format::q6_k;
+    return w.act_bits == 8 && k_quant ? 256 : 32;
+}
 
 // Values per GGUF block and bytes per block, or 0 for the non-GGUF formats.
 std::size_t gguf_block_size(Format f);
@@ -60,12 +70,12 @@ void decode_rows(const QuantView &w, std::size_t r0, std::size_t r1, float *out,
 // y[m * rows + r] = sum_k x[m * cols + k] * W[r][k] for m < n_x.
 void gemv(const QuantView &w, const float *x, std::size_t n_x, float *y, std::size_t threads);
 
-// out = x with each 32-value chunk of each row (cols a multiple of 32; else a copy) rounded
-// to 8 bits as the integer kernels round it: q = round-to-even(x * (127 / amax)), x~ = q *
-// (amax / 127), in float32; chunks holding inf / NaN, zeros or an amax below 2**-90 are
-// copied unchanged (the kernels leave those to the float path). tensora.kernels.quant_matmul's
-// round_activations is the same function in NumPy.
-void round_act8(const float *x, std::size_t n_x, std::size_t cols, float *out);
+// out = x with each `block`-value chunk of each row (act_block: 32 or 256; cols a multiple
+// of it, else a copy) rounded to 8 bits as the integer kernels round it: q =
+// round-to-even(x * (127 / amax)), x~ = q * (amax / 127), in float32; chunks holding inf /
+// NaN, zeros or an amax below 2**-90 are copied unchanged (the kernels leave those to the
+// float path). tensora.kernels.quant_matmul's round_activations is the same function in NumPy.
+void round_act8(const float *x, std::size_t n_x, std::size_t cols, float *out, std::size_t block);
 
 // y[m * cols + k] = sum_r g[m * rows + r] * W[r][k] for m < n_g.
 void gemv_t(const QuantView &w, const float *g, std::size_t n_g, float *y, std::size_t threads);

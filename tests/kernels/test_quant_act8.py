@@ -69,16 +69,23 @@ def activations(m, cols=COLS, seed=0):
 # -- the rounding ------------------------------------------------------------------------
 
 
-def test_round_activations_is_llama_cpp_q8_rounding():
-    x = activations(7, 256)
-    got = qm.round_activations(x)
-    chunks = x.astype(np.float64).reshape(7, 8, 32)
+@pytest.mark.parametrize("block", [32, 256])  # 256: the K-quants' (llama.cpp's q8_K)
+def test_round_activations_is_llama_cpp_q8_rounding(block):
+    x = activations(7, 512)
+    got = qm.round_activations(x, block)
+    chunks = x.astype(np.float64).reshape(7, 512 // block, block)
     amax = np.abs(chunks).max(-1, keepdims=True)
     q = np.rint(chunks * 127 / amax)
     assert np.abs(q).max() == 127
-    np.testing.assert_allclose(got.reshape(7, 8, 32), q * amax / 127, rtol=2e-7, atol=0)
-    assert np.all(np.abs(got - x) <= amax.repeat(32, -1).reshape(7, 256) / 254 * 1.0001)
+    np.testing.assert_allclose(got.reshape(chunks.shape), q * amax / 127, rtol=2e-7, atol=0)
+    assert np.all(np.abs(got - x) <= amax.repeat(block, -1).reshape(7, 512) / 254 * 1.0001)
     assert got.dtype == np.float32 and got.shape == x.shape
+
+
+def test_k_quants_take_one_activation_scale_per_256_values():
+    assert [qm.activation_block(n) for n in ("q4_k", "q6_k", "q2_k", "q4_0", "nf4", "q8_0")] == [256] * 3 + [32] * 3
+    x = activations(1, 512)
+    assert not np.array_equal(qm.round_activations(x, 256), qm.round_activations(x))
 
 
 def test_round_activations_leaves_what_the_kernels_cannot_scale():
@@ -114,12 +121,12 @@ def test_native_checks_bits(lib):
 # -- the bodies ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,options", CASES[:5] + [("nf4", {}), ("int4", {"group_size": 32})])
+@pytest.mark.parametrize("name,options", CASES[:5] + [("q4_k", {}), ("nf4", {}), ("int4", {"group_size": 32})])
 def test_reference_multiplies_the_rounded_activations(name, options):
     fmt, parts, w, decode = make(name, options)
     x = activations(3)
     got = qm.quant_linear.reference(x, name, fmt.options(), parts, (ROWS, COLS), decode, 8)
-    want = qm.round_activations(x).astype(np.float64) @ w.astype(np.float64).T
+    want = qm.round_activations(x, qm.activation_block(name)).astype(np.float64) @ w.astype(np.float64).T
     assert_within(got, want, float_bound(x, w, "", {}))
 
 
@@ -131,7 +138,7 @@ def test_native_matches_reference(name, options, lib):
         x = activations(m, seed=m)
         want = qm.quant_linear.reference(x, name, opts, parts, (ROWS, COLS), decode, 8)
         got = qm.quant_linear.run_native(x, name, opts, parts, (ROWS, COLS), decode, 8)
-        assert_within(got, want, float_bound(qm.round_activations(x), w, name, opts))
+        assert_within(got, want, float_bound(qm.round_activations(x, qm.activation_block(name)), w, name, opts))
 
 
 @pytest.mark.parametrize("options", [o for n, o in CASES if n == "nf4"], ids=[i for i in IDS if i.startswith("nf4")])
