@@ -122,6 +122,24 @@ FUSED_TARGET inline __m256i row_sums(const __m256i *v) {
     return quad_sums(pair_sums(v[0], v[1]), pair_sums(v[2], v[3]));
 }
 
+// K::kLines cache lines of the next group's bytes from `offset` (a chunk's share of them).
+template <class K>
+FUSED_TARGET inline void prefetch_slice(const RowGroup<K> &grp, std::size_t offset) {
+    for (int j = 0; j < K::kLines; ++j)
+        _mm_prefetch(grp.next + std::min(offset + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+}
+
+// Chunk c of activation rows m0 .. m0 + kM - 1: positions 0..15 (xa) and 16..31 (xb), each
+// in both halves of a vector.
+template <int kM>
+FUSED_TARGET inline void load_acts(const Acts8 &a, std::size_t m0, std::size_t c, __m256i *xa, __m256i *xb) {
+    for (int m = 0; m < kM; ++m) {
+        const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
+        xa[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc));
+        xb[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
+    }
+}
+
 // One pass over the chunks of a group for kM activation rows (m0 .. m0 + kM - 1). The
 // first pass of a group fills the scale tables, 8 entries ahead of use, and prefetches a
 // slice of the next group per chunk; later passes find the group's bytes in cache.
@@ -130,7 +148,7 @@ template <class K, class B, int kM>
 FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, const RowGroup<K> &grp,
                              const Acts8 &a, std::size_t m0, Tables &t, int shift, bool first, __m256 *out) {
     const std::size_t nc = a.nc, nu = nc >> shift, block = std::size_t(8) << shift;
-    const char *next = first ? grp.next : nullptr;
+    const bool prefetch = first && grp.next;  // the first pass of a group
     const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
@@ -140,15 +158,10 @@ FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, 
     for (std::size_t c = 0; c < nc; ++c) {
         if (first && (c & (block - 1)) == 0 && (c >> shift) + 8 < nu)
             fill_block(kern, w, grp.rows, grp.rr, (c >> shift) + 8, nu, shift, t);
-        if (next)
-            for (int j = 0; j < K::kLines; ++j)
-                _mm_prefetch(next + std::min(c * next_step + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+        if (prefetch)
+            prefetch_slice<K>(grp, c * next_step);
         __m256i xa[kM], xb[kM];
-        for (int m = 0; m < kM; ++m) {
-            const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
-            xa[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc));  // positions 0..15, both halves
-            xb[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
-        }
+        load_acts<kM>(a, m0, c, xa, xb);
         __m256i sa[kM][4], sb[kM][4];
         for (int p = 0; p < 4; ++p) {  // rows p and p + 4
             const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
@@ -193,7 +206,7 @@ template <class K, class B, int kM>
 FUSED_TARGET void group_pass_sub(const K &kern, const B &bytes, const RowGroup<K> &grp, const Acts8 &a,
                                  std::size_t m0, Tables &t, bool first, __m256 *out) {
     const std::size_t nc = a.nc;
-    const char *next = first ? grp.next : nullptr;
+    const bool prefetch = first && grp.next;  // the first pass of a group
     const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
@@ -208,15 +221,10 @@ FUSED_TARGET void group_pass_sub(const K &kern, const B &bytes, const RowGroup<K
             for (int p = 0; p < 4; ++p)
                 iacc[m][p] = _mm256_setzero_si256();
         for (std::size_t c = c0; c < c0 + 8; ++c) {
-            if (next)
-                for (int j = 0; j < K::kLines; ++j)
-                    _mm_prefetch(next + std::min(c * next_step + 64 * j, grp.next_bytes - 1), _MM_HINT_T0);
+            if (prefetch)
+                prefetch_slice<K>(grp, c * next_step);
             __m256i xa[kM], xb[kM];
-            for (int m = 0; m < kM; ++m) {
-                const auto *xc = reinterpret_cast<const __m128i *>(a.q + (m0 + m) * a.cols + c * kChunk);
-                xa[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc));
-                xb[m] = _mm256_broadcastsi128_si256(_mm_load_si128(xc + 1));
-            }
+            load_acts<kM>(a, m0, c, xa, xb);
             const __m256i pick = _mm256_set1_epi16(short(((2 * (c - c0) + 1) << 8) | (2 * (c - c0))));
             for (int p = 0; p < 4; ++p) {  // rows p and p + 4
                 const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
