@@ -15,14 +15,15 @@
 //   Q5_1, Q4_K, Q5_K, int4 asymmetric) are at most 31: pairs stay within 2 * 31 * 127,
 //   and the two halves of a chunk are added as int16 before the one vpmaddwd;
 // - NF4's rounded code book plus its offset is at most 126: pairs within
-//   2 * 126 * 127, each half widened to int32 on its own;
+//   2 * 126 * 127, each half widened to int32 on its own; Q6_K's codes plus 32 are at
+//   most 63, each half multiplied by its own sub-scale (group_pass_sub);
 // - signed bytes (Q8_0, int8, and the code books of IQ4_NL, MXFP4, NVFP4, which
 //   fused_bytes.h stores plus 128) take llama.cpp's sign trick, |w| times x with w's
 //   sign: pairs within 2 * 128 * 127.
 //
 // Every integer sum is exact, and the activations are quantize_act's (act_quant.h) with
-// act_max 127 (per 256 values for the K-quants, act_block, whose sub-scales Q4_K and Q5_K
-// then apply in integers: group_pass_sub), scaled by the same float steps as in the int16
+// act_max 127 (per 256 values for the K-quants, act_block, whose sub-scales Q4_K, Q5_K and
+// Q6_K then apply in integers: group_pass_sub), scaled by the same float steps as in the int16
 // kernels. This kernel serves every batch (gemm() sends it all rows), several activation
 // rows sharing each decoded chunk, and a row's result does not depend on the batch, bit
 // for bit.
@@ -54,6 +55,7 @@ struct Acts8 {
     std::int8_t *q = nullptr;  // 32-byte aligned
     std::vector<float> d, ds;
     std::vector<std::int32_t> so, so16;
+    std::vector<std::int16_t> bs;  // sums of each 16 codes, row m's at 2 nc m (B::kSubScales 2 only)
 };
 
 template <class B>
@@ -76,6 +78,11 @@ FUSED_TARGET bool quantize_acts8(const float *x, std::size_t n_x, std::size_t co
         if constexpr (B::kDScale != 1.0f)  // the scale tables' unit (absmax / kUnit) to the byte book's
             for (std::size_t c = 0; c < nc; ++c)
                 a.d[m * nc + c] *= B::kDScale;
+        if constexpr (B::kSubScales == 2) {  // |sum| <= 16 * 127
+            a.bs.resize(n_x * 2 * nc);
+            for (std::size_t h = 0; h < 2 * nc; ++h)
+                a.bs[m * 2 * nc + h] = std::int16_t(a.so16[m * 2 * nc + h] / B::kOffset);
+        }
         std::int8_t *qm = a.q + m * cols;
         for (std::size_t k = 0; k < cols; k += 16) {  // |q| <= 127: the packs do not saturate
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q16.data() + k));
@@ -195,25 +202,33 @@ FUSED_TARGET void group_pass(const K &kern, const B &bytes, const QuantView &w, 
         out[m] = _mm256_add_ps(acc[m], acc_min[m]);
 }
 
-// group_pass for Q4_K and Q5_K (B::kSubScales), whose activations have one scale per
-// super-block (act_block: 256 values, llama.cpp's q8_K): each chunk's int16 pair sums are
-// multiplied by the rows' 6-bit sub-scales (vpmaddwd against them instead of ones) and
-// added up as int32 over the super-block, so the lane reduction and the float scale (d of
-// the row times the activations' d) run once per 8 chunks instead of once per chunk.
-// Sums stay exact: per lane at most 8 chunks * 2 * 4 * 31 * 127 * 63 < 2**31. The
-// minimums' terms are the float ones of group_pass, chunk by chunk.
+// group_pass for the formats with integer sub-scales (B::kSubScales), whose activations
+// have one scale per super-block (act_block: 256 values, llama.cpp's q8_K): each chunk's
+// int16 pair sums are multiplied by the rows' sub-scales (vpmaddwd against them instead
+// of ones) and added up as int32 over the super-block, so the lane reduction and the
+// float scale (d of the row times the activations' d) run once per 8 chunks instead of
+// once per chunk.
+// - Q4_K, Q5_K: a 6-bit scale per chunk, the chunk's two halves added as int16 first;
+//   per lane at most 8 chunks * 2 * 4 * 31 * 127 * 63 < 2**31. The minimums' terms are
+//   the float ones of group_pass, chunk by chunk.
+// - Q6_K: an int8 scale per 16 values, so a vpmaddwd per half; the codes' offset 32 times
+//   the sub-scales and the activations' sums per 16 (Acts8::bs) is subtracted once per
+//   super-block, in integers too. Per lane at most 8 * 4 * 63 * 127 * 128 plus
+//   32 * 4 * 128 * 2032, and the 4 lanes of a row < 2**31: every sum exact.
 template <class K, class B, int kM>
 FUSED_TARGET void group_pass_sub(const K &kern, const B &bytes, const RowGroup<K> &grp, const Acts8 &a,
                                  std::size_t m0, Tables &t, bool first, __m256 *out) {
+    constexpr int kPer = B::kSubScales;
+    static_assert(kPer == 1 || (kPer == 2 && B::kOffset == 32), "the offset is subtracted as a shift by 5");
     const std::size_t nc = a.nc;
     const bool prefetch = first && grp.next;  // the first pass of a group
     const std::size_t next_step = (grp.next_bytes + nc - 1) / nc;
     __m256 acc[kM], acc_min[kM];
     for (int m = 0; m < kM; ++m)
         acc[m] = acc_min[m] = _mm256_setzero_ps();
-    auto *scales = reinterpret_cast<__m256i *>(t.isc.data());  // 4 vectors per super-block
+    auto *scales = reinterpret_cast<__m256i *>(t.isc.data());  // 4 * kPer vectors per super-block
     for (std::size_t c0 = 0; c0 < nc; c0 += 8) {
-        __m256i *sub = scales + c0 / 2;
+        __m256i *sub = scales + c0 / 2 * kPer;
         if (first)
             kern.fill_super_int(grp.rows, c0, sub, &t.sc[c0], t.mn.data());
         __m256i iacc[kM][4];
@@ -225,18 +240,44 @@ FUSED_TARGET void group_pass_sub(const K &kern, const B &bytes, const RowGroup<K
                 prefetch_slice<K>(grp, c * next_step);
             __m256i xa[kM], xb[kM];
             load_acts<kM>(a, m0, c, xa, xb);
-            const __m256i pick = _mm256_set1_epi16(short(((2 * (c - c0) + 1) << 8) | (2 * (c - c0))));
+            // The chunk's sub-scale (word j of each half), or those of its halves (words 2k, 2k + 1
+            // of vector j / 4 of the pair: k = j % 4).
+            const int j = int(c - c0), word = kPer == 1 ? j : 2 * (j % 4);
+            const __m256i pick = _mm256_set1_epi16(short(((2 * word + 1) << 8) | (2 * word)));
+            const __m256i pick_b = _mm256_add_epi8(pick, _mm256_set1_epi8(2));  // the next word
             for (int p = 0; p < 4; ++p) {  // rows p and p + 4
                 const Pair v = bytes.get(grp.rows[p], grp.rows[p + 4], c);
-                const __m256i scale = _mm256_shuffle_epi8(_mm256_loadu_si256(sub + p), pick);
-                for (int m = 0; m < kM; ++m) {
-                    const __m256i sums = _mm256_add_epi16(pairs<B>(v.a, xa[m]), pairs<B>(v.b, xb[m]));
-                    iacc[m][p] = _mm256_add_epi32(iacc[m][p], _mm256_madd_epi16(sums, scale));
+                const __m256i s = _mm256_loadu_si256(sub + kPer * p + (kPer == 1 ? 0 : j / 4));
+                const __m256i scale = _mm256_shuffle_epi8(s, pick);
+                if constexpr (kPer == 1) {
+                    for (int m = 0; m < kM; ++m) {
+                        const __m256i sums = _mm256_add_epi16(pairs<B>(v.a, xa[m]), pairs<B>(v.b, xb[m]));
+                        iacc[m][p] = _mm256_add_epi32(iacc[m][p], _mm256_madd_epi16(sums, scale));
+                    }
+                } else {
+                    const __m256i scale_b = _mm256_shuffle_epi8(s, pick_b);
+                    for (int m = 0; m < kM; ++m)
+                        iacc[m][p] = _mm256_add_epi32(iacc[m][p],
+                                                      _mm256_add_epi32(_mm256_madd_epi16(pairs<B>(v.a, xa[m]), scale),
+                                                                       _mm256_madd_epi16(pairs<B>(v.b, xb[m]), scale_b)));
                 }
             }
-            for (int m = 0; m < kM; ++m)
-                acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]), _mm256_set1_ps(a.ds[(m0 + m) * nc + c]),
-                                             acc_min[m]);
+            if constexpr (K::kMin == 1)
+                for (int m = 0; m < kM; ++m)
+                    acc_min[m] = _mm256_fmadd_ps(_mm256_loadu_ps(&t.mn[c * 8]),
+                                                 _mm256_set1_ps(a.ds[(m0 + m) * nc + c]), acc_min[m]);
+        }
+        if constexpr (kPer == 2) {  // 32 * sum over the 16 halves of sub-scale * activation sum
+            for (int m = 0; m < kM; ++m) {
+                const auto *h = reinterpret_cast<const __m128i *>(&a.bs[(m0 + m) * 2 * nc + 2 * c0]);
+                const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(h));
+                const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(h + 1));
+                for (int p = 0; p < 4; ++p) {
+                    const __m256i offset = _mm256_add_epi32(_mm256_madd_epi16(_mm256_loadu_si256(sub + 2 * p), lo),
+                                                            _mm256_madd_epi16(_mm256_loadu_si256(sub + 2 * p + 1), hi));
+                    iacc[m][p] = _mm256_sub_epi32(iacc[m][p], _mm256_slli_epi32(offset, 5));
+                }
+            }
         }
         for (int m = 0; m < kM; ++m) {
             const __m256 xd = _mm256_set1_ps(a.d[(m0 + m) * nc + c0]);  // the same for the 8 chunks

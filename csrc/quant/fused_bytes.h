@@ -12,8 +12,9 @@
 // signed code books and signed bytes (Q8_0, int8) become themselves plus 128. Scales
 // come from the kernel's own fill / fill8 (fused_kernels.h), times kDScale when the
 // kernel's int16 code book unit differs from the byte one. Formats whose sub-scales
-// multiply int16 weights (Q2_K, Q3_K, Q6_K) have no Bytes and keep the AVX2 kernel, and
-// so does FP4; NF4's are rounded (not kExact), for the 8-bit activation kernel only.
+// multiply int16 weights (Q2_K, Q3_K) have no Bytes and keep the AVX2 kernel, and so
+// does FP4; NF4's are rounded (not kExact), and Q6_K's sub-scales per 16 values apply in
+// integers (kSubScales 2): both for the 8-bit activation kernel only.
 #pragma once
 
 #include <cmath>
@@ -37,7 +38,9 @@ struct BytesBase {
     static constexpr bool kSmall = true;
     static constexpr float kDScale = 1.0f;
     static constexpr bool kExact = true;
-    static constexpr bool kSubScales = false;  // integer sub-scales per chunk (Q4_K, Q5_K)
+    // Integer sub-scales per chunk, applied before any float step (fused_act8.cpp's
+    // group_pass_sub): 1 for Q4_K and Q5_K (one per 32 values), 2 for Q6_K (one per 16).
+    static constexpr int kSubScales = 0;
 };
 
 // 16 bytes of row i (low half) and of row j (high half).
@@ -141,7 +144,7 @@ struct Bytes<KLut4<kMx>> : BytesBase {
 // Q4_K / Q5_K: chunk c is the low (even c % 8) or high nibbles of 32 bytes.
 template <bool kFifth>
 struct Bytes<KQ45_K<kFifth>> : BytesBase {
-    static constexpr bool kSubScales = true;
+    static constexpr int kSubScales = 1;
     explicit Bytes(const KQ45_K<kFifth> &) {}
     FUSED_TARGET Pair get(const std::uint8_t *bi, const std::uint8_t *bj, std::size_t c) const {
         constexpr std::size_t kSize = KQ45_K<kFifth>::kSize, kQs = KQ45_K<kFifth>::kQs;
@@ -156,6 +159,32 @@ struct Bytes<KQ45_K<kFifth>> : BytesBase {
             b = _mm256_or_si256(b, fifth_k(load2(bi + sb + 32, bj + sb + 32), bit));
         }
         return {a, b};
+    }
+};
+
+// Q6_K (as KQ6_K::decode lays a super-block's chunks out): the 6-bit codes unsigned, 0..63,
+// the -32 left to the activation sums; positions 0..15 and 16..31 of a chunk each have
+// their own int8 sub-scale (kSubScales 2).
+template <>
+struct Bytes<KQ6_K> : BytesBase {
+    static constexpr int kOffset = 32;
+    static constexpr bool kSmall = false;
+    static constexpr int kSubScales = 2;
+    explicit Bytes(const KQ6_K &) {}
+    FUSED_TARGET Pair get(const std::uint8_t *bi, const std::uint8_t *bj, std::size_t c) const {
+        const std::size_t sb = 210 * (c / 8), t8 = c % 8, h = t8 / 4, t = t8 % 4;
+        const std::size_t ql = sb + 64 * h + 32 * (t & 1), qh = sb + 128 + 32 * h;
+        const __m128i nibble = _mm_cvtsi32_si128(int(4 * (t >> 1))), pair = _mm_cvtsi32_si128(int(2 * t));
+        return {codes(bi + ql, bj + ql, bi + qh, bj + qh, nibble, pair),
+                codes(bi + ql + 16, bj + ql + 16, bi + qh + 16, bj + qh + 16, nibble, pair)};
+    }
+    // 16 codes of two rows from their low bits (li, lj) and high bits (hi, hj): (high << 4)
+    // stays in its byte.
+    FUSED_TARGET static __m256i codes(const std::uint8_t *li, const std::uint8_t *lj, const std::uint8_t *hi,
+                                      const std::uint8_t *hj, __m128i nibble, __m128i pair) {
+        const __m256i low = byte_bits(load2(li, lj), nibble, _mm256_set1_epi8(0x0f));
+        const __m256i high = byte_bits(load2(hi, hj), pair, _mm256_set1_epi8(3));
+        return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
     }
 };
 
@@ -231,13 +260,14 @@ bool with_byte_kernel(const QuantView &w, Go &&go) {
         case Format::q8_0: return call(KQ8_0{});
         case Format::q4_k: return call(KQ45_K<false>{});
         case Format::q5_k: return call(KQ45_K<true>{});
+        case Format::q6_k: return call(KQ6_K{});  // 8-bit activations only (the VNNI kernel declines)
         case Format::iq4_nl: return call(KLut4<false>{});
         case Format::mxfp4: return call(KLut4<true>{});
         case Format::int8: return call(KInt8{});
         case Format::int4: return w.symmetric ? call(KInt4<true>(w)) : call(KInt4<false>(w));
         case Format::nvfp4: return call(KNvfp4{});
         case Format::nf4: return call(KBnb<true>(w));  // Bytes::kExact false: 8-bit activations only
-        default: return false;  // Q2_K, Q3_K, Q6_K (int16 sub-scales), FP8, FP4 (see NF4's Bytes)
+        default: return false;  // Q2_K, Q3_K (int16 sub-scales), FP8, FP4 (see NF4's Bytes)
     }
 }
 

@@ -310,6 +310,22 @@ struct KQ6_K : KernelBase<KQ6_K> {
         for (std::size_t j = 0; j < 8; ++j)
             _mm256_storeu_ps(sc + 8 * (u0 + j), d);
     }
+    // For fused_act8.cpp's integer sub-scales (activations with one scale per super-block):
+    // d of the 8 rows into d8, and the 16 sub-scales as int16 into pairs[2p + n] for rows p
+    // and p + 4 (p < 4): row p's sub-scales 8n .. 8n + 7 in the low half, row p + 4's in the
+    // high half. Q6_K has no minimums (mn unused).
+    FUSED_TARGET void fill_super_int(const std::uint8_t *const *rows, std::size_t u0, __m256i *pairs, float *d8,
+                                     float *) const {
+        const std::size_t off = 210 * (u0 / 8);
+        __m256i s[8];
+        for (int i = 0; i < 8; ++i)
+            s[i] = widen_i8(rows[i] + off + 192);
+        for (int p = 0; p < 4; ++p) {
+            _mm256_storeu_si256(pairs + 2 * p, _mm256_permute2x128_si256(s[p], s[p + 4], 0x20));
+            _mm256_storeu_si256(pairs + 2 * p + 1, _mm256_permute2x128_si256(s[p], s[p + 4], 0x31));
+        }
+        _mm256_storeu_ps(d8, f16_rows_at_end(rows, off + 208));
+    }
     // The 6-bit codes of all 32 values are put together in bytes (one shift and mask for
     // each part over 32 bytes at once), then widened: about 14 vector instructions per
     // chunk and row where doing it in int16 lanes took 22.

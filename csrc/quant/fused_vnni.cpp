@@ -228,8 +228,9 @@ bool gemv_vnni(const QuantView &w, const float *x, float *y, std::size_t threads
     if (!vnni_supported() || w.act_bits != 15)  // 8-bit activations: fused_act8.cpp's kernel
         return false;
     return with_byte_kernel(w, [&](auto kern) {
-        if constexpr (!Bytes<decltype(kern)>::kExact) {
-            return false;  // a rounded code book (NF4, FP4): the int16 kernel's exact one
+        using B = Bytes<decltype(kern)>;
+        if constexpr (!B::kExact || B::kSubScales == 2) {
+            return false;  // a rounded code book (NF4), or Q6_K's sub-scales per 16: the int16 kernel
         } else {
             *ok = run_bytes(kern, w, x, y, threads);
             return true;

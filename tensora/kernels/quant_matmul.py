@@ -163,7 +163,7 @@ FP8_GEMM = frozenset({"fp8_e4m3", "fp8_e5m2"})
 #: GGUF's K-quants: with 8-bit activations, one activation scale per 256 values.
 K_QUANTS = frozenset({"q2_k", "q3_k", "q4_k", "q5_k", "q6_k"})
 ACT8_BYTE_FORMATS = frozenset({"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "iq4_nl", "mxfp4", "int8",
-                               "int4", "nvfp4", "nf4"})
+                               "int4", "nvfp4", "nf4", "q6_k"})
 GEMM_MIN_ROWS_FP8 = 6
 #: Rows up to which the backward's native float path (decode a row, one axpy per
 #: activation row) beats tiles + BLAS.

@@ -177,20 +177,26 @@ def test_rows_do_not_depend_on_the_batch(name, options, lib):
             np.testing.assert_array_equal(out, alone[:m])
 
 
-@pytest.mark.parametrize("name", ["q8_0", "int8"])
-def test_extreme_bytes_do_not_saturate(name, lib):
+@pytest.mark.parametrize("name,code", [("q8_0", 0x80), ("int8", 0x80), ("q6_k", 0x00), ("q6_k", 0xFF)])
+def test_extreme_bytes_do_not_saturate(name, code, lib):
     """|w| = 128 times |q| = 127, twice per int16 pair, is 32512: one more would saturate
-    vpmaddubsw. Every weight byte -128 and activations at full scale, of both signs."""
+    vpmaddubsw. Every weight byte -128 and activations at full scale, of both signs. Q6_K:
+    every code at an end (-32, or 31 as 63 in the byte kernel) times every int8 sub-scale
+    at an end (-128, 127), the largest integer sums its super-block pass adds up."""
     fmt = get_format(name)
-    rows, cols = 16, 256
+    rows, cols = 16, 512
     parts = {k: v.copy() for k, v in fmt.quantize(np.ones((rows, cols), np.float32)).items()}
     if name == "q8_0":
         blocks = parts["blocks"].reshape(rows, cols // 32, 34)
-        blocks[:, :, 2:] = np.uint8(0x80)
+        blocks[:, :, 2:] = np.uint8(code)
+    elif name == "q6_k":
+        blocks = parts["blocks"].reshape(rows, cols // 256, 210)
+        blocks[:, :, :192] = np.uint8(code)  # low and high bits of every code
+        blocks[:, :, 192:208] = np.uint8(0x80 if code == 0 else 0x7F)
     else:
         parts["qweight"][:] = -128
     w = fmt.dequantize_rows(parts, (rows, cols), 0, rows)
-    assert np.all(w < 0)
+    assert np.unique(w).size == 1 and w[0, 0] != 0
     x = np.full((3, cols), 1.0, np.float32)
     x[1] = -1.0
     x[2, ::2] = -1.0
