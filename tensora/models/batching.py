@@ -24,16 +24,19 @@ class BatchedSequence:
         self.row, self.opts = _Row(prompt, _stream(model), tuple(opts.stop)), opts
         self.stop_ids = stop_ids_of(model, opts)
         self.rng = np.random.default_rng(opts.seed)
+        self.error: Exception | None = None  # why its sampling failed (it left the decoder then)
 
     @property
     def finished(self) -> bool:
-        return self.row.finish_reason is not None
+        return self.row.finish_reason is not None or self.error is not None
 
     def pending_text(self) -> str:
         """Text generated since the last call that is safe to show (see _Row.pending_text)."""
         return self.row.pending_text(final=self.finished)
 
     def completion(self) -> Completion:
+        if self.error:
+            raise self.error  # its sampling failed: there is no completion to give
         r = self.row
         return Completion(r.text, list(r.tokens), r.finish_reason or "length", len(r.prompt), len(r.tokens))
 
@@ -139,7 +142,7 @@ class BatchDecoder:
             except Exception as exc:  # a model error: this group's prompts fail, later ones still try
                 for seq, _, _ in group:
                     results[results.index(seq)] = exc
-        return results
+        return [seq.error if isinstance(seq, BatchedSequence) and seq.error else seq for seq in results]
 
     def _next_group(self, seqs: list[BatchedSequence]) -> tuple[list[tuple[BatchedSequence, int, int]],
                                                                     list[BatchedSequence]]:
@@ -193,9 +196,18 @@ class BatchDecoder:
             cache.lengths[first + i] = len(seq.row.prompt)
             self.shared_tokens += shared
             self.active.append(seq)
-        for (seq, _, _), row_logits in zip(group, logits):
-            seq._take(row_logits)
-        for seq, _, _ in group:
+        self._sample([seq for seq, _, _ in group], logits)
+
+    def _sample(self, seqs: list[BatchedSequence], logits: np.ndarray) -> None:
+        """Each sequence takes its token from its row of logits, then the finished ones leave.
+        One whose sampling fails keeps the error (seq.error) and leaves too: its own options
+        broke on its own logits, and the other rows go on."""
+        for seq, row_logits in zip(seqs, logits):
+            try:
+                seq._take(row_logits)
+            except Exception as exc:
+                seq.error = exc
+        for seq in seqs:
             if seq.finished:
                 self.leave(seq)
 
@@ -229,11 +241,7 @@ class BatchDecoder:
             # float32: sample() widens a row only where its options need float64 (not greedy)
             logits = model.next_token_logits(ids, positions, mask, cache, 0)
         cache.lengths[:n] += 1
-        for s, row_logits in zip(stepped, logits):
-            s._take(row_logits)
-        for s in stepped:
-            if s.finished:
-                self.leave(s)
+        self._sample(stepped, logits)
         return stepped
 
     def leave(self, seq: BatchedSequence) -> None:

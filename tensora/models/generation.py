@@ -293,6 +293,8 @@ def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, see
         seen_ids = np.unique(np.array(seen))
         picked = logits[seen_ids]
         logits[seen_ids] = np.where(picked > 0, picked / o.repetition_penalty, picked * o.repetition_penalty)
+        # a tiny penalty (down to a subnormal) divides to inf, and inf - inf below would be nan
+        np.clip(logits, None, np.finfo(np.float64).max, out=logits)
     if o.temperature == 0:
         return int(np.argmax(logits))
     # shifted first: the largest becomes 0, so a tiny temperature gives -inf elsewhere, never inf - inf = nan

@@ -193,7 +193,10 @@ class Engine:
         self.rows_stepped += len(stepped)
         for seq in stepped:
             request = running[id(seq)]
-            self._deliver(request)
+            if seq.error:  # its sampling failed: it alone fails, and it has left the decoder
+                request._put(seq.error)
+            else:
+                self._deliver(request)
             if seq.finished:
                 del running[id(seq)]
 

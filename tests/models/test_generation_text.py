@@ -1,9 +1,13 @@
 """Streaming text of a generation (tensora/models/generation.py's _Row) against decoding all
-tokens at once: byte tokens (token i is byte i), so characters split over tokens."""
+tokens at once: byte tokens (token i is byte i), so characters split over tokens; and the
+sampler under extreme options."""
 
 from __future__ import annotations
 
-from tensora.models.generation import _Row
+import numpy as np
+import pytest
+
+from tensora.models.generation import SamplingOptions, _Row, sample
 from tensora.models.tokenizer import StreamDecoder
 
 
@@ -52,3 +56,13 @@ def test_stop_string_across_deltas_and_unfinished_last_character():
     assert row.pending_text(final=False) == cut
     row.end("length")  # the generation ends inside a character: it comes out as U+FFFD, as decode() gives
     assert row.text == "abc 🌊".encode()[:-1].decode("utf-8", errors="replace") and row.pending_text(True) == "\ufffd"
+
+
+@pytest.mark.parametrize("penalty", [1e-300, 1e-310, 5e-324])
+def test_tiny_repetition_penalty_samples_instead_of_nan(penalty):
+    """A seen token's positive logit over a subnormal penalty is inf; two such infs once made
+    the shifted logits nan, and the sampler raised (a server answered 500 on that row)."""
+    logits = np.array([3.0, 2.0, -1.0, 0.5, 4.0])
+    o = SamplingOptions(temperature=1.0, repetition_penalty=penalty)
+    picks = {sample(logits.copy(), o, np.random.default_rng(s), seen=[0, 1, 2]) for s in range(20)}
+    assert picks and picks <= {0, 1}  # the two boosted ones share the top; the others have no chance

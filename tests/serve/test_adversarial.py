@@ -119,6 +119,16 @@ def test_top_k_is_honoured_not_ignored(tiny_server, tiny_model):
     assert _error(_post(tiny_server, _chat(repetition_penalty=0)), 400)["param"] == "repetition_penalty"
 
 
+def test_a_subnormal_repetition_penalty_is_answered_and_the_server_goes_on(tiny_server, tiny_model):
+    """1e-310 passes the schema (> 0); it once made the sampler's logits nan, and the failed
+    row stayed in the batch: every later request got 500 until a restart."""
+    r = _post(tiny_server, _chat(max_tokens=3, temperature=1.0, repetition_penalty=1e-310, seed=1))
+    assert r.status_code == 200, r.text
+    want = tiny_model.generate(tiny_model.chat_prompt(USER), max_new_tokens=4, temperature=0).text
+    r = _post(tiny_server, _chat(max_tokens=4, temperature=0))
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == want
+
+
 def test_a_prompt_of_one_token_list_equals_its_ids(tiny_server):
     a = _post(tiny_server, _completion(prompt=[[72, 105]], temperature=0), COMPLETIONS).json()
     b = _post(tiny_server, _completion(prompt=[72, 105], temperature=0), COMPLETIONS).json()

@@ -50,6 +50,40 @@ def test_each_row_samples_with_its_own_options_and_seed(tiny_model):
                                                                 stop_token_ids=[]).token_ids
 
 
+@pytest.mark.parametrize("when", ["join", "step"])
+def test_a_row_whose_sampling_fails_fails_alone(tiny_model, monkeypatch, when):
+    """Sampling runs per row: the row it fails for gets the error and leaves (its cache row
+    freed), the others decode on as if alone. Before, a first-token failure left a row with no
+    tokens in the batch, and every later step failed."""
+    from tensora.models import batching
+
+    prompts = _prompts(tiny_model, 3)
+    opts = SamplingOptions(max_new_tokens=6, temperature=0, stop_token_ids=[])
+    alone = [tiny_model.generate(p, max_new_tokens=6, temperature=0, stop_token_ids=[]).token_ids for p in prompts]
+    take = batching.BatchedSequence._take
+    bad = prompts[1]
+
+    def failing(self, logits):
+        if self.row.prompt == bad and (when == "join" or self.row.tokens):
+            raise ValueError("sampling broke")
+        take(self, logits)
+
+    monkeypatch.setattr(batching.BatchedSequence, "_take", failing)
+    dec = BatchDecoder(tiny_model)
+    results = dec.join_many([(p, opts) for p in prompts])
+    if when == "join":
+        assert isinstance(results[1], ValueError) and len(dec.active) == 2
+    while dec.active:
+        dec.step()
+    failed = results[1] if when == "join" else results[1].error
+    assert isinstance(failed, ValueError) and "sampling broke" in str(failed)
+    if when == "step":
+        with pytest.raises(ValueError, match="sampling broke"):
+            results[1].completion()
+    assert [results[i].completion().token_ids for i in (0, 2)] == [alone[0], alone[2]]
+    assert dec.cache.rows == 0
+
+
 def test_leaving_frees_the_row_and_others_continue(tiny_model):
     prompts = _prompts(tiny_model, 3)
     dec = BatchDecoder(tiny_model)
