@@ -1,4 +1,5 @@
-"""The OpenAI-compatible app: /v1/models, /v1/completions, /v1/chat/completions, /v1/embeddings.
+"""The OpenAI-compatible app: /v1/models (and /v1/models/{id}), /v1/completions,
+/v1/chat/completions, /v1/embeddings.
 
     >>> app = create_app(tensora.models.load(path), model_id="smollm2")     # doctest: +SKIP
     >>> uvicorn.run(app)                                                      # doctest: +SKIP
@@ -78,6 +79,8 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     if embedding_model is not None and not hasattr(embedding_model, "embed"):
         raise ValueError(f"{type(embedding_model).__name__} has no embed(); pass a BERT-style encoder")
     settings = settings or Settings()
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise ValueError("the API key is empty: every 'Bearer' header would match it; pass a key, or none")
     embedding_id = embedding_id or ("embeddings" if embedding_model is not None else None)
     hosted = _Hosted(model, model_id, embedding_model, embedding_id, settings)
 
@@ -111,10 +114,19 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
         return s.Health(active=engine.active, waiting=engine.waiting, decode_steps=engine.steps,
                         decode_rows=engine.rows_stepped)
 
+    def model_ids() -> list[str]:
+        return [hosted.model_id] + ([hosted.embedder_id] if hosted.embedder_id else [])
+
     @app.get("/v1/models", response_model=s.ModelList, responses=GET_ERRORS)
     async def models() -> s.ModelList:
-        ids = [hosted.model_id] + ([hosted.embedder_id] if hosted.embedder_id else [])
-        return s.ModelList(data=[s.ModelCard(id=i, created=hosted.created) for i in ids])
+        return s.ModelList(data=[s.ModelCard(id=i, created=hosted.created) for i in model_ids()])
+
+    @app.get("/v1/models/{model}", response_model=s.ModelCard, responses={**GET_ERRORS, 404: ERRORS[404]})
+    async def model_card(model: str) -> s.ModelCard:
+        if model not in model_ids():
+            raise APIError(404, f"the model '{model}' does not exist; this server has "
+                                + ", ".join(f"'{i}'" for i in model_ids()), param="model", code="model_not_found")
+        return s.ModelCard(id=model, created=hosted.created)
 
     @app.get("/v1/memory", response_model=s.MemoryReports, responses=GET_ERRORS)
     async def memory() -> s.MemoryReports:

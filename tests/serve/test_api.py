@@ -178,6 +178,23 @@ def test_api_key(tiny_model):
         assert httpx.get(server.url + "/health").status_code == 200
 
 
+def test_a_model_is_retrieved_by_its_id(tiny_server):
+    c = client(tiny_server)
+    card = c.models.retrieve("tiny")
+    assert card.id == "tiny" and card.object == "model"
+    with pytest.raises(openai.NotFoundError, match="'nope' does not exist"):
+        c.models.retrieve("nope")
+    spec = httpx.get(tiny_server.url + "/openapi.json").json()
+    assert set(spec["paths"]["/v1/models/{model}"]["get"]["responses"]) >= {"200", "401", "404"}
+
+
+def test_an_empty_api_key_is_refused(tiny_model):
+    """An empty key would match every 'Authorization: Bearer' header with an empty token."""
+    for key in ("", "  "):
+        with pytest.raises(ValueError, match="API key is empty"):
+            create_app(tiny_model, model_id="tiny", settings=Settings(api_key=key))
+
+
 def test_openapi_schema_matches_the_responses(tiny_server):
     spec = httpx.get(tiny_server.url + "/openapi.json").json()
     for path in ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/health"):
