@@ -151,3 +151,19 @@ def test_debug_after_the_command_name_shows_the_traceback(tmp_path):
         main(["generate", str(tmp_path / "missing.gguf"), "--prompt", "hi", "--debug"])
     with pytest.raises(FileNotFoundError):
         main(["--debug", "generate", str(tmp_path / "missing.gguf"), "--prompt", "hi"])
+
+
+def test_a_reader_that_goes_away_ends_generate_quietly(tiny):
+    """`tensora generate ... | head -c 5`: the pipe closes mid-stream; the command stops with
+    no error line (it printed `BrokenPipeError: [Errno 32]` before)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv[0] = 'tensora'; from tensora.cli import main; "
+            f"sys.exit(main(['generate', {str(tiny)!r}, '--prompt', 'hello', '--max-tokens', '200', "
+            "'--temperature', '0']))")
+    gen = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    gen.stdout.read(5)
+    gen.stdout.close()  # as head does after its 5 bytes
+    err = gen.stderr.read().decode()
+    assert gen.wait(timeout=120) in (0, 1) and err == "", err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Callable
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return args._fn(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`tensora generate ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails no more
+        return 1
     except Exception as exc:  # one clear line for users; the traceback with --debug
         if args.debug:
             raise
