@@ -138,7 +138,8 @@ def _layer_names(module: Module, prefix: str, embeddings: bool) -> list[str]:
 def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip, embeddings: bool,
                        result: QuantizeResult, state: _SharedState) -> None:
     """Depth-first over ``parent``'s children, holding no reference to a replaced layer afterwards."""
-    for child_name, child in list(parent._modules.items()):
+    for child_name in list(parent._modules):  # names only: a list of the children would keep every dense one alive
+        child = parent._modules[child_name]
         if child is None:
             continue
         name = prefix + child_name
@@ -152,16 +153,17 @@ def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip
                 result.unfit[name] = str(exc)
                 continue
 
-            def make_layer(child: Module = child) -> Module:
-                weight = state.get(id(child.weight), lambda: quantize_tensor(child.weight, fmt))
-                if isinstance(child, Linear):
-                    return QuantizedLinear(weight, child.bias)
-                return QuantizedEmbedding(weight, child.padding_idx)
-
-            setattr(parent, child_name, state.get(id(child), make_layer))
+            setattr(parent, child_name, state.get(id(child), lambda: _quantized_layer(child, fmt, state)))
             result.quantized.append(name)
         else:
             _quantize_children(child, name + ".", fmt, skip, embeddings, result, state)
+
+
+def _quantized_layer(layer: Module, fmt: QuantFormat, state: _SharedState) -> Module:
+    weight = state.get(id(layer.weight), lambda: quantize_tensor(layer.weight, fmt))
+    if isinstance(layer, Linear):
+        return QuantizedLinear(weight, layer.bias)
+    return QuantizedEmbedding(weight, layer.padding_idx)
 
 
 @dataclass

@@ -133,3 +133,22 @@ def test_qlora_trains_adapters_on_a_frozen_nf4_base():
     assert losses[-1] < 0.05 * losses[0]
     for k, v in layer.base.weight.packed().items():
         np.testing.assert_array_equal(v, packed[k])
+
+
+def test_quantize_drops_each_dense_weight_before_the_next_layer():
+    """Peak memory is the model plus one layer: siblings in one container too (a list of the
+    children once kept every dense weight alive until the container was done)."""
+    import gc
+    import weakref
+
+    model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(6)])
+    dense = [weakref.ref(layer.weight) for layer in model]
+    alive_at = {}
+
+    def skip(name, _module):
+        gc.collect()
+        alive_at[name] = sum(ref() is not None for ref in dense)
+        return False
+
+    quantize(model, "q4_0", skip=skip)
+    assert alive_at == {str(i): 6 - i for i in range(6)}

@@ -61,7 +61,10 @@ class _FP8(QuantFormat):
         amax = np.abs(x).max(axis=1) if x.size else np.zeros(rows, F32)
         if not self.per_channel:
             amax = amax.max(keepdims=True) if amax.size else np.zeros(1, F32)
-        scale = np.where(amax > 0, amax / F32(self.max_finite), F32(1)).astype(F32)
+        scale = (amax / F32(self.max_finite)).astype(F32)
+        # 1 where amax is 0, or so small (below ~1e-42) that amax / max_finite is 0 in float32:
+        # x / 0 would store NaN codes; x / 1 flushes those values to 0, as INT8's scale does
+        scale[scale == 0] = 1
         qweight = np.empty((rows, k), np.uint8)
         step = max(1, CHUNK_VALUES // max(k, 1))
         top = F32(self.max_finite)
