@@ -1,12 +1,15 @@
 """The chat page at / in headless Chromium (selenium): streamed replies, the stop button, the memory report.
 
-Needs a Chromium and its driver (Debian: `apt-get install -y chromium chromium-driver`); the
-test skips, saying so, only when none is found.
+Needs a Chromium and its driver: where none is found, the test installs Debian's (`apt-get
+install -y chromium chromium-driver`, when it runs as root with apt-get), and skips, saying
+why, only when that fails.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -17,11 +20,33 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-def _browser():
+def _find() -> tuple[str | None, str | None]:
     binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-    driver = shutil.which("chromedriver")
+    return binary, shutil.which("chromedriver")
+
+
+def _install() -> str:
+    """Install Debian's Chromium and driver; '' on success, else why not."""
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "no apt-get, or not root"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            return f"{' '.join(cmd)} took over 600 s"
+        if done.returncode:
+            return f"{' '.join(cmd)} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return ""
+
+
+def _browser():
+    binary, driver = _find()
     if binary is None or driver is None:
-        pytest.skip("no Chromium with chromedriver found (Debian: apt-get install -y chromium chromium-driver)")
+        why = _install()
+        binary, driver = _find()
+        if binary is None or driver is None:
+            pytest.skip(f"no Chromium with chromedriver, and installing Debian's failed ({why or 'not found after'})")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
