@@ -60,10 +60,33 @@ def test_generate_without_the_default_model_says_how_to_install(monkeypatch, cap
 
 
 def test_info_reports_native_cuda_threads_and_memory(capsys):
+    import tensora
+
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     for field in ("native", "cuda", "threads", "memory"):
         assert any(line.startswith(field) for line in out.splitlines()), field
+    assert out.splitlines()[0].split() == ["tensora", tensora.__version__]
+
+
+def test_memory_report_runs_a_model_under_a_budget_and_prints_the_tiers(tmp_path, capsys):
+    from serve.tiny import write_tiny_llama
+
+    write_tiny_llama(tmp_path, layers=1, context=256)
+    assert main(["memory", "report", str(tmp_path), "--max-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "generated 3 tokens" in out
+    assert out.count("\nhost ") == 1 and "\ndisk " in out and "effective multiplier" in out
+
+
+def test_bench_runs_each_named_script_and_reports_failures(tmp_path, capfd):
+    (tmp_path / "good.py").write_text('"""A good one."""\nprint("| ratio | 2.0x |")\n')
+    (tmp_path / "bad.py").write_text('"""A broken one."""\nraise SystemExit(3)\n')
+    assert main(["bench", "--dir", str(tmp_path), "good"]) == 0
+    assert "| ratio | 2.0x |" in capfd.readouterr().out
+    assert main(["bench", "--dir", str(tmp_path)]) == 1  # all of them: one fails
+    out, err = capfd.readouterr()
+    assert "== bad" in out and "== good" in out and "failed: bad" in err
 
 
 def test_bench_lists_the_benchmarks_and_refuses_unknown_names(capsys):
