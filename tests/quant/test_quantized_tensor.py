@@ -55,9 +55,11 @@ def test_fused_products_match_the_dense_weight(name, opts):
     rng = np.random.default_rng(1)
     for m in (1, 5):
         x = rng.standard_normal((m, w.shape[1])).astype(np.float32)
-        assert _rel_err((tensora.from_numpy(x) @ qt.T).numpy(), x @ dense.T) < 1e-2
+        # the kernels' own error against the dense weight: 15-bit activations (~4e-5), NF4's
+        # 2**-12 code book in the native kernel (~1.5e-4); a wrong scale or code is far above
+        assert _rel_err((tensora.from_numpy(x) @ qt.T).numpy(), x @ dense.T) < 1e-3
         g = rng.standard_normal((m, w.shape[0])).astype(np.float32)
-        assert _rel_err((tensora.from_numpy(g) @ qt).numpy(), g @ dense) < 1e-2
+        assert _rel_err((tensora.from_numpy(g) @ qt).numpy(), g @ dense) < 1e-3
 
 
 @pytest.mark.parametrize("name", ["q4_0", "nf4", "int8", "q6_k"])
@@ -72,14 +74,14 @@ def test_gradients_reach_the_input_and_bias(name):
     x_ref = x.detach().clone().requires_grad_()
     b_ref = b.detach().clone().requires_grad_()
     (F.linear(x_ref, dense, b_ref) * upstream).sum().backward()
-    assert _rel_err(x.grad.numpy(), x_ref.grad.numpy()) < 1e-2
+    assert _rel_err(x.grad.numpy(), x_ref.grad.numpy()) < 1e-4  # measured: 0 (the backward decodes exactly)
     np.testing.assert_allclose(b.grad.numpy(), b_ref.grad.numpy(), rtol=1e-5, atol=1e-5)
     # x @ qt (the transpose product) differentiates back through the forward kernel
     g = tensora.randn(2, 16, requires_grad=True)
     (g @ qt).square().sum().backward()
     g_ref = g.detach().clone().requires_grad_()
     (g_ref @ dense).square().sum().backward()
-    assert _rel_err(g.grad.numpy(), g_ref.grad.numpy()) < 2e-2
+    assert _rel_err(g.grad.numpy(), g_ref.grad.numpy()) < 3e-4  # measured: <= 3.3e-5 (NF4)
 
 
 def test_vector_input_and_dtypes():
