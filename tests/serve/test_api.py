@@ -73,6 +73,11 @@ def test_seed_and_stop(tiny_server, tiny_model):
     stop = full[3:5]
     r = c.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0, stop=[stop])
     assert r.choices[0].message.content == full[:full.find(stop)] and r.choices[0].finish_reason == "stop"
+    # streamed: the same text, no piece of the stop string shown first, the same finish reason
+    chunks = list(c.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0,
+                                            stop=[stop], stream=True))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == full[:full.find(stop)]
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["stop"]
 
 
 def _post(server, body, path="/v1/chat/completions", **kw):
