@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from serve.tiny import client
 
 from tensora.cli import main
@@ -68,10 +69,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_serve_command_runs_a_server(tiny_path):
+@pytest.mark.parametrize("flags", [[], ["--quantize", "q8_0", "--memory-budget", "8MiB"]], ids=["dense", "budget"])
+def test_serve_command_runs_a_server(tiny_path, flags):
     port = _free_port()
     cmd = [sys.executable, "-m", "tensora.cli", "serve", str(tiny_path), "--port", str(port), "--api-key", "k",
-           "--max-batch", "2", "--model-id", "tiny"]
+           "--max-batch", "2", "--model-id", "tiny", *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -98,6 +100,12 @@ def test_serve_command_runs_a_server(tiny_path):
         assert r.usage.completion_tokens == 3
         assert httpx.get(url + "/v1/models").status_code == 401
         assert "<title>tensora chat</title>" in httpx.get(url + "/").text
+        (report,) = httpx.get(url + "/v1/memory", headers={"Authorization": "Bearer k"}).json()["models"]
+        if flags:  # the flags reached the loader: q8_0 weights, and tiers under the budget
+            assert "q8_0" in report["by_format"] and report["multiplier"] > 3
+            assert report["tiers"] and "8.0 MiB" in report["tiers"]
+        else:
+            assert set(report["by_format"]) == {"float32"} and report["tiers"] is None
     finally:
         proc.send_signal(signal.SIGINT)
         try:
