@@ -11,8 +11,8 @@ from . import command, int_at_least
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="a Hugging Face model directory or a .gguf file")
-    p.add_argument("dst", help="a directory (safetensors + config, from a HF directory) or a .gguf file "
-                               "(from a GGUF file, with a GGUF block format)")
+    p.add_argument("dst", help="a directory (safetensors + config.json + tokenizer files, any format) or a "
+                               ".gguf file (as llama.cpp's converter writes it; a GGUF block format or f32/f16/bf16)")
     p.add_argument("--format", required=True, help="nf4, int8, fp8_e4m3, q4_0, q4_k, q8_0, ... "
                                                     "(tensora.quant.formats()), or f32 / f16 / bf16 to "
                                                     "write the weights dense")
@@ -21,7 +21,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--double-quant", action="store_true", help="nf4/fp4: quantize the block scales too")
 
 
-@command("quantize", "write a model quantized: HF directory -> safetensors directory, GGUF -> GGUF", _args)
+@command("quantize", "write a model quantized: a HF directory or GGUF in, a safetensors directory or GGUF out",
+         _args)
 def quantize(args: argparse.Namespace) -> int:
     import time
 

@@ -15,7 +15,7 @@ None for the pooled output) while `embed` is unaffected.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from ..nn import functional as F
 from ..tensor import Tensor
 from .layers import CheckpointEmbedding, CheckpointLinear
 from .registry import register
+
+POOLING_MEAN = 1  # llama.cpp's LLAMA_POOLING_TYPE_MEAN (bert.pooling_type)
 
 
 @dataclass
@@ -51,7 +53,8 @@ class BertConfig:
                                          "intermediate_size")},
                    max_position_embeddings=c.get("max_position_embeddings", 512),
                    type_vocab_size=c.get("type_vocab_size", 2), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
-                   hidden_act=c.get("hidden_act", "gelu"), pad_token_id=c.get("pad_token_id") or 0)
+                   hidden_act=c.get("hidden_act", "gelu"), pad_token_id=c.get("pad_token_id") or 0,
+                   pooler=c.get("add_pooling_layer", True))
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], tensor_names: set[str]) -> BertConfig:
@@ -73,6 +76,26 @@ class BertConfig:
                    type_vocab_size=meta.get("tokenizer.ggml.token_type_count", 2),
                    layer_norm_eps=key("attention.layer_norm_epsilon", 1e-12),
                    pad_token_id=meta.get("tokenizer.ggml.padding_token_id", 0), pooler=False)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A transformers config.json that `from_hf` reads back as this config. `add_pooling_layer` (BertModel's
+        constructor argument, not a transformers config key) says whether the checkpoint has the pooler:
+        a GGUF has none."""
+        keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act", "pad_token_id")
+        return {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute",
+                **{k: getattr(self, k) for k in keys}, "add_pooling_layer": self.pooler}
+
+    def to_gguf(self) -> dict[str, Any]:
+        """llama.cpp's bert keys, as convert_hf_to_gguf writes them for a sentence-transformers model (mean
+        pooling, what `BertModel.embed` computes)."""
+        meta = {"vocab_size": self.vocab_size, "context_length": self.max_position_embeddings,
+                "embedding_length": self.hidden_size, "feed_forward_length": self.intermediate_size,
+                "block_count": self.num_hidden_layers, "attention.head_count": self.num_attention_heads,
+                "attention.layer_norm_epsilon": float(self.layer_norm_eps), "attention.causal": False,
+                "pooling_type": POOLING_MEAN}
+        return {"general.architecture": "bert", **{f"bert.{k}": v for k, v in meta.items()},
+                "tokenizer.ggml.token_type_count": self.type_vocab_size}
 
 
 class _Dense(Module):
@@ -250,11 +273,29 @@ class BertModel(Module):
         return out
 
 
+    def gguf_tensors(self, tensors: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        """(GGUF name, tensor) for each encoder weight, one at a time (`gguf_state_dict` inverted); the pooler
+        is left out, as convert_hf_to_gguf leaves it (llama.cpp pools the hidden states itself)."""
+        for name in tensors:
+            parts = name.split(".")
+            module = ".".join(parts[3:-1])
+            if parts[0] == "pooler":
+                continue
+            if len(parts) == 3 and parts[0] == "embeddings" and parts[1] in _HF_EMBEDDINGS:
+                yield f"{_HF_EMBEDDINGS[parts[1]]}.{parts[2]}", tensors[name]
+            elif len(parts) > 4 and parts[:2] == ["encoder", "layer"] and module in _HF_LAYER:
+                yield f"blk.{parts[2]}.{_HF_LAYER[module]}.{parts[-1]}", tensors[name]
+            else:
+                raise ValueError(f"{name}: not a weight of {type(self).__name__}, so it has no GGUF name")
+
+
 _GGUF_EMBEDDINGS = {"token_embd": "word_embeddings", "position_embd": "position_embeddings",
                     "token_types": "token_type_embeddings", "token_embd_norm": "LayerNorm"}
 _GGUF_LAYER = {"attn_q": "attention.self.query", "attn_k": "attention.self.key", "attn_v": "attention.self.value",
                "attn_output": "attention.output.dense", "attn_output_norm": "attention.output.LayerNorm",
                "ffn_up": "intermediate.dense", "ffn_down": "output.dense", "layer_output_norm": "output.LayerNorm"}
+_HF_EMBEDDINGS = {hf: gguf for gguf, hf in _GGUF_EMBEDDINGS.items()}
+_HF_LAYER = {hf: gguf for gguf, hf in _GGUF_LAYER.items()}
 
 
 def _ids(x: Any) -> Tensor:

@@ -3,45 +3,57 @@
 The format is one of tensora.quant.formats(), or a dense type (`DENSE_TARGETS`: f32, f16,
 bf16), as llama.cpp's quantizer also writes F32/F16/BF16 files: matrices are decoded and
 stored at that precision (a quantized GGUF made dense again, to serve or to fine-tune).
-Two routes, each producing something `tensora.models.load` (and for GGUF, llama.cpp)
-reads back:
+Either source goes to either destination, each producing something `tensora.models.load`
+(and for GGUF, llama.cpp) reads back:
 
-- GGUF in, GGUF out: every 2-D weight matrix is re-encoded in a GGUF block format,
-  tensor by tensor (norms, biases and 1-D tensors stay as stored; a matrix whose rows
-  the format cannot block stays too). Metadata and the tokenizer are copied.
-- Hugging Face directory in, directory out: the model is loaded with `quantize=`
-  (layer by layer, so memory holds one float32 weight at a time), its state dict is
-  saved as safetensors (quantized tensors as their packed parts) and the config and
-  tokenizer files are copied beside it.
-
-A Hugging Face directory is not turned into a GGUF file here: that needs llama.cpp's
-converter (names, metadata and vocabulary layout per architecture); convert with
-llama.cpp's convert_hf_to_gguf.py, then re-quantize the GGUF with this function.
+- GGUF -> GGUF: every 2-D weight matrix is re-encoded in a GGUF block format, tensor by
+  tensor (norms, biases and 1-D tensors stay as stored; a matrix whose rows the format
+  cannot block takes llama.cpp's fallback type or stays). Metadata and tokenizer are copied.
+- Hugging Face directory -> directory: the model is loaded with `quantize=` (layer by layer,
+  so memory holds one float32 weight at a time), its state dict is saved as safetensors
+  (quantized tensors as their packed parts) and the config and tokenizer files are copied.
+- GGUF -> directory: the same, from the GGUF's tensors decoded one at a time; config.json
+  comes from the GGUF's hyperparameters (`config.to_hf()`), and the tokenizer files from
+  its vocabulary (tokenizer_export.py), so any format (nf4, int8, fp8...) can hold it.
+- Hugging Face directory -> GGUF: what llama.cpp's convert_hf_to_gguf.py writes, for the
+  architectures tensora has (Llama/Mistral/Qwen2, GPT-2, BERT): llama.cpp's tensor names
+  and Q/K row order (`model.gguf_tensors`), its hyperparameter keys (`config.to_gguf()`) and
+  the vocabulary (byte-level BPE or WordPiece), then quantized as GGUF -> GGUF is.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..dtypes import get_dtype
 from ..errors import ShapeError, TensoraError
 from ..io import load_gguf, save, save_gguf
 from ..quant import QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
-from .loading import MODEL_LAYOUT_KEY, load
+from .loading import IGNORED_SUFFIXES, MODEL_LAYOUT_KEY, assign_weights, check_names, load, open_checkpoint
+from .tokenizer_export import VocabularyExportError, gguf_tokenizer_metadata, write_hf_tokenizer
 
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".gguf")
 
-#: What llama.cpp's quantizer uses for a matrix whose rows are not a multiple of 256
-#: (llama_tensor_get_type): K-quant blocks cannot hold them, so a neighbour type does.
 #: Dense targets: name -> (tensora dtype name, llama.cpp's general.file_type for a file of them).
 DENSE_TARGETS = {"f32": ("float32", 0), "f16": ("float16", 1), "bf16": ("bfloat16", 32)}
 
+#: general.quantization_version of a quantized file (ggml's GGML_QNT_VERSION).
+QUANTIZATION_VERSION = 2
+
+#: GGUF tensors llama.cpp adds to the hidden states instead of multiplying: never quantized.
+ADDED_TABLES = ("position_embd.weight", "token_types.weight")
+
+#: What llama.cpp's quantizer uses for a matrix whose rows are not a multiple of 256
+#: (llama_tensor_get_type): K-quant blocks cannot hold them, so a neighbour type does.
 K_QUANT_FALLBACK = {"q2_k": "iq4_nl", "q3_k": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 
 
@@ -59,29 +71,23 @@ def quantize_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, format: 
     fmt = None if dense is not None else get_format(format, **options)
     if src.resolve() == dst.resolve():
         raise ConversionError(f"{dst}: the destination is the source")
-    if dense is not None:
-        return _densify(src, dst, *dense, progress)
-    if dst.suffix == ".gguf":
+    if dst.suffix != ".gguf":
         if src.is_dir():
-            raise ConversionError(f"{src}: a Hugging Face directory converts to a directory of safetensors; for "
-                                  "GGUF, run llama.cpp's convert_hf_to_gguf.py and re-quantize its output")
-        if getattr(fmt, "gguf_type", None) is None:
-            raise ConversionError(f"{dst}: {fmt.name} is not a GGUF block type; GGUF output takes one of the GGUF "
-                                  "formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k ... q6_k, iq4_nl, mxfp4)")
-        return _requantize_gguf(src, dst, fmt, progress)
-    if not src.is_dir():
-        raise ConversionError(f"{src}: a GGUF source converts to a .gguf destination (its config lives in the "
-                              f"GGUF metadata), not {dst}")
-    return _quantize_hf_directory(src, dst, format, progress, options)
-
-
-def _requantize_gguf(src: Path, dst: Path, fmt: Any, progress: bool) -> Path:
+            model = load(src, dtype=dense[0] if dense else None, quantize=format if fmt else None,
+                         progress=progress, **options)
+            return _write_hf_directory(dst, model, _copy_files_from(src), _label(format, dense))
+        return _gguf_to_hf_directory(src, dst, format, dense, progress, options)
+    if fmt is not None and getattr(fmt, "gguf_type", None) is None:
+        raise ConversionError(f"{dst}: {fmt.name} is not a GGUF block type; GGUF output takes one of the GGUF "
+                              "formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k ... q6_k, iq4_nl, mxfp4) or f32/f16/bf16")
+    encode = (lambda name, t: _dense(name, t, dense[0])) if dense else (lambda name, t: _requantized(name, t, fmt))
+    file_type = dense[1] if dense else _file_type(fmt)
+    if src.is_dir():
+        return _hf_directory_to_gguf(src, dst, encode, file_type, progress)
     f = load_gguf(src)
-    out: dict[str, Any] = {}
-    for name, t in tqdm(f.tensors.items(), desc=f"{fmt.name}", unit="tensor", disable=not progress):
-        out[name] = _requantized(name, t, fmt)
+    out = {name: encode(name, t) for name, t in tqdm(f.tensors.items(), desc=format, unit="tensor",
+                                                     disable=not progress)}
     meta, types = dict(f.metadata), dict(f.metadata_types)
-    file_type = _file_type(fmt)
     if file_type is None:
         meta.pop("general.file_type", None)
     else:
@@ -89,8 +95,20 @@ def _requantize_gguf(src: Path, dst: Path, fmt: Any, progress: bool) -> Path:
     return save_gguf(dst, out, meta, metadata_types=types)
 
 
+def _label(format: str, dense: tuple[str, int] | None) -> dict[str, str]:
+    """safetensors metadata saying what the weights were written as."""
+    return {"tensora.dtype": dense[0]} if dense else {"tensora.quantized": format}
+
+
+def _encodable(name: str, t: Any) -> bool:
+    """Whether llama.cpp's quantizer re-encodes this GGUF tensor (llama-quant.cpp): 2-D weights, except norms
+    and the tables BERT and GPT-2 add rather than multiply (ggml cannot add a quantized tensor)."""
+    return (len(t.shape) == 2 and name.endswith(".weight") and isinstance(t, (Tensor, QuantizedTensor))
+            and not name.endswith(("_norm.weight", *ADDED_TABLES)))
+
+
 def _requantized(name: str, t: Any, fmt: Any) -> Any:
-    if len(t.shape) != 2 or not name.endswith(".weight") or not isinstance(t, (Tensor, QuantizedTensor)):
+    if not _encodable(name, t):
         return t
     fmt = fitting_format(fmt, tuple(t.shape))
     if fmt is None:
@@ -124,44 +142,87 @@ def _file_type(fmt: Any) -> int | None:
     return None if found is None else int(found)
 
 
-def _densify(src: Path, dst: Path, dtype: str, file_type: int, progress: bool) -> Path:
-    """Every weight matrix decoded and stored as `dtype`: GGUF -> GGUF (norms and other 1-D tensors
-    stay as stored, as llama.cpp keeps them), HF directory -> directory (the whole state dict)."""
-    if dst.suffix == ".gguf":
-        if src.is_dir():
-            raise ConversionError(f"{src}: a Hugging Face directory converts to a directory of safetensors; for "
-                                  "GGUF, run llama.cpp's convert_hf_to_gguf.py")
-        f = load_gguf(src)
-        out = {name: _dense(name, t, dtype) for name, t in
-               tqdm(f.tensors.items(), desc=dtype, unit="tensor", disable=not progress)}
-        meta, types = dict(f.metadata), dict(f.metadata_types)
-        meta["general.file_type"], types["general.file_type"] = file_type, "UINT32"
-        return save_gguf(dst, out, meta, metadata_types=types)
-    if not src.is_dir():
-        raise ConversionError(f"{src}: a GGUF source converts to a .gguf destination (its config lives in the "
-                              f"GGUF metadata), not {dst}")
-    return _write_hf_directory(src, dst, load(src, dtype=dtype, progress=progress), {"tensora.dtype": dtype})
-
-
 def _dense(name: str, t: Any, dtype: str) -> Any:
-    if len(t.shape) != 2 or not name.endswith(".weight") or not isinstance(t, (Tensor, QuantizedTensor)):
+    if not _encodable(name, t):
         return t
     dense = t.dequantize() if isinstance(t, QuantizedTensor) else t
     return dense.float().to(dtype)
 
 
-def _quantize_hf_directory(src: Path, dst: Path, format: str, progress: bool, options: dict[str, Any]) -> Path:
-    return _write_hf_directory(src, dst, load(src, quantize=format, progress=progress, **options),
-                               {"tensora.quantized": format})
+def _gguf_to_hf_directory(src: Path, dst: Path, format: str, dense: tuple[str, int] | None, progress: bool,
+                          options: dict[str, Any]) -> Path:
+    """A GGUF as a directory: each tensor decoded to float32 when the model takes it (so no more than one
+    is dense at a time), quantized to `format` or cast to the dense type; config and tokenizer generated."""
+    model, tensors, tokenizer = open_checkpoint(src)
+    fmt = None if dense else get_format(format, **options)
+    assign_weights(model, _Decoded(tensors), get_dtype(dense[0] if dense else "float32"), fmt, progress)
+    files: dict[str, Any] = {"config.json": model.config.to_hf()}
+    if tokenizer is not None:
+        files["tokenizer"] = tokenizer
+    return _write_hf_directory(dst, model, files, _label(format, dense))
 
 
-def _write_hf_directory(src: Path, dst: Path, model: Any, metadata: dict[str, str]) -> Path:
-    """`model`'s state dict as safetensors in the model's layout, beside `src`'s config and tokenizer files."""
+class _Decoded(Mapping):
+    """A checkpoint's tensors with the quantized ones decoded to float32 Tensors as they are read."""
+
+    def __init__(self, tensors: Mapping[str, Any]) -> None:
+        self._tensors = tensors
+
+    def __getitem__(self, name: str) -> Any:
+        t = self._tensors[name]
+        return t.dequantize().float() if isinstance(t, QuantizedTensor) else t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def _copy_files_from(src: Path) -> dict[str, Any]:
+    """A Hugging Face directory's non-weight files (config.json, tokenizer files, generation_config.json...)."""
+    return {f.name: f for f in sorted(src.iterdir()) if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES)}
+
+
+def _write_hf_directory(dst: Path, model: Any, files: dict[str, Any], metadata: dict[str, str]) -> Path:
+    """`model`'s state dict as safetensors in the model's layout, beside `files`: name -> a file to copy, a
+    dict to write as JSON, or (under "tokenizer") a Tokenizer to write as Hugging Face files."""
     dst.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.iterdir()):
-        if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES):
-            shutil.copy2(f, dst / f.name)  # config.json, tokenizer files, generation_config.json, ...
+    for name, value in files.items():
+        if name == "tokenizer":
+            write_hf_tokenizer(value, dst, model.config.max_position_embeddings)
+        elif isinstance(value, dict):
+            (dst / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+        else:
+            shutil.copy2(value, dst / name)
     state = {name: t for name, t in model.state_dict().items() if name not in model.tied_weights()}
     save(state, dst / "model.safetensors", metadata={"format": "pt", **metadata,
                                                      MODEL_LAYOUT_KEY: "model"}, max_shard_size="4GB")
     return dst
+
+
+def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any], file_type: int | None,
+                          progress: bool) -> Path:
+    """What llama.cpp's convert_hf_to_gguf.py writes for the directory's model (see the module docstring),
+    each tensor named, laid out and encoded one at a time."""
+    model, tensors, tokenizer = open_checkpoint(src)
+    check_names(model, tensors)
+    meta: dict[str, Any] = {"general.name": src.name, **model.config.to_gguf()}
+    if file_type is not None:
+        meta |= {"general.file_type": file_type, "general.quantization_version": QUANTIZATION_VERSION}
+    if tokenizer is not None:  # first: a vocabulary GGUF cannot hold fails before any tensor is converted
+        try:
+            meta |= gguf_tokenizer_metadata(tokenizer, model.config.vocab_size)
+        except VocabularyExportError as exc:
+            raise ConversionError(f"{src}: {exc}") from None
+    weights = _Decoded({n: t for n, t in tensors.items() if not n.endswith(IGNORED_SUFFIXES)})
+    out = {}
+    for name, t in tqdm(model.gguf_tensors(weights), desc="gguf", unit="tensor", disable=not progress,
+                        total=len(weights)):
+        out[name] = encode(name, t) if _encodable(name, t) else _float32(t)
+    return save_gguf(dst, out, meta, arch=meta.pop("general.architecture"))
+
+
+def _float32(t: Any) -> Any:
+    """A tensor that is not re-encoded (norm, bias, position table) as convert_hf_to_gguf stores it: float32."""
+    return t.float() if isinstance(t, Tensor) and t.dtype.is_floating_point else t

@@ -273,7 +273,7 @@ def _merges_from_scores(vocab: GGUFVocab, table: dict[str, int]) -> list[tuple[s
 # Metadata -> vocab -> spec
 # ---------------------------------------------------------------------------------------------
 
-_ROLE_KEYS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
+ROLE_KEYS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
               "sep": "seperator_token_id",  # sic: llama.cpp's and gguf-py's spelling
               "pad": "padding_token_id", "mask": "mask_token_id", "eot": "eot_token_id", "eom": "eom_token_id"}
 
@@ -326,7 +326,7 @@ def _per_token(metadata: Mapping[str, Any], key: str, n: int, default: Any, cast
 def _special_ids(metadata: Mapping[str, Any], defaults: dict[str, int | None], n: int) -> dict[str, int | None]:
     """Role -> id: the file's value when in range, else the model type's default when in range (llama.cpp's rule)."""
     ids: dict[str, int | None] = {}
-    for role, key in _ROLE_KEYS.items():
+    for role, key in ROLE_KEYS.items():
         default = defaults.get(role)
         value = metadata.get(f"tokenizer.ggml.{key}")
         chosen = value if value is not None and 0 <= int(value) < n else default
@@ -377,7 +377,7 @@ def _required(vocab: GGUFVocab, role: str, wanted: bool) -> tuple[str, int] | No
         return None
     token_id = vocab.ids.get(role)
     if token_id is None:
-        raise FormatError(vocab.path, f"the tokenizer adds a {role} token but tokenizer.ggml.{_ROLE_KEYS[role]} "
+        raise FormatError(vocab.path, f"the tokenizer adds a {role} token but tokenizer.ggml.{ROLE_KEYS[role]} "
                                       "is not set")
     return vocab.tokens[token_id], token_id
 

@@ -12,7 +12,7 @@ map onto the same names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -59,6 +59,20 @@ class GPT2Config:
                    max_position_embeddings=need("context_length"),
                    layer_norm_epsilon=key("attention.layer_norm_epsilon", 1e-5),
                    eos_token_id=meta.get("tokenizer.ggml.eos_token_id"))
+
+    def to_hf(self) -> dict[str, Any]:
+        """A transformers config.json that `from_hf` reads back as this config."""
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": self.vocab_size,
+                "n_embd": self.n_embd, "n_layer": self.n_layer, "n_head": self.n_head, "n_inner": self.n_inner,
+                "n_positions": self.max_position_embeddings, "layer_norm_epsilon": self.layer_norm_epsilon,
+                "activation_function": "gelu_new", "eos_token_id": self.eos_token_id}
+
+    def to_gguf(self) -> dict[str, Any]:
+        """llama.cpp's gpt2 hyperparameter keys, as convert_hf_to_gguf writes them."""
+        meta = {"vocab_size": self.vocab_size, "context_length": self.max_position_embeddings,
+                "embedding_length": self.n_embd, "feed_forward_length": self.n_inner, "block_count": self.n_layer,
+                "attention.head_count": self.n_head, "attention.layer_norm_epsilon": float(self.layer_norm_epsilon)}
+        return {"general.architecture": "gpt2", **{f"gpt2.{k}": v for k, v in meta.items()}}
 
 
 class GPT2Attention(Module):
@@ -162,9 +176,27 @@ class GPT2LMHeadModel(CausalLM):
         return out
 
 
+    def gguf_tensors(self, tensors: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        """(GGUF name, tensor) for each of the model's weights, one at a time (`gguf_state_dict` inverted;
+        the tied lm_head left out, as llama.cpp reuses token_embd). Both keep Linear's (out, in) layout."""
+        for name in tensors:
+            if name in self.tied_weights():
+                continue
+            parts = name.split(".")
+            module = ".".join(parts[3:-1])
+            if name in _HF_NAMES:
+                yield _HF_NAMES[name], tensors[name]
+            elif len(parts) > 4 and parts[:2] == ["transformer", "h"] and module in _HF_LAYER:
+                yield f"blk.{parts[2]}.{_HF_LAYER[module]}.{parts[-1]}", tensors[name]
+            else:
+                raise ValueError(f"{name}: not a weight of {type(self).__name__}, so it has no GGUF name")
+
+
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _GGUF_NAMES = {"token_embd.weight": "transformer.wte.weight", "position_embd.weight": "transformer.wpe.weight",
                "output_norm.weight": "transformer.ln_f.weight", "output_norm.bias": "transformer.ln_f.bias",
                "output.weight": "lm_head.weight"}
 _GGUF_LAYER = {"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
                "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
+_HF_NAMES = {hf: gguf for gguf, hf in _GGUF_NAMES.items()}
+_HF_LAYER = {hf: gguf for gguf, hf in _GGUF_LAYER.items()}

@@ -14,7 +14,7 @@ GGUF names (`blk.0.attn_q.weight`) are mapped onto them by `gguf_state_dict`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -100,6 +100,53 @@ class LlamaConfig:
                    sliding_window=key("attention.sliding_window"),
                    bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
                    eos_token_id=meta.get("tokenizer.ggml.eos_token_id"), extra={"gguf_arch": arch})
+
+    @property
+    def gguf_architecture(self) -> str:
+        """llama.cpp's general.architecture for this model: "qwen2" for Qwen2, "llama" for the rest."""
+        return self.extra.get("gguf_arch") or ("qwen2" if self.extra.get("model_type") == "qwen2" else "llama")
+
+    def to_hf(self) -> dict[str, Any]:
+        """A transformers config.json that `from_hf` (and transformers) read back as this config."""
+        qwen = self.gguf_architecture == "qwen2"
+        if not qwen and self.qkv_bias != self.o_bias:
+            raise ValueError("a Llama with biases on q/k/v but not on o (or the reverse) has no transformers "
+                             "config (attention_bias covers all four)")
+        model_type = "qwen2" if qwen else "mistral" if self.sliding_window else "llama"
+        scaling = self.rope_scaling
+        config = {"architectures": [f"{model_type.capitalize()}ForCausalLM"], "model_type": model_type,
+                  "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+                  "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
+                  "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+                  "head_dim": self.head_dim, "max_position_embeddings": self.max_position_embeddings,
+                  "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta, "rope_scaling": scaling,
+                  "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": "silu",
+                  "attention_bias": self.o_bias, "mlp_bias": self.mlp_bias,
+                  "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
+        if self.sliding_window:
+            config |= {"sliding_window": self.sliding_window, "use_sliding_window": True}
+            if qwen:
+                config["max_window_layers"] = 0  # every layer slides, as tensora computes it
+        return config
+
+    def to_gguf(self) -> dict[str, Any]:
+        """llama.cpp's hyperparameter keys for this config, as convert_hf_to_gguf writes them
+        (Llama 3 rope scaling travels as the rope_freqs tensor instead: see LlamaForCausalLM.gguf_tensors)."""
+        arch = self.gguf_architecture
+        meta = {"general.architecture": arch, "vocab_size": self.vocab_size,
+                "context_length": self.max_position_embeddings, "embedding_length": self.hidden_size,
+                "block_count": self.num_hidden_layers, "feed_forward_length": self.intermediate_size,
+                "rope.dimension_count": self.head_dim, "attention.head_count": self.num_attention_heads,
+                "attention.head_count_kv": self.num_key_value_heads, "rope.freq_base": float(self.rope_theta),
+                "attention.layer_norm_rms_epsilon": float(self.rms_norm_eps)}
+        if self.head_dim != self.hidden_size // self.num_attention_heads:
+            meta |= {"attention.key_length": self.head_dim, "attention.value_length": self.head_dim}
+        kind = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type"))
+        if kind == "linear":
+            meta |= {"rope.scaling.type": "linear", "rope.scaling.factor": float(self.rope_scaling["factor"])}
+        if self.sliding_window:
+            meta["attention.sliding_window"] = self.sliding_window
+        return {k if k.startswith("general.") else f"{arch}.{k}": v for k, v in meta.items()}
 
 
 def _sliding_window(c: dict[str, Any]) -> int | None:
@@ -268,6 +315,29 @@ class LlamaForCausalLM(CausalLM):
             out[hf] = t
         return out
 
+    def gguf_tensors(self, tensors: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        """(GGUF name, tensor) for each of the model's weights, one at a time: `gguf_state_dict` inverted
+        (Q/K rows interleaved for the "llama" architecture, a tied lm_head left out), then Llama 3's
+        rope scaling as the rope_freqs tensor, as convert_hf_to_gguf writes it."""
+        c = self.config
+        permuted = c.gguf_architecture == "llama"
+        for name in tensors:
+            if name in self.tied_weights():
+                continue
+            gguf = _HF_NAMES.get(name) or _hf_layer_name(name)
+            if gguf is None:
+                raise ValueError(f"{name}: not a weight of {type(self).__name__}, so it has no GGUF name")
+            t = tensors[name]
+            if permuted and gguf.split(".")[2:3] in (["attn_q"], ["attn_k"]):
+                heads = c.num_attention_heads if gguf.split(".")[2] == "attn_q" else c.num_key_value_heads
+                t = take_rows(t, np.argsort(_unpermute_rows(heads, c.head_dim)))
+            yield gguf, t
+        scaling = dict(c.rope_scaling or {})
+        if scaling.get("rope_type", scaling.get("type")) == "llama3" or "freq_factors" in scaling:
+            plain = rope_inverse_frequencies(c.head_dim, c.rope_theta, None)
+            yield "rope_freqs.weight", Tensor((plain / rope_inverse_frequencies(c.head_dim, c.rope_theta, scaling))
+                                              .astype(np.float32))
+
     def _use_freq_factors(self, t: Any) -> None:
         """Divide the rotary frequencies by a GGUF's rope_freqs (convert_hf_to_gguf writes Llama 3's
         scaling as these factors, not as metadata), as llama.cpp's rope does."""
@@ -285,6 +355,19 @@ _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layer
                "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                "ffn_down": "mlp.down_proj"}
+
+
+_HF_NAMES = {hf: gguf for gguf, hf in _GGUF_NAMES.items()}
+_HF_LAYER = {hf: gguf for gguf, hf in _GGUF_LAYER.items()}
+
+
+def _hf_layer_name(name: str) -> str | None:
+    """`model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight` (None for other names)."""
+    parts = name.split(".")
+    module = ".".join(parts[3:-1])
+    if len(parts) > 4 and parts[:2] == ["model", "layers"] and module in _HF_LAYER:
+        return f"blk.{parts[2]}.{_HF_LAYER[module]}.{parts[-1]}"
+    return None
 
 
 def _gguf_layer_name(name: str) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
@@ -55,12 +55,7 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     if compute not in (dt.float16, dt.bfloat16, dt.float32, dt.float64):
         raise ValueError(f"dtype {compute} cannot hold a model's weights and activations; "
                          "use float32 (the default), float16, bfloat16 or float64")
-    if p.is_dir():
-        model, tensors, tokenizer = _from_hf_directory(p)
-    elif p.suffix == ".gguf" or _is_gguf(p):
-        model, tensors, tokenizer = _from_gguf(p)
-    else:
-        raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
+    model, tensors, tokenizer = open_checkpoint(p)
     fmt = None if quantize is None else get_format(quantize, **quantize_options)
     tiered = None if memory_budget is None else tier_model(model, memory_budget, disk_dir)
     assign_weights(model, tensors, compute, fmt, progress,
@@ -70,6 +65,20 @@ def load(path: str | os.PathLike, *, dtype: Any = None, quantize: str | None = N
     model.tokenizer = tokenizer  # None for weights-only checkpoints: generate() then takes token ids
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def open_checkpoint(path: str | os.PathLike) -> tuple[Module, dict[str, Any], Tokenizer | None]:
+    """(model with unfilled weights, its checkpoint tensors under the model's names, tokenizer or None).
+
+    The tensors are views of the mapped files (GGUF blocks stay quantized): nothing is read yet.
+    `load` fills the model from them; `tensora.models.convert` writes them in another format.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _from_hf_directory(p)
+    if p.suffix == ".gguf" or (p.is_file() and _is_gguf(p)):
+        return _from_gguf(p)
+    raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
 
 
 def _is_gguf(p: Path) -> bool:
@@ -136,7 +145,7 @@ def _read_folder_settings(model: Module, folder: Path) -> None:
             model.max_seq_length = int(length)
 
 
-def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt: Any = None,
+def assign_weights(model: Module, tensors: Mapping[str, Any], dtype: dt.DType, fmt: Any = None,
                    progress: bool = False, on_placed: Callable[[str], None] | None = None) -> None:
     """Fill every parameter of `model` from `tensors` (by name), layer by layer, quantizing on the way.
 
@@ -145,14 +154,8 @@ def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt:
     Raises ValueError naming missing weights and shape mismatches; tied parameters
     (model.tied_weights()) take their source's tensor when the checkpoint omits them.
     """
+    check_names(model, tensors)
     tied = model.tied_weights()
-    expected = {name for name, _ in model.named_parameters()} | set(tied)
-    unexpected = sorted(k for k in tensors if k not in expected and not k.endswith(IGNORED_SUFFIXES))
-    missing = sorted(k for k in expected if k not in tensors and tied.get(k) not in tensors)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not match {type(model).__name__}: missing {missing[:8]}"
-                         f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                         f"{'...' if len(unexpected) > 8 else ''}")
     done: dict[str, Any] = {}  # checkpoint name -> what it became (shared by tied parameters)
     modules = list(model.named_modules())
     for name, module in tqdm(modules, desc="loading", unit="module", disable=not progress, leave=False):
@@ -169,6 +172,18 @@ def assign_weights(model: Module, tensors: dict[str, Any], dtype: dt.DType, fmt:
             _place(model, name, module, values)
             if on_placed is not None:
                 on_placed(name)
+
+
+def check_names(model: Module, tensors: Mapping[str, Any]) -> None:
+    """ValueError naming the model's weights the checkpoint lacks and the tensors it has no place for."""
+    tied = model.tied_weights()
+    expected = {name for name, _ in model.named_parameters()} | set(tied)
+    unexpected = sorted(k for k in tensors if k not in expected and not k.endswith(IGNORED_SUFFIXES))
+    missing = sorted(k for k in expected if k not in tensors and tied.get(k) not in tensors)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match {type(model).__name__}: missing {missing[:8]}"
+                         f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                         f"{'...' if len(unexpected) > 8 else ''}")
 
 
 def _convert(name: str, value: Any, param: Parameter | None, module: Module, dtype: dt.DType, fmt: Any) -> Any:

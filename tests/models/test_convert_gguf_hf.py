@@ -1,0 +1,197 @@
+"""Conversions between the two kinds of checkpoint: a GGUF to a Hugging Face directory in any tensora
+format (config.json and tokenizer files generated), and a Hugging Face directory to the GGUF that
+llama.cpp's convert_hf_to_gguf.py writes (checked against the converter's layout in llama_gguf.py and
+bert_gguf.py, against transformers, and by round trips that must be bit-exact)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensora.io as tio
+from tensora.autograd.grad_mode import no_grad
+from tensora.cli import main
+from tensora.io import FormatError
+from tensora.models import load, load_tokenizer
+from tensora.models.convert import ConversionError, quantize_checkpoint
+from tensora.models.tokenizer_export import PROBE_TEXTS
+from tensora.quant import QuantizedLinear, QuantizedTensor
+
+from models.conftest import VOCAB
+from models.llama_gguf import llama_gguf_parts
+
+
+def _logits(model, ids) -> np.ndarray:
+    with no_grad():
+        return model(np.asarray([ids])).numpy()[0]
+
+
+def _values(t) -> np.ndarray:
+    """A GGUF tensor's stored bytes/values, for exact comparisons."""
+    return np.asarray(t.packed()["blocks"] if isinstance(t, QuantizedTensor) else t.numpy())
+
+
+def _same_tokenizers(a, b) -> None:
+    for text in PROBE_TEXTS:
+        assert a.encode(text) == b.encode(text), text
+    assert a.eos_token_ids == b.eos_token_ids and a.bos_token_id == b.bos_token_id
+    assert a.chat_template == b.chat_template
+
+
+@pytest.fixture(scope="module")
+def smollm2_f32_dir(smollm2_path, tmp_path_factory):
+    """SmolLM2's GGUF written as a float32 Hugging Face directory."""
+    return quantize_checkpoint(smollm2_path, tmp_path_factory.mktemp("smol") / "f32", "f32", progress=False)
+
+
+# -- GGUF -> directory -----------------------------------------------------------------------------
+
+def test_gguf_to_f32_directory_computes_what_the_gguf_computes(smollm2_path, smollm2_f32_dir):
+    original, again = load(smollm2_path), load(smollm2_f32_dir)
+    files = {p.name for p in smollm2_f32_dir.iterdir()}
+    assert files == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                     "generation_config.json"}
+    assert {t.dtype.name for t in tio.load(smollm2_f32_dir / "model.safetensors").values()} == {"float32"}
+    ids = original.tokenizer.encode("The capital of France is")
+    a, b = _logits(again, ids), _logits(original, ids)
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()  # measured 5e-4 RMS: the GGUF's fused 15-bit products
+    _same_tokenizers(again.tokenizer, original.tokenizer)
+
+
+def test_gguf_to_nf4_directory_is_quantize_on_load_of_its_decoded_weights(smollm2_path, smollm2_f32_dir, tmp_path):
+    out = quantize_checkpoint(smollm2_path, tmp_path / "nf4", "nf4", progress=False, double_quant=True)
+    model = load(out)
+    assert {m.weight.format.name for m in model.modules() if isinstance(m, QuantizedLinear)} == {"nf4"}
+    assert tio.read_metadata(out / "model.safetensors")["tensora.quantized"] == "nf4"
+    ids = model.tokenizer.encode("The capital of France is")
+    direct = load(smollm2_f32_dir, quantize="nf4", double_quant=True)
+    np.testing.assert_array_equal(_logits(model, ids), _logits(direct, ids))
+    _same_tokenizers(model.tokenizer, load_tokenizer(smollm2_path))
+
+
+def test_gguf_to_directory_loads_in_transformers(smollm2_path, smollm2_f32_dir):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(smollm2_f32_dir).eval()
+    ref_tok = transformers.AutoTokenizer.from_pretrained(smollm2_f32_dir)
+    ours = load(smollm2_f32_dir)
+    for text in PROBE_TEXTS + ("<|im_start|>user\nhi<|im_end|>",):
+        assert ref_tok(text)["input_ids"] == ours.tokenizer.encode(text), text
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    assert ref_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        ours.tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = ours.tokenizer.encode("The capital of France is")
+    with torch.no_grad():
+        theirs = ref(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(_logits(ours, ids) - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
+# -- directory -> GGUF -----------------------------------------------------------------------------
+
+def test_gguf_through_a_directory_and_back_is_bit_exact(smollm2_path, smollm2_f32_dir, tmp_path):
+    """GGUF -> f32 directory -> q8_0 GGUF writes the bytes GGUF -> q8_0 GGUF writes: names, Q/K row order,
+    tied output, every tokenizer key (the split recipe found by behaviour included)."""
+    via_dir = tio.load_gguf(quantize_checkpoint(smollm2_f32_dir, tmp_path / "a.gguf", "q8_0", progress=False))
+    direct = tio.load_gguf(quantize_checkpoint(smollm2_path, tmp_path / "b.gguf", "q8_0", progress=False))
+    assert set(via_dir.tensors) == set(direct.tensors)
+    for name, t in direct.tensors.items():
+        np.testing.assert_array_equal(_values(via_dir.tensors[name]), _values(t), err_msg=name)
+    for key, value in direct.metadata.items():
+        if key.startswith(("tokenizer.", "llama.")) and key != "tokenizer.ggml.add_space_prefix":
+            theirs = via_dir.metadata[key]
+            assert (list(theirs) == list(value)) if isinstance(value, (list, np.ndarray)) else theirs == value, key
+    assert via_dir.metadata["general.file_type"] == direct.metadata["general.file_type"] == 7  # MOSTLY_Q8_0
+
+
+@pytest.mark.parametrize("name", ["llama", "llama3_tied", "qwen2", "gpt2"])
+def test_hf_directory_to_gguf_is_the_converter_layout_and_computes_the_same(hf_models, tmp_path, name):
+    torch = pytest.importorskip("torch")
+    src, ref = hf_models[name]
+    f = tio.load_gguf(quantize_checkpoint(src, tmp_path / "m.gguf", "f32", progress=False))
+    if name.startswith("llama"):  # llama_gguf.py writes what convert_hf_to_gguf writes for LlamaModel
+        want, meta = llama_gguf_parts(ref, VOCAB)
+        assert set(f.tensors) == set(want)
+        for key, t in want.items():
+            np.testing.assert_allclose(f.tensors[key].numpy(), t.numpy(), rtol=1e-6, err_msg=key)
+        assert {k: f.metadata[k] for k in meta} == pytest.approx(meta)
+    ids = [1, 5, 9, 17, 33, 65, 100, 127]
+    with torch.no_grad():
+        theirs = ref(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(_logits(load(f.path), ids) - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
+def test_tables_added_to_the_hidden_states_stay_dense(hf_models, minilm_path, tmp_path):
+    """llama.cpp's quantizer leaves position_embd and token_types alone: ggml cannot add a quantized tensor
+    (llama.cpp aborts on a BERT file whose position table is Q8_0)."""
+    gpt2 = tio.load_gguf(quantize_checkpoint(hf_models["gpt2"][0], tmp_path / "gpt2.gguf", "q8_0", progress=False))
+    bert = tio.load_gguf(quantize_checkpoint(minilm_path, tmp_path / "bert.gguf", "q8_0", progress=False))
+    for f, kept in ((gpt2, ["position_embd.weight"]), (bert, ["position_embd.weight", "token_types.weight"])):
+        assert [name for name in kept if isinstance(f.tensors[name], QuantizedTensor)] == []
+        assert isinstance(f.tensors["token_embd.weight"], QuantizedTensor)
+        assert isinstance(f.tensors["blk.0.ffn_up.weight"], QuantizedTensor)
+    again = tio.load_gguf(quantize_checkpoint(bert.path, tmp_path / "again.gguf", "q4_0", progress=False))
+    assert not isinstance(again.tensors["token_types.weight"], QuantizedTensor)  # GGUF -> GGUF too
+
+
+def test_bert_directory_to_gguf_is_the_converter_file_and_embeds_the_same(minilm_path, tmp_path):
+    from bert_gguf import write_bert_gguf
+
+    ours = tio.load_gguf(quantize_checkpoint(minilm_path, tmp_path / "minilm.gguf", "f32", progress=False))
+    ref = tio.load_gguf(write_bert_gguf(minilm_path, tmp_path / "ref.gguf"))
+    assert set(ours.tensors) == set(ref.tensors)
+    for name, t in ref.tensors.items():
+        np.testing.assert_array_equal(ours.tensors[name].numpy(), t.numpy(), err_msg=name)
+    for key, value in ref.metadata.items():
+        if key.startswith(("tokenizer.", "bert.")):
+            theirs = ours.metadata[key]
+            assert (list(theirs) == list(value)) if isinstance(value, (list, np.ndarray)) else theirs == value, key
+    texts = ["A man is eating food.", "Tensora reads the same file!"]
+    want = load(minilm_path).embed(texts)
+    assert (load(ours.path).embed(texts) * want).sum(1).min() > 1 - 1e-6
+    back = load(quantize_checkpoint(ours.path, tmp_path / "int8", "int8", progress=False))  # and GGUF -> directory
+    assert back.pooler is None and (back.embed(texts) * want).sum(1).min() > 0.999  # measured 0.9995
+
+
+# -- what cannot be written ------------------------------------------------------------------------
+
+def _with_tokenizer(hf_models, tmp_path, tokenizer) -> str:
+    folder = tmp_path / "src"
+    shutil.copytree(hf_models["llama"][0], folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_a_vocabulary_gguf_cannot_reproduce_is_refused(hf_models, tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{i:02X}>": 3 + i for i in range(125)}
+    spm = Tokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
+    with pytest.raises(ConversionError, match="SentencePiece models with llama.cpp's convert_hf_to_gguf"):
+        quantize_checkpoint(_with_tokenizer(hf_models, tmp_path / "a", spm), tmp_path / "a.gguf", "q8_0")
+    # byte-level BPE that drops the spaces between words: no llama.cpp split recipe does that
+    bpe = Tokenizer(models.BPE({c: i for i, c in enumerate([chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"])}, []))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    with pytest.raises(ConversionError, match="llama.cpp would tokenize it differently"):
+        quantize_checkpoint(_with_tokenizer(hf_models, tmp_path / "b", bpe), tmp_path / "b.gguf", "q8_0")
+
+
+def test_a_gguf_without_hyperparameters_names_the_missing_key(tmp_path):
+    path = tio.save_gguf(tmp_path / "bare.gguf", {"token_embd.weight": np.ones((4, 8), np.float32)}, arch="llama")
+    with pytest.raises(FormatError, match="llama.attention.head_count"):
+        quantize_checkpoint(path, tmp_path / "out", "nf4")
+
+
+def test_cli_quantize_between_the_two_kinds(hf_models, tmp_path, capsys):
+    src = hf_models["qwen2"][0]
+    assert main(["quantize", str(src), str(tmp_path / "q.gguf"), "--format", "q8_0"]) == 0
+    assert main(["quantize", str(tmp_path / "q.gguf"), str(tmp_path / "nf4"), "--format", "nf4"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    config = json.loads((tmp_path / "nf4" / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["num_key_value_heads"] == 2
+    ids = [1, 5, 9, 17]
+    a, b = _logits(load(tmp_path / "nf4"), ids), _logits(load(src), ids)
+    assert np.sqrt(np.mean((a - b) ** 2)) < 0.3 * np.sqrt(np.mean(b ** 2))  # q8_0 then nf4: measured 0.21
