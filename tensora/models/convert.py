@@ -18,7 +18,8 @@ Either source goes to either destination, each producing something `tensora.mode
 - Hugging Face directory -> GGUF: what llama.cpp's convert_hf_to_gguf.py writes, for the
   architectures tensora has (Llama/Mistral/Qwen2, GPT-2, BERT): llama.cpp's tensor names
   and Q/K row order (`model.gguf_tensors`), its hyperparameter keys (`config.to_gguf()`) and
-  the vocabulary (byte-level BPE or WordPiece), then quantized as GGUF -> GGUF is.
+  the vocabulary (byte-level BPE, SentencePiece-style BPE or WordPiece: tokenizer_export.py),
+  then quantized as GGUF -> GGUF is.
 """
 
 from __future__ import annotations

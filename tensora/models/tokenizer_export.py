@@ -4,25 +4,28 @@ GGUF tokenizer metadata from a Hugging Face tokenizer.json (used by tensora.mode
 - GGUF -> folder: the `tokenizers` backend gguf_tokenizer.py built (it tokenizes as llama.cpp
   does) is saved as tokenizer.json; tokenizer_config.json names the special tokens and holds
   the chat template; generation_config.json lists every id that ends generation.
-- folder -> GGUF: byte-level BPE becomes llama.cpp's "gpt2" vocabulary (tokens, token types,
-  merges) and WordPiece its "bert" one (pieces respelled as convert_hf_to_gguf spells them).
-  The `tokenizer.ggml.pre` name is chosen, as llama.cpp's converter chooses it, by behaviour
-  rather than by name: the converter hashes how the tokenizer splits a probe text; here each
-  split recipe tensora knows is built from the would-be metadata, and the first that tokenizes
-  the probe texts exactly as the source does is written. Every vocabulary written is checked
-  that way before it is returned, so a GGUF never tokenizes differently from its source.
-  SentencePiece-style vocabularies (Llama 2, Mistral: llama.cpp's "llama" model, which needs
-  the scores of the original tokenizer.model) are refused with a pointer to llama.cpp's converter.
+- folder -> GGUF: one writer per kind of tokenizer.json (`VOCABULARY_WRITERS`): byte-level BPE
+  becomes llama.cpp's "gpt2" vocabulary (tokens, token types, merges), SentencePiece-style BPE
+  with byte fallback (Llama 2, Mistral) its "llama" one (a token's score is minus the rank of the
+  merge that makes it, as llama.cpp merges the best-scoring pair), and WordPiece its "bert" one
+  (pieces respelled as convert_hf_to_gguf spells them). What the file cannot say by name is
+  chosen by behaviour, as llama.cpp's converter chooses the `tokenizer.ggml.pre` name by hashing
+  how the tokenizer splits a probe text: each variant (every split recipe tensora knows; a space
+  before the text or not) is built from the would-be metadata, and the first that tokenizes the
+  probe texts exactly as the source does is written. So a GGUF never tokenizes differently from
+  its source on them, except where llama.cpp's own SentencePiece rule puts spaces (see
+  `_probes_inside_text`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .gguf_tokenizer import (CONTROL, NORMAL, PRE_TOKENIZERS, ROLE_KEYS, SPACE, UNUSED, USER_DEFINED,
-                             gguf_tokenizer_spec)
+from .gguf_tokenizer import (BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, ROLE_KEYS, SPACE, UNKNOWN, UNUSED,
+                             USER_DEFINED, gguf_tokenizer_spec)
 from .tokenizer import Tokenizer
 
 #: Texts a written vocabulary must tokenize exactly as its source does: the cases where split
@@ -75,37 +78,131 @@ def gguf_tokenizer_metadata(tokenizer: Tokenizer, vocab_size: int) -> dict[str, 
     """The tokenizer.* GGUF keys for `tokenizer`, padded to the model's `vocab_size` embedding rows
     (llama.cpp's converter fills the gap with UNUSED "[PAD{i}]" tokens); see the module docstring."""
     data = json.loads(tokenizer.backend.to_str())
-    kind = data["model"]["type"]
     tokens, types = _token_table(tokenizer, vocab_size)
-    meta: dict[str, Any] = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types}
-    if kind == "BPE" and _has_component(data, "ByteLevel"):
-        meta["tokenizer.ggml.model"] = "gpt2"
-        merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
-        if merges:
-            meta["tokenizer.ggml.merges"] = merges
-        candidates = _pre_names(_split_patterns(data.get("pre_tokenizer")))
-    elif kind == "WordPiece":
-        prefix = data["model"].get("continuing_subword_prefix") or "##"
-        meta |= {"tokenizer.ggml.model": "bert",
-                 "tokenizer.ggml.tokens": [_gguf_wordpiece(t, k, prefix) for t, k in zip(tokens, types)]}
-        if not _lowercases(data):
-            meta["tokenizer.ggml.normalizer.lowercase"] = False
-        candidates = [None]
-    else:
-        raise VocabularyExportError(
-            f"a {kind} tokenizer{' with byte fallback' if data['model'].get('byte_fallback') else ''} cannot be "
-            "written as a GGUF vocabulary here (tensora writes byte-level BPE and WordPiece ones); convert "
-            "SentencePiece models with llama.cpp's convert_hf_to_gguf.py, which reads tokenizer.model's scores")
+    writer = next((w for w in VOCABULARY_WRITERS if w.accepts(data)), None)
+    if writer is None:
+        kind = data["model"]["type"]
+        raise VocabularyExportError(f"a {kind} tokenizer cannot be written as a GGUF vocabulary here (tensora writes "
+                                    "byte-level BPE, SentencePiece-style BPE and WordPiece ones)")
+    meta, variants = writer.metadata(data, tokens, types, tokenizer)
     meta |= _special_metadata(tokenizer, meta["tokenizer.ggml.model"])
     if tokenizer.chat_template is not None:
         meta["tokenizer.chat_template"] = tokenizer.chat_template
-    for pre in candidates:
-        candidate = meta if pre is None else {**meta, "tokenizer.ggml.pre": pre}
-        if _tokenizes_alike(tokenizer, candidate):
-            return candidate
+    texts = writer.probes(tokenizer)
+    for variant in variants:
+        if _tokenizes_alike(tokenizer, meta | variant, texts):
+            return meta | variant
     raise VocabularyExportError(
-        "no GGUF vocabulary tensora can write tokenizes like this tokenizer (tried the split recipes "
-        f"{', '.join(str(c) for c in candidates)} on the probe texts); llama.cpp would tokenize it differently")
+        f"no GGUF vocabulary tensora can write tokenizes like this tokenizer (tried {variants} on the probe "
+        "texts); llama.cpp would tokenize it differently")
+
+
+@dataclass(frozen=True)
+class VocabularyWriter:
+    """How one kind of tokenizer.json becomes one `tokenizer.ggml.model`.
+
+    accepts(tokenizer.json) says whether it applies; metadata(tokenizer.json, tokens, token types, tokenizer)
+    gives the keys and the variants (key sets) to try, most likely first; probes(tokenizer) the texts on
+    which the written vocabulary must tokenize as the source does.
+    """
+
+    accepts: Callable[[dict[str, Any]], bool]
+    metadata: Callable[[dict[str, Any], list[str], list[int], Tokenizer],
+                       tuple[dict[str, Any], list[dict[str, Any]]]]
+    probes: Callable[[Tokenizer], list[str]]
+
+
+def _byte_level_bpe(data: dict[str, Any], tokens: list[str], types: list[int], tokenizer: Tokenizer
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """llama.cpp's "gpt2": tokens and merges as they are; the split recipe is the variant."""
+    meta: dict[str, Any] = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens,
+                            "tokenizer.ggml.token_type": types}
+    merges = _merges(data)
+    if merges:
+        meta["tokenizer.ggml.merges"] = merges
+    return meta, [{"tokenizer.ggml.pre": name} for name in _pre_names(_split_patterns(data.get("pre_tokenizer")))]
+
+
+def _sentencepiece_bpe(data: dict[str, Any], tokens: list[str], types: list[int], tokenizer: Tokenizer
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """llama.cpp's "llama": it merges the pair whose merged token scores highest, so a token's score is minus
+    the rank of the merge that makes it (what transformers' converter read the ranks from); <0xNN> tokens
+    are BYTE and the unknown token UNKNOWN. Whether a space is put before the text is the variant."""
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(_merges(data)):
+        left, _, right = merge.partition(" ")
+        rank.setdefault(left + right, i)
+    unknown = tokenizer.special_ids.get("unk_token")
+    types = [BYTE if _is_byte_token(t) else UNKNOWN if i == unknown and k == CONTROL else k
+             for i, (t, k) in enumerate(zip(tokens, types))]
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.scores": [-float(rank[t]) if t in rank else -float(len(rank)) for t in tokens]}
+    prefixed = _prepends_space(data)
+    return meta, [{"tokenizer.ggml.add_space_prefix": prefixed}, {"tokenizer.ggml.add_space_prefix": not prefixed}]
+
+
+def _wordpiece(data: dict[str, Any], tokens: list[str], types: list[int], tokenizer: Tokenizer
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """llama.cpp's "bert": pieces respelled as convert_hf_to_gguf spells them."""
+    prefix = data["model"].get("continuing_subword_prefix") or "##"
+    meta: dict[str, Any] = {"tokenizer.ggml.model": "bert", "tokenizer.ggml.token_type": types,
+                            "tokenizer.ggml.tokens": [_gguf_wordpiece(t, k, prefix) for t, k in zip(tokens, types)]}
+    if not _lowercases(data):
+        meta["tokenizer.ggml.normalizer.lowercase"] = False
+    return meta, [{}]
+
+
+def _all_probes(tokenizer: Tokenizer) -> list[str]:
+    specials = "".join(a.content for a in tokenizer.backend.get_added_tokens_decoder().values() if a.special)
+    return [*PROBE_TEXTS, specials + PROBE_TEXTS[0] + specials]
+
+
+def _probes_inside_text(tokenizer: Tokenizer) -> list[str]:
+    """The probe texts without leading spaces or special tokens: where llama.cpp puts spaces before text
+    (every stretch after a special token gets one, a leading space gets another) is its own rule, which
+    no Hugging Face SentencePiece tokenizer follows, and llama.cpp's converter writes such files as they are."""
+    return [text.lstrip() for text in PROBE_TEXTS]
+
+
+#: Tried in order; the first that accepts a tokenizer.json writes it.
+VOCABULARY_WRITERS = (
+    VocabularyWriter(lambda d: d["model"]["type"] == "BPE" and _has_component(d, "ByteLevel"),
+                     _byte_level_bpe, _all_probes),
+    VocabularyWriter(lambda d: d["model"]["type"] == "BPE" and bool(d["model"].get("byte_fallback")),
+                     _sentencepiece_bpe, _probes_inside_text),
+    VocabularyWriter(lambda d: d["model"]["type"] == "WordPiece", _wordpiece, _all_probes),
+)
+
+
+def _merges(data: dict[str, Any]) -> list[str]:
+    """tokenizer.json's merges as GGUF stores them: "left right" (newer files hold [left, right] pairs)."""
+    return [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges") or ()]
+
+
+def _is_byte_token(token: str) -> bool:
+    return len(token) == 6 and token.startswith("<0x") and token.endswith(">") and all(
+        c in "0123456789ABCDEFabcdef" for c in token[3:5])
+
+
+def _prepends_space(data: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts U+2581 before the text: a Prepend normalizer (transformers' legacy Llama
+    tokenizers) or a Metaspace pre-tokenizer that prepends."""
+    found = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Prepend" or (node.get("type") == "Metaspace"
+                                                 and node.get("prepend_scheme", "always") != "never"
+                                                 and node.get("add_prefix_space", True)):
+                found.append(node)
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+
+    visit({"normalizer": data.get("normalizer"), "pre_tokenizer": data.get("pre_tokenizer")})
+    return bool(found)
 
 
 def _token_table(tokenizer: Tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
@@ -169,10 +266,9 @@ def _split_patterns(node: Any) -> list[str]:
     return []
 
 
-def _tokenizes_alike(tokenizer: Tokenizer, metadata: dict[str, Any]) -> bool:
+def _tokenizes_alike(tokenizer: Tokenizer, metadata: dict[str, Any], texts: list[str]) -> bool:
     written = gguf_tokenizer_spec(metadata, "<the GGUF being written>").backend
-    specials = "".join(a.content for a in tokenizer.backend.get_added_tokens_decoder().values() if a.special)
-    for text in PROBE_TEXTS + (specials + PROBE_TEXTS[0] + specials,):
+    for text in texts:
         for add in (False, True):
             if written.encode(text, add_special_tokens=add).ids != tokenizer.backend.encode(
                     text, add_special_tokens=add).ids:

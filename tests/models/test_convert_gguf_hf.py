@@ -154,6 +154,33 @@ def test_bert_directory_to_gguf_is_the_converter_file_and_embeds_the_same(minilm
     assert back.pooler is None and (back.embed(texts) * want).sum(1).min() > 0.999  # measured 0.9995
 
 
+def test_a_sentencepiece_directory_gets_the_llama_cpp_vocabulary_it_came_from(tmp_path):
+    """transformers turns a "llama" GGUF vocabulary into its own Llama tokenizer.json (merges ranked by
+    score, a Metaspace pre-tokenizer); written back, it is the vocabulary it came from: same tokens and
+    types, scores that merge in the same order, and llama.cpp's space rules."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from models.test_tokenizer_gguf import SPM_TEXTS, SPM_TOKENS, spm_gguf
+
+    original = spm_gguf(tmp_path / "spm.gguf")
+    transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf").save_pretrained(tmp_path / "hf")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(SPM_TOKENS), hidden_size=64, intermediate_size=96,
+                                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    out = quantize_checkpoint(tmp_path / "hf", tmp_path / "out.gguf", "q8_0", progress=False)
+    ours, theirs = tio.load_gguf(out).metadata, tio.load_gguf(original).metadata
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                "tokenizer.chat_template"):
+        value = theirs[key]
+        assert (list(ours[key]) == list(value)) if isinstance(value, (list, np.ndarray)) else ours[key] == value, key
+    assert ours["tokenizer.ggml.add_space_prefix"] and ours["tokenizer.ggml.add_bos_token"]
+    written, source = load_tokenizer(out), load_tokenizer(original)
+    for text in SPM_TEXTS + [" ab", "ab</s>the", "the  abc abab"]:
+        assert written.encode(text) == source.encode(text), text
+
+
 # -- what cannot be written ------------------------------------------------------------------------
 
 def _with_tokenizer(hf_models, tmp_path, tokenizer) -> str:
@@ -166,10 +193,9 @@ def _with_tokenizer(hf_models, tmp_path, tokenizer) -> str:
 def test_a_vocabulary_gguf_cannot_reproduce_is_refused(hf_models, tmp_path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{i:02X}>": 3 + i for i in range(125)}
-    spm = Tokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
-    with pytest.raises(ConversionError, match="SentencePiece models with llama.cpp's convert_hf_to_gguf"):
-        quantize_checkpoint(_with_tokenizer(hf_models, tmp_path / "a", spm), tmp_path / "a.gguf", "q8_0")
+    unigram = Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -2.0)], unk_id=0))
+    with pytest.raises(ConversionError, match="a Unigram tokenizer cannot be written as a GGUF vocabulary"):
+        quantize_checkpoint(_with_tokenizer(hf_models, tmp_path / "a", unigram), tmp_path / "a.gguf", "q8_0")
     # byte-level BPE that drops the spaces between words: no llama.cpp split recipe does that
     bpe = Tokenizer(models.BPE({c: i for i, c in enumerate([chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"])}, []))
     bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),

@@ -100,6 +100,25 @@ def test_a_hf_directory_tensora_converts_runs_in_llama_cpp(tmp_path):
         assert _rel(load(path)(np.array([ids])).numpy()[0], theirs) < bound
 
 
+def test_a_sentencepiece_vocabulary_tensora_writes_tokenizes_in_llama_cpp_as_in_tensora(tmp_path):
+    """transformers' Llama tokenizer.json (made from a "llama" GGUF vocabulary) written back as GGUF by
+    `tensora quantize`: llama.cpp's SentencePiece tokenizer and tensora's agree on it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from models.test_tokenizer_gguf import SPM_TEXTS, SPM_TOKENS, spm_gguf
+
+    spm_gguf(tmp_path / "spm.gguf")
+    transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf").save_pretrained(tmp_path / "hf")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(SPM_TOKENS), hidden_size=HIDDEN, intermediate_size=FFN,
+                                      num_hidden_layers=1, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    path = quantize_checkpoint(tmp_path / "hf", tmp_path / "out.gguf", "f32", progress=False)
+    llm, tokenizer = llama_cpp.Llama(str(path), vocab_only=True, verbose=False), load_tokenizer(path)
+    for text in SPM_TEXTS + [" ab", "ab</s>the", "the  abc abab"]:
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == tokenizer.encode(text), text
+
+
 @pytest.mark.parametrize("writer", ["converter", "tensora"])
 @pytest.mark.parametrize("weight_type", ["F32", "Q8_0"])
 def test_bert_gguf_embeddings_agree_with_llama_cpp(tmp_path, weight_type, writer):
