@@ -72,6 +72,9 @@ def quantize_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, format: 
     fmt = None if dense is not None else get_format(format, **options)
     if src.resolve() == dst.resolve():
         raise ConversionError(f"{dst}: the destination is the source")
+    if dst.suffix == ".safetensors":
+        raise ConversionError(f"{dst}: name a directory instead; the weights go to model.safetensors in it, beside "
+                              "the config.json and tokenizer files that a lone .safetensors file has no place for")
     if dst.suffix != ".gguf":
         if src.is_dir():
             model = load(src, dtype=dense[0] if dense else None, quantize=format if fmt else None,

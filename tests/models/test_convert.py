@@ -105,6 +105,9 @@ def test_impossible_conversions_say_why(hf_models, tmp_path):
         quantize_checkpoint(gguf, tmp_path / "x.gguf", "f16", block_size=64)
     with pytest.raises(ConversionError, match="the destination is the source"):
         quantize_checkpoint(src, src, "nf4")
+    with pytest.raises(ConversionError, match="name a directory instead"):
+        quantize_checkpoint(gguf, tmp_path / "w.safetensors", "nf4")
+    assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_cli_quantize(hf_models, tmp_path, capsys):
