@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -214,9 +215,12 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
     meta: dict[str, Any] = {"general.name": src.name, **model.config.to_gguf()}
     if file_type is not None:
         meta |= {"general.file_type": file_type, "general.quantization_version": QUANTIZATION_VERSION}
-    if tokenizer is not None:  # first: a vocabulary GGUF cannot hold fails before any tensor is converted
+    if tokenizer is None:
+        warnings.warn(f"{src} has no tokenizer.json: the GGUF holds weights only, which tensora loads (generate "
+                      "then takes token ids) and llama.cpp refuses", stacklevel=3)
+    else:  # first: a vocabulary GGUF cannot hold fails before any tensor is converted
         try:
-            meta |= gguf_tokenizer_metadata(tokenizer, model.config.vocab_size)
+            meta |= gguf_tokenizer_metadata(tokenizer, model.config.vocab_size, _config_token_ids(model.config))
         except VocabularyExportError as exc:
             raise ConversionError(f"{src}: {exc}") from None
     weights = _Decoded({n: t for n, t in tensors.items() if not n.endswith(IGNORED_SUFFIXES)})
@@ -225,6 +229,18 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
                         total=len(weights)):
         out[name] = encode(name, t) if _encodable(name, t) else _float32(t)
     return save_gguf(dst, out, meta, arch=meta.pop("general.architecture"))
+
+
+def _config_token_ids(config: Any) -> dict[str, int]:
+    """bos/eos ids from config.json, which llama.cpp's converter (gguf-py's SpecialVocab) also reads where the
+    tokenizer files name no such token."""
+    ids = {}
+    for role in ("bos", "eos"):
+        value = getattr(config, f"{role}_token_id", None)
+        value = value[0] if isinstance(value, (list, tuple)) and value else value
+        if isinstance(value, int):
+            ids[role] = value
+    return ids
 
 
 def _float32(t: Any) -> Any:

@@ -71,6 +71,31 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
     return inv
 
 
+def llama3_scaling_from_factors(factors: Any, head_dim: int, theta: float) -> dict[str, Any] | None:
+    """The "llama3" rope_scaling whose frequencies are the plain ones divided by `factors` (a GGUF's
+    rope_freqs, which llama.cpp's converter computes from that scaling), or None when no such
+    scaling reproduces them to 1e-5 (or fewer than two frequencies are in its smoothed band).
+
+    The band's edges fix only old_context / (high - low) and low / (high - low), so low_freq_factor
+    is taken as 1 (Llama 3.1's and 3.2's value) and the others follow.
+    """
+    f = np.asarray(factors, dtype=np.float64).reshape(-1)
+    plain = rope_inverse_frequencies(head_dim, theta, None)
+    factor = float(f.max()) if f.size == plain.size else 0.0
+    medium = (f > 1 + 1e-6) & (f < factor * (1 - 1e-6))
+    if factor <= 1 or medium.sum() < 2:
+        return None
+    smooth = (1 / f[medium] - 1 / factor) / (1 - 1 / factor)  # s = old_context / wavelen - low, over high - low
+    wavelen = 2 * math.pi / plain[medium]
+    (a, b), *_ = np.linalg.lstsq(np.stack([1 / wavelen, -np.ones_like(wavelen)], axis=1), smooth, rcond=None)
+    if a <= 0 or b <= 0:
+        return None
+    scaling = {"rope_type": "llama3", "factor": round(factor, 6), "low_freq_factor": 1.0,
+               "high_freq_factor": round(float(1 + 1 / b), 6), "original_max_position_embeddings": int(round(float(a / b)))}
+    rebuilt = rope_inverse_frequencies(head_dim, theta, scaling)
+    return scaling if np.allclose(rebuilt, plain / f, rtol=1e-5, atol=0) else None
+
+
 class RotaryTable:
     """cos/sin of position * inv_freq for every position up to max_positions, computed once.
 

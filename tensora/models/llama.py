@@ -13,6 +13,7 @@ GGUF names (`blk.0.attn_q.weight`) are mapped onto them by `gguf_state_dict`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -24,7 +25,7 @@ from ..quant import QuantizedTensor
 from ..tensor import Tensor
 from .base import CausalLM
 from .layers import (CheckpointEmbedding, CheckpointLinear, KVCache, LayerCache, RotaryTable, apply_rotary,
-                     rope_inverse_frequencies)
+                     llama3_scaling_from_factors, rope_inverse_frequencies)
 from .llama_decode import fast_path
 from .registry import register
 
@@ -97,6 +98,7 @@ class LlamaConfig:
                    rope_theta=key("rope.freq_base", 10000.0), rope_scaling=scaling,
                    tie_word_embeddings="output.weight" not in tensor_names,
                    qkv_bias="blk.0.attn_q.bias" in tensor_names, o_bias="blk.0.attn_output.bias" in tensor_names,
+                   mlp_bias="blk.0.ffn_up.bias" in tensor_names,
                    sliding_window=key("attention.sliding_window"),
                    bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
                    eos_token_id=meta.get("tokenizer.ggml.eos_token_id"), extra={"gguf_arch": arch})
@@ -113,7 +115,7 @@ class LlamaConfig:
             raise ValueError("a Llama with biases on q/k/v but not on o (or the reverse) has no transformers "
                              "config (attention_bias covers all four)")
         model_type = "qwen2" if qwen else "mistral" if self.sliding_window else "llama"
-        scaling = self.rope_scaling
+        scaling = self._hf_rope_scaling()
         config = {"architectures": [f"{model_type.capitalize()}ForCausalLM"], "model_type": model_type,
                   "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
                   "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
@@ -128,6 +130,20 @@ class LlamaConfig:
             if qwen:
                 config["max_window_layers"] = 0  # every layer slides, as tensora computes it
         return config
+
+    def _hf_rope_scaling(self) -> dict[str, Any] | None:
+        """rope_scaling as transformers names it: a GGUF's rope_freqs (Llama 3.1+) as the "llama3" scaling
+        they were computed from. Factors no such scaling gives stay as tensora's "freq_factors", which
+        transformers ignores (it warns), so that tensora still reads them back."""
+        scaling = self.rope_scaling
+        if not scaling or "freq_factors" not in scaling or scaling.get("rope_type", "default") != "default":
+            return scaling
+        fitted = llama3_scaling_from_factors(scaling["freq_factors"], self.head_dim, self.rope_theta)
+        if fitted is None:
+            warnings.warn("the GGUF's rope_freqs match no Llama 3 rope_scaling; config.json keeps them as "
+                          "rope_scaling.freq_factors, which tensora reads and transformers ignores", stacklevel=3)
+            return scaling
+        return fitted
 
     def to_gguf(self) -> dict[str, Any]:
         """llama.cpp's hyperparameter keys for this config, as convert_hf_to_gguf writes them

@@ -74,9 +74,11 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 
 # -- Hugging Face tokenizer -> GGUF metadata -----------------------------------------------------
 
-def gguf_tokenizer_metadata(tokenizer: Tokenizer, vocab_size: int) -> dict[str, Any]:
+def gguf_tokenizer_metadata(tokenizer: Tokenizer, vocab_size: int, config_ids: dict[str, int] | None = None
+                            ) -> dict[str, Any]:
     """The tokenizer.* GGUF keys for `tokenizer`, padded to the model's `vocab_size` embedding rows
-    (llama.cpp's converter fills the gap with UNUSED "[PAD{i}]" tokens); see the module docstring."""
+    (llama.cpp's converter fills the gap with UNUSED "[PAD{i}]" tokens); see the module docstring.
+    config_ids: role ("bos", "eos") -> id from the model's config, for roles the tokenizer files leave unnamed."""
     data = json.loads(tokenizer.backend.to_str())
     tokens, types = _token_table(tokenizer, vocab_size)
     writer = next((w for w in VOCABULARY_WRITERS if w.accepts(data)), None)
@@ -85,7 +87,7 @@ def gguf_tokenizer_metadata(tokenizer: Tokenizer, vocab_size: int) -> dict[str, 
         raise VocabularyExportError(f"a {kind} tokenizer cannot be written as a GGUF vocabulary here (tensora writes "
                                     "byte-level BPE, SentencePiece-style BPE and WordPiece ones)")
     meta, variants = writer.metadata(data, tokens, types, tokenizer)
-    meta |= _special_metadata(tokenizer, meta["tokenizer.ggml.model"])
+    meta |= _special_metadata(tokenizer, meta["tokenizer.ggml.model"], config_ids or {})
     if tokenizer.chat_template is not None:
         meta["tokenizer.chat_template"] = tokenizer.chat_template
     texts = writer.probes(tokenizer)
@@ -229,9 +231,10 @@ def _gguf_wordpiece(token: str, token_type: int, prefix: str) -> str:
     return token[len(prefix):] if token.startswith(prefix) else SPACE + token
 
 
-def _special_metadata(tokenizer: Tokenizer, model: str) -> dict[str, Any]:
+def _special_metadata(tokenizer: Tokenizer, model: str, config_ids: dict[str, int]) -> dict[str, Any]:
     """Special token ids, and whether encode() adds the first/last token, read from what it does."""
     ids = {_ROLES_OF_HF[name]: i for name, i in tokenizer.special_ids.items() if name in _ROLES_OF_HF}
+    ids = {role: i for role, i in config_ids.items() if 0 <= i < tokenizer.vocab_size} | ids
     if model == "bert" and "cls_token" in tokenizer.special_ids:
         ids["bos"] = tokenizer.special_ids["cls_token"]  # llama.cpp's BERT starts a text with bos: [CLS]
     meta: dict[str, Any] = {f"tokenizer.ggml.{ROLE_KEYS[role]}": i for role, i in ids.items()}

@@ -109,7 +109,8 @@ def test_gguf_through_a_directory_and_back_is_bit_exact(smollm2_path, smollm2_f3
 def test_hf_directory_to_gguf_is_the_converter_layout_and_computes_the_same(hf_models, tmp_path, name):
     torch = pytest.importorskip("torch")
     src, ref = hf_models[name]
-    f = tio.load_gguf(quantize_checkpoint(src, tmp_path / "m.gguf", "f32", progress=False))
+    with pytest.warns(UserWarning, match="no tokenizer.json: the GGUF holds weights only"):
+        f = tio.load_gguf(quantize_checkpoint(src, tmp_path / "m.gguf", "f32", progress=False))
     if name.startswith("llama"):  # llama_gguf.py writes what convert_hf_to_gguf writes for LlamaModel
         want, meta = llama_gguf_parts(ref, VOCAB)
         assert set(f.tensors) == set(want)
@@ -120,6 +121,65 @@ def test_hf_directory_to_gguf_is_the_converter_layout_and_computes_the_same(hf_m
     with torch.no_grad():
         theirs = ref(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(_logits(load(f.path), ids) - theirs).max() < 1e-4 * np.abs(theirs).max()
+
+
+def _tiny_llama(transformers, torch, folder, **config):
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        "vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 2, **config})).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias"):
+                p.normal_(0, 0.1)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_biases_and_llama3_rope_survive_both_directions(tmp_path):
+    """Every bias (q/k/v/o and the MLP's) goes to the GGUF and back, and a GGUF's rope_freqs become the
+    "llama3" rope_scaling they were computed from, so transformers reads the directory right."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ref = _tiny_llama(transformers, torch, tmp_path / "hf", attention_bias=True, mlp_bias=True,
+                      max_position_embeddings=256, rope_scaling={
+                          "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64})
+    with pytest.warns(UserWarning, match="no tokenizer.json"):
+        gguf = quantize_checkpoint(tmp_path / "hf", tmp_path / "m.gguf", "f32", progress=False)
+    assert "blk.0.ffn_up.bias" in tio.load_gguf(gguf).tensors and "rope_freqs.weight" in tio.load_gguf(gguf).tensors
+    back = quantize_checkpoint(gguf, tmp_path / "back", "f32", progress=False)
+    scaling = json.loads((back / "config.json").read_text())["rope_scaling"]
+    assert scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 64}
+    ids = np.random.default_rng(0).integers(0, VOCAB, 200).tolist()  # past 64: where the scaling matters
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0].numpy()
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(back).eval()(torch.tensor([ids])).logits[0].numpy()
+    for got in (_logits(load(gguf), ids), _logits(load(back), ids), theirs):
+        assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+
+
+def test_bos_and_eos_ids_from_config_json(tmp_path):
+    """A tokenizer.json that adds a BOS it does not name (no tokenizer_config.json): the id comes from
+    config.json, as llama.cpp's converter takes it (gguf-py's SpecialVocab)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers import models as tokenizer_models
+
+    _tiny_llama(transformers, torch, tmp_path / "hf", vocab_size=320, bos_token_id=0, eos_token_id=1)
+    tok = Tokenizer(tokenizer_models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 3, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|begin|>", "<|end|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin|> $A", special_tokens=[("<|begin|>", 0)])
+    tok.save(str(tmp_path / "hf" / "tokenizer.json"))
+    meta = tio.load_gguf(quantize_checkpoint(tmp_path / "hf", tmp_path / "m.gguf", "q8_0", progress=False)).metadata
+    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (0, 1)
+    assert meta["tokenizer.ggml.add_bos_token"] is True
 
 
 def test_tables_added_to_the_hidden_states_stay_dense(hf_models, minilm_path, tmp_path):
