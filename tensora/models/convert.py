@@ -201,8 +201,11 @@ def _write_hf_directory(dst: Path, model: Any, files: dict[str, Any], metadata: 
         else:
             shutil.copy2(value, dst / name)
     state = {name: t for name, t in model.state_dict().items() if name not in model.tied_weights()}
-    save(state, dst / "model.safetensors", metadata={"format": "pt", **metadata,
-                                                     MODEL_LAYOUT_KEY: "model"}, max_shard_size="4GB")
+    if hasattr(model, "hf_layout") and not any(isinstance(t, QuantizedTensor) for t in state.values()):
+        state = model.hf_layout(state)  # dense: in transformers' layout, which it loads (and so does tensora)
+    else:
+        metadata = {**metadata, MODEL_LAYOUT_KEY: "model"}  # the model's own names and layouts
+    save(state, dst / "model.safetensors", metadata={"format": "pt", **metadata}, max_shard_size="4GB")
     return dst
 
 

@@ -163,6 +163,11 @@ class GPT2LMHeadModel(CausalLM):
             out[name] = t
         return out
 
+    def hf_layout(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """`hf_state_dict` inverted for dense tensors: the Conv1D weights back to transformers' (in, out)."""
+        return {name: Tensor(np.ascontiguousarray(t.numpy().T)) if name.endswith(_CONV1D) else t
+                for name, t in tensors.items()}
+
     def gguf_state_dict(self, tensors: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for name, t in tensors.items():

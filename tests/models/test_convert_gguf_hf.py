@@ -121,6 +121,13 @@ def test_hf_directory_to_gguf_is_the_converter_layout_and_computes_the_same(hf_m
     with torch.no_grad():
         theirs = ref(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(_logits(load(f.path), ids) - theirs).max() < 1e-4 * np.abs(theirs).max()
+    # and back to a dense directory, which transformers loads (GPT-2's Conv1D weights in its layout again)
+    back = quantize_checkpoint(f.path, tmp_path / "back", "f32", progress=False)
+    transformers = pytest.importorskip("transformers")
+    with torch.no_grad():
+        again = transformers.AutoModelForCausalLM.from_pretrained(back).eval()(torch.tensor([ids])).logits[0].numpy()
+    for got in (again, _logits(load(back), ids)):
+        assert np.abs(got - theirs).max() < 1e-4 * np.abs(theirs).max()
 
 
 def _tiny_llama(transformers, torch, folder, **config):
