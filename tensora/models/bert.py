@@ -44,7 +44,9 @@ class BertConfig:
     pooler: bool = True
 
     @classmethod
-    def from_hf(cls, c: dict[str, Any]) -> BertConfig:
+    def from_hf(cls, c: dict[str, Any], tensor_names: set[str] = frozenset()) -> BertConfig:
+        """From config.json; the pooler is there when the checkpoint holds it (BertForMaskedLM's has none,
+        and config.json does not say), or as `add_pooling_layer` says."""
         if c.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"BERT position_embedding_type {c['position_embedding_type']!r} is not supported")
         if c.get("hidden_act", "gelu") not in ("gelu", "gelu_new"):
@@ -54,7 +56,8 @@ class BertConfig:
                    max_position_embeddings=c.get("max_position_embeddings", 512),
                    type_vocab_size=c.get("type_vocab_size", 2), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
                    hidden_act=c.get("hidden_act", "gelu"), pad_token_id=c.get("pad_token_id") or 0,
-                   pooler=c.get("add_pooling_layer", True))
+                   pooler=c.get("add_pooling_layer", not tensor_names or any(
+                       n.endswith("pooler.dense.weight") for n in tensor_names)))
 
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], tensor_names: set[str]) -> BertConfig:

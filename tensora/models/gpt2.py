@@ -36,7 +36,7 @@ class GPT2Config:
     eos_token_id: Any = None
 
     @classmethod
-    def from_hf(cls, c: dict[str, Any]) -> GPT2Config:
+    def from_hf(cls, c: dict[str, Any], tensor_names: set[str] = frozenset()) -> GPT2Config:
         act = c.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {act!r} is not supported (gelu_new)")

@@ -53,7 +53,7 @@ class LlamaConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_hf(cls, c: dict[str, Any]) -> LlamaConfig:
+    def from_hf(cls, c: dict[str, Any], tensor_names: set[str] = frozenset()) -> LlamaConfig:
         """From a transformers config.json (llama, mistral, qwen2)."""
         heads = c["num_attention_heads"]
         qwen = c.get("model_type") == "qwen2"

@@ -98,10 +98,10 @@ def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | Non
         raise FormatError(config_path, f"holds a JSON {type(config).__name__}, not an object of settings")
     arch = for_model_type(config.get("model_type"), str(config_path))
     cls = arch.model_class
-    model = cls(_config(cls, "from_hf", config_path, config))
+    tensors = load_tensors(p)  # mapped, nothing read yet; their names tell what the config cannot (BERT's pooler)
+    model = cls(_config(cls, "from_hf", config_path, config, set(tensors)))
     _read_folder_settings(model, p)
     tokenizer = Tokenizer.from_hf_dir(p) if (p / "tokenizer.json").exists() else None
-    tensors = load_tensors(p)
     return model, tensors if _in_model_layout(p) else model.hf_state_dict(tensors), tokenizer
 
 

@@ -189,6 +189,26 @@ def test_bos_and_eos_ids_from_config_json(tmp_path):
     assert meta["tokenizer.ggml.add_bos_token"] is True
 
 
+def test_a_bert_checkpoint_without_pooler_loads_and_converts(tmp_path):
+    """BertForMaskedLM saves no pooler (transformers builds it with add_pooling_layer=False; config.json does
+    not say so): its encoder loads and goes to GGUF, with the hidden states transformers computes."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    ref = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=96)).eval()
+    ref.save_pretrained(tmp_path / "mlm")
+    ids = np.array([[2, 7, 9, 33, 3]])
+    with torch.no_grad():
+        want = ref.bert(torch.tensor(ids)).last_hidden_state[0].numpy()
+    with pytest.warns(UserWarning, match="no tokenizer.json"):
+        gguf = quantize_checkpoint(tmp_path / "mlm", tmp_path / "mlm.gguf", "f32", progress=False)
+    for model in (load(tmp_path / "mlm"), load(gguf)):
+        assert model.pooler is None
+        with no_grad():
+            np.testing.assert_allclose(model(ids)[0].numpy()[0], want, atol=1e-5)
+
+
 def test_tables_added_to_the_hidden_states_stay_dense(hf_models, minilm_path, tmp_path):
     """llama.cpp's quantizer leaves position_embd and token_types alone: ggml cannot add a quantized tensor
     (llama.cpp aborts on a BERT file whose position table is Q8_0)."""
