@@ -14,7 +14,8 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Callable
+import warnings
+from typing import Any, Callable
 
 Handler = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], None]
@@ -84,6 +85,12 @@ def _load_commands() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
+def _one_line_warning(command: str) -> Callable[..., None]:
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"tensora {command}: warning: {message}", file=sys.stderr)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     _load_commands()
     parser = argparse.ArgumentParser(prog="tensora", description="Tensora command line")
@@ -98,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(_fn=fn)
     args = parser.parse_args(argv)
     try:
-        return args._fn(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # a warning is one line too (where it was raised: with --debug)
+                warnings.showwarning = _one_line_warning(args.command)
+            return args._fn(args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (`tensora generate ... | head`): stop quietly

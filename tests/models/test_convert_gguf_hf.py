@@ -301,6 +301,8 @@ def test_a_gguf_without_hyperparameters_names_the_missing_key(tmp_path):
 def test_cli_quantize_between_the_two_kinds(hf_models, tmp_path, capsys):
     src = hf_models["qwen2"][0]
     assert main(["quantize", str(src), str(tmp_path / "q.gguf"), "--format", "q8_0"]) == 0
+    err = capsys.readouterr().err  # no tokenizer.json: the warning, on one line as the CLI's errors are
+    assert "tensora quantize: warning: " in err and "has no tokenizer.json" in err and "UserWarning" not in err
     assert main(["quantize", str(tmp_path / "q.gguf"), str(tmp_path / "nf4"), "--format", "nf4"]) == 0
     assert "wrote" in capsys.readouterr().out
     config = json.loads((tmp_path / "nf4" / "config.json").read_text())
