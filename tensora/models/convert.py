@@ -218,6 +218,11 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
     meta: dict[str, Any] = {"general.name": src.name, **model.config.to_gguf()}
     if file_type is not None:
         meta |= {"general.file_type": file_type, "general.quantization_version": QUANTIZATION_VERSION}
+    window = getattr(model.config, "sliding_window", None)
+    if window and window < model.config.max_position_embeddings:
+        warnings.warn(f"{src}: the attention window ({window} tokens) is written, and tensora applies it, but "
+                      "llama.cpp's llama and qwen2 graphs attend to the whole context: past the window its "
+                      "outputs differ from tensora's and transformers'", stacklevel=3)
     if tokenizer is None:
         warnings.warn(f"{src} has no tokenizer.json: the GGUF holds weights only, which tensora loads (generate "
                       "then takes token ids) and llama.cpp refuses", stacklevel=3)

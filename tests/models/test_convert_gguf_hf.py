@@ -167,6 +167,23 @@ def test_biases_and_llama3_rope_survive_both_directions(tmp_path):
         assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
 
 
+def test_a_sliding_window_is_written_with_a_warning_that_llama_cpp_ignores_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    ref = transformers.MistralForCausalLM(transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=8, max_position_embeddings=128)).eval()
+    ref.save_pretrained(tmp_path / "hf")
+    with pytest.warns(UserWarning, match=r"attention window \(8 tokens\) is written.*llama.cpp's llama and qwen2"):
+        gguf = quantize_checkpoint(tmp_path / "hf", tmp_path / "m.gguf", "f32", progress=False)
+    assert tio.load_gguf(gguf).metadata["llama.attention.sliding_window"] == 8
+    ids = np.random.default_rng(0).integers(0, VOCAB, 40).tolist()  # past the window
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(_logits(load(gguf), ids) - want).max() < 1e-4 * np.abs(want).max()
+
+
 def test_bos_and_eos_ids_from_config_json(tmp_path):
     """A tokenizer.json that adds a BOS it does not name (no tokenizer_config.json): the id comes from
     config.json, as llama.cpp's converter takes it (gguf-py's SpecialVocab)."""
