@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,14 +91,15 @@ def quantize_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, format: 
     if src.is_dir():
         return _hf_directory_to_gguf(src, dst, encode, file_type, progress)
     f = load_gguf(src)
-    out = {name: encode(name, t) for name, t in tqdm(f.tensors.items(), desc=format, unit="tensor",
-                                                     disable=not progress)}
     meta, types = dict(f.metadata), dict(f.metadata_types)
     if file_type is None:
         meta.pop("general.file_type", None)
     else:
         meta["general.file_type"], types["general.file_type"] = file_type, "UINT32"
-    return save_gguf(dst, out, meta, metadata_types=types)
+    with _Spill(dst) as spill:
+        out = {name: spill.park(encode(name, t), t) for name, t in tqdm(f.tensors.items(), desc=format,
+                                                                        unit="tensor", disable=not progress)}
+        return save_gguf(dst, out, meta, metadata_types=types)
 
 
 def _label(format: str, dense: tuple[str, int] | None) -> dict[str, str]:
@@ -232,11 +234,54 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
         except VocabularyExportError as exc:
             raise ConversionError(f"{src}: {exc}") from None
     weights = _Decoded({n: t for n, t in tensors.items() if not n.endswith(IGNORED_SUFFIXES)})
-    out = {}
-    for name, t in tqdm(model.gguf_tensors(weights), desc="gguf", unit="tensor", disable=not progress,
-                        total=len(weights)):
-        out[name] = encode(name, t) if _encodable(name, t) else _float32(t)
-    return save_gguf(dst, out, meta, arch=meta.pop("general.architecture"))
+    with _Spill(dst) as spill:
+        out = {}
+        for name, t in tqdm(model.gguf_tensors(weights), desc="gguf", unit="tensor", disable=not progress,
+                            total=len(weights)):
+            out[name] = spill.park(encode(name, t) if _encodable(name, t) else _float32(t), t)
+        return save_gguf(dst, out, meta, arch=meta.pop("general.architecture"))
+
+
+class _Spill:
+    """Where re-encoded GGUF tensors wait for the file to be written: each one's bytes go to a scratch file
+    beside `dst` as soon as it is made, and a read-only map of them takes its place, so memory holds one
+    re-encoded tensor at a time, not the whole output model (GGUF's header, written first, needs them all).
+    The scratch file is removed when the block ends."""
+
+    ALIGN = 64  # each tensor's bytes start on a cache line: aligned for any dtype, and for the kernels
+
+    def __init__(self, dst: Path) -> None:
+        self._dst = dst
+
+    def __enter__(self) -> _Spill:
+        self._dir = tempfile.TemporaryDirectory(prefix=".tensora-spill-", dir=self._dst.parent)
+        self._path = Path(self._dir.name) / "tensors.bin"
+        self._file = open(self._path, "wb")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+        self._dir.cleanup()
+
+    def park(self, t: Any, source: Any) -> Any:
+        """`t`, or a map of its bytes on disk when it was made here (not `source`, a view of the input)."""
+        if t is source:
+            return t
+        if isinstance(t, QuantizedTensor) and set(t.packed()) == {"blocks"}:
+            return QuantizedTensor(t.format, {"blocks": self._write(t.packed()["blocks"])}, tuple(t.shape), t.dtype)
+        if isinstance(t, Tensor):
+            return Tensor(self._write(t.detach().numpy()))
+        return t
+
+    def _write(self, a: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(a)
+        self._file.write(b"\0" * (-self._file.tell() % self.ALIGN))
+        start = self._file.tell()
+        a.tofile(self._file)
+        self._file.flush()
+        if a.nbytes == 0:
+            return a
+        return np.asarray(np.memmap(self._path, dtype=a.dtype, mode="r", offset=start, shape=a.shape))
 
 
 def _config_token_ids(config: Any) -> dict[str, int]:
