@@ -17,11 +17,13 @@ automatically, because another process may be writing through one right now.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 TEMP_STEM_BYTES = 200  # "." + stem + "." + 8 random chars + ".tmp" stays within NAME_MAX (255)
@@ -109,3 +111,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+    """Replace `path` with `value` as indented UTF-8 JSON, atomically (config.json, tokenizer_config.json)."""
+    atomic_write_bytes(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -24,7 +24,6 @@ Either source goes to either destination, each producing something `tensora.mode
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 from ..dtypes import get_dtype
 from ..errors import ShapeError, TensoraError
 from ..io import load_gguf, save, save_gguf
+from ..io.atomic import atomic_path, atomic_write_json
 from ..quant import QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
 from .loading import IGNORED_SUFFIXES, MODEL_LAYOUT_KEY, assign_weights, check_names, load, open_checkpoint
@@ -199,9 +199,10 @@ def _write_hf_directory(dst: Path, model: Any, files: dict[str, Any], metadata: 
         if name == "tokenizer":
             write_hf_tokenizer(value, dst, model.config.max_position_embeddings)
         elif isinstance(value, dict):
-            (dst / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+            atomic_write_json(dst / name, value)
         else:
-            shutil.copy2(value, dst / name)
+            with atomic_path(dst / name) as tmp:
+                shutil.copyfile(value, tmp)
     state = {name: t for name, t in model.state_dict().items() if name not in model.tied_weights()}
     if hasattr(model, "hf_layout") and not any(isinstance(t, QuantizedTensor) for t in state.values()):
         state = model.hf_layout(state)  # dense: in transformers' layout, which it loads (and so does tensora)

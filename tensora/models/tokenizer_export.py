@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..io.atomic import atomic_path, atomic_write_json
 from .gguf_tokenizer import (BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, ROLE_KEYS, SPACE, UNKNOWN, UNUSED,
                              USER_DEFINED, gguf_tokenizer_spec)
 from .tokenizer import Tokenizer
@@ -56,20 +57,17 @@ class VocabularyExportError(ValueError):
 def write_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> None:
     """tokenizer.json, tokenizer_config.json and generation_config.json for `tokenizer` in `folder`
     (`Tokenizer.from_hf_dir` and transformers' AutoTokenizer read them back)."""
-    tokenizer.backend.save(str(folder / "tokenizer.json"))
+    with atomic_path(folder / "tokenizer.json") as tmp:
+        tokenizer.backend.save(str(tmp))
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
                               "clean_up_tokenization_spaces": False}
     config |= {role: tokenizer.backend.id_to_token(i) for role, i in tokenizer.special_ids.items()}
     if tokenizer.chat_template is not None:
         config["chat_template"] = tokenizer.chat_template
-    _write_json(folder / "tokenizer_config.json", config)
+    atomic_write_json(folder / "tokenizer_config.json", config)
     eos = tokenizer.eos_token_ids
-    _write_json(folder / "generation_config.json",
+    atomic_write_json(folder / "generation_config.json",
                 {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": eos[0] if len(eos) == 1 else eos})
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # -- Hugging Face tokenizer -> GGUF metadata -----------------------------------------------------
