@@ -306,7 +306,8 @@ void check_rms(const X &x, const InArray &weight, const OutArray &out, const cha
     need_ndim(out, 2, "out");
     const std::size_t m = x.shape(0), k = x.shape(1);
     if (weight.shape(0) != k || out.shape(0) != m || out.shape(1) != k)
-        fail(std::string(name) + ": x " + shape_of(x) + ", weight " + shape_of(weight) + " and out do not fit");
+        fail(std::string(name) + ": x " + shape_of(x) + ", weight " + shape_of(weight) + " and out " + shape_of(out) +
+             " do not fit");
     if (overlapping(x, out) || overlapping(weight, out))
         fail(std::string(name) + ": out must not overlap the inputs");
 }
@@ -371,7 +372,10 @@ void py_rotary_qkv(const InArray &qkv, const InArray &cos, const InArray &sin, c
              shape_of(sin) + ", starts " + shape_of(starts) + ", keys " + shape_of(keys) + ", heads " +
              std::to_string(heads) + ", kv_heads " + std::to_string(kv_heads));
     const std::size_t t = m / b;
-    const auto *st = static_cast<const std::int64_t *>(starts.data());
+    // A copy, checked and then used: `starts` may share memory with an output (or another
+    // thread may write it), and a position re-read after a write would place rows outside the cache.
+    const auto *sp = static_cast<const std::int64_t *>(starts.data());
+    const std::vector<std::int64_t> st(sp, sp + b);
     for (std::size_t r = 0; r < b; ++r)
         if (st[r] < 0 || std::size_t(st[r]) + t > cap)
             fail("rotary_qkv: positions up to " +
@@ -414,7 +418,7 @@ void py_silu_mul(const InArray &gate_up, const OutArray &out) {
     need_ndim(out, 2, "out");
     const std::size_t m = out.shape(0), f = out.shape(1);
     if (gate_up.shape(0) != m || gate_up.shape(1) != 2 * f)
-        fail("silu_mul: gate_up " + shape_of(gate_up) + " does not fit out");
+        fail("silu_mul: gate_up " + shape_of(gate_up) + " does not fit out " + shape_of(out));
     if (overlapping(gate_up, out))
         fail("silu_mul: out must not overlap gate_up");
     const auto *gu = static_cast<const float *>(gate_up.data());

@@ -148,11 +148,11 @@ bool py_gemv_q8_0(const InArray &blocks, std::size_t rows, std::size_t cols, con
     const std::size_t row_bytes = cols / kChunk * kBlockBytes;
     if (blocks.ndim() != 2 || std::size_t(blocks.shape(0)) != rows || std::size_t(blocks.shape(1)) != row_bytes)
         throw nb::value_error(("gemv_q8_0: blocks should have shape (" + std::to_string(rows) + ", " +
-                               std::to_string(row_bytes) + ")").c_str());
+                               std::to_string(row_bytes) + "), got " + shape_of(blocks)).c_str());
     if (x.ndim() != 2 || x.shape(0) != 1 || std::size_t(x.shape(1)) != cols)
-        throw nb::value_error("gemv_q8_0: x must have shape (1, cols)");
+        throw nb::value_error(("gemv_q8_0: x must have shape (1, " + std::to_string(cols) + "), got " + shape_of(x)).c_str());
     if (out.ndim() != 2 || out.shape(0) != 1 || std::size_t(out.shape(1)) != rows)
-        throw nb::value_error("gemv_q8_0: out must have shape (1, rows)");
+        throw nb::value_error(("gemv_q8_0: out must have shape (1, " + std::to_string(rows) + "), got " + shape_of(out)).c_str());
     auto lo_x = reinterpret_cast<std::uintptr_t>(x.data()), lo_o = reinterpret_cast<std::uintptr_t>(out.data());
     if (rows && cols && lo_x < lo_o + out.nbytes() && lo_o < lo_x + x.nbytes())
         throw nb::value_error("gemv_q8_0: out must not overlap x");

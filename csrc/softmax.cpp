@@ -67,7 +67,8 @@ void py_softmax_rows(const InArray &x, const OutArray &out, bool log) {
     for (std::size_t i = 0; same && i < x.ndim(); ++i)
         same = x.shape(i) == out.shape(i);
     if (!same || x.dtype() != out.dtype())
-        throw nb::value_error("softmax_rows: out must have the shape and dtype of x");
+        throw nb::value_error(("softmax_rows: out must have the shape and dtype of x " + shape_of(x) + " " +
+                               dtype_name(x.dtype()) + ", got " + shape_of(out) + " " + dtype_name(out.dtype())).c_str());
     auto lo_x = reinterpret_cast<std::uintptr_t>(x.data()), lo_o = reinterpret_cast<std::uintptr_t>(out.data());
     if (lo_x < lo_o + out.nbytes() && lo_o < lo_x + x.nbytes())
         throw nb::value_error("softmax_rows: out must not overlap x");

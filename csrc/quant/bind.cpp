@@ -11,6 +11,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <list>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -72,7 +73,7 @@ std::string shape_str(const std::vector<std::size_t> &shape) {
 
 std::size_t mul_checked(std::size_t a, std::size_t b) {
     if (a && b > SIZE_MAX / a)
-        fail("quantized shape is too large");
+        fail("quantized shape is too large: " + std::to_string(a) + " x " + std::to_string(b) + " elements");
     return a * b;
 }
 
@@ -116,7 +117,16 @@ class Parts {
         if (reinterpret_cast<std::uintptr_t>(a.data()) % (dt.bits / 8) != 0)
             fail(what + " is not aligned to its element size");
         spans_.push_back({static_cast<const char *>(a.data()), a.nbytes()});
+        held_.push_back(a);  // alive while the kernels run without the GIL, whatever happens to the dict
         return a.data();
+    }
+
+    // An int64 part of n indices, copied: the kernels use the values that were checked,
+    // even if another thread writes the array while they run.
+    const std::int64_t *indices(const char *name, std::size_t n) {
+        const auto *p = static_cast<const std::int64_t *>(get(name, kI64, {n}));
+        copies_.emplace_back(p, p + n);
+        return copies_.back().data();
     }
 
     // Rejects parts nobody asked for (a typo or another format's parts).
@@ -147,6 +157,8 @@ class Parts {
     nb::dict dict_;
     std::vector<std::string> used_;
     std::vector<std::pair<const char *, std::size_t>> spans_;
+    std::vector<InArray> held_;
+    std::list<std::vector<std::int64_t>> copies_;  // stable addresses
 };
 
 // Validated view of `parts` holding a (rows, cols) matrix in `format`.
@@ -174,7 +186,7 @@ QuantView make_view(const std::string &format, nb::dict dict, std::size_t rows, 
                     std::size_t c = 0;
                     if (parts.has("outlier_cols") && nb::try_cast(dict["outlier_cols"], oc, false) && oc.ndim() == 1)
                         c = oc.shape(0);
-                    w.outlier_cols = static_cast<const std::int64_t *>(parts.get("outlier_cols", kI64, {c}));
+                    w.outlier_cols = parts.indices("outlier_cols", c);
                     w.outliers = static_cast<const std::uint16_t *>(parts.get("outliers", kF16, {rows, c}));
                     w.n_outliers = c;
                     for (std::size_t i = 0; i < c; ++i)
@@ -249,7 +261,7 @@ QuantView make_view(const std::string &format, nb::dict dict, std::size_t rows, 
 float *matrix(const nb::ndarray<> &a, const char *what, std::size_t rows, std::size_t cols) {
     check_array<float>(a, what);
     if (a.ndim() != 2 || std::size_t(a.shape(0)) != rows || std::size_t(a.shape(1)) != cols)
-        fail(std::string(what) + ": expected shape " + shape_str({rows, cols}));
+        fail(std::string(what) + ": expected shape " + shape_str({rows, cols}) + ", got " + shape_of(a));
     return static_cast<float *>(a.data());
 }
 
@@ -287,7 +299,7 @@ void py_product(const std::string &format, nb::dict dict, std::size_t rows, std:
     w.act_bits = act_bits;
     check_array<float>(x, "x");
     if (x.ndim() != 2 || std::size_t(x.shape(1)) != cols)
-        fail("x: expected shape (M, " + std::to_string(cols) + ")");
+        fail("x: expected shape (M, " + std::to_string(cols) + "), got " + shape_of(x));
     const std::size_t m = x.shape(0);
     float *y = matrix(out, "out", m, rows);
     const auto *xp = static_cast<const float *>(x.data());
@@ -315,7 +327,7 @@ void py_gemv_t(const std::string &format, nb::dict dict, std::size_t rows, std::
     QuantView w = make_view(format, dict, rows, cols, group, parts);
     check_array<float>(g, "g");
     if (g.ndim() != 2 || std::size_t(g.shape(1)) != rows)
-        fail("g: expected shape (M, " + std::to_string(rows) + ")");
+        fail("g: expected shape (M, " + std::to_string(rows) + "), got " + shape_of(g));
     const std::size_t m = g.shape(0);
     float *y = matrix(out, "out", m, cols);
     const auto *gp = static_cast<const float *>(g.data());

@@ -248,6 +248,50 @@ ISOLATED = [
     ("pool_kernel_wraps",
      "pool(np.ones((1, 1, 4, 4), f32), np.zeros((1, 1, 1, 1), f32), np.zeros((1, 1, 1, 1), u8), k=(2**62, 4))",
      ("ValueError", "at most 256 taps")),
+    # `starts` sharing memory with `values`: row 0's write turned the next row's start into
+    # 50_000_000, read after the check, and row 1 was written far outside the cache: segfault
+    ("rotary_starts_alias_values",
+     "keys = np.zeros((2, 1, 4, 4), f32); values = np.zeros((2, 1, 4, 4), f32)\n"
+     "starts = values.reshape(-1)[:4].view(i64)\n"
+     "qkv = np.zeros((2, 12), f32); qkv[0, 8:].view(i64)[1] = 50_000_000\n"
+     "C.rotary_qkv(qkv, np.ones((2, 4), f32), np.zeros((2, 4), f32), starts, np.zeros((2, 4), f32), keys, values,"
+     " heads=1, kv_heads=1)\n"
+     "assert (values[1, 0, 1:] == 0).all()  # row 1 at the checked position 0, in batch row 0",
+     None),
+    # another thread rewrote `outlier_cols` after the check, while the kernel ran without the
+    # GIL: the kernel wrote out[1 << 40]: segfault
+    ("quant_outlier_cols_rewritten_during_call",
+     "import threading, time\n"
+     "r = c = 4096\n"
+     "parts = {'qweight': np.zeros((r, c), i8), 'scale': np.ones(r, f32), 'outlier_cols': np.array([5], i64),"
+     " 'outliers': np.ones((r, 1), np.float16)}\n"
+     "for _ in range(5):\n"
+     "    parts['outlier_cols'][0] = 5\n"
+     "    t = threading.Thread(target=lambda p=parts, sleep=time.sleep: (sleep(0.002), p['outlier_cols'].__setitem__(0, 1 << 40)))\n"
+     "    out = np.empty((r, c), f32); t.start()\n"
+     "    try:\n"
+     "        C.quant_dequantize_rows('int8', parts, r, c, 0, r, out, threads=1)\n"
+     "        assert (out[:, 5] == 1).all()  # the checked column\n"
+     "    except ValueError as e:  # rewritten before the check (a loaded machine)\n"
+     "        assert 'out of range' in str(e), e\n"
+     "    t.join()",
+     None),
+    # another thread dropped a part from the dict while the kernel read it: freed memory was
+    # read (a segfault once large frees are unmapped, as M_MMAP_THRESHOLD 128 KiB makes them)
+    ("quant_part_freed_during_call",
+     "import ctypes, threading, time\n"
+     "ctypes.CDLL(None).mallopt(-3, 128 << 10)\n"
+     "parts = {}\n"
+     "for _ in range(10):\n"
+     "    parts['blocks'] = np.full((4096, 4352), 0x40, u8)\n"
+     "    t = threading.Thread(target=lambda p=parts, sleep=time.sleep: (sleep(0.003), p.__setitem__('blocks', None)))\n"
+     "    out = np.empty((4096, 4096), f32); t.start()\n"
+     "    try:\n"
+     "        C.quant_dequantize_rows('q8_0', parts, 4096, 4096, 0, 4096, out, threads=1)\n"
+     "    except TypeError as e:  # dropped before the call (a loaded machine)\n"
+     "        assert 'got NoneType' in str(e), e\n"
+     "    t.join()",
+     None),
     # an empty batch with 2**16 x 2**16 outputs: tap tables for 2**32 outputs (std::bad_alloc or a hang)
     ("pool_empty_batch_huge_map",
      "pool(np.ones((0, 1, 4, 4), f32), np.zeros((0, 1, 2**16, 2**16), f32), np.zeros((0, 1, 2**16, 2**16), u8));"
