@@ -15,9 +15,10 @@ from __future__ import annotations
 from .api import load, read_metadata, save
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import FormatError, PickleFileError, UnsupportedError
+from .files import read_json_object
 from .gguf_read import GGUFBlockTensor, GGUFFile, GGUFTensorInfo, load_gguf
 from .gguf_write import save_gguf
 
 __all__ = ["save", "load", "read_metadata", "load_gguf", "save_gguf", "save_checkpoint", "load_checkpoint",
            "Checkpoint", "GGUFFile", "GGUFBlockTensor", "GGUFTensorInfo", "FormatError", "UnsupportedError",
-           "PickleFileError"]
+           "PickleFileError", "read_json_object"]

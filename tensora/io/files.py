@@ -8,9 +8,10 @@ descriptor is a regular file, and raises `FormatError` naming the path otherwise
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import FormatError
 
@@ -31,3 +32,26 @@ def open_regular(path: str | os.PathLike, what: str = "a model file") -> BinaryI
     except BaseException:
         os.close(fd)
         raise
+
+
+SETTINGS_LIMIT = 256 << 20  # bytes: far above any config or tokenizer file, far below a read of /dev/zero
+
+
+def read_json_object(path: str | os.PathLike, what: str = "a JSON settings file") -> dict[str, Any]:
+    """The JSON object in `path` (config.json, tokenizer_config.json, ...), or FormatError naming the file:
+    not a regular file, larger than SETTINGS_LIMIT, not UTF-8, not JSON, nested too deep, or not an object."""
+    with open_regular(path, what) as f:
+        data = f.read(SETTINGS_LIMIT + 1)
+    if len(data) > SETTINGS_LIMIT:
+        raise FormatError(path, f"is larger than {SETTINGS_LIMIT >> 20} MiB, too large for {what}")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"is not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise FormatError(path, "nests JSON too deeply to read") from None
+    if not isinstance(value, dict):
+        raise FormatError(path, f"holds a JSON {type(value).__name__}, not an object of settings")
+    return value

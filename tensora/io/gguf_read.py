@@ -227,6 +227,7 @@ def _tensor(info: GGUFTensorInfo, qtype: Any, buf: Any) -> Any:
     from gguf.quants import quant_shape_to_byte_shape
 
     from ..quant import FORMATS, from_gguf  # quant sits below io; imported late to keep `import tensora.io` light
+    from ..quant.formats._gguf_blocks import GGUFBlockFormat
 
     dtype = DENSE_TYPES.get(info.ggml_type)
     if dtype is not None:
@@ -237,4 +238,7 @@ def _tensor(info: GGUFTensorInfo, qtype: Any, buf: Any) -> Any:
     byte_shape = quant_shape_to_byte_shape(info.shape, qtype)
     raw = np.frombuffer(buf, dtype=np.uint8, count=info.nbytes, offset=info.offset).reshape(byte_shape)
     block = GGUFBlockTensor(info.name, info.ggml_type, info.shape, block_size, type_size, raw)
-    return from_gguf(block) if info.ggml_type.lower() in FORMATS else block
+    # a format of that name that holds the GGUF bytes themselves; another encoding under the
+    # same name stays undecoded (NVIDIA's three-part NVFP4 is not GGUF's NVFP4 block)
+    fmt = FORMATS.get(info.ggml_type.lower())
+    return from_gguf(block) if fmt is not None and issubclass(fmt, GGUFBlockFormat) else block

@@ -28,9 +28,11 @@ added tokens, so both are matched whole in text, as llama.cpp's special-token pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
@@ -250,6 +252,12 @@ def _parse_merges(vocab: GGUFVocab, table: dict[str, int]) -> list[tuple[str, st
     return merges
 
 
+# Building the merges looks up every split of every token: sum(len**2) characters. Real
+# vocabularies (Llama 2's 32K, Gemma's 256K tokens) need a few million; a file of long tokens
+# (2000 tokens "a" .. "a" * 2000) would need billions, and gigabytes of merges.
+MERGE_WORK_LIMIT = 200_000_000
+
+
 def _merges_from_scores(vocab: GGUFVocab, table: dict[str, int]) -> list[tuple[str, str]]:
     """BPE merges that reproduce llama.cpp's SentencePiece merge order.
 
@@ -258,6 +266,11 @@ def _merges_from_scores(vocab: GGUFVocab, table: dict[str, int]) -> list[tuple[s
     equal scores keep transformers' `generate_merges` order (longer left part first), so both
     libraries build the same tokenizer from the same file.
     """
+    work = sum(len(t) ** 2 for t, i in table.items() if vocab.token_types[i] != BYTE)
+    if work > MERGE_WORK_LIMIT:
+        raise FormatError(vocab.path, f"its tokens are too long to turn into merges (the sum of their squared "
+                                      f"lengths is {work}, above {MERGE_WORK_LIMIT}): not a SentencePiece "
+                                      f"vocabulary tensora can build")
     candidates = []
     for token, token_id in table.items():
         if vocab.token_types[token_id] == BYTE:
@@ -290,6 +303,7 @@ def read_vocab(metadata: Mapping[str, Any], path: str | None = None) -> GGUFVoca
     if model is None or tokens is None:
         raise FormatError(where, "has no tokenizer metadata (tokenizer.ggml.model and tokenizer.ggml.tokens); "
                                  "it cannot be tokenized without a separate tokenizer")
+    _check_types(metadata, where)
     if model not in MODEL_TYPES:
         raise UnsupportedError(where, f"tokenizer.ggml.model {model!r} is not supported "
                                       f"(supported: {', '.join(sorted(MODEL_TYPES))})")
@@ -312,6 +326,41 @@ def read_vocab(metadata: Mapping[str, Any], path: str | None = None) -> GGUFVoca
         lowercase=lowercase,
         strip_accents=bool(metadata.get("tokenizer.ggml.normalizer.strip_accents", lowercase)),
         chat_template=metadata.get("tokenizer.chat_template"))
+
+
+# The kind of value each tokenizer key must hold (GGUF types as gguf-py reads them). A file is
+# data: a string where a flag goes, or a float where an id goes, is a FormatError naming the key.
+_STR, _FLAG, _ID, _STRS, _NUMBERS = "a string", "a boolean", "a token id", "an array of strings", "an array of numbers"
+_KEY_KINDS = {"model": _STR, "pre": _STR, "tokens": _STRS, "merges": _STRS, "scores": _NUMBERS,
+              "token_type": _NUMBERS, "add_bos_token": _FLAG, "add_eos_token": _FLAG, "add_sep_token": _FLAG,
+              "add_space_prefix": _FLAG, "normalizer.lowercase": _FLAG, "normalizer.strip_accents": _FLAG,
+              **{key: _ID for key in ROLE_KEYS.values()}}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _FLAG:
+        return isinstance(value, (bool, np.bool_, int, np.integer))
+    if kind == _ID:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | np.ndarray):
+        return False
+    return all(isinstance(v, str) for v in value) if kind == _STRS else all(number(v) for v in value)
+
+
+def _check_types(metadata: Mapping[str, Any], where: str) -> None:
+    for key, kind in _KEY_KINDS.items():
+        value = metadata.get(f"tokenizer.ggml.{key}")
+        if value is not None and not _is_kind(value, kind):
+            shown = repr(value) if not isinstance(value, (list, tuple, np.ndarray)) else f"a {type(value).__name__}"
+            raise FormatError(where, f"tokenizer.ggml.{key} must be {kind}, got {shown[:80]}")
+    template = metadata.get("tokenizer.chat_template")
+    if template is not None and not isinstance(template, str):
+        raise FormatError(where, f"tokenizer.chat_template must be a string, got {type(template).__name__}")
 
 
 def _per_token(metadata: Mapping[str, Any], key: str, n: int, default: Any, cast: Callable, where: str) -> list:

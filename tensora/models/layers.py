@@ -49,7 +49,14 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
     """
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     scaling = scaling or {}
+    if not isinstance(scaling, dict):
+        raise ValueError(f"rope_scaling must be a mapping of settings, got {scaling!r}")
     kind = scaling.get("rope_type", scaling.get("type", "default"))
+    needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                               "original_max_position_embeddings")}.get(kind, ())
+    missing = [k for k in needs if not isinstance(scaling.get(k), (int, float)) or isinstance(scaling.get(k), bool)]
+    if missing:
+        raise ValueError(f"rope_scaling {kind!r} needs numbers for {', '.join(missing)}, got {scaling!r}")
     if kind in ("default", None):
         pass
     elif kind == "linear":
@@ -97,29 +104,46 @@ def llama3_scaling_from_factors(factors: Any, head_dim: int, theta: float) -> di
 
 
 class RotaryTable:
-    """cos/sin of position * inv_freq for every position up to max_positions, computed once.
+    """cos/sin of position * inv_freq for the positions used so far, up to max_positions.
+
+    The rows are computed as positions come (doubling), not for the whole context at once:
+    a 10M-position context would otherwise take gigabytes before the first token. Each row
+    depends on its position alone, so a row is the same whenever it is computed.
 
     Uses the "rotate half" layout of transformers' Llama (first half of each head pairs
     with the second half); GGUF's interleaved Q/K rows are put back in this order on load.
     """
 
+    FIRST_ROWS = 4096
+
     def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict[str, Any] | None,
                  dtype: dt.DType = dt.float32) -> None:
-        inv = rope_inverse_frequencies(head_dim, theta, scaling).astype(np.float32)
-        # float32 products as transformers computes them (inv_freq @ positions in float32)
-        freqs = np.arange(max_positions, dtype=np.float32)[:, None] * inv[None, :]
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        self.cos = Tensor(np.cos(emb).astype(dtype.np_dtype))
-        self.sin = Tensor(np.sin(emb).astype(dtype.np_dtype))
+        self._inv = rope_inverse_frequencies(head_dim, theta, scaling).astype(np.float32)
+        self._dtype = dtype
         self.max_positions = max_positions
+        self._compute(min(max_positions, self.FIRST_ROWS))
+
+    def _compute(self, rows: int) -> None:
+        # float32 products as transformers computes them (inv_freq @ positions in float32)
+        freqs = np.arange(rows, dtype=np.float32)[:, None] * self._inv[None, :]
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        self.cos = Tensor(np.cos(emb).astype(self._dtype.np_dtype))
+        self.sin = Tensor(np.sin(emb).astype(self._dtype.np_dtype))
+
+    def covering(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
+        """The (rows, head_dim) cos and sin tables, holding at least every row in `positions`."""
+        top = int(positions.max()) + 1 if positions.size else 0
+        if top > self.max_positions:
+            raise ValueError(f"position {top - 1} is beyond the model's {self.max_positions} rotary positions")
+        if top > self.cos.shape[0]:
+            self._compute(min(self.max_positions, max(top, 2 * self.cos.shape[0])))
+        return self.cos, self.sin
 
     def lookup(self, positions: np.ndarray) -> tuple[Tensor, Tensor]:
         """(cos, sin) for integer positions of shape (B, T), each (B, 1, T, head_dim) to broadcast over heads."""
-        if positions.size and int(positions.max()) >= self.max_positions:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's "
-                             f"{self.max_positions} rotary positions")
+        cos, sin = self.covering(positions)
         idx = Tensor(positions.astype(np.int64))
-        return self.cos[idx].unsqueeze(1), self.sin[idx].unsqueeze(1)
+        return cos[idx].unsqueeze(1), sin[idx].unsqueeze(1)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -260,9 +260,7 @@ class LlamaDecoder:
         # with the norm that reads its sum, the next layer's input norm or the final norm
         self.norms = [(layer.norm1, layer.eps1) for layer in self.layers] + [(self.norm, self.norm_eps)]
         self.ffn = c.intermediate_size
-        rope = model.rotary()
-        self.cos, self.sin = rope.cos.numpy(), rope.sin.numpy()
-        self.max_positions = rope.max_positions
+        self.rope = model.rotary()
         self.fingerprint = _fingerprint(model)  # after merging: the rebound views
         self.kernels = [_body(k) for k in (dk.rms_norm_rows, dk.add_rms_norm_rows, dk.rotary_qkv, dk.gqa_attention,
                                            dk.silu_mul)]
@@ -276,9 +274,7 @@ class LlamaDecoder:
         a SlotKVCache writes each row at its own length, as its layers' `update` does.
         """
         b, t = ids.shape
-        if positions.size and int(positions.max()) >= self.max_positions:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's "
-                             f"{self.max_positions} rotary positions")
+        cos_table, sin_table = self.rope.covering(positions)
         if isinstance(cache, SlotKVCache):
             n = cache.rows
             starts = np.ascontiguousarray(cache.lengths[:n], np.int64)
@@ -290,7 +286,7 @@ class LlamaDecoder:
             total = start + t
         seen = _key_mask(mask, start, t, total, b)
         x = self._embed(ids.reshape(-1))
-        cos, sin = self.cos[positions.reshape(-1)], self.sin[positions.reshape(-1)]
+        cos, sin = cos_table.numpy()[positions.reshape(-1)], sin_table.numpy()[positions.reshape(-1)]
         m = b * t
         h, kvh, d = self.heads, self.kv_heads, self.head_dim
         xn = np.empty_like(x)

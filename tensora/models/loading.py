@@ -10,17 +10,19 @@ that are already quantized stay quantized (their mapped bytes, no copy).
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .. import dtypes as dt
 from ..errors import ShapeError
 from ..io import load as load_tensors
-from ..io import FormatError, load_gguf, read_metadata
+from ..io import FormatError, UnsupportedError, load_gguf, read_json_object, read_metadata
 from ..io.mapped_pages import release_pages
 from ..memory.layered import tier_model
 from ..nn import Embedding, Linear, Module, Parameter
@@ -32,6 +34,8 @@ from .tokenizer import Tokenizer
 #: safetensors metadata that marks weights saved in the model's own layout (see _in_model_layout).
 MODEL_LAYOUT_KEY = "tensora.layout"
 #: Checkpoint entries that are derived buffers, not weights (recomputed by tensora).
+LAYER_COUNTS = {"num_hidden_layers", "n_layer"}  # config fields that count blocks, not positions along an axis
+CONTEXT_LENGTHS = {"max_position_embeddings"}  # free (check_config): tables and caches grow with use
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", "position_ids")
 
 
@@ -90,16 +94,11 @@ def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | Non
     config_path = p / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{p}: no config.json, so not a Hugging Face model directory")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(config_path, f"not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise FormatError(config_path, f"holds a JSON {type(config).__name__}, not an object of settings")
+    config = read_json_object(config_path, "a model's config.json")
     arch = for_model_type(config.get("model_type"), str(config_path))
     cls = arch.model_class
     tensors = load_tensors(p)  # mapped, nothing read yet; their names tell what the config cannot (BERT's pooler)
-    model = cls(_config(cls, "from_hf", config_path, config, set(tensors)))
+    model = _build(cls, "from_hf", config_path, tensors, config, set(tensors))
     _read_folder_settings(model, p)
     tokenizer = Tokenizer.from_hf_dir(p) if (p / "tokenizer.json").exists() else None
     return model, tensors if _in_model_layout(p) else model.hf_state_dict(tensors), tokenizer
@@ -116,20 +115,65 @@ def _in_model_layout(p: Path) -> bool:
 
 def _from_gguf(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     f = load_gguf(p)
+    undecodable = f.unsupported_block_tensors()
+    if undecodable:
+        name, kind = next(iter(undecodable.items()))
+        raise UnsupportedError(p, f"tensor {name!r} (and {len(undecodable) - 1} more) is {kind}, a GGUF block "
+                                  f"type tensora cannot decode")
     arch = for_gguf_architecture(f.metadata.get("general.architecture"), str(p))
     cls = arch.model_class
-    model = cls(_config(cls, "from_gguf", p, f.metadata, set(f.tensors)))
+    model = _build(cls, "from_gguf", p, f.tensors, f.metadata, set(f.tensors))
     tokenizer = Tokenizer.from_gguf_metadata(f.metadata, str(p)) if "tokenizer.ggml.model" in f.metadata else None
     return model, model.gguf_state_dict(f.tensors), tokenizer
 
 
-def _config(cls: type, reader: str, source: Path, *args: Any) -> Any:
-    """The architecture's config from config.json or GGUF metadata; a required key that is absent is a
-    FormatError naming it, not a KeyError or TypeError from deep inside."""
+def _build(cls: type, reader: str, source: Path, tensors: Mapping[str, Any], *args: Any) -> Module:
+    """The model (weights unfilled) of the architecture's config from config.json or GGUF metadata,
+    the config checked before anything is built from it (check_config). A required key that is
+    absent, or a value of the wrong kind, is a FormatError naming the file, not a KeyError or
+    TypeError from deep inside."""
     try:
-        return getattr(cls.config_class, reader)(*args)
+        config = getattr(cls.config_class, reader)(*args)
     except KeyError as exc:
         raise FormatError(source, f"lacks {exc.args[0]!r}, which a {cls.__name__} needs") from None
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, OverflowError) as exc:
+        raise FormatError(source, f"has settings a {cls.__name__} cannot be built from ({exc})") from None
+    check_config(config, source, tensors)
+    try:
+        return cls(config)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:  # settings the layers refuse (rope_scaling, ...)
+        raise FormatError(source, f"has settings a {cls.__name__} cannot be built from ({exc})") from None
+
+
+def check_config(config: Any, source: str | os.PathLike, tensors: Mapping[str, Any]) -> None:
+    """FormatError unless each size of the config is a positive integer the checkpoint can hold.
+
+    The settings are file contents: a layer count of 10**12 or a hidden size of 2**40 would
+    otherwise build modules (or tables) until memory runs out. So every integer size is at
+    most the longest axis of the checkpoint's tensors, the layer count at most their number,
+    and float settings (epsilons, rotary bases) are finite and positive. The context length
+    is free (rotary tables and caches grow with use), as long as it is a positive integer.
+    """
+    longest = max((max((int(n) for n in getattr(t, "shape", ())), default=1) for t in tensors.values()), default=0)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        kind = str(f.type).replace(" ", "")
+        if kind in ("int", "int|None"):
+            if value is None and kind == "int|None":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0 or \
+                    (value == 0 and not f.name.endswith("_id")):
+                raise FormatError(source, f"{f.name} must be a positive integer, got {value!r}")
+            if f.name.endswith("_id"):
+                continue
+            if f.name in LAYER_COUNTS and value > len(tensors):
+                raise FormatError(source, f"{f.name} = {value}, but the checkpoint has {len(tensors)} tensors")
+            if f.name not in LAYER_COUNTS and f.name not in CONTEXT_LENGTHS and value > longest:
+                raise FormatError(source, f"{f.name} = {value} is longer than any axis of the checkpoint's tensors "
+                                          f"(at most {longest})")
+        elif kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                                  or not math.isfinite(value) or value <= 0):
+            raise FormatError(source, f"{f.name} must be a positive number, got {value!r}")
 
 
 def _read_folder_settings(model: Module, folder: Path) -> None:
@@ -137,12 +181,11 @@ def _read_folder_settings(model: Module, folder: Path) -> None:
     which `embed` truncates to, as sentence-transformers does."""
     path = folder / "sentence_bert_config.json"
     if hasattr(model, "max_seq_length") and path.is_file():
-        try:
-            length = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise FormatError(path, f"not a JSON object of settings ({exc})") from None
+        length = read_json_object(path).get("max_seq_length")
         if length is not None:
-            model.max_seq_length = int(length)
+            if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+                raise FormatError(path, f"max_seq_length must be a positive integer, got {length!r}")
+            model.max_seq_length = length
 
 
 def assign_weights(model: Module, tensors: Mapping[str, Any], dtype: dt.DType, fmt: Any = None,

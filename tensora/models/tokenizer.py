@@ -18,7 +18,6 @@ they run in lives in chat_template.py).
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 from typing import Any, Iterable, Mapping
@@ -27,7 +26,8 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import processors
 
 from ..errors import TensoraError
-from ..io import load_gguf
+from ..io import FormatError, load_gguf, read_json_object
+from ..io.files import SETTINGS_LIMIT, open_regular
 from .chat_template import ChatTemplateError, compile_template, plain_template_data, render  # noqa: F401 - ChatTemplateError re-exported
 from .gguf_tokenizer import framing_processor, gguf_tokenizer_spec
 
@@ -74,7 +74,10 @@ class Tokenizer:
         path = os.path.join(folder, "tokenizer.json")
         if not os.path.isfile(path):
             raise TokenizerError(f"{folder}: no tokenizer.json (tensora reads Hugging Face fast-tokenizer folders)")
-        backend = Backend.from_file(path)
+        try:
+            backend = Backend.from_file(path)
+        except Exception as exc:  # the tokenizers library raises a bare Exception for a malformed file
+            raise TokenizerError(f"{path}: not a tokenizer.json the tokenizers library can read ({exc})") from None
         backend.no_padding()        # a tokenizer.json may pin padding/truncation for training; encode() never pads
         backend.no_truncation()
         config = {**_read_json(folder, "special_tokens_map.json"), **_read_json(folder, "tokenizer_config.json")}
@@ -291,13 +294,12 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 def _read_json(folder: str, name: str) -> dict[str, Any]:
     path = os.path.join(folder, name)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return {}
-    with open(path, encoding="utf-8") as fh:
-        try:
-            return json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise TokenizerError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return read_json_object(path)
+    except FormatError as exc:
+        raise TokenizerError(str(exc)) from None
 
 
 def _hf_special_ids(backend: Backend, config: Mapping[str, Any]) -> dict[str, int]:
@@ -327,20 +329,31 @@ def _hf_chat_template(folder: str, config: Mapping[str, Any]) -> str | None:
     """chat_template.jinja if present (newer transformers save it there), else tokenizer_config's entry,
     which may also be a list of named templates: the one named "default" is the chat template."""
     path = os.path.join(folder, "chat_template.jinja")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+    if os.path.lexists(path):
+        try:
+            with open_regular(path, "a chat template") as fh:
+                return fh.read(SETTINGS_LIMIT).decode("utf-8")
+        except (FormatError, UnicodeDecodeError) as exc:
+            raise TokenizerError(f"{path}: not a UTF-8 chat template ({exc})") from None
     template = config.get("chat_template")
     if isinstance(template, list):
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        return named.get("default")
+        named = {t.get("name"): t.get("template") for t in template
+                 if isinstance(t, dict) and isinstance(t.get("name"), str)}
+        template = named.get("default")
+    if template is not None and not isinstance(template, str):
+        raise TokenizerError(f"{folder}: chat_template must be a string, got {type(template).__name__}")
     return template
 
 
 def _as_id_list(value: Any) -> list[int]:
+    """generation_config's eos_token_id: an id or a list of ids; anything else is a TokenizerError."""
     if value is None:
         return []
-    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise TokenizerError(f"generation_config.json: eos_token_id must be a token id or a list of them, "
+                             f"got {value!r}")
+    return values
 
 
 # -- chat data as transformers hands it to a template (chat_template_utils.render_jinja_template) -----
