@@ -18,6 +18,7 @@ they run in lives in chat_template.py).
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 from typing import Any, Iterable, Mapping
@@ -107,6 +108,13 @@ class Tokenizer:
     def vocab_size(self) -> int:
         """Number of ids, added tokens included (the embedding table may be padded beyond it)."""
         return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @functools.cached_property
+    def longest_token_chars(self) -> int:
+        """The most characters of text one token can stand for (its spelling in the vocabulary: a byte-level
+        token spells one byte per character, a byte-fallback token such as <0x41> more). A text longer
+        than n times this cannot be n tokens or fewer, which a server can tell without tokenizing it."""
+        return max((len(t) for t in self.backend.get_vocab(with_added_tokens=True)), default=1)
 
     # -- text <-> ids ---------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class _Hosted:
         self.context = min(model.max_positions, settings.max_context or model.max_positions)
         self.engine = Engine(model, max_batch=settings.max_batch, max_queue=settings.max_queue)
         self.embed_pool = ThreadPoolExecutor(1, thread_name_prefix="tensora-embed") if embedder is not None else None
+        self.embed_jobs = 0  # embedding requests running or waiting for embed_pool (the event loop's count)
         self.created = s.now()
 
 
@@ -121,7 +122,8 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     async def models() -> s.ModelList:
         return s.ModelList(data=[s.ModelCard(id=i, created=hosted.created) for i in model_ids()])
 
-    @app.get("/v1/models/{model}", response_model=s.ModelCard, responses={**GET_ERRORS, 404: ERRORS[404]})
+    # {model:path}: ids such as "HuggingFaceTB/SmolLM2-135M-Instruct" hold slashes
+    @app.get("/v1/models/{model:path}", response_model=s.ModelCard, responses={**GET_ERRORS, 404: ERRORS[404]})
     async def model_card(model: str) -> s.ModelCard:
         if model not in model_ids():
             raise APIError(404, f"the model '{model}' does not exist; this server has "
@@ -138,6 +140,7 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
         _check_model(hosted, body.model)
         _check_options(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        _refuse_surely_too_long(hosted.model, sum(len(m["content"]) for m in messages), hosted.context, "messages")
         ids = await asyncio.to_thread(_chat_ids, hosted.model, messages)
         if body.max_completion_tokens is not None:
             request = _submit(hosted, body, ids, body.max_completion_tokens, "messages", "max_completion_tokens")
@@ -155,6 +158,8 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
     async def completions(body: s.CompletionRequest, http: Request) -> Any:
         _check_model(hosted, body.model)
         _check_options(body)
+        if isinstance(body.prompt, str):
+            _refuse_surely_too_long(hosted.model, len(body.prompt), hosted.context, "prompt")
         ids = await asyncio.to_thread(_prompt_ids, hosted.model, body.prompt)
         request = _submit(hosted, body, ids, body.max_tokens, "prompt")
         if body.stream:
@@ -164,7 +169,7 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
                             choices=[s.TextChoice(text=completion.text, finish_reason=completion.finish_reason)])
 
     @app.post("/v1/embeddings", response_model=s.EmbeddingList, responses=ERRORS)
-    async def embeddings(body: s.EmbeddingRequest) -> s.EmbeddingList:
+    async def embeddings(body: s.EmbeddingRequest, http: Request) -> s.EmbeddingList:
         if hosted.embedder is None or body.model != hosted.embedder_id:
             known = (f"'{hosted.embedder_id}'" if hosted.embedder_id
                      else "none (start the server with --embedding-model)")
@@ -178,14 +183,15 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
         if not texts or any(not t for t in texts):
             raise APIError(400, "input must be a non-empty string or a non-empty list of non-empty strings",
                            param="input", code="invalid_value")
-        counts = await asyncio.to_thread(lambda: [len(hosted.embedder.tokenizer.encode(t)) for t in texts])
         # embed() would cut a longer text silently (as sentence-transformers does); an API caller
         # is told instead, as OpenAI's embeddings endpoint does
         limit = hosted.embedder.max_input_tokens
+        _refuse_surely_too_long(hosted.embedder, max(len(t) for t in texts), limit, "input")
+        counts = await asyncio.to_thread(lambda: [len(hosted.embedder.tokenizer.encode(t)) for t in texts])
         if max(counts) > limit:
             raise APIError(400, f"an input holds {max(counts)} tokens; this model's maximum is {limit}",
                            param="input", code="context_length_exceeded")
-        vectors = await asyncio.get_running_loop().run_in_executor(hosted.embed_pool, hosted.embedder.embed, texts)
+        vectors = await _embedded(hosted, texts, http)
         data = [s.Embedding(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(vectors)]
         total = sum(counts)
         return s.EmbeddingList(data=data, model=body.model, usage=s.Usage(prompt_tokens=total, total_tokens=total))
@@ -274,6 +280,19 @@ def _check_options(body: s.SamplingRequest | s.EmbeddingRequest) -> None:
                        code="invalid_value")
 
 
+def _refuse_surely_too_long(model: Any, chars: int, limit: int, param: str) -> None:
+    """400 before tokenizing text that cannot fit in `limit` tokens whatever its tokens are: no token
+    spells more characters than the longest in the vocabulary. Tokenizing megabytes takes seconds
+    that the request would spend only to be refused."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return
+    longest = tokenizer.longest_token_chars
+    if chars > limit * max(longest, 1):
+        raise APIError(400, f"the {param} holds {chars} characters, more than {limit} tokens can spell "
+                            f"(at most {longest} characters each)", param=param, code="context_length_exceeded")
+
+
 def _check_model(hosted: _Hosted, name: str) -> None:
     if name != hosted.model_id:
         raise APIError(404, f"the model '{name}' does not exist; this server generates with '{hosted.model_id}'",
@@ -359,6 +378,27 @@ async def _result(request: Generation, http: Request) -> ModelCompletion:
         gone.cancel()
         done.cancel()
         request.cancel()  # a no-op when finished; frees the row if this handler was cancelled
+
+
+async def _embedded(hosted: _Hosted, texts: list[str], http: Request) -> Any:
+    """The embeddings of `texts` from the embedding thread, with the generation queue's rules: 429 when
+    max_queue requests already wait for it, and a request whose client hangs up before its turn is dropped."""
+    if hosted.embed_jobs > hosted.settings.max_queue:  # the one running plus max_queue waiting
+        raise APIError(429, f"the server is busy: {hosted.embed_jobs} embedding requests are running or waiting",
+                       type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
+    hosted.embed_jobs += 1
+    job = hosted.embed_pool.submit(hosted.embedder.embed, texts)
+    done = asyncio.wrap_future(job)
+    gone = asyncio.ensure_future(_disconnected(http))
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # a job not yet started never runs; a running one finishes unread
+            raise APIError(499, "the client closed the connection", code="client_closed_request")
+        return done.result()
+    finally:
+        hosted.embed_jobs -= 1
+        gone.cancel()
+        job.cancel()
 
 
 async def _disconnected(http: Request) -> None:

@@ -6,6 +6,7 @@ a 4xx naming the problem; only a genuine server fault is a 500, and it too has t
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -29,7 +30,15 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return _AsciiJSON(self.body(), status_code=self.status, headers=self.headers)
+
+
+class _AsciiJSON(JSONResponse):
+    """JSON with non-ASCII characters escaped: an error may quote the request, and a lone surrogate
+    from it ("\\ud800", valid JSON) has no UTF-8 encoding, so starlette's own rendering raised (a 500)."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _is_field(part: object) -> bool:

@@ -320,3 +320,76 @@ def test_many_clients_leaving_at_once_leave_the_engine_idle(tiny_model, monkeypa
         assert (engine.active, engine.waiting) == (0, 0)
         assert engine.rows_stepped < 2000  # ten requests of 3000 tokens were dropped, not run
         assert _post(server, _chat(max_tokens=3)).json()["usage"]["completion_tokens"] == 3
+
+
+def test_error_bodies_escape_what_they_quote(tiny_server):
+    """A lone surrogate in `model` is quoted by the 404's message; rendering it as UTF-8 raised (a 500)."""
+    for path, body in ((CHAT, '{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}'),
+                       (COMPLETIONS, '{"model": "a\\udfffb", "prompt": "hi"}'),
+                       (EMBEDDINGS, '{"model": "\\ud800", "input": "x"}')):
+        r = _post(tiny_server, body, path)
+        error = _error(r, 404)
+        assert error["code"] == "model_not_found"
+        assert "\ud800" in error["message"] or "\udfff" in error["message"]  # quoted, escaped in the JSON
+
+
+def test_model_ids_with_slashes_can_be_retrieved(tiny_model):
+    app = create_app(tiny_model, model_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+    with BackgroundServer(app) as server:
+        r = httpx.get(server.url + "/v1/models/HuggingFaceTB/SmolLM2-135M-Instruct", timeout=30)
+        assert r.status_code == 200 and r.json()["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert _error(httpx.get(server.url + "/v1/models/HuggingFaceTB/other", timeout=30), 404)["param"] == "model"
+
+
+def test_text_that_cannot_fit_is_refused_before_it_is_tokenized(tiny_server, tiny_model):
+    """Megabytes of prompt took seconds to tokenize only to be refused; past context x the longest token's
+    characters no tokenization can make it fit."""
+    chars = tiny_model.max_positions * tiny_model.tokenizer.longest_token_chars + 1
+    start = time.perf_counter()
+    for path, body in ((COMPLETIONS, _completion(prompt="x" * chars)),
+                       (CHAT, _chat(messages=[{"role": "user", "content": "x" * chars}]))):
+        error = _error(_post(tiny_server, body, path), 400)
+        assert error["code"] == "context_length_exceeded" and f"{chars} characters" in error["message"]
+    assert time.perf_counter() - start < 10
+
+
+class _GatedEmbedder(_FakeEmbedder):
+    """Embeds only when the test opens the gate: the embedding thread stays busy until then."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer)
+        self.gate, self.calls = __import__("threading").Event(), 0
+
+    def embed(self, texts):
+        self.calls += 1
+        assert self.gate.wait(30)
+        return super().embed(texts)
+
+
+def test_the_embedding_queue_is_bounded_and_drops_requests_whose_clients_left(tiny_model):
+    """Embedding requests queued without bound (never a 429), and ran after their clients had gone."""
+    embedder = _GatedEmbedder(tiny_model.tokenizer)
+    app = create_app(tiny_model, model_id="tiny", embedding_model=embedder, embedding_id="emb",
+                     settings=Settings(max_queue=1))
+    body = {"model": "emb", "input": "a"}
+
+    async def scenario(url):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            running = asyncio.create_task(http.post(EMBEDDINGS, json=body))
+            while embedder.calls == 0:  # the first is running in the embedding thread
+                await asyncio.sleep(0.01)
+            waiting = asyncio.create_task(http.post(EMBEDDINGS, json=body))
+            await asyncio.sleep(0.3)
+            refused = await http.post(EMBEDDINGS, json=body)  # one running, one waiting: full
+            assert refused.status_code == 429 and refused.headers["retry-after"]
+            assert refused.json()["error"]["code"] == "queue_full"
+            waiting.cancel()  # this client hangs up before its turn
+            await asyncio.sleep(0.3)
+            embedder.gate.set()
+            assert (await running).status_code == 200
+            r = await http.post(EMBEDDINGS, json=body)
+            assert r.status_code == 200
+        assert embedder.calls == 2  # the first and the last: the abandoned one never ran
+
+    with BackgroundServer(app) as server:
+        asyncio.run(scenario(server.url))
