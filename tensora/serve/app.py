@@ -97,6 +97,7 @@ def create_app(model: Any, *, model_id: str = "tensora", embedding_model: Any = 
 
     app = FastAPI(title="tensora", version="1", lifespan=lifespan,
                   description="OpenAI-compatible completions, chat and embeddings served by tensora")
+    app.state.begin_shutdown = hosted.engine.stop  # server.py: before open streams are cut
     app.state.hosted = hosted
     errors.install(app)
     # The key, the content type and the body's size are checked before the body is read or parsed,

@@ -393,3 +393,22 @@ def test_the_embedding_queue_is_bounded_and_drops_requests_whose_clients_left(ti
 
     with BackgroundServer(app) as server:
         asyncio.run(scenario(server.url))
+
+
+def test_shutting_down_ends_open_streams_with_an_error_event(tiny_model, monkeypatch):
+    """uvicorn ran the lifespan shutdown (which stops the engine) only after its graceful timeout had
+    cancelled the open streams: their clients saw a cut connection instead of an error event."""
+    app = create_app(tiny_model, model_id="tiny")
+    _slow_steps(monkeypatch, app.state.hosted.engine, seconds=0.02)
+    server = BackgroundServer(app).__enter__()
+    events = []
+    with httpx.stream("POST", server.url + COMPLETIONS, json=_completion(max_tokens=3000, temperature=0, stream=True),
+                      timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[len("data: "):])
+            if len(events) == 3:
+                server._server.should_exit = True  # what SIGINT / SIGTERM does
+    server._thread.join(timeout=30)
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "shutting_down" and len(events) < 3000
