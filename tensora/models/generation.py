@@ -289,6 +289,9 @@ def sample(logits: np.ndarray, o: SamplingOptions, rng: np.random.Generator, see
     if o.temperature == 0 and o.repetition_penalty == 1.0:
         return int(np.argmax(logits))
     logits = np.asarray(logits, np.float64)
+    if np.isnan(logits).any():  # else numpy's "probabilities contain NaN", which names no cause
+        raise FloatingPointError("the model's logits hold NaN: its weights (or the activations they make) are "
+                                 "not finite; the checkpoint may be corrupted")
     if o.repetition_penalty != 1.0:
         seen_ids = np.unique(np.array(seen))
         picked = logits[seen_ids]

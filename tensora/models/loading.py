@@ -79,10 +79,16 @@ def open_checkpoint(path: str | os.PathLike) -> tuple[Module, dict[str, Any], To
     """
     p = Path(path)
     if p.is_dir():
-        return _from_hf_directory(p)
-    if p.suffix == ".gguf" or (p.is_file() and _is_gguf(p)):
-        return _from_gguf(p)
-    raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
+        opened = _from_hf_directory(p)
+    elif p.suffix == ".gguf" or (p.is_file() and _is_gguf(p)):
+        opened = _from_gguf(p)
+    else:
+        raise FileNotFoundError(f"{p}: not a model directory (config.json + *.safetensors) or a .gguf file")
+    try:
+        check_names(opened[0], opened[1])
+    except ValueError as exc:  # the checkpoint's fault: name it
+        raise FormatError(p, str(exc)) from None
+    return opened
 
 
 def _is_gguf(p: Path) -> bool:
@@ -209,7 +215,7 @@ def assign_weights(model: Module, tensors: Mapping[str, Any], dtype: dt.DType, f
             full = f"{name}.{pname}" if name else pname
             key = full if full in tensors else tied[full]
             if key not in done:
-                done[key] = _convert(full, tensors[key], param, module, dtype, fmt)
+                done[key] = _convert(full, tensors[key], module, dtype, fmt)
             values[pname] = done[key]
         if values:
             _place(model, name, module, values)
@@ -218,22 +224,27 @@ def assign_weights(model: Module, tensors: Mapping[str, Any], dtype: dt.DType, f
 
 
 def check_names(model: Module, tensors: Mapping[str, Any]) -> None:
-    """ValueError naming the model's weights the checkpoint lacks and the tensors it has no place for."""
+    """ValueError naming the model's weights the checkpoint lacks, the tensors it has no place for,
+    and the first tensor whose shape is not its parameter's."""
     tied = model.tied_weights()
-    expected = {name for name, _ in model.named_parameters()} | set(tied)
+    params = dict(model.named_parameters())
+    expected = set(params) | set(tied)
     unexpected = sorted(k for k in tensors if k not in expected and not k.endswith(IGNORED_SUFFIXES))
     missing = sorted(k for k in expected if k not in tensors and tied.get(k) not in tensors)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match {type(model).__name__}: missing {missing[:8]}"
                          f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
                          f"{'...' if len(unexpected) > 8 else ''}")
+    for name, param in params.items():
+        value = tensors[name] if name in tensors else tensors[tied[name]]
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} does not match the model's "
+                             f"{tuple(param.shape)}")
 
 
-def _convert(name: str, value: Any, param: Parameter | None, module: Module, dtype: dt.DType, fmt: Any) -> Any:
-    """The checkpoint tensor as it will live in the model: a Parameter of `dtype` or a QuantizedTensor."""
-    shape = tuple(param.shape) if param is not None else None
-    if shape is not None and tuple(value.shape) != shape:
-        raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} does not match the model's {shape}")
+def _convert(name: str, value: Any, module: Module, dtype: dt.DType, fmt: Any) -> Any:
+    """The checkpoint tensor as it will live in the model: a Parameter of `dtype` or a QuantizedTensor
+    (its shape is the parameter's: check_names)."""
     if isinstance(value, QuantizedTensor):  # its blocks as stored; results in the model's dtype
         return value if value.dtype is dtype else value.to(dtype)
     weight = name.endswith("weight") and isinstance(module, (Linear, Embedding))

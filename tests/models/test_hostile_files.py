@@ -159,3 +159,26 @@ def test_gguf_tensors_of_block_types_tensora_cannot_decode(tmp_path):
                                                                "blk.0.attn_k.weight": "Q8_1"}
     with pytest.raises(UnsupportedError, match="a GGUF block type tensora cannot decode"):
         load(path)
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_names_the_file(tiny):
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(tiny / "model.safetensors")
+    weights["model.norm.weight"] = np.ones(31, np.float32)  # hidden_size is 32
+    save_file(weights, tiny / "model.safetensors")
+    with pytest.raises(FormatError, match=r"model.norm.weight: checkpoint shape \(31,\) does not match the "
+                                          r"model's \(32,\)") as info:
+        load(tiny)
+    assert str(tiny) in str(info.value)
+
+
+def test_nan_weights_are_named_when_sampling(tiny):
+    """numpy's "probabilities contain NaN" named no cause."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(tiny / "model.safetensors")
+    weights["model.norm.weight"][:] = np.nan
+    save_file(weights, tiny / "model.safetensors")
+    with pytest.raises(FloatingPointError, match="logits hold NaN"):
+        load(tiny).generate([5, 6], max_new_tokens=1, temperature=0.7, seed=0)
