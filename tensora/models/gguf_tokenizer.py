@@ -347,7 +347,9 @@ def _is_kind(value: Any, kind: str) -> bool:
         return isinstance(value, (bool, np.bool_, int, np.integer))
     if kind == _ID:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | np.ndarray):
+    if isinstance(value, np.ndarray):  # gguf-py's numeric arrays: checked whole
+        return kind == _NUMBERS and value.dtype.kind in "iuf" and bool(np.isfinite(value).all())
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         return False
     return all(isinstance(v, str) for v in value) if kind == _STRS else all(number(v) for v in value)
 
