@@ -8,6 +8,7 @@ descriptor is a regular file, and raises `FormatError` naming the path otherwise
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -17,8 +18,13 @@ from .errors import FormatError
 
 
 def open_regular(path: str | os.PathLike, what: str = "a model file") -> BinaryIO:
-    """`path` opened "rb"; FormatError if it is a directory, FIFO, device or socket."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    """`path` opened "rb"; FormatError if it is a directory, FIFO, device, socket or a loop of symlinks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(path, f"is a loop of symbolic links, not {what}") from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

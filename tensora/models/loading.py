@@ -98,7 +98,7 @@ def _is_gguf(p: Path) -> bool:
 
 def _from_hf_directory(p: Path) -> tuple[Module, dict[str, Any], Tokenizer | None]:
     config_path = p / "config.json"
-    if not config_path.exists():
+    if not os.path.lexists(config_path):  # a broken link is read (and named) below
         raise FileNotFoundError(f"{p}: no config.json, so not a Hugging Face model directory")
     config = read_json_object(config_path, "a model's config.json")
     arch = for_model_type(config.get("model_type"), str(config_path))

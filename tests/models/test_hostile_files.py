@@ -182,3 +182,11 @@ def test_nan_weights_are_named_when_sampling(tiny):
     save_file(weights, tiny / "model.safetensors")
     with pytest.raises(FloatingPointError, match="logits hold NaN"):
         load(tiny).generate([5, 6], max_new_tokens=1, temperature=0.7, seed=0)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_symlink_loops_are_named(tiny, name):
+    (tiny / name).unlink()
+    os.symlink(tiny / name, tiny / name)
+    with pytest.raises(FormatError, match=f"{name}: is a loop of symbolic links"):
+        load(tiny)
