@@ -33,9 +33,11 @@ from .tokenizer import Tokenizer
 
 #: safetensors metadata that marks weights saved in the model's own layout (see _in_model_layout).
 MODEL_LAYOUT_KEY = "tensora.layout"
+#: Config fields that count blocks, not positions along a tensor's axis (check_config).
+LAYER_COUNTS = {"num_hidden_layers", "n_layer"}
+#: Config fields counting positions, free of the tensors' sizes (check_config): tables and caches grow with use.
+CONTEXT_LENGTHS = {"max_position_embeddings", "sliding_window"}
 #: Checkpoint entries that are derived buffers, not weights (recomputed by tensora).
-LAYER_COUNTS = {"num_hidden_layers", "n_layer"}  # config fields that count blocks, not positions along an axis
-CONTEXT_LENGTHS = {"max_position_embeddings"}  # free (check_config): tables and caches grow with use
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", "position_ids")
 
 

@@ -363,12 +363,8 @@ def _unavailable(exc: Exception) -> APIError:
 async def _result(request: Generation, http: Request) -> ModelCompletion:
     """The whole completion; if the client hangs up first, its request is dropped (its row freed) at once."""
     done = asyncio.ensure_future(request.result())
-    gone = asyncio.ensure_future(_disconnected(http))
     try:
-        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():  # nobody will read the answer; uvicorn drops it
-            raise APIError(499, "the client closed the connection", code="client_closed_request")
-        return done.result()
+        return await _unless_gone(done, http)
     except (APIError, asyncio.CancelledError):
         raise
     except ShuttingDown as exc:
@@ -376,7 +372,6 @@ async def _result(request: Generation, http: Request) -> ModelCompletion:
     except Exception as exc:
         raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error") from exc
     finally:
-        gone.cancel()
         done.cancel()
         request.cancel()  # a no-op when finished; frees the row if this handler was cancelled
 
@@ -389,17 +384,24 @@ async def _embedded(hosted: _Hosted, texts: list[str], http: Request) -> Any:
                        type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
     hosted.embed_jobs += 1
     job = hosted.embed_pool.submit(hosted.embedder.embed, texts)
-    done = asyncio.wrap_future(job)
+    try:
+        return await _unless_gone(asyncio.wrap_future(job), http)
+    finally:
+        hosted.embed_jobs -= 1
+        job.cancel()  # a job not yet started never runs; a running one finishes unread
+
+
+async def _unless_gone(done: asyncio.Future, http: Request) -> Any:
+    """`done`'s result, or APIError 499 if the client hangs up first (nobody will read the answer;
+    uvicorn drops it)."""
     gone = asyncio.ensure_future(_disconnected(http))
     try:
         await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():  # a job not yet started never runs; a running one finishes unread
+        if not done.done():
             raise APIError(499, "the client closed the connection", code="client_closed_request")
         return done.result()
     finally:
-        hosted.embed_jobs -= 1
         gone.cancel()
-        job.cancel()
 
 
 async def _disconnected(http: Request) -> None:
