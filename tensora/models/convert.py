@@ -41,7 +41,7 @@ from ..io import load_gguf, save, save_gguf
 from ..io.atomic import atomic_path, atomic_write_json
 from ..quant import QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
-from .loading import IGNORED_SUFFIXES, MODEL_LAYOUT_KEY, assign_weights, check_names, load, open_checkpoint
+from .loading import IGNORED_SUFFIXES, MODEL_LAYOUT_KEY, assign_weights, load, open_checkpoint
 from .tokenizer_export import VocabularyExportError, gguf_tokenizer_metadata, write_hf_tokenizer
 
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth", ".gguf")
@@ -216,8 +216,7 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
                           progress: bool) -> Path:
     """What llama.cpp's convert_hf_to_gguf.py writes for the directory's model (see the module docstring),
     each tensor named, laid out and encoded one at a time."""
-    model, tensors, tokenizer = open_checkpoint(src)
-    check_names(model, tensors)
+    model, tensors, tokenizer = open_checkpoint(src)  # names and shapes checked there
     meta: dict[str, Any] = {"general.name": src.name, **model.config.to_gguf()}
     if file_type is not None:
         meta |= {"general.file_type": file_type, "general.quantization_version": QUANTIZATION_VERSION}
