@@ -189,10 +189,15 @@ QuantView make_view(const std::string &format, nb::dict dict, std::size_t rows, 
                     w.outlier_cols = parts.indices("outlier_cols", c);
                     w.outliers = static_cast<const std::uint16_t *>(parts.get("outliers", kF16, {rows, c}));
                     w.n_outliers = c;
-                    for (std::size_t i = 0; i < c; ++i)
+                    for (std::size_t i = 0; i < c; ++i) {
                         if (w.outlier_cols[i] < 0 || std::size_t(w.outlier_cols[i]) >= cols)
                             fail(format + ": outlier column " + std::to_string(w.outlier_cols[i]) +
                                  " is out of range for " + std::to_string(cols) + " columns");
+                        // The reference stores each column once; a repeat would be added twice here.
+                        if (i && w.outlier_cols[i] <= w.outlier_cols[i - 1])
+                            fail(format + ": outlier columns must be strictly increasing, got " +
+                                 std::to_string(w.outlier_cols[i - 1]) + " then " + std::to_string(w.outlier_cols[i]));
+                    }
                 }
                 break;
             }

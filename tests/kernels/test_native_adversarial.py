@@ -213,6 +213,7 @@ CASES = [
     ("quant_dequant_rows_reversed", "p = q8_parts(); C.quant_dequantize_rows('q8_0', p, 4, 64, 3, 2, np.zeros((0, 64), f32))", ("ValueError", "out of range")),
     ("quant_dequant_rows_past_end", "p = q8_parts(); C.quant_dequantize_rows('q8_0', p, 4, 64, 2**64 - 1, 2**64 - 1, np.zeros((0, 64), f32))", ("ValueError", "out of range")),
     ("quant_int8_outlier_column", "C.quant_linear('int8', {'qweight': np.zeros((4, 64), i8), 'scale': np.ones(4, f32), 'outlier_cols': np.array([64], i64), 'outliers': np.zeros((4, 1), np.float16)}, 4, 64, np.ones((1, 64), f32), np.zeros((1, 4), f32))", ("ValueError", "outlier column 64 is out of range")),
+    ("quant_int8_outlier_column_repeated", "C.quant_linear('int8', {'qweight': np.zeros((4, 64), i8), 'scale': np.ones(4, f32), 'outlier_cols': np.array([3, 3], i64), 'outliers': np.zeros((4, 2), np.float16)}, 4, 64, np.ones((1, 64), f32), np.zeros((1, 4), f32))", ("ValueError", "strictly increasing, got 3 then 3")),
     ("quant_fp8_scale_count", "C.quant_linear('fp8_e4m3', {'qweight': np.zeros((4, 64), u8), 'scale': np.ones(2, f32)}, 4, 64, np.ones((1, 64), f32), np.zeros((1, 4), f32))", ("ValueError", r"part 'scale' should have shape \(4,\)")),
     # rows * cols = 2**64 - 1: (n + 1) / 2 and the block count wrapped to 0, so empty parts "fit"
     ("quant_nf4_size_wraps", "C.quant_fused('nf4', {'qweight': np.zeros(0, u8), 'absmax': np.zeros(0, f32)}, 3, 0x5555555555555555, group=32)", ("ValueError", "part 'qweight' should have shape")),

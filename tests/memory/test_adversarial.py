@@ -249,11 +249,14 @@ def _rss() -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
 def test_layered_forward_is_bit_exact_and_stays_in_budget_and_cleans_up(tmp_path):
-    model = _stack(layers=12, width=512)  # 1 MiB a layer, 12 MiB in all
-    x = tensora.randn(3, 512)
+    # 4 MiB a layer, 48 MiB in all: a layer's worth stands well clear of the allocator's
+    # own drift (up to ~1.3 MB seen over a long session of tests)
+    model = _stack(layers=12, width=1024)
+    x = tensora.randn(3, 1024)
     with tensora.no_grad():
         expected = model(x).numpy().copy()
-    host = 4 * 2**20 + 64 * 1024
+    layer = 4 * 2**20
+    host = 4 * layer + 64 * 1024
     tiered = _tier(model, host, tmp_path)
     gc.collect()
     base, peak, stop = _rss(), [0], threading.Event()
@@ -276,7 +279,7 @@ def test_layered_forward_is_bit_exact_and_stays_in_budget_and_cleans_up(tmp_path
     assert mm.host_bytes_held() <= host
     assert mm.tracker.moved["disk->host"] > 0  # it really streamed
     # RSS: the buffers were already counted at `base`; a pass must not add anything like a layer's worth
-    assert peak[0] - base < 2**20, f"RSS grew {peak[0] - base} bytes during tiered passes"
+    assert peak[0] - base < layer // 2, f"RSS grew {peak[0] - base} bytes during tiered passes"
     spill = mm.spill_dir
     assert spill is not None and any(spill.iterdir())
     tiered.close()
