@@ -12,7 +12,7 @@ Models: `tensora.models.load(path, quantize="q4_0", memory_budget="64MiB")` stre
 layers through the host tier (layered.py); `report()` prints what moved and how long it took.
 """
 
-from .errors import MemoryBudgetError
+from .errors import DiskTierError, MemoryBudgetError
 from .handle import Handle
 from .manager import MemoryManager, budget, current_manager
 from .report import plot_usage, report
@@ -20,5 +20,5 @@ from .sizes import format_size, parse_size
 from .tracker import Tracker
 from .training import StreamedOptimizer, checkpoint_policy, offload_activations
 
-__all__ = ["Handle", "MemoryBudgetError", "MemoryManager", "Tracker", "budget", "current_manager", "format_size",
+__all__ = ["DiskTierError", "Handle", "MemoryBudgetError", "MemoryManager", "Tracker", "budget", "current_manager", "format_size",
            "parse_size", "plot_usage", "report", "StreamedOptimizer", "checkpoint_policy", "offload_activations"]

@@ -10,3 +10,11 @@ class MemoryBudgetError(TensoraError, MemoryError):
 
     Raised before anything is moved or dropped, so the manager's state is what it was.
     """
+
+
+class DiskTierError(TensoraError, OSError):
+    """A file of the disk tier that cannot be written, or read back as it was: a spill file (the
+    disk full, its directory removed, the file cut short) or a checkpoint a weight is read from.
+
+    The message names the file. A failed spill leaves no partial file behind and the array
+    where it was, in the host tier."""

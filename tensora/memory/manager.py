@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
-import shutil
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import DeviceError
-from .disk import DiskLocation, FileReader, check_free_space, new_spill_dir, write_file
+from .disk import DiskLocation, FileReader, check_free_space, new_spill_dir, release, write_file
 from .errors import MemoryBudgetError
 from .handle import Handle
 from .sizes import format_size, parse_size
@@ -85,9 +84,10 @@ class MemoryManager:
         self._fixed = 0  # bytes of non-evictable handles, always resident
         self._loading = 0
         self._handles: dict[int, Handle] = {}
-        self._spill: Path | None = None
         self._reader = FileReader()
-        self._finalizer: weakref.finalize | None = None
+        self._spill: list = []  # [directory, its lock's descriptor] once something is spilled
+        # Also when the manager is collected unclosed: descriptors closed, spill directory removed
+        self._finalizer = weakref.finalize(self, release, self._reader, self._spill)
         self.schedule: Schedule | None = None  # None: evict the least recently used
         self._prefetched: set[int] = set()  # brought up by prefetch, not used since
         _last_summary[:] = [self.budgets, self.tracker]
@@ -114,11 +114,14 @@ class MemoryManager:
 
     def own_file(self, path: str, offset: int, shape: tuple[int, ...], dtype: Any, name: str = "",
                  full_precision_bytes: int | None = None) -> Handle:
-        """A read-only weight whose bytes stay in (a region of) an existing file until used: no copy."""
+        """A read-only weight whose bytes stay in (a region of) an existing file until used: no copy.
+        The file is opened now and read through that descriptor: one saved under its name later is
+        another file, and not read. DiskTierError if it cannot be opened."""
         h = Handle(self, name, "weight", True, shape, dtype, full_precision_bytes)
         with self._lock:
             self._check_fits(h)
             h.tier = "disk"
+            self._reader.pin(str(path))
             h._backing = DiskLocation(str(path), int(offset), h.nbytes, spilled=False)
             self.tracker.add("disk", h.nbytes)
             self._handles[h.id] = h
@@ -193,7 +196,7 @@ class MemoryManager:
     @property
     def spill_dir(self) -> Path | None:
         """The spill directory, once something has been spilled."""
-        return self._spill
+        return self._spill[0] if self._spill else None
 
     def host_bytes_held(self) -> int:
         """Bytes really held in host RAM by this manager: resident arrays and free buffers, counted afresh."""
@@ -204,9 +207,9 @@ class MemoryManager:
     def spill_bytes_held(self) -> int:
         """Bytes in spill files, from the file system."""
         with self._lock:
-            if self._spill is None:
+            if not self._spill:
                 return 0
-            return sum(p.stat().st_size for p in self._spill.iterdir())
+            return sum(p.stat().st_size for p in self._spill[0].iterdir())
 
     def close(self) -> None:
         """Free every handle and remove the spill directory."""
@@ -217,9 +220,7 @@ class MemoryManager:
         with self._lock:
             while self._pooled:
                 self._drop_pool_buffer()
-        self._reader.close()
-        if self._finalizer is not None:
-            self._finalizer()
+        self._finalizer()
 
     # -- placement --------------------------------------------------------------------------
 
@@ -395,10 +396,11 @@ class MemoryManager:
         return DiskLocation(str(path), 0, n, spilled=True)
 
     def _spill_directory(self) -> Path:
-        if self._spill is None:
-            self._spill = new_spill_dir(self.disk_dir)
-            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._spill), True)
-        return self._spill
+        if not self._spill:
+            if not self._finalizer.alive:  # closed, and used again
+                self._finalizer = weakref.finalize(self, release, self._reader, self._spill)
+            self._spill.extend(new_spill_dir(self.disk_dir))
+        return self._spill[0]
 
     def _delete_spill(self, h: Handle) -> None:
         loc = h._backing

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import gc
 import os
 import shutil
 import subprocess
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 
 from tensora.errors import DeviceError, TensoraError
-from tensora.memory import MemoryBudgetError, budget, current_manager, plot_usage, report
+from tensora.memory import DiskTierError, MemoryBudgetError, MemoryManager, budget, current_manager, plot_usage, report
 from tensora.memory import disk as disk_mod
 
 KB = 1000
@@ -145,16 +148,93 @@ def test_read_rows_reads_only_those_rows_and_leaves_the_handle_where_it_is(tmp_p
         np.testing.assert_array_equal(mm.read_rows(x, [1]), np.ones((1, 3), np.float32))
 
 
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
 def test_stale_spill_dirs_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f"{disk_mod.PREFIX}{int(dead.stdout)}-12345-abc"
+    stale = tmp_path / f"{disk_mod.PREFIX}{_dead_pid()}-12345-abc"
     stale.mkdir()
     (stale / "1.bin").write_bytes(b"x")
-    mine = disk_mod.new_spill_dir(tmp_path)
+    mine, lock = disk_mod.new_spill_dir(tmp_path)
     assert not stale.exists() and mine.exists()
     disk_mod.remove_stale(tmp_path)
     assert mine.exists()  # this process is alive
+    os.close(lock)
     shutil.rmtree(mine)
+
+
+def test_a_locked_spill_dir_is_kept_whatever_its_pid_says(tmp_path):
+    # a manager in another pid namespace (container, host) sharing the directory: its pid means
+    # nothing here, but it holds the directory's lock
+    theirs = tmp_path / f"{disk_mod.PREFIX}{_dead_pid()}-12345-abc"
+    theirs.mkdir()
+    (theirs / "1.bin").write_bytes(b"x")
+    fd = os.open(theirs / disk_mod.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: conflicts as another process's would
+    try:
+        assert disk_mod.remove_stale(tmp_path) == [] and (theirs / "1.bin").exists()
+    finally:
+        os.close(fd)
+    assert disk_mod.remove_stale(tmp_path) == [theirs] and not theirs.exists()
+
+
+def test_an_unclosed_manager_closes_its_files_when_collected(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(np.arange(100, dtype=np.float32).tobytes())
+
+    def open_fds() -> set[str]:
+        return {os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{n}")}
+
+    mm = MemoryManager(10 * KB, disk_dir=tmp_path)
+    mm.own_file(str(path), 0, (100,), np.float32).get()
+    x = mm.own(arr(1.0, 4 * KB))
+    assert x.evict() and x.get()[0] == 1.0  # spilled, then read back through a cached descriptor
+    spill = mm.spill_dir
+    assert str(path) in open_fds() and any(str(p).startswith(str(spill)) for p in open_fds())
+    del mm, x
+    gc.collect()
+    assert not spill.exists()
+    assert not any(p.startswith((str(path), str(spill))) for p in open_fds())  # deleted files free their space
+
+
+def test_a_checkpoint_saved_again_under_its_name_does_not_change_the_weights(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(np.arange(100, dtype=np.float32).tobytes())
+    with budget(host=10 * KB, disk_dir=tmp_path) as mm:
+        h = mm.own_file(str(path), 0, (100,), np.float32)
+        new = tmp_path / "new.bin"
+        new.write_bytes(np.full(100, -1, np.float32).tobytes())
+        os.replace(new, path)  # an atomic save: a new file under the old name
+        np.testing.assert_array_equal(h.get(), np.arange(100, dtype=np.float32))
+
+
+def test_disk_tier_failures_name_the_file_and_leave_nothing(tmp_path, monkeypatch):
+    with budget(host=10 * KB, disk_dir=tmp_path) as mm:
+        x = mm.own(arr(1.0, 8 * KB), name="x")
+        real = os.pwrite
+
+        def full(fd, data, offset):  # the disk fills after part of the file is written
+            if offset:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data[:100], offset)
+
+        monkeypatch.setattr(os, "pwrite", full)
+        with pytest.raises(DiskTierError, match=r"cannot write spill file .*\.bin: No space left"):
+            x.evict()
+        monkeypatch.undo()
+        assert x.tier == "host" and x.get()[0] == 1.0 and mm.spill_bytes_held() == 0
+        assert x.evict()
+        (spill_file,) = [p for p in mm.spill_dir.iterdir() if p.suffix == ".bin"]
+        os.truncate(spill_file, 100)
+        with pytest.raises(DiskTierError, match=rf"{spill_file}: expected 8000 bytes at offset 0, the file ends after 100"):
+            x.get()
+        shutil.rmtree(mm.spill_dir)
+        y = mm.own(arr(2.0, 8 * KB), name="y")
+        with pytest.raises(DiskTierError, match="cannot use spill directory .*No such file"):
+            y.evict()
 
 
 def test_device_tier_absent_without_cuda():
@@ -175,3 +255,4 @@ def test_report_and_plot(tmp_path):
     assert "host" in text and "48.8 KiB" in text and "effective multiplier 6.0x" in text
     plot_usage(tmp_path / "usage.png")
     assert os.path.getsize(tmp_path / "usage.png") > 1000
+
