@@ -124,6 +124,11 @@ class Adam8bit(Optimizer):
         if not np.may_share_memory(flat_p, p._data):
             p._data[...] = flat_p.reshape(p.shape)
 
+    def expected_state_shape(self, param: Tensor, group: dict[str, Any], key: str) -> tuple[int, ...] | None:
+        """Flat: the codes and float moments one per element, absmax one per block."""
+        n = param.numel()
+        return (-(-n // BLOCK),) if key.startswith("absmax") else (n,)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As Optimizer.load_state_dict, but codes stay uint8 and absmax float32 whatever the param's dtype."""
         super().load_state_dict(state_dict)
@@ -151,6 +156,11 @@ class AdamW8bit(Adam8bit):
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, min_8bit_size: int = 4096) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, min_8bit_size=min_8bit_size,
                          decoupled_weight_decay=True)
+
+    def expected_state_shape(self, param: Tensor, group: dict[str, Any], key: str) -> tuple[int, ...] | None:
+        """Flat: the codes and float moments one per element, absmax one per block."""
+        n = param.numel()
+        return (-(-n // BLOCK),) if key.startswith("absmax") else (n,)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

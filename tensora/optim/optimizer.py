@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..autograd.grad_mode import enable_grad, no_grad
+from ..errors import ShapeError, fmt_shape
 from ..backend import get_backend
 from ..tensor import Tensor
 
@@ -303,10 +304,12 @@ class Optimizer:
                                  f"optimizer's group ({len(ours['params'])} params)")
         id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                           chain.from_iterable(g["params"] for g in self.param_groups)))
+        group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for k, v in state_dict["state"].items():
             if k in id_map:
                 param = id_map[k]
+                self._check_state_shapes(k, param, group_of[id(param)], v)
                 state[param] = {name: _cast(param, value, name) for name, value in v.items()}
             else:
                 state[k] = v
@@ -321,6 +324,23 @@ class Optimizer:
             groups.append(group)
         self.state, self.param_groups = state, groups
         self._restore_steps()
+
+    def expected_state_shape(self, param: Tensor, group: dict[str, Any], key: str) -> tuple[int, ...] | None:
+        """The shape state `key` of `param` must have (None: any). The parameter's own, by default:
+        every per-element state here (exp_avg, momentum_buffer, sum, ...) is shaped like it."""
+        return tuple(param.shape)
+
+    def _check_state_shapes(self, index: Any, param: Tensor, group: dict[str, Any], saved: dict[str, Any]) -> None:
+        """ShapeError for a loaded state tensor not shaped as `param` needs (a state dict of another model):
+        the step would otherwise read another parameter's moments, or broadcast them."""
+        for key, value in saved.items():
+            if key == "step" or not isinstance(value, Tensor):
+                continue
+            want = self.expected_state_shape(param, group, key)
+            if want is not None and tuple(value.shape) != want:
+                raise ShapeError(f"loaded state dict: state '{key}' of parameter {index} has shape "
+                                 f"{fmt_shape(value.shape)}, but the parameter, of shape {fmt_shape(param.shape)}, "
+                                 f"needs {fmt_shape(want)}")
 
     def _restore_steps(self) -> None:
         """Counters saved as plain numbers (older or JSON-only state) become float32 0-d tensors again."""

@@ -417,6 +417,26 @@ def test_load_state_dict_rejects_mismatched_groups():
         optim.SGD([a]).load_state_dict(sd)
 
 
+@pytest.mark.parametrize("make", [lambda ps: optim.Adam(ps, amsgrad=True), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.RMSprop(ps, momentum=0.9, centered=True), optim.Adagrad, optim.Lion,
+                                  lambda ps: optim.Adam8bit(ps, min_8bit_size=1),
+                                  lambda ps: optim.Adam8bit(ps, min_8bit_size=10**6)])
+@pytest.mark.parametrize("shape", [(100,), (2, 50)])
+def test_load_state_dict_refuses_state_shaped_for_another_parameter(make, shape):
+    # a state dict of another model: stepping with it would read another parameter's moments
+    big = tensora.ones(300, requires_grad=True)
+    big.grad = tensora.ones(300)
+    saved = make([big])
+    saved.step()
+    p = tensora.ones(*shape, requires_grad=True)
+    opt = make([p])
+    before = opt.state_dict()
+    with pytest.raises(tensora.ShapeError, match=r"state '\w+' of parameter 0 has shape \[\d+\], but the parameter, "
+                                                 rf"of shape \[{', '.join(map(str, shape))}\], needs \[\d+"):
+        opt.load_state_dict(saved.state_dict())
+    assert opt.state_dict() == before  # nothing half-loaded
+
+
 def test_adagrad_state_exists_before_the_first_step():
     p = tensora.ones(2, requires_grad=True)
     opt = optim.Adagrad([p], initial_accumulator_value=0.25)
