@@ -19,7 +19,7 @@ from .errors import FormatError, UnsupportedError
 from .gguf_read import MAGIC as GGUF_MAGIC
 from .gguf_read import load_gguf
 from .files import open_regular
-from .safetensors_file import load_file_and_metadata, read_safetensors_header, save_file
+from .safetensors_file import load_file_and_metadata, read_safetensors_header
 from .sharded import INDEX_SUFFIX, load_sharded, read_index, save_sharded
 
 SNIFF_BYTES = 16
@@ -31,7 +31,9 @@ def save(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None =
 
     Written atomically. With `max_shard_size` (bytes, or "5GB"), a state dict
     larger than that is split into Hugging Face style shards plus an index.
-    Returns the path to pass to `load` (the file, or the index).
+    Returns the path to pass to `load` (the file, or the index). A previous
+    checkpoint saved under the same name, in either form, is replaced whole
+    (tensora.io.sharded says how, and how a save cut short leaves it intact).
 
     >>> import tempfile, tensora
     >>> sd = {"w": tensora.ones(2, 3), "b": tensora.zeros(3)}
@@ -45,9 +47,7 @@ def save(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None =
         raise TypeError(f"save() takes a state dict or an object with state_dict(), got {type(obj).__name__}")
     if quantized.has_quantized(state):
         state, metadata = quantized.flatten(state, metadata)
-    if max_shard_size is not None:
-        return save_sharded(state, path, max_shard_size, metadata)
-    return save_file(state, path, metadata)
+    return save_sharded(state, path, max_shard_size, metadata)
 
 
 def load(path: str | os.PathLike, *, device: Any = None, mmap: bool = True) -> dict[str, Any]:

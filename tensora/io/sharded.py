@@ -7,18 +7,25 @@ state-dict order up to `max_shard_size` (a tensor larger than that gets a shard
 of its own), as ``huggingface_hub.split_torch_state_dict_into_shards`` does.
 
 Every file is written atomically, shards first and the index last, so the index
-is the commit point. The index and each shard carry the same random
-``tensora.save_id``: if a crash lands between renaming the shards, the old index
-now points at some new shards, and loading reports that mismatch instead of
-silently mixing two saves.
+is the commit point: a save never writes over a shard the checkpoint already there
+lists (where the names would repeat, the new shards' names carry the save's random
+id), so a save cut short leaves that checkpoint whole. Once the index is written, the
+files of the previous checkpoint under the same name that it no longer lists are
+removed (its shards, the single file or the index a save in the other form left), as
+transformers' ``save_pretrained`` cleans its folder: otherwise loading the folder
+could pick the old file. The index and each shard carry the same random
+``tensora.save_id``, so an index that meets a shard of another save says so instead
+of silently mixing two saves.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,13 +65,14 @@ def index_path_for(path: str | os.PathLike) -> Path:
     return p.with_name(stem + INDEX_SUFFIX)
 
 
-def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_size: int | str,
+def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_size: int | str | None,
                  metadata: Mapping[str, str] | None = None) -> Path:
-    """Save `tensors` as one file at `path` if they fit in one shard, else as shards plus an index.
+    """Save `tensors` as one file at `path` if they fit in one shard (always, for max_shard_size
+    None), else as shards plus an index.
 
     Returns the path to hand to `load`: `path` itself, or the index beside it.
     """
-    limit = parse_size(max_shard_size)
+    limit = math.inf if max_shard_size is None else parse_size(max_shard_size)
     meta = check_metadata(metadata) or {}
     sizes = {name: _nbytes(name, value) for name, value in tensors.items()}
     shards: list[list[str]] = [[]]
@@ -75,21 +83,50 @@ def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_
             filled = 0
         shards[-1].append(name)
         filled += nbytes
-    if len(shards) == 1:
-        return save_file(tensors, path, meta or None)
     target = Path(path)
     stem = target.name[: -len(".safetensors")] if target.name.endswith(".safetensors") else target.name
+    index_path = index_path_for(target)
+    previous = _previous_shards(index_path, stem)
+    if len(shards) == 1:
+        save_file(tensors, target, meta or None)
+        _remove(index_path, *(target.with_name(name) for name in previous))  # the index first: never dangling
+        return target
     save_id = secrets.token_hex(8)
+    shard_names = [f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    if previous.intersection(shard_names):
+        shard_names = [f"{stem}-{save_id}-{name[len(stem) + 1:]}" for name in shard_names]
     weight_map = {}
-    for i, names in enumerate(shards, 1):
-        shard_name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+    for names, shard_name in zip(shards, shard_names):
         save_file({n: tensors[n] for n in names}, target.with_name(shard_name), {**meta, SAVE_ID_KEY: save_id})
         weight_map.update(dict.fromkeys(names, shard_name))
     index = {"metadata": {**meta, "total_size": sum(sizes.values()), SAVE_ID_KEY: save_id},
              "weight_map": weight_map}
-    index_path = index_path_for(target)
     atomic_write_bytes(index_path, json.dumps(index, indent=2).encode("utf-8") + b"\n")
+    _remove(target, *(target.with_name(name) for name in previous - set(shard_names)))
     return index_path
+
+
+def _previous_shards(index_path: Path, stem: str) -> set[str]:
+    """Names of the shards that the checkpoint at `index_path` lists and that a save of `stem` wrote
+    (`stem`-00001-of-00002.safetensors, or with a save id after `stem`); none if there is no
+    readable index. Only these are ever removed: never a file a hand-made index points at."""
+    try:
+        weight_map, _ = read_index(index_path)
+    except (OSError, FormatError):
+        return set()
+    pattern = re.compile(rf"{re.escape(stem)}-(?:[0-9a-f]{{16}}-)?\d{{5}}-of-\d{{5}}\.safetensors")
+    return {name for name in weight_map.values() if pattern.fullmatch(name)}
+
+
+def _remove(*paths: Path) -> None:
+    """Unlink those of `paths` that are regular files (not links, not folders)."""
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError:  # absent, or a name too long to exist
+            continue
+        if stat.S_ISREG(st.st_mode):
+            os.unlink(p)
 
 
 def _nbytes(name: str, value: Any) -> int:

@@ -16,6 +16,7 @@ from safetensors.numpy import save_file as np_save_file
 
 import tensora
 import tensora.io as tio
+from tensora.io import sharded
 
 
 def _state(n: int = 5, size: int = 256) -> dict:
@@ -95,13 +96,53 @@ def test_index_and_shard_disagree(tmp_path):
         tio.load(path)
 
 
-def test_interrupted_sharded_save_is_detected_not_mixed(tmp_path):
+def _values(loaded: dict) -> dict:
+    return {k: v.tolist() for k, v in loaded.items()}
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     first = tio.save(_state(), tmp_path / "model.safetensors", max_shard_size=2048)
-    old_index = first.read_bytes()
-    tio.save({k: v + 1 for k, v in _state().items()}, tmp_path / "model.safetensors", max_shard_size=2048)
-    first.write_bytes(old_index)  # as if the crash came after the shard renames, before the index's
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def killed(path, data):  # the process dies after writing the shards, before the index
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sharded, "atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tio.save({k: v + 1 for k, v in _state().items()}, tmp_path / "model.safetensors", max_shard_size=2048)
+    monkeypatch.undo()
+    assert _values(tio.load(first)) == _values(_state())  # its shards were not written over
+    assert set(before) < {p.name for p in tmp_path.iterdir()}  # the new save's shards, under other names
+    second = tio.save({k: v + 2 for k, v in _state().items()}, tmp_path / "model.safetensors", max_shard_size=2048)
+    assert _values(tio.load(second)) == _values({k: v + 2 for k, v in _state().items()})
+
+
+def test_an_index_meeting_a_shard_of_another_save_says_so(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = tio.save(_state(), tmp_path / "a" / "model.safetensors", max_shard_size=2048)
+    tio.save({k: v + 1 for k, v in _state().items()}, tmp_path / "b" / "model.safetensors", max_shard_size=2048)
+    shard = "model-00001-of-00003.safetensors"
+    (tmp_path / "a" / shard).write_bytes((tmp_path / "b" / shard).read_bytes())
     with pytest.raises(tio.FormatError, match="different save"):
         tio.load(first)
+
+
+def test_saving_again_replaces_the_previous_checkpoint_in_either_form(tmp_path):
+    path = tmp_path / "model.safetensors"
+    (tmp_path / "notes.txt").write_text("kept")
+    versions = [{k: v + i for k, v in _state().items()} for i in range(4)]
+    tio.save(versions[0], path)
+    tio.save(versions[1], path, max_shard_size=2048)  # the single file would shadow the new index
+    assert not path.exists() and _values(tio.load(tmp_path)) == _values(versions[1])
+    tio.save(versions[2], path, max_shard_size=4096)  # fewer shards: the old ones go
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                     "model.safetensors.index.json", "notes.txt"]
+    assert _values(tio.load(tmp_path)) == _values(versions[2])
+    tio.save(versions[3], path)  # one file again: the index and its shards go
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "notes.txt"]
+    assert _values(tio.load(tmp_path)) == _values(versions[3])
 
 
 @pytest.mark.parametrize("bad", [0, -5, "lots", "5XB", True])
