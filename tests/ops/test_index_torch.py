@@ -51,6 +51,12 @@ KEYS = [
     lambda m: (Ellipsis, m(np.array([True, False, True, True, False]))),
     lambda m: (1, m(np.array([[0, 3], [3, 3]]))),
     lambda m: (slice(None, None, 2), -1, m(np.array([4, 4]))),
+    # an int, a slice, then an array: PyTorch selects first (NumPy would put the array's dimension first)
+    lambda m: (0, slice(None), m(IDX)),
+    lambda m: (2, Ellipsis, m(np.array([[4, 0], [1, 1]]))),
+    lambda m: (1, None, slice(1, 3), m(np.array([True, False, True, True, False]))),
+    lambda m: (m(np.array([2, 0])), slice(None), 3),
+    lambda m: (m(np.array(1)), slice(None), m(np.array([0, 2]))),  # a 0-d integer tensor is an int
 ]
 
 
@@ -69,6 +75,23 @@ def test_setitem_on_non_leaf(dtype):
         return y
 
     compare(lambda x, v: run(tensora, x, v), lambda x, v: run(torch, x, v), [(3, 4), (2, 4)], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_setitem_with_an_int_and_an_array_apart(dtype):
+    def run(lib, x, v):
+        y = x * 2
+        y[1, :, lib.tensor(np.array([0, 3]))] = v  # PyTorch's order: y[1][:, [0, 3]]
+        return y
+
+    compare(lambda x, v: run(tensora, x, v), lambda x, v: run(torch, x, v), [(3, 4, 5), (4, 2)], dtype)
+
+
+def test_a_0d_integer_tensor_index_gives_a_view():
+    a = tensora.arange(9.0).reshape(3, 3)
+    b = a[tensora.tensor(1)]
+    b[0] = -1
+    assert a[1, 0].item() == -1
 
 
 # -- gather family ---------------------------------------------------------------------------------
