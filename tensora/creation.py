@@ -9,6 +9,7 @@ functions draw from a `tensora.Generator` (the default one unless
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,10 +32,19 @@ def _finish(arr: np.ndarray, device: Any, requires_grad: bool) -> Tensor:
 def _size(size: tuple) -> tuple[int, ...]:
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
-    out = tuple(int(s) for s in size)
+    out = tuple(_count(s, "size") for s in size)
     if any(s < 0 for s in out):
         raise ShapeError(f"negative dimension in size {list(out)}")
     return out
+
+
+def _count(value: Any, what: str) -> int:
+    """`value` as an int, if it is one (operator.index: ints, NumPy ints, 0-d integer tensors);
+    TypeError for 2.5, which int() would quietly truncate."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, got {value!r} ({type(value).__name__})") from None
 
 
 def _infer_dtype(data: Any) -> dt.DType:
@@ -174,13 +184,15 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
     """Values start, start+step, ... below end; int64 if all arguments are ints, else default float."""
     if end is None:
         start, end = 0, start
+    start, end, step = (v.item() if isinstance(v, Tensor) else v for v in (start, end, step))
     if step == 0:
         raise ValueError("arange: step must be nonzero")
     if (end - start) * step < 0:
         raise ValueError(f"arange: upper bound and step sign are inconsistent (start={start}, end={end}, step={step})")
     ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (start, end, step))
     d = dt.get_dtype(dtype) if dtype is not None else (dt.int64 if ints else dt.get_default_dtype())
-    n = max(0, math.ceil((end - start) / step))
+    # exact for ints (a float quotient rounds 10**18 // 7 steps to 7)
+    n = max(0, -((start - end) // step) if ints else math.ceil((end - start) / step))
     if ints and d.category == dt.INTEGRAL:
         arr = (start + step * np.arange(n, dtype=np.int64)).astype(d.np_dtype)
     else:
@@ -191,10 +203,11 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None,
              requires_grad: bool = False) -> Tensor:
     """`steps` evenly spaced values from start to end inclusive."""
+    steps = _count(steps, "linspace: steps")
     if steps < 0:
         raise ValueError(f"linspace: number of steps must be non-negative, got {steps}")
     d = dt.get_dtype(dtype) if dtype is not None else dt.get_default_dtype()
-    return _finish(np.linspace(start, end, int(steps), dtype=np.float64).astype(d.np_dtype), device, requires_grad)
+    return _finish(np.linspace(start, end, steps, dtype=np.float64).astype(d.np_dtype), device, requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None,

@@ -203,6 +203,12 @@ class Tensor:
                 raise ShapeError(f"attempting to assign a gradient of size {fmt_shape(value.shape)} to a tensor "
                                  f"of size {fmt_shape(self.shape)}. Please ensure that the gradient and the tensor "
                                  "are the same size")
+            if value.dtype is not self.dtype:
+                raise DTypeError(f"attempting to assign a gradient with dtype {value.dtype.name} to a tensor with "
+                                 f"dtype {self.dtype.name}. Please ensure that the gradient and the tensor have "
+                                 "the same dtype")
+            if value.device != self.device:
+                raise DeviceError(f"attempting to assign a gradient on {value.device} to a tensor on {self.device}")
         self._grad = value
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
@@ -471,11 +477,15 @@ def _to_python(arr: np.ndarray, dtype: dt.DType) -> Any:
 def format_tensor(t: Tensor) -> str:
     """PyTorch-like repr: tensor([[1., 2.]], dtype=tensora.float64, requires_grad=True)."""
     arr = t._host()
+    # An expanded tensor's repeats (stride 0) are neither converted nor scanned: only its own values
+    own = np.lib.stride_tricks.as_strided(arr, tuple(1 if st == 0 else n for n, st in zip(arr.shape, arr.strides)),
+                                          arr.strides, writeable=False)
     if t.dtype in (dt.bfloat16, *dt.FLOAT8):
-        arr = arr.astype(np.float32)
+        own = own.astype(np.float32)
+    arr = np.broadcast_to(own, arr.shape)
     prefix = "tensor("
     # Like PyTorch: integral floats print as "1.", others with 4 fixed decimals.
-    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    finite = own[np.isfinite(own)] if own.dtype.kind == "f" else own
     fixed = arr.dtype.kind == "f" and finite.size and not np.all(finite == np.round(finite))
     with np.printoptions(precision=4, threshold=1000, edgeitems=3, linewidth=80, suppress=True,
                          floatmode="fixed" if fixed else "maxprec"):

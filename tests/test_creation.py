@@ -165,3 +165,18 @@ def test_zeros_are_not_touched_until_written():
     assert grown < 64 << 20, f"zeros() made {grown >> 20} MiB resident"
     assert t.numpy()[:: 1 << 20].max() == 0 and t.numpy()[-1] == 0
     assert tensora.ones(3).numpy().tolist() == [1, 1, 1] and tensora.full((2,), 7.0).numpy().tolist() == [7, 7]
+
+
+def test_arange_counts_exactly_with_large_ints_and_takes_0d_tensors():
+    assert tensora.arange(0, 10**18, 10**18 // 7).shape == (8,)  # a float quotient made it 7
+    assert tensora.arange(0, 10**18, 10**18 // 7)[-1].item() == 7 * (10**18 // 7)
+    assert tensora.arange(tensora.tensor(3)).dtype == tensora.int64
+    assert tensora.arange(tensora.tensor(3)).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("make", [lambda: tensora.zeros(2.5), lambda: tensora.ones((2, 1.0)),
+                                  lambda: tensora.linspace(0, 1, 2.5)])
+def test_a_float_size_is_refused_not_truncated(make):
+    with pytest.raises(TypeError, match="must be an integer, got"):
+        make()
+    assert tensora.zeros(np.int64(2), tensora.tensor(3)).shape == (2, 3)  # integers of any kind do

@@ -33,3 +33,11 @@ def test_result_type_with_zero_dim_equals_torch(a, b):
 def test_result_type_with_scalar_equals_torch(a, s):
     ta, xa = torch.zeros(2, dtype=getattr(torch, a)), tensora.zeros(2, dtype=a)
     assert dt.result_type(xa, s).name == str(torch.result_type(ta, s)).removeprefix("torch.")
+
+
+def test_float8_casts_saturate_or_overflow_as_torch():
+    values = [1e6, 500.0, 448.0, 300.0, float("inf"), -1e6, float("-inf"), float("nan"), 60000.0, 1e-9]
+    for name in ("float8_e4m3fn", "float8_e5m2"):  # e4m3fn saturates at 448 (no infinity); e5m2 overflows to inf
+        ours = tensora.tensor(values).to(getattr(tensora, name)).float().tolist()
+        theirs = torch.tensor(values).to(getattr(torch, name)).float().tolist()
+        assert str(ours) == str(theirs), name  # str: NaN == NaN

@@ -222,3 +222,28 @@ def test_deepcopy_keeps_views_of_one_storage_together():
     assert nv._version == nb._version == 1 and b._version == 0 and b[1, 0].item() == 4.0
     alone = copy.deepcopy(v)  # a view copied by itself is still the same values, strides and offset
     assert alone.tolist() == v.tolist() and alone.storage_offset() == v.storage_offset()
+
+
+def test_grad_of_another_dtype_is_refused():
+    a = tensora.ones(2, requires_grad=True)
+    with pytest.raises(tensora.DTypeError, match="gradient with dtype int64 to a tensor with dtype float32"):
+        a.grad = tensora.ones(2, dtype=tensora.int64)
+    with pytest.raises(tensora.DTypeError, match="float64"):
+        a.grad = tensora.ones(2, dtype=tensora.float64)
+    a.grad = tensora.ones(2)
+    assert a.grad.dtype == tensora.float32
+
+
+def test_repr_of_an_expanded_tensor_reads_only_its_own_values():
+    import tracemalloc
+
+    t = tensora.ones(1).expand(2 * 10**8)  # 800 MB if materialised
+    tracemalloc.start()
+    try:
+        text = repr(t)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == "tensor([1., 1., 1., ..., 1., 1., 1.])" and peak < 2**20
+    assert repr(tensora.tensor([1.5, 2.0]).to(tensora.bfloat16).expand(2, 2)) == (
+        "tensor([[1.5000, 2.0000],\n        [1.5000, 2.0000]], dtype=tensora.bfloat16)")

@@ -21,7 +21,11 @@ from .registry import register
 
 
 def cast_array(a: Any, target: dt.DType) -> Any:
-    """`a` as dtype `target`, using the fast bfloat16 kernels on CPU."""
+    """`a` as dtype `target`, using the fast bfloat16 kernels on CPU. float8_e4m3fn has no
+    infinity: like PyTorch, values past its range saturate to +-448 (NaN stays NaN), where a
+    plain cast would give NaN; float8_e5m2 has one and overflows to it."""
+    if target is dt.float8_e4m3fn and a.dtype not in (np.bool_, target.np_dtype):
+        a = a.clip(-448, 448)
     if isinstance(a, np.ndarray):
         if target is dt.bfloat16 and a.dtype == np.float32:
             return float32_to_bfloat16(a)

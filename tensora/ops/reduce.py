@@ -40,6 +40,10 @@ def reduce_dims(x: Tensor, dim: Any) -> tuple[int, ...]:
         return (d,) if x._data.ndim else ()
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     out = sorted({x._dim(d) for d in dims})
+    if len(out) < len(dims):  # (0, -2) of a 2-d x: PyTorch refuses, a set would reduce dim 0 once
+        seen = [x._dim(d) for d in dims]
+        raise ValueError(f"dim {next(d for d in seen if seen.count(d) > 1)} appears multiple times in the list "
+                         f"of dims {list(dims)}")
     return tuple(out) if x.ndim else ()
 
 

@@ -99,6 +99,13 @@ def test_mean_of_int_is_a_dtype_error():
         tensora.tensor([1, 2]).mean()
 
 
+@pytest.mark.parametrize("name,dims", [("sum", (0, -2)), ("var", (0, 0)), ("amax", (1, -1))])
+def test_a_dim_given_twice_is_refused(name, dims):
+    # a set of dims would reduce it once; PyTorch refuses
+    with pytest.raises(ValueError, match="appears multiple times"):
+        getattr(tensora.ones(2, 3), name)(dims)
+
+
 def test_dim_out_of_range_names_the_range():
     with pytest.raises(IndexError, match=r"\[-3, 2\]"):
         tensora.zeros(2, 3, 4).sum(3)
