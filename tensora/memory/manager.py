@@ -644,8 +644,11 @@ def _new_buffer(n: int) -> np.ndarray:
 def _contiguous(array: Any) -> np.ndarray:
     """`array` itself if it is a C-contiguous array owning (or equal to) its memory; else a compact copy.
 
-    A view of a bigger array would keep all of it alive while the manager counted only the view."""
+    A view of a bigger array would keep all of it alive while the manager counted only the view.
+    TypeError for object arrays: their bytes are pointers, which cannot be spilled and read back."""
     arr = np.asarray(array)
+    if arr.dtype.hasobject:
+        raise TypeError(f"the memory manager holds arrays of numbers, not of Python objects ({arr.dtype})")
     base = arr.base
     whole = base is None or (isinstance(base, np.ndarray) and base.nbytes == arr.nbytes)
     return arr if arr.flags.c_contiguous and whole else arr.copy(order="C")

@@ -256,3 +256,10 @@ def test_report_and_plot(tmp_path):
     plot_usage(tmp_path / "usage.png")
     assert os.path.getsize(tmp_path / "usage.png") > 1000
 
+
+
+def test_object_arrays_are_refused_when_taken_not_when_spilled(tmp_path):
+    with budget(host=10 * KB, disk_dir=tmp_path) as mm:
+        with pytest.raises(TypeError, match="not of Python objects"):
+            mm.own(np.array([1, "a", None], dtype=object))
+        assert not mm.handles
