@@ -1,7 +1,9 @@
 // The fused FP8 kernel: FP8 values are not integers, so activations stay float32 and
 // each byte becomes a float through the F16C half converter: e5m2 is the upper byte of
 // a half; e4m3's sign-extended byte shifted left by 7 (bit 14 cleared) is a half of
-// 2**-8 its value, subnormals included. Each 8 bytes are decoded once for up to 4
+// 2**-8 its value, subnormals included; e5m2's half is multiplied by 2**-16 (exact), so that
+// products with large activations stay finite as the reference's (whose weights carry their
+// scale) do: e5m2 reaches 57344. The scale takes the factor back (kUnit). Each 8 bytes are decoded once for up to 4
 // activation rows (one row: 16 at a time with AVX-512 where allowed, run_fp8_rows512).
 // For many rows gemm_fp8 decodes each weight once per call into a float32 panel and runs
 // a BLAS-style register-blocked microkernel on it (see "many activation rows" below).
@@ -22,6 +24,10 @@ namespace tensora::quant {
 
 namespace {
 
+// Decoded values are this fraction's inverse of the true ones (see the file comment).
+template <bool kE4M3>
+constexpr float kUnit = kE4M3 ? 256.0f : 65536.0f;
+
 template <bool kE4M3>
 FUSED_TARGET inline __m256 fp8x8(const std::uint8_t *p) {
     __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
@@ -29,7 +35,7 @@ FUSED_TARGET inline __m256 fp8x8(const std::uint8_t *p) {
     if (kE4M3) {  // sign-extended byte << 7 puts the sign at bit 15; clear bit 14
         h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(b), 7), _mm_set1_epi16(short(0xbfff)));
     } else {      // e5m2 is the upper byte of a half
-        h = _mm_slli_epi16(_mm_cvtepu8_epi16(b), 8);
+        return _mm256_mul_ps(_mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(b), 8)), _mm256_set1_ps(1.0f / kUnit<false>));
     }
     return _mm256_cvtph_ps(h);
 }
@@ -77,8 +83,7 @@ FUSED_TARGET void run_fp8_rows(const QuantView &w, const float *x, std::size_t n
             }
             has_nan = !_mm256_testz_si256(any, any);
         }
-        // e4m3 through halves is 2**-8 of the value: fold the 2**8 into the scale.
-        float s = scale[w.per_channel ? r : 0] * (kE4M3 ? 256.0f : 1.0f);
+        float s = scale[w.per_channel ? r : 0] * kUnit<kE4M3>;
         std::size_t m = 0;
         for (; m + 4 <= n_x; m += 4)
             fp8_dots<kE4M3, 4>(q, x + m * w.cols, w.cols, w.rows, has_nan, s, y + m * w.rows + r);
@@ -97,7 +102,8 @@ AVX512_TARGET inline __m512 fp8x16(const std::uint8_t *p) {
     if (kE4M3)
         h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7), _mm256_set1_epi16(short(0xbfff)));
     else
-        h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 8);
+        return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 8)),
+                             _mm512_set1_ps(1.0f / kUnit<false>));
     return _mm512_cvtph_ps(h);
 }
 
@@ -133,8 +139,7 @@ AVX512_TARGET void run_fp8_rows512(const QuantView &w, const float *x, float *y,
                 nan_b = _mm256_or_si256(nan_b, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(vb), nan_code), nan_code));
             }
         }
-        const float k8 = kE4M3 ? 256.0f : 1.0f;  // e4m3 through halves is 2**-8 of the value
-        const float sa = scale[w.per_channel ? r : 0] * k8, sb = scale[w.per_channel ? rb : 0] * k8;
+        const float sa = scale[w.per_channel ? r : 0] * kUnit<kE4M3>, sb = scale[w.per_channel ? rb : 0] * kUnit<kE4M3>;
         const float nan = bits_to_float(0x7fc00000u);
         y[r] = _mm256_testz_si256(nan_a, nan_a) ? _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * sa : nan;
         y[rb] = _mm256_testz_si256(nan_b, nan_b) ? _mm512_reduce_add_ps(_mm512_add_ps(b0, b1)) * sb : nan;
@@ -157,7 +162,7 @@ constexpr std::size_t kKBlock = 256;    // columns per panel block: 16 KiB of fl
 constexpr std::size_t kMaxRows = 256;   // activation rows per pass over W (gemm_fp8)
 
 // Columns [0, kc) of the 16 rows q[0..15] (kc a multiple of 32) into panel[k][16] as
-// float32 values (e4m3 at 2**-8 of its value, as in gemv_fp8: the scale takes the 2**8).
+// float32 values (at 1 / kUnit of their value, as in gemv_fp8: the scale takes kUnit).
 // The bytes are transposed first, 16 rows x 32 columns at a time (four rounds of unpacks
 // within each 128-bit lane), so that one vector holds the 16 rows' bytes of a column (low
 // lane) and of the column 16 further (high lane); then the half trick converts them: a
@@ -209,10 +214,11 @@ FUSED_TARGET unsigned decode_panel(const std::uint8_t *const q[kPanelRows], std:
                 hi = _mm256_and_si256(_mm256_srai_epi16(hi, 1), clear14);
             }
             float *p0 = panel + (k0 + k) * kPanelRows, *p1 = panel + (k0 + 16 + k) * kPanelRows;
-            _mm256_store_ps(p0, _mm256_cvtph_ps(_mm256_castsi256_si128(lo)));
-            _mm256_store_ps(p0 + 8, _mm256_cvtph_ps(_mm256_castsi256_si128(hi)));
-            _mm256_store_ps(p1, _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1)));
-            _mm256_store_ps(p1 + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1)));
+            const __m256 unit = _mm256_set1_ps(kE4M3 ? 1.0f : 1.0f / kUnit<false>);  // e4m3's is in its half
+            _mm256_store_ps(p0, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(lo)), unit));
+            _mm256_store_ps(p0 + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(hi)), unit));
+            _mm256_store_ps(p1, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1)), unit));
+            _mm256_store_ps(p1 + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1)), unit));
         }
     }
     const unsigned lanes = unsigned(_mm256_movemask_epi8(nan));
@@ -350,8 +356,7 @@ FUSED_TARGET void run_fp8_panels(const QuantView &w, const float *x, std::size_t
             }
         }
         for (std::size_t i = 0; i < nr; ++i) {
-            // e4m3 through halves is 2**-8 of the value: fold the 2**8 into the scale.
-            const float s = scale[w.per_channel ? r0 + i : 0] * (kE4M3 ? 256.0f : 1.0f);
+            const float s = scale[w.per_channel ? r0 + i : 0] * kUnit<kE4M3>;
             const bool is_nan = (nan >> i) & 1;
             for (std::size_t m = 0; m < n_x; ++m)
                 y[m * w.rows + r0 + i] = is_nan ? nan_value : c[m * kPanelRows + i] * s;

@@ -272,6 +272,19 @@ def test_native_fp8_nan_codes_give_nan_rows(lib, simd):
         assert np.isnan(got[:, [4, 9]]).all() and not np.isnan(np.delete(got, [4, 9], axis=1)).any()
 
 
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_native_fp8_e5m2_products_of_large_activations_stay_finite(lib, simd, per_channel):
+    """e5m2 reaches 57344: with the scale applied after the sum, 1e34-sized activations
+    overflowed float32 where the reference (weights times their scale first) does not."""
+    fmt, parts, w, decode = make("fp8_e5m2", {"per_channel": per_channel})
+    for m in (1, 4, 7, 65):  # one row, the 4-row GEMV, its tail, and the panel kernel
+        x = np.random.default_rng(10).standard_normal((m, COLS)).astype(np.float32) * np.float32(1e34)
+        got = qm.quant_linear.run_native(x, "fp8_e5m2", fmt.options(), parts, (ROWS, COLS), decode)
+        want = x.astype(np.float64) @ w.astype(np.float64).T
+        assert np.isfinite(got).all(), f"M={m}"
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_native_handles_tiny_activations(lib):
     """Chunks of subnormal activations cannot be scaled to integers: the float path runs."""
     fmt, parts, w, decode = make("q8_0", {})
