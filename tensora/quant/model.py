@@ -41,7 +41,8 @@ class QuantizeResult:
 
     quantized: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    unfit: dict[str, str] = field(default_factory=dict)  # name -> why the format cannot hold it
+    # name -> why it stays dense: the format cannot hold it, or its weight is tied to a layer that stays dense
+    unfit: dict[str, str] = field(default_factory=dict)
 
 
 def _format_with_group(format: str | QuantFormat, group_size: int | None, options: dict[str, Any]) -> QuantFormat:
@@ -76,6 +77,9 @@ def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group
 
     Sharing survives: a layer reachable under two names becomes one quantized layer, and
     weights tied between layers (an embedding and the LM head) become one QuantizedTensor.
+    Where one of the tied layers stays dense (skipped, an Embedding with ``embeddings=False``,
+    or unfit), they all do, listed in ``unfit``: quantizing the others would untie them and
+    hold the weight twice.
     """
     if isinstance(module, (Linear, Embedding)):
         raise TypeError(f"quantize() replaces the layers inside a module in place, so it cannot replace "
@@ -88,8 +92,33 @@ def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group
     fmt = _format_with_group(format, group_size, options)
     result = QuantizeResult()
     state = _SharedState(module, embeddings)
+    state.dense = _weights_kept_dense(module, "", fmt, skip, embeddings, {})
     _quantize_children(module, "", fmt, skip, embeddings, result, state)
     return result
+
+
+def _weights_kept_dense(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip, embeddings: bool,
+                        dense: dict[int, str]) -> dict[int, str]:
+    """id(weight) -> the name of a layer that keeps it dense, over the layers under ``parent``
+    (the walk of _quantize_children, deciding without replacing)."""
+    for child_name, child in parent._modules.items():
+        if child is None:
+            continue
+        name = prefix + child_name
+        layers = [(name + ("." + n if n else ""), m) for n, m in child.named_modules() if isinstance(m, (Linear, Embedding))]
+        if _should_skip(skip, name, child):
+            for layer_name, layer in layers:
+                dense.setdefault(id(layer.weight), layer_name)
+        elif isinstance(child, Embedding) and not embeddings:
+            dense.setdefault(id(child.weight), name)
+        elif isinstance(child, (Linear, Embedding)):
+            try:
+                fmt.check_shape(tuple(child.weight.shape))
+            except ShapeError:
+                dense.setdefault(id(child.weight), name)
+        else:
+            _weights_kept_dense(child, name + ".", fmt, skip, embeddings, dense)
+    return dense
 
 
 class _SharedState:
@@ -116,6 +145,7 @@ class _SharedState:
                 else:
                     stack.append(child)
         self.memo: dict[int, Any] = {}
+        self.dense: dict[int, str] = {}  # id(weight) -> a layer that keeps it dense (_weights_kept_dense)
 
     def get(self, key: int, make: Any) -> Any:
         """The shared replacement for ``key`` (made on first use), dropped after its last use."""
@@ -151,6 +181,10 @@ def _quantize_children(parent: Module, prefix: str, fmt: QuantFormat, skip: Skip
                 fmt.check_shape(tuple(child.weight.shape))
             except ShapeError as exc:
                 result.unfit[name] = str(exc)
+                continue
+            tied = state.dense.get(id(child.weight))
+            if tied is not None:
+                result.unfit[name] = f"its weight is tied to {tied}'s, which stays dense"
                 continue
 
             setattr(parent, child_name, state.get(id(child), lambda: _quantized_layer(child, fmt, state)))

@@ -392,6 +392,21 @@ def test_tied_weights_stay_tied_through_quantize_save_and_load(tmp_path):
     np.testing.assert_array_equal(fresh(ids).detach().numpy(), want)
 
 
+@pytest.mark.parametrize("how", [{"embeddings": False}, {"skip": "head"}, {"skip": ["embed"]},
+                                 {"skip": lambda name, m: name == "embed"}])
+def test_tied_weights_stay_dense_together_when_one_of_their_layers_does(how):
+    # quantizing only the head would untie it from the embedding and hold the table twice
+    model = Tied()
+    before = memory_report(model).held_bytes
+    result = quantize(model, "q8_0", **how)
+    assert result.quantized == ["mid"]
+    (kept,) = result.unfit  # the tied layer that was not itself left dense
+    assert kept in ("embed", "head") and kept not in result.skipped
+    assert "tied to" in result.unfit[kept] and "stays dense" in result.unfit[kept]
+    assert model.head.weight is model.embed.weight and not isinstance(model.head.weight, QuantizedTensor)
+    assert memory_report(model).held_bytes < before
+
+
 def test_a_layer_shared_under_two_names_becomes_one_quantized_layer():
     model = nn.Module()
     model.a = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
