@@ -109,6 +109,14 @@ class WeightedRandomSampler(Sampler):
         w = np.asarray(weights, dtype=np.float64)
         if w.ndim != 1:
             raise ValueError(f"weights should be a 1d sequence but given weights have shape {tuple(w.shape)}")
+        # checked here, as torch.multinomial does, rather than as numpy's "probabilities contain NaN"
+        if not np.isfinite(w).all():
+            raise ValueError(f"weights must be finite, got {w[~np.isfinite(w)][0]} at index "
+                             f"{int(np.flatnonzero(~np.isfinite(w))[0])}")
+        if (w < 0).any():
+            raise ValueError(f"weights must be >= 0, got {w[w < 0][0]} at index {int(np.flatnonzero(w < 0)[0])}")
+        if w.size and not w.sum() > 0:
+            raise ValueError("the weights sum to 0: no sample could be drawn")
         self.weights = w
         self.num_samples = num_samples
         self.replacement = replacement

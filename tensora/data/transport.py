@@ -41,9 +41,10 @@ def block_name(prefix: str, worker: int, number: int) -> str:
 
 
 # -- a batch <-> (spec, arrays) ------------------------------------------------------
-# Leaves: ("tensor" | "array", offset, dtype, shape) for arrays in the block, ("object", value)
-# for anything else (pickled with the message). Containers: ("list", items), ("tuple", items),
-# ("namedtuple", cls, items), ("dict", cls, keys, items).
+# Leaves: ("array", offset, dtype, shape) for arrays in the block, ("tensor", offset, dtype,
+# shape, requires_grad), ("object", value) for anything else (pickled with the message).
+# Containers: ("list", cls, items), ("tuple", cls, items), ("namedtuple", cls, items),
+# ("dict", cls, keys, items): subclasses (tensora.Size, a list subclass) come back as such.
 
 
 def describe(obj: Any, arrays: list, offset: int = 0) -> tuple[tuple, int]:
@@ -54,7 +55,8 @@ def describe(obj: Any, arrays: list, offset: int = 0) -> tuple[tuple, int]:
         kind = "tensor" if isinstance(obj, Tensor) else "array"
         arr = np.asarray(obj)  # a CPU tensor's own array, no copy
         arrays.append((offset, arr))
-        return (kind, offset, arr.dtype, arr.shape), offset + -(-arr.nbytes // ALIGN) * ALIGN
+        spec = (kind, offset, arr.dtype, arr.shape) + ((obj.requires_grad,) if kind == "tensor" else ())
+        return spec, offset + -(-arr.nbytes // ALIGN) * ALIGN
     if isinstance(obj, (dict, list, tuple)):
         items = []
         for value in obj.values() if isinstance(obj, dict) else obj:
@@ -63,10 +65,10 @@ def describe(obj: Any, arrays: list, offset: int = 0) -> tuple[tuple, int]:
         if isinstance(obj, dict):
             return ("dict", type(obj), list(obj.keys()), items), offset
         if isinstance(obj, list):
-            return ("list", items), offset
+            return ("list", type(obj), items), offset
         if hasattr(obj, "_fields"):
             return ("namedtuple", type(obj), items), offset
-        return ("tuple", items), offset
+        return ("tuple", type(obj), items), offset
     return ("object", obj), offset
 
 
@@ -74,10 +76,10 @@ def rebuild(spec: tuple, flat: np.ndarray | None) -> Any:
     """The batch `spec` describes, its arrays viewing `flat` (the block as uint8)."""
     kind = spec[0]
     if kind in ("tensor", "array"):
-        _, offset, dtype, shape = spec
+        offset, dtype, shape = spec[1:4]
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         arr = flat[offset:offset + size].view(dtype).reshape(shape) if size else np.empty(shape, dtype)
-        return from_numpy(arr) if kind == "tensor" else arr
+        return from_numpy(arr).requires_grad_(spec[4]) if kind == "tensor" else arr
     if kind == "object":
         return spec[1]
     if kind == "dict":
@@ -90,11 +92,12 @@ def rebuild(spec: tuple, flat: np.ndarray | None) -> Any:
         except TypeError:  # e.g. defaultdict: its first argument is a factory
             return values
     items = [rebuild(s, flat) for s in spec[-1]]
-    if kind == "list":
-        return items
+    cls = spec[1]
     if kind == "namedtuple":
-        return spec[1](*items)
-    return tuple(items)
+        return cls(*items)
+    if cls in (list, tuple):
+        return items if cls is list else tuple(items)
+    return cls(items)  # a subclass built from its items, as list and tuple are
 
 
 # -- worker side -------------------------------------------------------------------

@@ -81,6 +81,15 @@ def test_weighted_random_sampler_frequencies():
     assert sorted(no_rep) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("weights,message", [([1.0, -1.0], "must be >= 0, got -1.0 at index 1"),
+                                             ([0.0, 0.0], "sum to 0"),
+                                             ([1.0, float("inf")], "must be finite, got inf at index 1"),
+                                             ([float("nan"), 1.0], "must be finite, got nan at index 0")])
+def test_weighted_random_sampler_names_the_bad_weight(weights, message):
+    with pytest.raises(ValueError, match=message):
+        WeightedRandomSampler(weights, 2)
+
+
 def test_weighted_random_sampler_validation():
     with pytest.raises(ValueError, match="num_samples"):
         WeightedRandomSampler([1.0], 0)

@@ -100,6 +100,24 @@ def test_same_batches_as_main_process(num_workers, prefetch):
     assert len(got) == 10
 
 
+class _Items(list):
+    pass
+
+
+def _typed_batch(batch):
+    return {"x": tensora.ones(2, requires_grad=True), "size": tensora.ones(2, 3).shape,
+            "items": _Items([tensora.zeros(1)]), "ordered": collections.OrderedDict(a=tensora.ones(1))}
+
+
+def test_batches_from_workers_keep_container_types_and_requires_grad():
+    # as with num_workers=0 (and torch): a Size stays a Size, a list subclass that class
+    for workers in (0, 2):
+        b = next(iter(DataLoader([0], batch_size=1, num_workers=workers, collate_fn=_typed_batch)))
+        assert b["x"].requires_grad and type(b["size"]) is tensora.Size and b["size"] == (2, 3)
+        assert type(b["items"]) is _Items and b["items"][0].tolist() == [0.0]
+        assert type(b["ordered"]) is collections.OrderedDict
+
+
 def test_same_order_when_workers_finish_out_of_order():
     class Uneven(Dataset):
         def __len__(self):
