@@ -57,12 +57,12 @@ def collate(batch: list, *, collate_fn_map: CollateFnMap | None = None) -> Any:
         fields = {key: collate([d[key] for d in batch], collate_fn_map=collate_fn_map) for key in elem}
         return _rebuild_mapping(elem, fields)
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return elem_type(*(collate(list(s), collate_fn_map=collate_fn_map) for s in zip(*batch)))
+        return elem_type(*(collate(s, collate_fn_map=collate_fn_map) for s in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         size = len(elem)
         if any(len(e) != size for e in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        columns = [collate(list(s), collate_fn_map=collate_fn_map) for s in zip(*batch)]
+        columns = [collate(s, collate_fn_map=collate_fn_map) for s in zip(*batch)]  # tuples, as torch passes them
         if isinstance(elem, tuple):
             return columns  # PyTorch returns tuples as lists, for backwards compatibility
         return _rebuild_sequence(elem, columns)
