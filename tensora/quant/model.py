@@ -56,6 +56,8 @@ def _format_with_group(format: str | QuantFormat, group_size: int | None, option
     key = next((k for k in ("group_size", "block_size") if k in params), None)
     if key is None:
         raise ValueError(f"format {format!r} has a fixed block size; it takes no group_size")
+    if key in options:
+        raise ValueError(f"the block size of {format!r} is given twice: group_size={group_size!r} and {key}={options[key]!r}")
     return get_format(format, **{key: group_size}, **options)
 
 

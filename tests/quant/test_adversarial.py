@@ -480,3 +480,19 @@ def test_memory_report_counts_every_held_byte_once():
     assert report.held_bytes == held
     assert report.dense_bytes == 256 * 64 * 4 + model.lin.bias.nbytes + model.cache.nbytes
     assert report.by_format["nf4"] == (256 * 64 * 4, model.lin.weight.nbytes)
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("nf4", {"block_size": 64.0}, "block_size must be one of"),
+    ("int4", {"group_size": 64.0}, "group_size must be one of"),
+    ("nf4", {"blocksize": 64}, "nf4 takes no option 'blocksize'; its options: block_size, double_quant"),
+    ("int8", {"threshold": 6.0, "treshold": 1}, "int8 takes no option 'treshold'"),
+])
+def test_format_options_of_the_wrong_type_or_name_are_refused(name, options, message):
+    with pytest.raises(QuantFormatError, match=message):
+        tensora.quant.quantize_tensor(np.ones((4, 128), np.float32), name, **options)
+
+
+def test_a_block_size_given_twice_is_refused():
+    with pytest.raises(ValueError, match="given twice: group_size=64 and block_size=128"):
+        quantize(nn.Sequential(nn.Linear(128, 4)), "nf4", group_size=64, block_size=128)

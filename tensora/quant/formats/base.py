@@ -24,6 +24,8 @@ the others, which is what lets the matmul work tile by tile in bounded memory.
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -173,4 +175,11 @@ def get_format(name: str | QuantFormat, **options: Any) -> QuantFormat:
     cls = FORMATS.get(str(name).lower())
     if cls is None:
         raise QuantFormatError(f"unknown quantization format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        known = [k for k in params if k != "self"]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise QuantFormatError(f"{cls.name} takes no option {', '.join(map(repr, unknown))}; its options: "
+                                   f"{', '.join(known) or 'none'}")
     return cls(**options)

@@ -167,7 +167,7 @@ class _BitsAndBytes4(QuantFormat):
         cls._bounds = (ordered[:-1] + ordered[1:]) / F32(2)
 
     def __init__(self, block_size: int = 64, double_quant: bool = False):
-        if isinstance(block_size, bool) or block_size not in BLOCK_SIZES:
+        if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size not in BLOCK_SIZES:
             raise QuantFormatError(f"{self.name}: block_size must be one of {BLOCK_SIZES}, got {block_size!r}")
         if not isinstance(double_quant, (bool, np.bool_)):
             raise QuantFormatError(f"{self.name}: double_quant must be True or False, got {double_quant!r}")

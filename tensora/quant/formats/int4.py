@@ -65,7 +65,7 @@ class Int4(QuantFormat):
     description = "int4 group-wise (32/64/128) with float16 scales, symmetric or with zero points"
 
     def __init__(self, group_size: int = 128, symmetric: bool = True):
-        if isinstance(group_size, bool) or group_size not in GROUP_SIZES:
+        if not isinstance(group_size, (int, np.integer)) or isinstance(group_size, bool) or group_size not in GROUP_SIZES:
             raise QuantFormatError(f"int4: group_size must be one of {GROUP_SIZES}, got {group_size!r}")
         if not isinstance(symmetric, (bool, np.bool_)):
             raise QuantFormatError(f"int4: symmetric must be True or False, got {symmetric!r}")
