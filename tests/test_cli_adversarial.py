@@ -39,6 +39,8 @@ BAD_OPTIONS = [  # argv after the model path, the fragment of argparse's error l
     (["generate", "--prompt", "hi", "--top-p", "0"], "argument --top-p: must lie in (0, 1]"),
     (["generate", "--prompt", "hi", "--top-p", "1.5"], "argument --top-p: must lie in (0, 1]"),
     (["generate", "--prompt", "hi", "--temperature", "nan"], "argument --temperature: must lie in [0, inf)"),
+    (["generate", "--prompt", "hi", "--temperature", "inf"], "argument --temperature: must lie in [0, inf), got inf"),
+    (["chat", "--top-p", "inf"], "argument --top-p: must lie in (0, 1]"),
     (["generate", "--prompt", "hi", "--top-k", "-3"], "argument --top-k: must be at least 0"),
     (["chat", "--temperature", "-1"], "argument --temperature: must lie in [0, inf)"),
     (["serve", "--port", "99999"], "argument --port: a port is at most 65535"),

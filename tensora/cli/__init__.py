@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import pkgutil
 import sys
@@ -52,7 +53,7 @@ def float_between(low: float, high: float | None = None, *, low_open: bool = Fal
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         too_low = value <= low if low_open else value < low
-        if value != value or too_low or (high is not None and value > high):
+        if not math.isfinite(value) or too_low or (high is not None and value > high):  # nan, inf: no sampling
             bounds = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
             raise argparse.ArgumentTypeError(f"must lie in {bounds}, got {text}")
         return value

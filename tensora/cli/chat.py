@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import activation_bits_arg, apply_activation_bits, command, sampling_args
 from .serve import load_model
@@ -23,6 +24,7 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
 def chat(args: argparse.Namespace) -> int:
     apply_activation_bits(args)
     model = load_model(args.model, args.quantize)
+    _check_can_chat(model)
     start = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(start)
     print(HELP)
@@ -40,7 +42,36 @@ def chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         messages.append({"role": "user", "content": text})
-        print("assistant> ", end="", flush=True)
-        reply = stream_to_terminal(model, model.chat_prompt(messages), max_new_tokens=args.max_tokens,
-                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        messages.append({"role": "assistant", "content": reply})
+        reply = _answer(model, messages, args)
+        if reply is None:
+            messages.pop()  # the conversation goes on as if this message had not been sent
+        else:
+            messages.append({"role": "assistant", "content": reply})
+
+
+def _answer(model: object, messages: list[dict[str, str]], args: argparse.Namespace) -> str | None:
+    """Stream the reply to `messages`; None when the turn failed (a prompt past the context, text the tokenizer
+    refuses): that is one error line, and the session goes on, since one bad message should not lose the
+    whole conversation. With --debug the error propagates, traceback and all."""
+    print("assistant> ", end="", flush=True)
+    try:
+        return stream_to_terminal(model, model.chat_prompt(messages), max_new_tokens=args.max_tokens,
+                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    except Exception as exc:
+        if args.debug or isinstance(exc, BrokenPipeError):  # no terminal to chat in any more
+            raise
+        print(flush=True)  # ends the "assistant> " line
+        print(f"tensora chat: {type(exc).__name__}: {exc} (message dropped; /reset starts over)",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def _check_can_chat(model: object) -> None:
+    """Fail before the first prompt if no turn could ever succeed (no tokenizer or no chat template), since a
+    failed turn does not end the session: it is reported and dropped, and the conversation goes on."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("chat needs a model loaded with its tokenizer (and its chat template)")
+    if not tokenizer.chat_template:
+        raise ValueError("this model's tokenizer has no chat template, so it cannot chat; "
+                         "use `tensora generate` to continue text")

@@ -32,15 +32,20 @@ def _port(text: str) -> int:
     return port
 
 
-def check_listen(host: str, port: int) -> None:
-    """Fail now, with one clear line, if host:port cannot be listened on (before a model takes minutes to load)."""
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port: a port that cannot be listened on fails now, in one clear line (before a
+    model takes minutes to load), the port is held while it loads, and port 0 becomes the free port chosen."""
+    s = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            s.bind(address)
+        s = socket.socket(family, kind, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does, so it can bind it again
+        s.bind(address)
+        return s
     except OSError as exc:
+        if s is not None:
+            s.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
@@ -60,10 +65,21 @@ def model_name(path: str | None) -> str:
 
 @command("serve", "serve a model over an OpenAI-compatible HTTP API, with a chat page at /", _serve_args)
 def serve(args: argparse.Namespace) -> int:
-    from tensora.models import load
-    from tensora.serve import Settings, create_app, run
+    from tensora.serve import run
 
-    check_listen(args.host, args.port)
+    with reserve_port(args.host, args.port) as reserved:  # held while the model loads; port 0 gets its number
+        port = reserved.getsockname()[1]
+        app, model_id = _app(args)
+    print(f"serving '{model_id}' on http://{args.host}:{port}  (chat page at /, API at /v1)", flush=True)
+    run(app, host=args.host, port=port)  # released just above for uvicorn to bind (SO_REUSEADDR, as reserved)
+    return 0
+
+
+def _app(args: argparse.Namespace) -> tuple[object, str]:
+    """The server app for the command's model (and embedding model), and the model's id."""
+    from tensora.models import load
+    from tensora.serve import Settings, create_app
+
     apply_activation_bits(args)
     model = load_model(args.model, args.quantize, args.memory_budget)
     embedder = load(args.embedding_model) if args.embedding_model else None
@@ -73,6 +89,4 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(model, model_id=model_id, embedding_model=embedder,
                      embedding_id=model_name(args.embedding_model) if args.embedding_model else None,
                      settings=settings)
-    print(f"serving '{model_id}' on http://{args.host}:{args.port}  (chat page at /, API at /v1)", flush=True)
-    run(app, host=args.host, port=args.port)
-    return 0
+    return app, model_id

@@ -20,11 +20,18 @@ Either source goes to either destination, each producing something `tensora.mode
   and Q/K row order (`model.gguf_tensors`), its hyperparameter keys (`config.to_gguf()`) and
   the vocabulary (byte-level BPE, SentencePiece-style BPE or WordPiece: tokenizer_export.py),
   then quantized as GGUF -> GGUF is.
+
+The destination is checked before any work (its folder exists; a .gguf is not a directory; a
+directory is new or empty, never merged into) and appears whole or not at all: a GGUF file is
+renamed into place, a directory is written beside it and renamed into place, so a full disk
+leaves no config and tokenizer files without weights; the error then names the destination.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -38,7 +45,7 @@ from tqdm.auto import tqdm
 from ..dtypes import get_dtype
 from ..errors import ShapeError, TensoraError
 from ..io import load_gguf, save, save_gguf
-from ..io.atomic import atomic_path, atomic_write_json
+from ..io.atomic import atomic_path, atomic_write_json, fsync_path
 from ..quant import QuantizedTensor, get_format, quantize_tensor
 from ..tensor import Tensor
 from .loading import IGNORED_SUFFIXES, MODEL_LAYOUT_KEY, assign_weights, load, open_checkpoint
@@ -77,6 +84,7 @@ def quantize_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, format: 
     if dst.suffix == ".safetensors":
         raise ConversionError(f"{dst}: name a directory instead; the weights go to model.safetensors in it, beside "
                               "the config.json and tokenizer files that a lone .safetensors file has no place for")
+    check_destination(dst)
     if dst.suffix != ".gguf":
         if src.is_dir():
             model = load(src, dtype=dense[0] if dense else None, quantize=format if fmt else None,
@@ -96,10 +104,39 @@ def quantize_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, format: 
         meta.pop("general.file_type", None)
     else:
         meta["general.file_type"], types["general.file_type"] = file_type, "UINT32"
-    with _Spill(dst) as spill:
+    with _writing(dst), _Spill(dst) as spill:
         out = {name: spill.park(encode(name, t), t) for name, t in tqdm(f.tensors.items(), desc=format,
                                                                         unit="tensor", disable=not progress)}
         return save_gguf(dst, out, meta, metadata_types=types)
+
+
+def check_destination(dst: Path) -> None:
+    """ConversionError, before any conversion work, unless `dst` can be written: its folder exists, a .gguf is
+    not a directory, and a directory destination is new or empty. A non-empty directory is refused rather
+    than replaced or merged: it may hold files that are not a model's, and a model's stale shards or
+    tokenizer files would be mixed with the new ones."""
+    parent = Path(os.path.abspath(dst)).parent
+    if not parent.is_dir():
+        raise ConversionError(f"{dst}: its folder {parent} does not exist (or is not a directory)")
+    if dst.suffix == ".gguf":
+        if dst.is_dir():
+            raise ConversionError(f"{dst}: is a directory; a .gguf destination is a file")
+    elif dst.exists() and not dst.is_dir():
+        raise ConversionError(f"{dst}: exists and is not a directory, where the model's directory would go")
+    elif dst.is_dir() and any(dst.iterdir()):
+        raise ConversionError(f"{dst}: the directory exists and is not empty; name a new (or empty) directory")
+
+
+@contextlib.contextmanager
+def _writing(dst: Path) -> Iterator[None]:
+    """An OSError while writing (disk full, no permission) as one naming `dst`, not the scratch file or folder
+    beside it that it was raised on (removed again by then); errno is kept."""
+    try:
+        yield
+    except OSError as exc:
+        error = OSError(f"{dst}: cannot be written: {exc.strerror or exc}")
+        error.errno = exc.errno
+        raise error from exc
 
 
 def _label(format: str, dense: tuple[str, int] | None) -> dict[str, str]:
@@ -193,23 +230,40 @@ def _copy_files_from(src: Path) -> dict[str, Any]:
 
 def _write_hf_directory(dst: Path, model: Any, files: dict[str, Any], metadata: dict[str, str]) -> Path:
     """`model`'s state dict as safetensors in the model's layout, beside `files`: name -> a file to copy, a
-    dict to write as JSON, or (under "tokenizer") a Tokenizer to write as Hugging Face files."""
-    dst.mkdir(parents=True, exist_ok=True)
+    dict to write as JSON, or (under "tokenizer") a Tokenizer to write as Hugging Face files.
+
+    Everything is written to a scratch directory beside `dst`, renamed to `dst` (new, or empty: see
+    check_destination) only once complete: a failure (disk full) leaves no directory of config and
+    tokenizer files without their weights, which would look like a model and not load."""
+    target = Path(os.path.abspath(dst))  # "out/.." or "." named: the scratch goes beside, never inside
+    with _writing(dst):
+        scratch = target.parent / f".{target.name[:200]}.{secrets.token_hex(4)}.tmp"
+        scratch.mkdir()  # not mkdtemp: its 0o700 would become the model directory's mode
+        try:
+            _write_hf_files(scratch, model, files, metadata)
+            os.replace(scratch, target)  # atomic, over nothing or an empty directory
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        fsync_path(target.parent, directory=True)
+    return dst
+
+
+def _write_hf_files(folder: Path, model: Any, files: dict[str, Any], metadata: dict[str, str]) -> None:
     for name, value in files.items():
         if name == "tokenizer":
-            write_hf_tokenizer(value, dst, model.config.max_position_embeddings)
+            write_hf_tokenizer(value, folder, model.config.max_position_embeddings)
         elif isinstance(value, dict):
-            atomic_write_json(dst / name, value)
+            atomic_write_json(folder / name, value)
         else:
-            with atomic_path(dst / name) as tmp:
+            with atomic_path(folder / name) as tmp:
                 shutil.copyfile(value, tmp)
     state = {name: t for name, t in model.state_dict().items() if name not in model.tied_weights()}
     if hasattr(model, "hf_layout") and not any(isinstance(t, QuantizedTensor) for t in state.values()):
         state = model.hf_layout(state)  # dense: in transformers' layout, which it loads (and so does tensora)
     else:
         metadata = {**metadata, MODEL_LAYOUT_KEY: "model"}  # the model's own names and layouts
-    save(state, dst / "model.safetensors", metadata={"format": "pt", **metadata}, max_shard_size="4GB")
-    return dst
+    save(state, folder / "model.safetensors", metadata={"format": "pt", **metadata}, max_shard_size="4GB")
 
 
 def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any], file_type: int | None,
@@ -234,7 +288,7 @@ def _hf_directory_to_gguf(src: Path, dst: Path, encode: Callable[[str, Any], Any
         except VocabularyExportError as exc:
             raise ConversionError(f"{src}: {exc}") from None
     weights = _Decoded({n: t for n, t in tensors.items() if not n.endswith(IGNORED_SUFFIXES)})
-    with _Spill(dst) as spill:
+    with _writing(dst), _Spill(dst) as spill:
         out = {}
         for name, t in tqdm(model.gguf_tensors(weights), desc="gguf", unit="tensor", disable=not progress,
                             total=len(weights)):

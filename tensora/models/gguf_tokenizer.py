@@ -309,6 +309,7 @@ def read_vocab(metadata: Mapping[str, Any], path: str | None = None) -> GGUFVoca
                                       f"(supported: {', '.join(sorted(MODEL_TYPES))})")
     kind = MODEL_TYPES[model]
     n = len(tokens)
+    _check_rows_have_tokens(metadata, n, where)
     tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]  # llama.cpp's name for empty tokens
     lowercase = bool(metadata.get("tokenizer.ggml.normalizer.lowercase", True))
     pre = str(metadata.get("tokenizer.ggml.pre") or "")
@@ -363,6 +364,21 @@ def _check_types(metadata: Mapping[str, Any], where: str) -> None:
     template = metadata.get("tokenizer.chat_template")
     if template is not None and not isinstance(template, str):
         raise FormatError(where, f"tokenizer.chat_template must be a string, got {type(template).__name__}")
+
+
+def _check_rows_have_tokens(metadata: Mapping[str, Any], n: int, where: str) -> None:
+    """FormatError if the model has more embedding rows (`{arch}.vocab_size`, which the token_embd and output
+    tensors are checked against) than the file has tokens: the ids past the list have no text, so the model
+    would generate them as nothing, silently. llama.cpp sizes those tensors by the token count and refuses
+    the file; converters pad the list instead ([PAD{id}] tokens), as convert_hf_to_gguf.py and
+    tokenizer_export.py do. (A Hugging Face folder may pad only the embedding: its ids past the tokenizer's
+    are never trained to be likely.)"""
+    arch = metadata.get("general.architecture")
+    rows = metadata.get(f"{arch}.vocab_size") if isinstance(arch, str) else None
+    if isinstance(rows, (int, np.integer)) and not isinstance(rows, bool) and rows > n:
+        raise FormatError(where, f"tokenizer.ggml.tokens has {n} tokens, fewer than the model's {rows} embedding "
+                                 f"rows ({arch}.vocab_size): ids {n} to {rows - 1} have no text (llama.cpp refuses "
+                                 "such a file too)")
 
 
 def _per_token(metadata: Mapping[str, Any], key: str, n: int, default: Any, cast: Callable, where: str) -> list:
