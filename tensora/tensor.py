@@ -60,7 +60,8 @@ class Tensor:
     """
 
     __slots__ = ("_data", "dtype", "device", "_requires_grad", "_grad", "grad_fn",
-                 "_output_nr", "_vc_or_none", "_base", "_accumulator", "_retains_grad", "__weakref__")
+                 "_output_nr", "_vc_or_none", "_base", "_accumulator", "_retains_grad", "__weakref__",
+                 "_view_origin")  # views: how one was made (see autograd.graph.VIEW_DETACHED)
 
     __array_priority__ = 1000  # make ndarray + Tensor defer to Tensor.__radd__
 
@@ -71,6 +72,7 @@ class Tensor:
         self.device = device
         self._grad = None
         self.grad_fn = None
+        self._view_origin = None
         self._output_nr = 0
         self._base = _base
         self._vc_or_none = _base._vc if _base is not None else None
@@ -176,7 +178,10 @@ class Tensor:
     # -- autograd slots (the engine lives in tensora/autograd) ------------------
     @property
     def requires_grad(self) -> bool:
-        return self._requires_grad
+        if self._requires_grad or self._base is None or not self._base._requires_grad:
+            return self._requires_grad
+        from .autograd.graph import refresh_view  # a view taken before its base got a history
+        return refresh_view(self, report=True)
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
@@ -217,6 +222,8 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
+        if self._base is not None and not self._requires_grad:
+            self.requires_grad  # noqa: B018 - regenerates a view taken before its base got a history
         return self.grad_fn is None
 
     @property
@@ -225,7 +232,9 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's storage, cut from the graph."""
-        return Tensor(self._data, device=self.device, _base=self._base if self._base is not None else self)
+        t = Tensor(self._data, device=self.device, _base=self._base if self._base is not None else self)
+        t._view_origin = -1  # autograd.graph.VIEW_DETACHED: shares the storage, but never its base's history
+        return t
 
     def detach_(self) -> "Tensor":
         self.grad_fn = None
@@ -446,7 +455,7 @@ def make_tensor(data: Any, device: Device, base: Tensor | None = None) -> Tensor
     t._data = data
     t.dtype = _BY_NUMPY.get(data.dtype) or dt.get_dtype(data.dtype)
     t.device = device
-    t._grad = t.grad_fn = t._accumulator = None
+    t._grad = t.grad_fn = t._accumulator = t._view_origin = None
     t._output_nr = 0
     t._requires_grad = t._retains_grad = False
     t._base = base
@@ -491,6 +500,7 @@ def format_tensor(t: Tensor) -> str:
                          floatmode="fixed" if fixed else "maxprec"):
         body = np.array2string(arr, separator=", ", prefix=prefix)
     suffix = []
+    requires_grad = t.requires_grad  # first: it may regenerate a stale view's grad_fn
     if arr.size == 0 and arr.ndim != 1:
         suffix.append(f"size={tuple(t.shape)}")
     if t.dtype not in (dt.get_default_dtype(), dt.int64, dt.bool_):
@@ -499,7 +509,7 @@ def format_tensor(t: Tensor) -> str:
         suffix.append(f"device='{t.device}'")
     if t.grad_fn is not None:
         suffix.append(f"grad_fn=<{t.grad_fn.name()}>")
-    elif t.requires_grad:
+    elif requires_grad:
         suffix.append("requires_grad=True")
     return prefix + body + "".join(", " + s for s in suffix) + ")"
 

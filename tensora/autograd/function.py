@@ -24,14 +24,18 @@ from ..errors import AutogradError, DeviceError, ShapeError, TensoraError, fmt_s
 from ..kernels.cast import float32_to_bfloat16
 from ..tensor import Tensor, make_tensor
 from .grad_mode import STATE, no_grad
-from .graph import Context, Node, check_view_current, grad_accumulator, pack_saved
+from .graph import VIEW_DETACHED, Context, Node, check_view_current, grad_accumulator, pack_saved, refresh_view
 
 OPS: dict[str, type["Op"]] = {}
 
 
 def _edge(t: Any) -> tuple[tuple, tuple]:
     """(where t's gradient goes: (node, output index), the (shape, dtype) it must have), for one
-    input of a recorded node; (None, 0) and (None, None) for an input that needs no gradient."""
+    input of a recorded node; (None, 0) and (None, None) for an input that needs no gradient.
+
+    A view that records nothing while its base requires grad (taken before an in-place write gave the
+    base a history) was already brought up to date (refresh_view) where the caller decided to record,
+    so its _requires_grad is current here."""
     if isinstance(t, Tensor) and t._requires_grad:
         fn = t.grad_fn
         if fn is None:
@@ -89,8 +93,11 @@ class Op:
         ctx = Context()
         needs = ()  # needs_input_grad, left empty unless this call records
         if n == 1:
-            if x._requires_grad and STATE.enabled:
-                needs = ctx.needs_input_grad = _GRAD_1
+            if x._requires_grad:
+                if STATE.enabled:
+                    needs = ctx.needs_input_grad = _GRAD_1
+            elif x._base is not None and x._base._requires_grad and STATE.enabled and refresh_view(x):
+                needs = ctx.needs_input_grad = _GRAD_1  # a view taken before its base got a history
             try:  # plain calls: each is ~0.1 us cheaper than forward(ctx, *arrays, **params)
                 out = cls.forward(ctx, x._data, **params) if params else cls.forward(ctx, x._data)
             except ValueError as exc:
@@ -101,8 +108,14 @@ class Op:
             if isinstance(y, Tensor):
                 if y.device is not CPU or y.dtype is not x.dtype:
                     return _apply(cls, inputs, params)
-                if (x._requires_grad or y._requires_grad) and STATE.enabled:
-                    needs = ctx.needs_input_grad = (x._requires_grad, y._requires_grad)
+                rx = x._requires_grad
+                if not rx and x._base is not None and x._base._requires_grad and STATE.enabled:
+                    rx = refresh_view(x)  # a view taken before its base got a history
+                ry = y._requires_grad
+                if not ry and y._base is not None and y._base._requires_grad and STATE.enabled:
+                    ry = refresh_view(y)
+                if (rx or ry) and STATE.enabled:
+                    needs = ctx.needs_input_grad = (rx, ry)
                 a1 = y._data
             else:
                 if not cls.promote:
@@ -118,7 +131,10 @@ class Op:
                         low = x.dtype
                     else:
                         a1 = x.dtype.np_dtype.type(y)
-                if x._requires_grad and STATE.enabled:
+                if x._requires_grad:
+                    if STATE.enabled:
+                        needs = ctx.needs_input_grad = _GRAD_1_OF_2
+                elif x._base is not None and x._base._requires_grad and STATE.enabled and refresh_view(x):
                     needs = ctx.needs_input_grad = _GRAD_1_OF_2
             try:
                 out = cls.forward(ctx, x._data, a1, **params) if params else cls.forward(ctx, x._data, a1)
@@ -130,7 +146,7 @@ class Op:
             return _record(cls, ctx, inputs, out, CPU, x if cls.view else None, _NP)
         if out.__class__ is not _ndarray:
             return _wrap_outputs(out, CPU, x if cls.view else None, _NP)
-        return _wrap(out, CPU, x) if cls.view else make_tensor(out, CPU)
+        return _wrap_untracked(out, CPU, x) if cls.view else make_tensor(out, CPU)
 
 
 _ndarray = _NP.ndarray
@@ -157,7 +173,8 @@ def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
                     _check_same_device(cls, first, x)
                 if x.dtype is not first.dtype:
                     same_dtype = False
-            if x._requires_grad:
+            if x._requires_grad or (x._base is not None and x._base._requires_grad and STATE.enabled
+                                    and refresh_view(x)):
                 requires = True
         else:
             only_tensors = False
@@ -197,7 +214,7 @@ def _apply(cls: type[Op], inputs: tuple, params: dict) -> Any:
     if record:
         return _record(cls, ctx, inputs, out, device, base, xp)
     if out.__class__ is xp.ndarray:
-        return make_tensor(out, device) if base is None else _wrap(out, device, base)
+        return make_tensor(out, device) if base is None else _wrap_untracked(out, device, base)
     return _wrap_outputs(out, device, base, xp)
 
 
@@ -241,6 +258,8 @@ def _record(cls: type[Op], ctx: Context, inputs: tuple, out: Any, device: Any, b
             t._requires_grad = True
             t.grad_fn = node
             t._output_nr = i
+        elif t._base is not None:
+            t._view_origin = VIEW_DETACHED  # a view left off the graph on purpose: never regenerated
         i += 1
     if ctx._raw:
         pack_saved(ctx, node, inputs, tensors)
@@ -250,8 +269,8 @@ def _record(cls: type[Op], ctx: Context, inputs: tuple, out: Any, device: Any, b
 def _wrap_outputs(out: Any, device: Any, base: Tensor | None, xp: Any) -> Any:
     """Tensors around a forward's outputs when nothing records: a tuple of arrays, or a scalar."""
     if out.__class__ is tuple:
-        return tuple(_wrap(a if a.__class__ is xp.ndarray else xp.asarray(a), device, base) for a in out)
-    return _wrap(xp.asarray(out), device, base)
+        return tuple(_wrap_untracked(a if a.__class__ is xp.ndarray else xp.asarray(a), device, base) for a in out)
+    return _wrap_untracked(xp.asarray(out), device, base)
 
 
 def _shape_error(cls: type[Op], exc: ValueError, inputs: tuple) -> Exception:
@@ -286,6 +305,28 @@ def _wrap(array: Any, device: Any, base: Tensor | None) -> Tensor:
         owner = array.base
         if owner is not None and (owner is base._data or owner is base._data.base):
             return make_tensor(array, device, base._base if base._base is not None else base)
+    return make_tensor(array, device)
+
+
+def _wrap_untracked(array: Any, device: Any, base: Tensor | None) -> Tensor:
+    """_wrap for a forward that records nothing. A view made under no_grad, or of a detach() alias or of
+    such a view, is marked so (Tensor._view_origin, see graph.VIEW_DETACHED): it is not regenerated when
+    its base later gets a history. (A recorded view needs no mark: it has a grad_fn.)"""
+    if base is not None:
+        owner = array.base
+        if owner is not None and (owner is base._data or owner is base._data.base):
+            root = base._base
+            if root is None:
+                t = make_tensor(array, device, base)
+            else:
+                t = make_tensor(array, device, root)
+                origin = base._view_origin
+                if origin is not None:  # as torch propagates a view's CreationMeta to views of it
+                    t._view_origin = origin if origin < 0 else t._vc_or_none.value
+                    return t
+            if not STATE.enabled:
+                t._view_origin = t._vc_or_none.value
+            return t
     return make_tensor(array, device)
 
 
@@ -387,6 +428,10 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         tensors_in = [a for a in args if isinstance(a, Tensor)]
+        if STATE.enabled:
+            for t in tensors_in:  # views taken before their base got a history: see refresh_view
+                if not t._requires_grad and t._base is not None and t._base._requires_grad:
+                    refresh_view(t)
         record = STATE.enabled and any(t._requires_grad for t in tensors_in)
         ctx = Context()
         ctx.xp = None

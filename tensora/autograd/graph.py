@@ -27,6 +27,7 @@ import numpy
 
 from ..errors import AutogradError, fmt_shape
 from ..tensor import Tensor, VersionCounter, make_tensor
+from .grad_mode import STATE, enable_grad
 
 _INPUT, _OUTPUT, _CONST, _VALUE, _HOOKED = range(5)
 
@@ -332,6 +333,55 @@ def check_view_current(t: Tensor) -> None:
                             "would be stale: take the view again after the in-place write")
 
 
+# Tensor._view_origin, read on views only: how a view that records no history was made, which decides
+# what becomes of it once its base gets a history (an in-place write of values that require grad), as
+# torch's CreationMeta does:
+#   None           taken in grad mode: regenerated as "its elements of the base as the base is now"
+#   VIEW_DETACHED  a detach() alias (torch: not a view at all), a view of one, or a non-differentiable
+#                  output of a view op: never regenerated, never requires grad through its base
+#   n >= 0         taken under no_grad while its storage was at version n: once the storage moved on,
+#                  using it where a gradient could be recorded is an error (torch refuses it too)
+VIEW_DETACHED = -1
+
+
+def refresh_view(t: Tensor, report: bool = False) -> bool:
+    """t.requires_grad after bringing t up to date, for a view that records no history (t._base is not None,
+    not t._requires_grad) whose base requires grad: a view taken before its base got a history by an
+    in-place write. torch rebuilds such a view's grad_fn (AsStridedBackward of the base's new history) when it
+    is next asked for; so does this, with grad mode on or off. Views of a leaf that requires grad are left
+    alone (the base has no history to view), as are detach() aliases and non-floating views.
+
+    A view taken under no_grad whose storage has been written since: an AutogradError (torch's "A view was
+    created in no_grad mode ..."), or with `report` (the requires_grad property) True without changing t,
+    as torch reports it.
+
+    Callers check the cheap part first (t._base is not None and t._base._requires_grad): the hot paths pay
+    two attribute reads for a tensor that needs no gradient."""
+    origin = t._view_origin
+    root = t._base
+    if origin == VIEW_DETACHED or root.grad_fn is None or not t.dtype.is_floating_point:
+        return False
+    if origin is not None:
+        if t._vc.value == origin:
+            return False
+        if report:
+            return True
+        raise AutogradError(f"a view (shape {fmt_shape(t.shape)}) was created in no_grad mode and its base or "
+                            "another view of its base has been modified inplace with grad mode enabled; this "
+                            "is ambiguous and not allowed: take the view and make the in-place write either "
+                            "both inside the no_grad block (the write is not tracked) or both outside it")
+    if STATE.enabled:
+        done = REGENERATE_VIEW is not None and REGENERATE_VIEW(t)
+    else:
+        with enable_grad():
+            done = REGENERATE_VIEW is not None and REGENERATE_VIEW(t)
+    if not done:
+        raise AutogradError(f"a view of shape {fmt_shape(t.shape)} was taken before its base (shape "
+                            f"{fmt_shape(root.shape)}) got a history from an in-place write, and its elements' "
+                            "positions in the base are unknown; take the view again after the in-place write")
+    return True
+
+
 def grad_accumulator(t: Tensor) -> AccumulateGrad:
     if t._accumulator is None:
         t._accumulator = AccumulateGrad(t)
@@ -383,6 +433,8 @@ def move_retain_grad(t: Tensor, old_fn: Any, old_nr: int) -> None:
 
 
 def retain_grad(t: Tensor) -> None:
+    if t._base is not None and not t._requires_grad:
+        t.requires_grad  # noqa: B018 - regenerates a view taken before its base got a history
     if t.grad_fn is None:
         return  # leaves keep their grad anyway
     if t._retains_grad:

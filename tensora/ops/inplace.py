@@ -12,10 +12,12 @@ view's elements replaced by op(view)", built from the view's element positions
 in the base (flat indices, found from the arrays' offsets and strides), and the
 view's own history is regenerated as those elements of the new base. Other
 views taken earlier are regenerated the same way when next used (see
-`regenerate_view`). Views the positions cannot be found for (another dtype's
-reinterpretation, a base with overlapping strides), views of leaves that
-require grad, and views recorded outside the graph (made under no_grad, or
-detach() aliases) are refused rather than silently giving wrong gradients.
+`regenerate_view`), including views taken in grad mode while the base did not
+require grad yet (autograd.graph.refresh_view); a write into such a view gives
+the base its first history. Views the positions cannot be found for (another
+dtype's reinterpretation, a base with overlapping strides), views of leaves that
+require grad, and views made outside the graph (under no_grad, or detach()
+aliases) are refused rather than silently giving wrong gradients.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def update_inplace(x: Tensor, compute: Callable[[Tensor], Tensor], others: tuple
                    direct: Callable[[Any], None] | None = None) -> Tensor:
     """Make x hold compute(x). `direct(array)` is the no-graph fast path that writes x's array itself."""
     x._check_inplace()
+    if x._base is not None and not x._requires_grad and x._base._requires_grad and STATE.enabled:
+        graph.refresh_view(x)  # a view taken before its base got a history: regenerate it first
     if not _recording(x, others):
         if direct is not None:
             direct(x._data)
@@ -158,9 +162,12 @@ def _update_view(x: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
     if root._requires_grad and root.grad_fn is None:
         raise AutogradError(f"a view (shape {fmt_shape(x.shape)}) of a leaf tensor that requires grad is being used "
                             "in an in-place operation; wrap it in tensora.no_grad() or clone() the leaf first")
-    if x.grad_fn is None or not root._requires_grad:
-        raise _refuse_view_write(x, "the view was made outside the graph: under no_grad, by detach(), or of a "
-                                    "tensor that does not require grad")
+    if root._requires_grad:
+        in_graph = x.grad_fn is not None
+    else:  # a view taken in grad mode of a tensor with no history yet: the write gives the base its first one
+        in_graph = x.grad_fn is None and x._view_origin is None
+    if not in_graph:
+        raise _refuse_view_write(x, "the view was made outside the graph: under no_grad or by detach()")
     if isinstance(getattr(x.grad_fn, "op", None), _UserBackward):
         # As torch: rebasing the root would route gradients around the Function's own backward (an input it
         # returned as-is, or a view it made, e.g. what a module with full backward hooks passes on).
