@@ -49,7 +49,7 @@ class _Targets(NamedTuple):
 def _targets(xp: Any, shape: tuple, target: Any, weight: Any, ignore_index: int, smoothing: float,
              reduction: str, acc: Any) -> _Targets:
     valid = target != ignore_index
-    index = xp.where(valid, target, 0)
+    index = xp.where(valid, target, 0).astype(xp.int64, copy=False)  # positions below overflow int16 targets
     wt = valid.astype(acc) if weight is None else weight.astype(acc)[index] * valid
     if weight is not None:
         weight = weight.astype(acc, copy=False)

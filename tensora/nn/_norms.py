@@ -19,6 +19,7 @@ gradients work; see `NormalizeBackward.backward` for the algebra.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import ml_dtypes
@@ -259,7 +260,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
                          f"num_groups, got num_groups={num_groups}")
     _check_param("group_norm", "weight", weight, c)
     _check_param("group_norm", "bias", bias, c)
-    grouped = input.reshape(n, num_groups, c // num_groups, -1)  # (N, G, C/G, prod(*))
+    grouped = input.reshape(n, num_groups, c // num_groups, math.prod(input.shape[2:]))  # (N, G, C/G, prod(*))
     y = Normalize.apply(grouped, weight, bias, dims=(2, 3), eps=float(eps), centered=True,
                         wshape=(1, num_groups, c // num_groups, 1), stats=False)
     return y.reshape(input.shape)

@@ -320,9 +320,9 @@ class PadIndexed(Op, name="pad_indexed"):
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: Any = None) -> Tensor:
     """Pad the last len(pad) // 2 dims: pad = (last_before, last_after, prev_before, prev_after, ...).
 
-    mode: 'constant' (value, default 0; negative amounts crop), 'reflect' (mirror without the
-    edge), 'replicate' (repeat the edge) or 'circular' (wrap around), as
-    torch.nn.functional.pad.
+    mode: 'constant' (value, default 0), 'reflect' (mirror without the edge), 'replicate'
+    (repeat the edge) or 'circular' (wrap around), as torch.nn.functional.pad; negative
+    amounts crop, in every mode (the other modes then pad the cropped tensor, as torch does).
 
     >>> import tensora
     >>> tensora.pad(tensora.ones(2, 2), (1, 1)).shape
@@ -346,9 +346,13 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: Any = 
         raise ValueError(f"pad: mode must be 'constant', 'reflect', 'replicate' or 'circular', got {mode!r}")
     if value not in (None, 0):
         raise ValueError(f"pad: value is only used by mode='constant', got value={value!r} with mode={mode!r}")
+    if any(b < 0 or a < 0 for b, a in widths):  # negative amounts crop first, as torch's result is
+        crop = tuple(slice(max(-b, 0), n - max(-a, 0)) for (b, a), n in zip(widths, input.shape))
+        if any(s.start > s.stop for s in crop):
+            raise ShapeError(f"pad: padding {amounts} of shape {fmt_shape(input.shape)} crops more than a dim holds")
+        input = input[crop]
+        widths = tuple((max(b, 0), max(a, 0)) for b, a in widths)
     for d, ((b, a), n) in enumerate(zip(widths, input.shape)):
-        if b < 0 or a < 0:
-            raise ValueError(f"pad: negative padding {amounts} is only supported by mode='constant'")
         limit = n - 1 if mode == "reflect" else n
         if (b or a) and (max(b, a) > limit or n == 0):
             raise ShapeError(f"pad: {mode} padding ({b}, {a}) of dim {d} needs it to be larger (size {n}, "

@@ -346,3 +346,36 @@ def test_legacy_reduction_flags():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
         with pytest.warns(UserWarning):
             assert nn.L1Loss(size_average, reduce).reduction == torch.nn.L1Loss(size_average, reduce).reduction
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_cross_entropy_and_nll_with_narrow_integer_targets(dtype):
+    # flat positions of 40 x 1000 logits overflowed int16 targets: other entries were read, silently
+    x = np.random.default_rng(0).standard_normal((40, 250)).astype(np.float32)
+    t = np.random.default_rng(1).integers(0, 250, 40)
+    for ours, theirs in ((TF.cross_entropy, torch.nn.functional.cross_entropy),
+                         (TF.nll_loss, torch.nn.functional.nll_loss)):
+        got = ours(tensora.tensor(x), tensora.tensor(t.astype(dtype))).item()
+        np.testing.assert_allclose(got, theirs(torch.tensor(x), torch.tensor(t)).item(), rtol=1e-5)
+
+
+def test_group_norm_of_an_empty_batch():
+    assert tuple(TF.group_norm(tensora.zeros(0, 4, 2), 2).shape) == tuple(
+        torch.nn.functional.group_norm(torch.zeros(0, 4, 2), 2).shape)
+
+
+@pytest.mark.parametrize("mode", ["replicate", "circular", "reflect"])
+def test_pad_with_negative_amounts_crops_in_every_mode(mode):
+    x = np.random.default_rng(3).standard_normal((1, 2, 5, 4))
+    ours, theirs = tensora.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out, ref = TF.pad(ours, (-1, 2, 2, -1), mode=mode), torch.nn.functional.pad(theirs, (-1, 2, 2, -1), mode=mode)
+    g = np.random.default_rng(4).standard_normal(tuple(ref.shape))
+    out.backward(tensora.tensor(g))
+    ref.backward(torch.tensor(g))
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy())
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy())
+
+
+def test_transformer_encoder_takes_torchs_fast_path_flags():
+    layer = nn.TransformerEncoderLayer(16, 4, 32)
+    assert len(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False, mask_check=False).layers) == 2

@@ -209,7 +209,7 @@ def test_pad_non_contiguous():
     (((2, 3), (1, 1, 1, 1, 1, 1)), ShapeError, "at most twice"),
     (((2, 3), (3, 0), "reflect"), ShapeError, r"reflect padding \(3, 0\) of dim 1"),
     (((2, 3), (4, 0), "circular"), ShapeError, "circular padding"),
-    (((2, 3), (-1, 0), "replicate"), ValueError, "only supported by mode='constant'"),
+    (((2, 3), (-2, -2), "replicate"), ShapeError, "crops more than a dim holds"),
     (((2, 3), (1, 1), "wrap"), ValueError, "mode must be"),
     (((2, 3), (-2, -2)), ShapeError, "negative size"),
 ])

@@ -173,7 +173,10 @@ class TransformerEncoder(Module):
     tensora.Size([2, 5, 16])
     """
 
-    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None) -> None:
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
+                 enable_nested_tensor: bool = True, mask_check: bool = True) -> None:
+        """``enable_nested_tensor`` and ``mask_check`` are accepted for torch code's sake: they choose
+        torch's nested-tensor fast path, which has no counterpart here (results are the same)."""
         super().__init__()
         self.layers = _clones(encoder_layer, num_layers)
         self.num_layers = num_layers
