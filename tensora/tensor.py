@@ -128,7 +128,9 @@ class Tensor:
         if type(d) is int and -n <= d < n:  # the common case, without the checks below
             return d % n
         lo, hi = (-1, 0) if n == 0 else (-n, n - 1)
-        if not isinstance(d, (int, np.integer)) or not lo <= d <= hi:
+        if not isinstance(d, (int, np.integer)):
+            raise TypeError(f"dim must be an int, got {d!r} ({type(d).__name__})")
+        if not lo <= d <= hi:
             raise IndexError(f"dimension out of range (expected to be in range of [{lo}, {hi}], but got {d})")
         return int(d) % builtins.max(n, 1)
 

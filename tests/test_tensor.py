@@ -247,3 +247,12 @@ def test_repr_of_an_expanded_tensor_reads_only_its_own_values():
     assert text == "tensor([1., 1., 1., ..., 1., 1., 1.])" and peak < 2**20
     assert repr(tensora.tensor([1.5, 2.0]).to(tensora.bfloat16).expand(2, 2)) == (
         "tensor([[1.5000, 2.0000],\n        [1.5000, 2.0000]], dtype=tensora.bfloat16)")
+
+
+def test_to_an_unknown_device_and_a_dim_of_the_wrong_type_say_so():
+    x = tensora.ones(2)
+    with pytest.raises(tensora.DeviceError, match=r"to\('tpu'\): neither a device tensora has \(cpu, cuda\) nor a dtype"):
+        x.to("tpu")
+    assert x.to("float64").dtype == tensora.float64
+    with pytest.raises(TypeError, match=r"dim must be an int, got 'a' \(str\)"):
+        x.sum(dim="a")

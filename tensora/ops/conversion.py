@@ -15,6 +15,7 @@ from .. import dtypes as dt
 from ..autograd.function import Op
 from ..backend import get_backend
 from ..device import as_device, device as Device
+from ..errors import DeviceError, DTypeError
 from ..kernels.cast import bfloat16_to_float32, float32_to_bfloat16
 from ..tensor import Tensor
 from .registry import register
@@ -65,6 +66,12 @@ def _parse_to(args: tuple, kwargs: dict) -> tuple[Device | None, dt.DType | None
             device, dtype = a.device, a.dtype
         elif isinstance(a, Device) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
             device = a
+        elif isinstance(a, str):
+            try:
+                dtype = dt.get_dtype(a)
+            except DTypeError:
+                raise DeviceError(f"to({a!r}): neither a device tensora has (cpu, cuda) nor a dtype "
+                                  f"({', '.join(dt.DTYPES)})") from None
         elif a is not None:
             dtype = a
     return (None if device is None else as_device(device)), (None if dtype is None else dt.get_dtype(dtype))
