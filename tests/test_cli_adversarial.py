@@ -8,8 +8,13 @@ command's name).
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
+import sys
+import threading
+import time
 
 import pytest
 from serve.tiny import write_tiny_llama
@@ -71,6 +76,42 @@ def test_launch_refuses_zero_ranks(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["launch", "-n", "0", "train.py"])
     assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_launch_refuses_a_rank_count_past_the_machine_and_a_missing_script(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text("pass\n")
+    assert main(["launch", "-n", "99999", str(script)]) == 1  # before mpirun starts forking
+    _one_line_error(capsys, "ranks for each of this machine's")
+    assert main(["launch", "-n", "2", str(tmp_path / "missing.py")]) == 1
+    _one_line_error(capsys, "missing.py: no such script")
+
+
+def test_launch_stops_the_whole_rank_group_when_interrupted(tmp_path):
+    from tensora.cli.launch import run_group
+
+    pid_file = tmp_path / "child.pid"
+    code = (f"import os, subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
+            f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))  # as `kill` of tensora launch
+    timer.start()
+    try:
+        assert run_group([sys.executable, "-c", code], dict(os.environ)) == 130
+    finally:
+        timer.cancel()
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)  # the grandchild (a rank under mpirun) went with the group
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_generate_refuses_an_empty_prompt_in_one_line(tiny, capsys):

@@ -6,6 +6,12 @@ the virtualenv's bin/), falls back to the one on PATH, and adds what Open MPI
 needs on a workstation: `--oversubscribe` when there are more ranks than cores,
 and its two opt-in variables when running as root (containers). The exit code
 is mpirun's: non-zero if any rank failed.
+
+mpirun runs in a process group of its own, ended with this command: Ctrl-C or
+SIGTERM reaches every rank, and none is left running (mpirun alone, told to stop
+while starting thousands of ranks, ignored SIGTERM and outlived its parent).
+Ranks are run on this machine only, so more than MAX_RANKS_PER_CORE per core is
+refused as a mistake (a rank count typed with an extra digit).
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from . import command, int_at_least
+
+MAX_RANKS_PER_CORE = 16
+GRACE_SECONDS = 5  # between asking the ranks to stop and killing them
 
 
 def find_mpirun(explicit: str | None = None) -> str:
@@ -61,5 +71,37 @@ def _launch_args(p: argparse.ArgumentParser) -> None:
 def launch(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ValueError(f"-n must be at least 1, got {args.nproc}")
+    limit = MAX_RANKS_PER_CORE * (os.cpu_count() or 1)
+    if args.nproc > limit:
+        raise ValueError(f"-n {args.nproc} is more than {MAX_RANKS_PER_CORE} ranks for each of this machine's "
+                         f"{os.cpu_count() or 1} cores ({limit}); tensora launch runs every rank here")
+    if not Path(args.script).is_file():
+        raise FileNotFoundError(f"{args.script}: no such script")
     argv, env = mpirun_command(find_mpirun(args.mpirun), args.nproc, [args.script, *args.args])
-    return subprocess.run(argv, env=env).returncode
+    return run_group(argv, env)
+
+
+def run_group(argv: list[str], env: dict[str, str]) -> int:
+    """Run `argv` in a new process group and return its exit code; if this process is interrupted (Ctrl-C,
+    SIGTERM), the whole group is stopped (SIGTERM, then SIGKILL after GRACE_SECONDS) and 130 returned."""
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:  # the group has ended
+                break
+            try:
+                proc.wait(GRACE_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
