@@ -351,6 +351,7 @@ class _TemplateSandbox(ImmutableSandboxedEnvironment):
 
 @lru_cache(maxsize=16)
 def compile_template(template: str) -> jinja2.Template:
+    """`template` compiled in the sandbox; ChatTemplateError if it is not valid Jinja."""
     env = _TemplateSandbox(trim_blocks=True, lstrip_blocks=True,
                            extensions=[_GenerationBlock, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
@@ -360,7 +361,11 @@ def compile_template(template: str) -> jinja2.Template:
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _TemplateDict()
     env.globals["namespace"] = _TemplateNamespace
-    return env.from_string(template)
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateSyntaxError as exc:  # the model's file is broken, not the messages: say which part
+        raise ChatTemplateError(f"the model's chat template does not compile: {exc.message} (its line "
+                                f"{exc.lineno})") from None
 
 
 def render(template: jinja2.Template, variables: dict[str, Any]) -> str:

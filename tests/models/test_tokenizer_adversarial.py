@@ -350,3 +350,10 @@ def test_long_conversations_render(smollm2):
     start = time.perf_counter()
     text = smollm2.apply_chat_template(messages)
     assert len(text) > 2_000_000 and time.perf_counter() - start < 10
+
+
+def test_a_template_that_does_not_compile_says_so(smollm2):
+    tok = _with_template(smollm2, "{% if messages %}{{ messages[0]['content'] }}{% end %}")
+    with pytest.raises(ChatTemplateError, match=r"chat template does not compile: .* \(its line 1\)") as info:
+        tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert isinstance(info.value, jinja2.TemplateError)  # still what jinja2 users catch
