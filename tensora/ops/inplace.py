@@ -29,7 +29,7 @@ import numpy as np
 from ..autograd import graph
 from ..autograd.function import Op, _UserBackward
 from ..autograd.grad_mode import STATE
-from ..errors import AutogradError, fmt_shape
+from ..errors import AutogradError, ShapeError, fmt_shape
 from ..tensor import Tensor, _address
 from .index import GetItem, check_index_shape
 from .registry import register
@@ -57,12 +57,14 @@ def update_inplace(x: Tensor, compute: Callable[[Tensor], Tensor], others: tuple
             direct(x._data)
         else:
             y = compute(x)
+            _check_fits(x, y)
             x._data[...] = y._data if y.dtype is x.dtype else y._data.astype(x.dtype.np_dtype)
         x._bump_version()
         return x
     if x._base is not None:
         return _update_view(x, compute)
     y = compute(_snapshot(x))
+    _check_fits(x, y)
     if y.dtype is not x.dtype:
         y = y.to(x.dtype)
     x._data[...] = y._data
@@ -71,6 +73,13 @@ def update_inplace(x: Tensor, compute: Callable[[Tensor], Tensor], others: tuple
     graph.move_retain_grad(x, *old)
     x._bump_version()
     return x
+
+
+def _check_fits(x: Tensor, y: Tensor) -> None:
+    """ShapeError unless op(x)'s result `y` has x's shape (x.add_(other) cannot grow x), as torch words it."""
+    if y._data.shape != x._data.shape:
+        raise ShapeError(f"output with shape {fmt_shape(x.shape)} doesn't match the broadcast shape "
+                         f"{fmt_shape(y.shape)}")
 
 
 def _refuse_view_write(x: Tensor, why: str) -> AutogradError:

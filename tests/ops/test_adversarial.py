@@ -401,3 +401,10 @@ def test_function_mark_dirty_rebases_the_input():
     np.testing.assert_array_equal(x.grad.numpy(), 2 * (3 * np.array([1.0, 2.0]) + 1) * 3)
     with pytest.raises(AutogradError, match="leaf tensor that requires grad"):
         AddOne.apply(t64([1.0]))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_an_inplace_op_that_would_grow_its_tensor_names_both_shapes(requires_grad):
+    x = tensora.ones(3, requires_grad=requires_grad).clone()
+    with pytest.raises(tensora.ShapeError, match=r"output with shape \[3\] doesn't match the broadcast shape \[2, 3\]"):
+        x.add_(tensora.ones(2, 3))
