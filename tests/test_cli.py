@@ -79,6 +79,24 @@ def test_memory_report_runs_a_model_under_a_budget_and_prints_the_tiers(tmp_path
     assert out.count("\nhost ") == 1 and "\ndisk " in out and "effective multiplier" in out
 
 
+def test_memory_report_plot_is_checked_first_and_written_whole(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from serve.tiny import write_tiny_llama
+
+    model = tmp_path / "m"
+    model.mkdir()
+    write_tiny_llama(model, layers=1, context=256)
+    for bad, why in ((tmp_path / "x.badext", "name an image file ending in one of"),
+                     (tmp_path / "missing" / "x.png", "its folder does not exist")):
+        assert main(["memory", "report", str(model), "--plot", str(bad)]) == 1
+        assert why in capsys.readouterr().err
+    plot = tmp_path / "tiers.svg"
+    assert main(["memory", "report", str(model), "--max-tokens", "2", "--plot", str(plot)]) == 0
+    assert f"tier usage plotted to {plot}" in capsys.readouterr().out
+    assert plot.read_text().lstrip().startswith("<?xml") and sorted(p.name for p in tmp_path.iterdir()) == [
+        "m", "tiers.svg"]
+
+
 def test_bench_runs_each_named_script_and_reports_failures(tmp_path, capfd):
     (tmp_path / "good.py").write_text('"""A good one."""\nprint("| ratio | 2.0x |")\n')
     (tmp_path / "bad.py").write_text('"""A broken one."""\nraise SystemExit(3)\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import command, int_at_least
 
@@ -23,13 +24,31 @@ def memory(args: argparse.Namespace) -> int:
     from tensora.memory import plot_usage, report
     from tensora.models import default_model_path, load
 
+    plot = _plot_target(args.plot) if args.plot else None  # before minutes of work, not after
     path = args.model or default_model_path()
     model = load(path, quantize=args.quantize, memory_budget=args.memory_budget, disk_dir=args.disk_dir)
     prompt = args.prompt if model.tokenizer is not None else [1]
     out = model.generate(prompt, max_new_tokens=args.max_tokens, temperature=0)
     print(f"generated {out.completion_tokens} tokens: {out.text if model.tokenizer is not None else out.token_ids}")
     print(report(model.memory.manager))
-    if args.plot:
-        plot_usage(args.plot, model.memory.manager.tracker)
-        print(f"tier usage plotted to {args.plot}")
+    if plot is not None:
+        from tensora.io.atomic import atomic_path
+
+        with atomic_path(plot) as tmp:
+            plot_usage(tmp, model.memory.manager.tracker, format=plot.suffix[1:].lower())
+        print(f"tier usage plotted to {plot}")
     return 0
+
+
+def _plot_target(name: str) -> Path:
+    """`name` as the image to write: its folder exists, it is not a folder, and its suffix is a format
+    matplotlib writes (matplotlib would append .png to a name without one, and print none of it)."""
+    from matplotlib.figure import Figure
+
+    path = Path(name)
+    kinds = Figure().canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in kinds:
+        raise ValueError(f"--plot {name}: name an image file ending in one of {', '.join('.' + k for k in kinds)}")
+    if path.is_dir() or not path.absolute().parent.is_dir():
+        raise ValueError(f"--plot {name}: {'is a directory' if path.is_dir() else 'its folder does not exist'}")
+    return path

@@ -50,8 +50,9 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
             for r in rows]
 
 
-def plot_usage(path: str | os.PathLike, tracker: Tracker | None = None) -> Any:
-    """Save a plot of bytes per tier over time (matplotlib, imported only here) to `path`; returns the figure."""
+def plot_usage(path: str | os.PathLike, tracker: Tracker | None = None, format: str | None = None) -> Any:
+    """Save a plot of bytes per tier over time (matplotlib, imported only here) to `path`, as `format`
+    (default: from `path`'s suffix); returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -71,6 +72,6 @@ def plot_usage(path: str | os.PathLike, tracker: Tracker | None = None) -> Any:
     ax.set_title("tensora memory tiers")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format=format)
     plt.close(fig)
     return fig
