@@ -115,6 +115,16 @@ def test_bench_lists_the_benchmarks_and_refuses_unknown_names(capsys):
     assert "unknown benchmark" in capsys.readouterr().err
 
 
+def test_bench_list_shows_a_script_it_cannot_read_without_hiding_the_rest(tmp_path, capsys):
+    (tmp_path / "good.py").write_text('"""A good one."""\n')
+    (tmp_path / "broken.py").write_text("def (:\n")
+    (tmp_path / "latin1.py").write_bytes(b'"""caf\xe9"""\n')
+    assert main(["bench", "--dir", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "A good one." in listed and "(unreadable: SyntaxError)" in listed
+    assert "(unreadable: UnicodeDecodeError)" in listed
+
+
 def test_every_command_has_help(capsys):
     from tensora.cli import COMMANDS
 

@@ -42,8 +42,7 @@ def bench(args: argparse.Namespace) -> int:
     available = {p.stem: p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")}
     if args.list:
         for name, path in available.items():
-            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-            print(f"{name:<18} {doc.strip().splitlines()[0] if doc.strip() else ''}")
+            print(f"{name:<18} {_summary(path)}")
         return 0
     unknown = [n for n in args.names if n not in available]
     if unknown:
@@ -57,3 +56,13 @@ def bench(args: argparse.Namespace) -> int:
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _summary(path: Path) -> str:
+    """The first line of the script's docstring; "(unreadable: why)" for one that does not parse, so that
+    one broken file does not hide the whole list."""
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError) as exc:
+        return f"(unreadable: {type(exc).__name__})"
+    return doc.strip().splitlines()[0] if doc.strip() else ""
