@@ -21,6 +21,7 @@ in the result, never silently changed.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,11 @@ def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group
         skip = [skip]
     elif skip is not None and not callable(skip):
         skip = list(skip)
+    if isinstance(skip, list):
+        names = {name for name, _ in module.named_modules()}
+        for entry in skip:
+            if entry not in names:  # a typo ("layers.1." or "lm-head") would quantize what it meant to keep
+                warnings.warn(f"quantize: skip entry {entry!r} names no module of the model", stacklevel=2)
     fmt = _format_with_group(format, group_size, options)
     result = QuantizeResult()
     state = _SharedState(module, embeddings)

@@ -496,3 +496,10 @@ def test_format_options_of_the_wrong_type_or_name_are_refused(name, options, mes
 def test_a_block_size_given_twice_is_refused():
     with pytest.raises(ValueError, match="given twice: group_size=64 and block_size=128"):
         quantize(nn.Sequential(nn.Linear(128, 4)), "nf4", group_size=64, block_size=128)
+
+
+def test_a_skip_entry_that_names_no_module_is_warned_about():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    with pytest.warns(UserWarning, match=r"skip entry '2\.' names no module"):
+        result = quantize(model, "q8_0", skip=["2."])
+    assert result.quantized == ["0", "2"]
