@@ -79,6 +79,7 @@ POLICY: dict[str, str] = {
     "huber_loss": FLOAT32,
     "kl_div": FLOAT32,
     "cosine_embedding_loss": FLOAT32,
+    "bilinear": FLOAT32,  # torch CPU keeps it in float32 (tensora builds it from two einsums)
 }
 
 # Autocast dtypes CPU autocast supports (torch: bfloat16 and float16).

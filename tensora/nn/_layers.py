@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..amp import autocast_op
 from ..autograd import no_grad
 from ..autograd.function import Op
 from ..backend import get_backend
@@ -17,6 +18,7 @@ from ..ops.linalg import einsum
 from ..tensor import Tensor, make_tensor
 
 
+@autocast_op("bilinear")
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y_o = x1^T A_o x2 + b_o for x1 (*, in1), x2 (*, in2), weight (out, in1, in2) -> (*, out).
 

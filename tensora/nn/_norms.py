@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import ml_dtypes
 import numpy as np
 
+from .. import dtypes as dt
 from ..autograd import is_grad_enabled, no_grad
 from ..autograd.function import Op
 from ..errors import ShapeError, fmt_shape
@@ -290,7 +291,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if weight is not None:
             alpha = alpha * weight
         beta = -running_mean * alpha if bias is None else bias - running_mean * alpha
-        return input * alpha.reshape(shape) + beta.reshape(shape)
+        y = input * alpha.reshape(shape) + beta.reshape(shape)
+        # a 16-bit input with float32 statistics stays 16-bit, as in training and in torch's mixed kernel
+        return y.to(input.dtype) if input.dtype in (dt.bfloat16, dt.float16) else y
     dims = (0,) + tuple(range(2, input.ndim))
     n = count(input.shape, dims)
     if n <= 1:

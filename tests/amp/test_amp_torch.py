@@ -61,6 +61,7 @@ CASES = [
     ("l1_loss", F.l1_loss, TF.l1_loss, [((5, 3), "low"), ((5, 3), "low")]),
     ("smooth_l1_loss", F.smooth_l1_loss, TF.smooth_l1_loss, [((5, 3), "low"), ((5, 3), "low")]),
     ("huber_loss", F.huber_loss, TF.huber_loss, [((5, 3), "low"), ((5, 3), "low")]),
+    ("bilinear", F.bilinear, TF.bilinear, [((4, 6), "float32"), ((4, 5), "float32"), ((3, 6, 5), "float32")]),
     ("bce_with_logits", F.binary_cross_entropy_with_logits,
      TF.binary_cross_entropy_with_logits, [((5, 3), "low"), ((5, 3), "low", True)]),
     ("kl_div", lambda a, b: F.kl_div(a, b, reduction="batchmean"),

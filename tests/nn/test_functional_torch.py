@@ -379,3 +379,16 @@ def test_pad_with_negative_amounts_crops_in_every_mode(mode):
 def test_transformer_encoder_takes_torchs_fast_path_flags():
     layer = nn.TransformerEncoderLayer(16, 4, 32)
     assert len(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False, mask_check=False).layers) == 2
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_norm_of_bfloat16_input_with_float32_statistics_stays_bfloat16(training):
+    x = np.random.default_rng(5).random((3, 4), dtype=np.float32)
+    v = np.random.default_rng(6).random(4, dtype=np.float32) + 0.5
+    ours = TF.batch_norm(tensora.tensor(x).to(tensora.bfloat16), tensora.tensor(v), tensora.tensor(v.copy()),
+                         training=training)
+    ref = torch.nn.functional.batch_norm(torch.tensor(x).bfloat16(), torch.tensor(v), torch.tensor(v.copy()),
+                                         training=training)
+    assert ours.dtype == tensora.bfloat16 and ref.dtype == torch.bfloat16
+    np.testing.assert_array_equal(ours.float().numpy(), ref.float().numpy())
+
