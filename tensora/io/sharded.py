@@ -89,8 +89,10 @@ def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_
     previous = _previous_shards(index_path, stem)
     if len(shards) == 1:
         save_file(tensors, target, meta or None)
-        _remove(index_path, *(target.with_name(name) for name in previous))  # the index first: never dangling
+        if previous is not None:  # the index first: never one that lists removed shards
+            _remove(index_path, *(target.with_name(name) for name in previous))
         return target
+    previous = previous or set()
     save_id = secrets.token_hex(8)
     shard_names = [f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     if previous.intersection(shard_names):
@@ -106,14 +108,15 @@ def save_sharded(tensors: Mapping[str, Any], path: str | os.PathLike, max_shard_
     return index_path
 
 
-def _previous_shards(index_path: Path, stem: str) -> set[str]:
+def _previous_shards(index_path: Path, stem: str) -> set[str] | None:
     """Names of the shards that the checkpoint at `index_path` lists and that a save of `stem` wrote
-    (`stem`-00001-of-00002.safetensors, or with a save id after `stem`); none if there is no
-    readable index. Only these are ever removed: never a file a hand-made index points at."""
+    (`stem`-00001-of-00002.safetensors, or with a save id after `stem`); None if there is no readable
+    index (which is then left alone). Only these are ever removed: never a file a hand-made index
+    points at."""
     try:
         weight_map, _ = read_index(index_path)
     except (OSError, FormatError):
-        return set()
+        return None
     pattern = re.compile(rf"{re.escape(stem)}-(?:[0-9a-f]{{16}}-)?\d{{5}}-of-\d{{5}}\.safetensors")
     return {name for name in weight_map.values() if pattern.fullmatch(name)}
 

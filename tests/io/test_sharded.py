@@ -157,3 +157,10 @@ def test_folder_with_several_checkpoints_is_ambiguous(tmp_path):
     with pytest.raises(tio.FormatError, match="several"):
         tio.load(tmp_path)
     assert set(tio.load(tmp_path / "a.safetensors")) == {"layers.0.weight"}
+
+
+def test_a_file_named_like_the_index_that_is_not_one_is_left_alone(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text("not an index")
+    tio.save(_state(), tmp_path / "model.safetensors")
+    assert index.read_text() == "not an index"
