@@ -52,7 +52,9 @@ class DataLoader:
 
     Workers: 'fork' where the platform has it, else 'spawn' (then the dataset,
     collate_fn and worker_init_fn must be picklable; tensors inside them travel
-    through shared memory, never pickled). Each pass draws one seed from
+    through shared memory, never pickled). A batch's tensors and arrays in dicts, lists
+    and tuples come back through shared memory too; one inside another object (a deque,
+    a dataclass) is sent by value with it. Each pass draws one seed from
     `generator`; worker i seeds tensora, NumPy and `random` with seed + i. A
     dataset exception is raised again here with the worker's traceback; a worker
     that dies raises WorkerDiedError, a batch slower than `timeout` DataLoaderError.

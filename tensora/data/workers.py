@@ -37,7 +37,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import random as trandom
+from ..creation import from_numpy
 from ..errors import TensoraError
+from ..tensor import Tensor
 from . import shm
 from .fetch import IterableFetcher, MapFetcher
 from .transport import BatchReader, BatchWriter
@@ -45,6 +47,22 @@ from .transport import BatchReader, BatchWriter
 _POLL_S = 1.0  # how often an idle worker checks that the main process is still there
 _JOIN_S = 5.0  # how long close() lets workers finish their current batch before terminating them
 _RESET = "reset"  # message: start a new pass over an IterableDataset (persistent workers)
+
+
+class _ReplyPickler(ForkingPickler):
+    """Pickles a worker's reply. Tensors in dicts, lists and tuples travel in shared memory (the
+    transport's spec); one inside any other object (a deque, a dataclass) is pickled here by value,
+    as torch's workers send it, instead of failing on Tensor's refusal to be pickled."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, Tensor) and obj.device.type == "cpu":
+            return _tensor_from_array, (np.array(obj.detach().numpy()), obj.requires_grad)
+        return NotImplemented
+
+
+def _tensor_from_array(array: np.ndarray, requires_grad: bool) -> Tensor:
+    """Unpickle side of _ReplyPickler (in the main process, from our own worker)."""
+    return from_numpy(array).requires_grad_(requires_grad)
 
 
 class DataLoaderError(TensoraError, RuntimeError):
@@ -175,7 +193,7 @@ def _worker_loop(worker_id: int, conn: connection.Connection, done: Any, setup: 
         kind, rest = _run_task(index, fetcher, init_error, setup.is_iterable, writer)
         reply = (kind, writer.take_dropped(), *rest)
         try:
-            data = ForkingPickler.dumps(reply)
+            data = _ReplyPickler.dumps(reply)
         except Exception as exc:  # the reply would not pickle (an odd object inside the batch)
             if kind == "batch" and rest[0] is not None:
                 writer.give_back([rest[0]])

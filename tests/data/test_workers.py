@@ -10,6 +10,7 @@ come back with the worker's traceback, workers are seeded like PyTorch's, and th
 import collections
 import gc
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -116,6 +117,19 @@ def test_batches_from_workers_keep_container_types_and_requires_grad():
         assert b["x"].requires_grad and type(b["size"]) is tensora.Size and b["size"] == (2, 3)
         assert type(b["items"]) is _Items and b["items"][0].tolist() == [0.0]
         assert type(b["ordered"]) is collections.OrderedDict
+
+
+def _deque_batch(batch):
+    return {"queue": collections.deque([tensora.ones(2, requires_grad=True), tensora.arange(3)])}
+
+
+def test_tensors_inside_other_containers_come_from_workers_too():
+    # a deque (or a dataclass) is not broken down into shared memory: its tensors are sent by value, as torch does
+    for workers in (0, 2):
+        b = next(iter(DataLoader([0], batch_size=1, num_workers=workers, collate_fn=_deque_batch)))
+        first, second = b["queue"]
+        assert type(b["queue"]) is collections.deque and first.requires_grad and first.tolist() == [1.0, 1.0]
+        assert second.tolist() == [0, 1, 2] and second.dtype == tensora.int64
 
 
 def test_same_order_when_workers_finish_out_of_order():
@@ -333,11 +347,14 @@ class Holder:
         self.t = t
 
 
-def test_tensors_inside_unknown_objects_are_never_pickled():
-    loader = DataLoader(TensorDataset(tensora.zeros(4)), batch_size=2, num_workers=1, timeout=GUARD_S,
+def test_tensors_inside_unknown_objects_come_by_value():
+    # not broken down into shared memory like dicts, lists and tuples: the worker's reply pickler sends
+    # the tensor's values (Tensor itself still refuses to be pickled anywhere else)
+    loader = DataLoader(TensorDataset(tensora.arange(4.0)), batch_size=2, num_workers=1, timeout=GUARD_S,
                         collate_fn=lambda s: Holder(tensora.stack([x[0] for x in s])))
+    assert [b.t.tolist() for b in loader] == [[0.0, 1.0], [2.0, 3.0]]
     with pytest.raises(TypeError, match="tensora tensors are not pickled"):
-        next(iter(loader))
+        pickle.dumps(Holder(tensora.zeros(1)))
 
 
 def test_timeout():
