@@ -99,6 +99,11 @@ def quantize(module: Module, format: str | QuantFormat, skip: Skip = None, group
                 warnings.warn(f"quantize: skip entry {entry!r} names no module of the model", stacklevel=2)
     fmt = _format_with_group(format, group_size, options)
     result = QuantizeResult()
+    already = sorted({type(m).__name__ for _, m in module.named_modules()
+                      if isinstance(m, (QuantizedLinear, QuantizedEmbedding))})
+    if already:  # quantize(m, "q4_0") after quantize(m, "q8_0") would otherwise do nothing, silently
+        warnings.warn(f"quantize: the model already holds {' and '.join(already)} layers; they stay as "
+                      "they are (quantize a dense model to change their format)", stacklevel=2)
     state = _SharedState(module, embeddings)
     state.dense = _weights_kept_dense(module, "", fmt, skip, embeddings, {})
     _quantize_children(module, "", fmt, skip, embeddings, result, state)

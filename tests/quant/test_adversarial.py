@@ -503,3 +503,11 @@ def test_a_skip_entry_that_names_no_module_is_warned_about():
     with pytest.warns(UserWarning, match=r"skip entry '2\.' names no module"):
         result = quantize(model, "q8_0", skip=["2."])
     assert result.quantized == ["0", "2"]
+
+
+def test_quantizing_a_quantized_model_again_says_its_layers_stay():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    quantize(model, "q8_0")
+    with pytest.warns(UserWarning, match="already holds QuantizedLinear layers; they stay"):
+        result = quantize(model, "q4_0")
+    assert result.quantized == [] and model[0].weight.format.name == "q8_0"
